@@ -1,0 +1,401 @@
+"""The VideoCrafter 3D UNet, built on ComfyUI's operations so weights cast and offload.
+
+Parameter names are the released checkpoint keys under `model.diffusion_model.` (including the
+original spelling `temopral_conv`). Activations stay in the `[(B*T), C, H, W]` layout of the
+spatial layers; temporal layers view the same memory as `[B, C, T, H, W]`.
+"""
+from dataclasses import dataclass, field, asdict
+
+import torch
+import torch.nn as nn
+import torch.utils.checkpoint
+
+import comfy.ops
+import comfy.ldm.modules.attention as comfy_attention
+from comfy.ldm.modules.attention import FeedForward
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Downsample, Upsample
+from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
+
+ops = comfy.ops.disable_weight_init
+
+HEAD_DIM = 64  # every attention of every released model
+
+
+@dataclass
+class UNetConfig:
+    """Everything that shapes the UNet; inferred from a checkpoint by `vc_models.detect`."""
+    in_channels: int = 4
+    out_channels: int = 4
+    model_channels: int = 320
+    channel_mult: tuple = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    attention_levels: tuple = (0, 1, 2)  # levels (downsample count) that carry transformers
+    context_dim: int = 1024
+    transformer_depth: int = 1
+    temporal_transformer_depth: int = 1
+    use_linear: bool = True
+    temporal_conv: bool = False
+    temporal_attention: bool = True
+    relative_position: bool = False
+    max_relative_position: int = 16
+    init_attn_heads: int = 0  # 0: no initial temporal attention after the input convolution
+    fps_cond: bool = False
+    image_cross_attention: bool = False
+    image_context_dim: int = 1024
+    head_dim: int = HEAD_DIM
+
+    def as_dict(self):
+        return asdict(self)
+
+
+def frames_to_video(h, num_frames):
+    """[(B*T), C, H, W] -> [B, C, T, H, W] (a view when possible)."""
+    bt, c, hh, ww = h.shape
+    return h.view(bt // num_frames, num_frames, c, hh, ww).transpose(1, 2)
+
+
+def video_to_frames(x):
+    """[B, C, T, H, W] -> [(B*T), C, H, W]."""
+    b, c, t, hh, ww = x.shape
+    return x.transpose(1, 2).reshape(b * t, c, hh, ww)
+
+
+class TemporalConvBlock(nn.Module):
+    """Four 3x1x1 convolutions over the frame axis, residual (VideoCrafter2 / I2V ResBlocks)."""
+
+    def __init__(self, channels, dtype=None, device=None, operations=ops):
+        super().__init__()
+
+        def stage(with_dropout):
+            layers = [operations.GroupNorm(32, channels, dtype=dtype, device=device), nn.SiLU()]
+            if with_dropout:
+                layers.append(nn.Dropout(0.1))
+            layers.append(operations.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0), dtype=dtype, device=device))
+            return nn.Sequential(*layers)
+
+        self.conv1 = stage(False)
+        self.conv2 = stage(True)
+        self.conv3 = stage(True)
+        self.conv4 = stage(True)
+
+    def forward(self, x):
+        return x + self.conv4(self.conv3(self.conv2(self.conv1(x))))
+
+
+class VideoResBlock(ResBlock):
+    """ComfyUI's ResBlock on every frame, then (optionally) the temporal convolution block."""
+
+    def __init__(self, channels, emb_channels, out_channels=None, temporal_conv=False,
+                 dtype=None, device=None, operations=ops):
+        super().__init__(channels, emb_channels, 0.0, out_channels=out_channels, dims=2,
+                         dtype=dtype, device=device, operations=operations)
+        if temporal_conv:
+            self.temopral_conv = TemporalConvBlock(self.out_channels, dtype=dtype, device=device, operations=operations)
+        else:
+            self.temopral_conv = None
+
+    def forward(self, x, emb, num_frames):
+        h = self._forward(x, emb)
+        if self.temopral_conv is not None:
+            h = video_to_frames(self.temopral_conv(frames_to_video(h, num_frames)))
+        return h
+
+
+class RelativePosition(nn.Module):
+    """Learned embeddings of the clipped frame distance k - q (one table for keys, one for values)."""
+
+    def __init__(self, head_dim, max_relative_position, dtype=None, device=None):
+        super().__init__()
+        self.max_relative_position = max_relative_position
+        self.embeddings_table = nn.Parameter(torch.empty(2 * max_relative_position + 1, head_dim, dtype=dtype, device=device))
+
+    def forward(self, length, like):
+        pos = torch.arange(length, device=like.device)
+        distance = (pos[None, :] - pos[:, None]).clamp(-self.max_relative_position, self.max_relative_position)
+        table = comfy.ops.cast_to_input(self.embeddings_table, like)
+        return table[distance + self.max_relative_position]  # [T, T, D]
+
+
+class Attention(nn.Module):
+    """Multi-head attention through ComfyUI's optimized attention.
+
+    With `image_context_dim`, a second attention over the image tokens (own key/value, same
+    query) is added, as VideoCrafter1 I2V does. With `max_relative_position`, relative position
+    embeddings enter the scores and the values; those need explicit scores (only used over the
+    short frame axis).
+    """
+
+    def __init__(self, query_dim, context_dim=None, heads=8, head_dim=HEAD_DIM, image_context_dim=None,
+                 max_relative_position=None, dtype=None, device=None, operations=ops):
+        super().__init__()
+        inner = heads * head_dim
+        context_dim = context_dim or query_dim
+        self.heads = heads
+        self.head_dim = head_dim
+        self.to_q = operations.Linear(query_dim, inner, bias=False, dtype=dtype, device=device)
+        self.to_k = operations.Linear(context_dim, inner, bias=False, dtype=dtype, device=device)
+        self.to_v = operations.Linear(context_dim, inner, bias=False, dtype=dtype, device=device)
+        self.to_out = nn.Sequential(operations.Linear(inner, query_dim, dtype=dtype, device=device), nn.Dropout(0.0))
+        if image_context_dim:
+            self.to_k_ip = operations.Linear(image_context_dim, inner, bias=False, dtype=dtype, device=device)
+            self.to_v_ip = operations.Linear(image_context_dim, inner, bias=False, dtype=dtype, device=device)
+        else:
+            self.to_k_ip = self.to_v_ip = None
+        if max_relative_position:
+            self.relative_position_k = RelativePosition(head_dim, max_relative_position, dtype=dtype, device=device)
+            self.relative_position_v = RelativePosition(head_dim, max_relative_position, dtype=dtype, device=device)
+        else:
+            self.relative_position_k = self.relative_position_v = None
+
+    def forward(self, x, context=None, image_context=None):
+        q = self.to_q(x)
+        context = x if context is None else context
+        k = self.to_k(context)
+        v = self.to_v(context)
+        if self.relative_position_k is not None:
+            out = self._relative_attention(q, k, v)
+        else:
+            out = comfy_attention.optimized_attention(q, k, v, self.heads)
+        if self.to_k_ip is not None:
+            if image_context is None:
+                raise ValueError("This image-to-video model needs image tokens: encode the image with "
+                                 "'VideoCrafter Image Encode' for both the positive and the negative conditioning.")
+            out = out + comfy_attention.optimized_attention(q, self.to_k_ip(image_context), self.to_v_ip(image_context), self.heads)
+        return self.to_out(out)
+
+    def _relative_attention(self, q, k, v):
+        n, t, _ = q.shape
+        q, k, v = (a.view(n, t, self.heads, self.head_dim).transpose(1, 2) for a in (q, k, v))
+        rel_k = self.relative_position_k(t, q)
+        rel_v = self.relative_position_v(t, q)
+        scale = self.head_dim ** -0.5
+        scores = (q @ k.transpose(-1, -2) + torch.einsum("nhtd,tsd->nhts", q, rel_k)) * scale
+        probs = scores.softmax(dim=-1)
+        out = probs @ v + torch.einsum("nhts,tsd->nhtd", probs, rel_v)
+        return out.transpose(1, 2).reshape(n, t, self.heads * self.head_dim)
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention, cross-attention (or a second self-attention), GEGLU feed-forward."""
+
+    def __init__(self, dim, heads, head_dim, context_dim=None, image_context_dim=None,
+                 max_relative_position=None, dtype=None, device=None, operations=ops):
+        super().__init__()
+        kw = dict(heads=heads, head_dim=head_dim, max_relative_position=max_relative_position,
+                  dtype=dtype, device=device, operations=operations)
+        self.attn1 = Attention(dim, **kw)
+        self.ff = FeedForward(dim, glu=True, dtype=dtype, device=device, operations=operations)
+        self.attn2 = Attention(dim, context_dim=context_dim, image_context_dim=image_context_dim, **kw)
+        self.norm1 = operations.LayerNorm(dim, dtype=dtype, device=device)
+        self.norm2 = operations.LayerNorm(dim, dtype=dtype, device=device)
+        self.norm3 = operations.LayerNorm(dim, dtype=dtype, device=device)
+
+    def forward(self, x, context=None, image_context=None):
+        x = self.attn1(self.norm1(x)) + x
+        x = self.attn2(self.norm2(x), context=context, image_context=image_context) + x
+        return self.ff(self.norm3(x)) + x
+
+
+class SpatialTransformer(nn.Module):
+    """Attention over the pixels of each frame, cross-attending to text (and image) tokens."""
+
+    def __init__(self, channels, heads, head_dim, depth, context_dim, image_context_dim=None, use_linear=True,
+                 dtype=None, device=None, operations=ops):
+        super().__init__()
+        inner = heads * head_dim
+        self.use_linear = use_linear
+        self.norm = operations.GroupNorm(32, channels, eps=1e-6, dtype=dtype, device=device)
+        if use_linear:
+            self.proj_in = operations.Linear(channels, inner, dtype=dtype, device=device)
+            self.proj_out = operations.Linear(inner, channels, dtype=dtype, device=device)
+        else:
+            self.proj_in = operations.Conv2d(channels, inner, 1, dtype=dtype, device=device)
+            self.proj_out = operations.Conv2d(inner, channels, 1, dtype=dtype, device=device)
+        self.transformer_blocks = nn.ModuleList([
+            TransformerBlock(inner, heads, head_dim, context_dim=context_dim, image_context_dim=image_context_dim,
+                             dtype=dtype, device=device, operations=operations)
+            for _ in range(depth)])
+
+    def forward(self, x, context, image_context=None):
+        n, c, h, w = x.shape
+        y = self.norm(x)
+        if not self.use_linear:
+            y = self.proj_in(y)
+        y = y.flatten(2).transpose(1, 2)
+        if self.use_linear:
+            y = self.proj_in(y)
+        for block in self.transformer_blocks:
+            y = block(y, context=context, image_context=image_context)
+        if self.use_linear:
+            y = self.proj_out(y)
+        y = y.transpose(1, 2).reshape(n, -1, h, w)
+        if not self.use_linear:
+            y = self.proj_out(y)
+        return y + x
+
+
+class TemporalTransformer(nn.Module):
+    """Attention along the frame axis at every pixel: two self-attentions and a feed-forward.
+
+    The group norm spans frames too (it normalises the [B, C, T, H, W] video), as the original.
+    """
+
+    def __init__(self, channels, heads, head_dim, depth, use_linear=True, max_relative_position=None,
+                 dtype=None, device=None, operations=ops):
+        super().__init__()
+        inner = heads * head_dim
+        self.use_linear = use_linear
+        self.norm = operations.GroupNorm(32, channels, eps=1e-6, dtype=dtype, device=device)
+        if use_linear:
+            self.proj_in = operations.Linear(channels, inner, dtype=dtype, device=device)
+            self.proj_out = operations.Linear(inner, channels, dtype=dtype, device=device)
+        else:
+            self.proj_in = operations.Conv1d(channels, inner, 1, dtype=dtype, device=device)
+            self.proj_out = operations.Conv1d(inner, channels, 1, dtype=dtype, device=device)
+        self.transformer_blocks = nn.ModuleList([
+            TransformerBlock(inner, heads, head_dim, max_relative_position=max_relative_position,
+                             dtype=dtype, device=device, operations=operations)
+            for _ in range(depth)])
+
+    def _project(self, layer, y):
+        # y: [N, T, C]; a 1x1 Conv1d over channels is a linear map with a trailing kernel dim
+        if self.use_linear:
+            return layer(y)
+        return layer(y.transpose(1, 2)).transpose(1, 2)
+
+    def forward(self, x, num_frames):
+        video = frames_to_video(x, num_frames)
+        b, c, t, h, w = video.shape
+        y = self.norm(video)
+        y = y.permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
+        y = self._project(self.proj_in, y)
+        for block in self.transformer_blocks:
+            y = block(y)
+        y = self._project(self.proj_out, y)
+        y = y.view(b, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, h, w)
+        return y + x
+
+
+class BlockSequence(nn.Sequential):
+    """One UNet stage: each layer gets the inputs its kind needs."""
+
+    def forward(self, h, emb, context, image_context, num_frames):
+        for layer in self:
+            if isinstance(layer, VideoResBlock):
+                h = layer(h, emb, num_frames)
+            elif isinstance(layer, SpatialTransformer):
+                h = layer(h, context, image_context)
+            elif isinstance(layer, TemporalTransformer):
+                h = layer(h, num_frames)
+            else:
+                h = layer(h)
+        return h
+
+
+class VideoCrafterUNet(nn.Module):
+    """The denoiser: eps prediction for a video latent [B, C, T, H, W]."""
+
+    def __init__(self, config: UNetConfig = None, dtype=None, device=None, operations=ops, **overrides):
+        super().__init__()
+        cfg = config or UNetConfig()
+        if overrides:
+            cfg = UNetConfig(**{**cfg.as_dict(), **overrides})
+        self.config = cfg
+        self.dtype = dtype if dtype is not None else torch.float32
+        self.gradient_checkpointing = False
+        kw = dict(dtype=dtype, device=device, operations=operations)
+        mc = cfg.model_channels
+        emb_dim = mc * 4
+        rel = cfg.max_relative_position if cfg.relative_position else None
+        image_dim = cfg.image_context_dim if cfg.image_cross_attention else None
+
+        def linear_mlp():
+            return nn.Sequential(operations.Linear(mc, emb_dim, dtype=dtype, device=device), nn.SiLU(),
+                                 operations.Linear(emb_dim, emb_dim, dtype=dtype, device=device))
+
+        self.time_embed = linear_mlp()
+        self.fps_embedding = linear_mlp() if cfg.fps_cond else None
+
+        def res(ch_in, ch_out):
+            return VideoResBlock(ch_in, emb_dim, ch_out, temporal_conv=cfg.temporal_conv, **kw)
+
+        def transformers(ch):
+            heads = ch // cfg.head_dim
+            layers = [SpatialTransformer(ch, heads, cfg.head_dim, cfg.transformer_depth, cfg.context_dim,
+                                         image_context_dim=image_dim, use_linear=cfg.use_linear, **kw)]
+            if cfg.temporal_attention:
+                layers.append(TemporalTransformer(ch, heads, cfg.head_dim, cfg.temporal_transformer_depth,
+                                                  use_linear=cfg.use_linear, max_relative_position=rel, **kw))
+            return layers
+
+        self.input_blocks = nn.ModuleList([BlockSequence(operations.Conv2d(cfg.in_channels, mc, 3, padding=1, dtype=dtype, device=device))])
+        if cfg.init_attn_heads:
+            self.init_attn = BlockSequence(TemporalTransformer(mc, cfg.init_attn_heads, cfg.head_dim, cfg.transformer_depth,
+                                                               use_linear=False, max_relative_position=rel, **kw))
+        else:
+            self.init_attn = None
+
+        skip_channels = [mc]
+        ch = mc
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers = [res(ch, mult * mc)]
+                ch = mult * mc
+                if level in cfg.attention_levels:
+                    layers += transformers(ch)
+                self.input_blocks.append(BlockSequence(*layers))
+                skip_channels.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(BlockSequence(Downsample(ch, True, dims=2, out_channels=ch, **kw)))
+                skip_channels.append(ch)
+
+        self.middle_block = BlockSequence(res(ch, ch), *transformers(ch), res(ch, ch))
+
+        self.output_blocks = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(cfg.channel_mult))):
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(ch + skip_channels.pop(), mult * mc)]
+                ch = mult * mc
+                if level in cfg.attention_levels:
+                    layers += transformers(ch)
+                if level and i == cfg.num_res_blocks:
+                    layers.append(Upsample(ch, True, dims=2, out_channels=ch, **kw))
+                self.output_blocks.append(BlockSequence(*layers))
+
+        self.out = nn.Sequential(operations.GroupNorm(32, ch, dtype=dtype, device=device), nn.SiLU(),
+                                 operations.Conv2d(mc, cfg.out_channels, 3, padding=1, dtype=dtype, device=device))
+
+    def _run(self, block, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    def forward(self, x, timesteps, context=None, fps=None, image_context=None, **kwargs):
+        """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; fps [B] or None; image_context [B, N, D]."""
+        b, _, t, _, _ = x.shape
+        dtype = x.dtype
+        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        if self.fps_embedding is not None:
+            if fps is None:
+                raise ValueError("This model is conditioned on fps: add 'VideoCrafter FPS Conditioning' (or use the VideoCrafter loader's default).")
+            fps = fps.reshape(-1).to(timesteps.device)
+            if fps.shape[0] != b:
+                fps = fps.expand(b) if fps.shape[0] == 1 else fps
+            emb = emb + self.fps_embedding(timestep_embedding(fps, self.config.model_channels).to(dtype))
+
+        emb = emb.repeat_interleave(t, dim=0)
+        context = context.repeat_interleave(t, dim=0)
+        if image_context is not None:
+            image_context = image_context.to(dtype).repeat_interleave(t, dim=0)
+
+        h = video_to_frames(x)
+        skips = []
+        for index, block in enumerate(self.input_blocks):
+            h = self._run(block, h, emb, context, image_context, t)
+            if index == 0 and self.init_attn is not None:
+                h = self._run(self.init_attn, h, emb, context, image_context, t)
+            skips.append(h)
+        h = self._run(self.middle_block, h, emb, context, image_context, t)
+        for block in self.output_blocks:
+            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, image_context, t)
+        return frames_to_video(self.out(h), t)

@@ -1,0 +1,37 @@
+"""VideoCrafter Checkpoint To Safetensors: convert a released .ckpt once, load it faster and safer after."""
+import os
+
+import folder_paths
+
+from ..vc_models.convert import convert_checkpoint
+from .loader import checkpoint_names, checkpoint_path
+
+
+class VideoCrafterCheckpointToSafetensors:
+    CATEGORY = "VideoCrafter/loaders"
+    RETURN_TYPES = ("STRING",)
+    RETURN_NAMES = ("path",)
+    OUTPUT_NODE = True
+    FUNCTION = "convert"
+    DESCRIPTION = "Writes a .safetensors copy of a VideoCrafter checkpoint next to it in models/checkpoints."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ckpt_name": (checkpoint_names(), {"tooltip": "The released model.ckpt to convert."}),
+            "fp16": ("BOOLEAN", {"default": True, "tooltip": "Store weights in fp16 (half the size; what the model runs in on GPUs)."}),
+            "output_name": ("STRING", {"default": "videocrafter.safetensors",
+                                       "tooltip": "File name to write in models/checkpoints (.safetensors is added if missing)."}),
+        }}
+
+    def convert(self, ckpt_name, fp16, output_name):
+        name = os.path.basename(output_name.strip()) or "videocrafter.safetensors"
+        if not name.endswith(".safetensors"):
+            name += ".safetensors"
+        dst = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], name)
+        info = convert_checkpoint(checkpoint_path(ckpt_name), dst, fp16=fp16)
+        return {"ui": {"text": [f"{info.description} -> {dst}"]}, "result": (dst,)}
+
+
+NODE_CLASS_MAPPINGS = {"VideoCrafterCheckpointToSafetensors": VideoCrafterCheckpointToSafetensors}
+NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterCheckpointToSafetensors": "VideoCrafter Checkpoint To Safetensors"}

@@ -1,0 +1,49 @@
+"""Empty VideoCrafter Latent: the 5-D noise canvas [B, 4, T, H/8, W/8]."""
+import torch
+
+import comfy.model_management
+
+# The UNet halves the latent three times (four levels), so pixels must be multiples of 8 * 2**3.
+SIZE_MULTIPLE = 64
+
+
+class EmptyVideoCrafterLatent:
+    CATEGORY = "VideoCrafter/latent"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "generate"
+    DESCRIPTION = "An empty video latent. The released models are trained at 320x512 (VC1/VC2/I2V) and 576x1024 (VC1-1024), 16 frames."
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "width": ("INT", {"default": 512, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+                              "tooltip": "Video width in pixels, a multiple of 64 (512 or 1024 as trained)."}),
+            "height": ("INT", {"default": 320, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+                               "tooltip": "Video height in pixels, a multiple of 64 (320 or 576 as trained)."}),
+            "frames": ("INT", {"default": 16, "min": 1, "max": 1024,
+                               "tooltip": "Number of frames; the models are trained on 16."}),
+            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos generated at once."}),
+        }}
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
+        for name, value in (("width", width), ("height", height)):
+            if value % SIZE_MULTIPLE:
+                lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
+                return (f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: the VideoCrafter UNet halves the "
+                        f"latent three times. Use {lower} or {lower + SIZE_MULTIPLE}.")
+        if frames < 1:
+            return f"frames must be at least 1, got {frames}."
+        return True
+
+    def generate(self, width, height, frames, batch_size=1):
+        valid = self.VALIDATE_INPUTS(width, height, frames, batch_size)
+        if valid is not True:
+            raise ValueError(valid)
+        latent = torch.zeros([batch_size, 4, frames, height // 8, width // 8],
+                             device=comfy.model_management.intermediate_device())
+        return ({"samples": latent},)
+
+
+NODE_CLASS_MAPPINGS = {"EmptyVideoCrafterLatent": EmptyVideoCrafterLatent}
+NODE_DISPLAY_NAME_MAPPINGS = {"EmptyVideoCrafterLatent": "Empty VideoCrafter Latent"}

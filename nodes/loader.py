@@ -1,0 +1,75 @@
+"""Load VideoCrafter Checkpoint: one file -> MODEL, CLIP, VAE, CLIP_VISION and the I2V projector."""
+import os
+
+import folder_paths
+
+from ..vc_models.loader import load_videocrafter, WEIGHT_DTYPES
+
+FOLDER = "videocrafter"
+if FOLDER not in folder_paths.folder_names_and_paths:
+    folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER), is_default=True)
+
+PROJECTOR_TYPE = "VIDEOCRAFTER_PROJECTOR"
+
+
+class MissingImageComponents:
+    """Stands in for CLIP_VISION / projector of a text-to-video checkpoint, so an image-to-video
+    graph fed one fails with a message that names the checkpoint instead of a None error."""
+
+    def __init__(self, description, ckpt_name):
+        self.description = description
+        self.ckpt_name = ckpt_name
+
+    def error(self):
+        return (f"'{self.ckpt_name}' is a {self.description} checkpoint: it has no image encoder or projector. "
+                "Image-to-video needs the VideoCrafter1 image-to-video checkpoint (i2v_512_v1); "
+                "for text-to-video remove the 'VideoCrafter Image Encode' node.")
+
+
+def checkpoint_names():
+    names = set(folder_paths.get_filename_list("checkpoints")) | set(folder_paths.get_filename_list(FOLDER))
+    return sorted(names)
+
+
+def checkpoint_path(name):
+    path = folder_paths.get_full_path(FOLDER, name) or folder_paths.get_full_path("checkpoints", name)
+    if path is None:
+        raise FileNotFoundError(f"Checkpoint '{name}' not found in models/checkpoints or models/{FOLDER}.")
+    return path
+
+
+class VideoCrafterCheckpointLoader:
+    CATEGORY = "VideoCrafter/loaders"
+    RETURN_TYPES = ("MODEL", "CLIP", "VAE", "CLIP_VISION", PROJECTOR_TYPE)
+    RETURN_NAMES = ("model", "clip", "vae", "clip_vision", "projector")
+    OUTPUT_TOOLTIPS = (
+        "The 3D UNet denoiser (works with VideoCrafter KSampler and the core samplers).",
+        "The OpenCLIP ViT-H text encoder: use with the core CLIP Text Encode.",
+        "The Stable Diffusion VAE, decoding each frame.",
+        "Image-to-video only: the OpenCLIP ViT-H image encoder.",
+        "Image-to-video only: the learned projector from CLIP image tokens to the 16 context tokens.",
+    )
+    FUNCTION = "load"
+    DESCRIPTION = ("Loads a VideoCrafter1/VideoCrafter2 checkpoint (.ckpt or .safetensors) and detects "
+                   "its variant: VC1 T2V 512/1024, VC2 T2V 512 or VC1 I2V 512.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "ckpt_name": (checkpoint_names(), {"tooltip": "A VideoCrafter model.ckpt (as released) or a converted "
+                                                          ".safetensors, from models/checkpoints or models/videocrafter."}),
+            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip":
+                             "Precision the UNet weights are kept in. 'default' lets ComfyUI choose for your device; "
+                             "fp16/bf16 halve memory; fp8 quarters it at some quality cost."}),
+        }}
+
+    def load(self, ckpt_name, weight_dtype="default"):
+        bundle = load_videocrafter(checkpoint_path(ckpt_name), weight_dtype)
+        if bundle.info.is_i2v:
+            return (bundle.model, bundle.clip, bundle.vae, bundle.clip_vision, bundle.projector)
+        missing = MissingImageComponents(bundle.info.description, ckpt_name)
+        return (bundle.model, bundle.clip, bundle.vae, missing, missing)
+
+
+NODE_CLASS_MAPPINGS = {"VideoCrafterCheckpointLoader": VideoCrafterCheckpointLoader}
+NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterCheckpointLoader": "Load VideoCrafter Checkpoint"}

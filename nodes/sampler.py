@@ -1,0 +1,95 @@
+"""VideoCrafter KSampler: the core KSampler for 5-D video latents, with eta and the faithful DDIM."""
+import inspect
+
+import comfy.k_diffusion.sampling as k_sampling
+import comfy.model_management
+import comfy.sample
+import comfy.samplers
+import comfy.utils
+import latent_preview
+
+from ..vc_models.sampling import SAMPLER_NAME, SCHEDULER_NAME
+from ..vc_models.model_base import VideoCrafterModel
+from .latent import SIZE_MULTIPLE
+
+
+def accepts_eta(sampler_name):
+    function = getattr(k_sampling, f"sample_{sampler_name}", None)
+    return function is not None and "eta" in inspect.signature(function).parameters
+
+
+def make_sampler(sampler_name, eta):
+    if accepts_eta(sampler_name):
+        return comfy.samplers.ksampler(sampler_name, {"eta": eta})
+    return comfy.samplers.sampler_object(sampler_name)
+
+
+def check_latent(model, latent):
+    if latent.ndim != 5:
+        raise ValueError(f"VideoCrafter samples video latents [B, 4, frames, H/8, W/8]; got a {latent.ndim}-D latent "
+                         f"{list(latent.shape)}. Use 'Empty VideoCrafter Latent' to make one.")
+    if isinstance(model.model, VideoCrafterModel):
+        h, w = latent.shape[-2:]
+        step = SIZE_MULTIPLE // 8
+        if h % step or w % step:
+            raise ValueError(f"Video size {w * 8}x{h * 8} is not a multiple of {SIZE_MULTIPLE} pixels, which the "
+                             "VideoCrafter UNet needs (it halves the latent three times).")
+        if latent.shape[1] != 4:
+            raise ValueError(f"VideoCrafter latents have 4 channels; got {latent.shape[1]}.")
+
+
+class VideoCrafterKSampler:
+    CATEGORY = "VideoCrafter/sampling"
+    RETURN_TYPES = ("LATENT",)
+    FUNCTION = "sample"
+    DESCRIPTION = ("Denoises a video latent with classifier-free guidance. 'videocrafter_ddim' with the "
+                   "'videocrafter_uniform' schedule is the original implementation's sampler step for step; "
+                   "every ComfyUI sampler and scheduler works too.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The VideoCrafter model (or one patched by other nodes)."}),
+            "positive": ("CONDITIONING", {"tooltip": "What the video should show (CLIP Text Encode, then FPS / Image Encode)."}),
+            "negative": ("CONDITIONING", {"tooltip": "What to steer away from; the original uses the empty prompt."}),
+            "latent_image": ("LATENT", {"tooltip": "A 5-D video latent from Empty VideoCrafter Latent (or a VAE-encoded video for denoise < 1)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
+                             "tooltip": "Seed of the initial noise and of the per-step noise (eta > 0)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps; the papers use 50."}),
+            "cfg": ("FLOAT", {"default": 12.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale; the papers use 12 (T2V) and 12 (I2V)."}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": SAMPLER_NAME,
+                             "tooltip": "videocrafter_ddim reproduces the original sampler; any ComfyUI sampler works."}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": SCHEDULER_NAME,
+                          "tooltip": "videocrafter_uniform: the original's DDIM timesteps (ending at t=0)."}),
+            "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                              "DDIM eta: 0 is deterministic, 1 (the original's default) adds fresh noise each step. "
+                              "Also passed to ancestral/SDE samplers that take an eta."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "1 generates from noise; lower keeps more of the input latent."}),
+        }}
+
+    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0, denoise=1.0):
+        latent = latent_image["samples"]
+        check_latent(model, latent)
+        latent = comfy.sample.fix_empty_latent_channels(model, latent)
+        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+        schedule = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                           scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+        sigmas = schedule.sigmas
+        out = latent_image.copy()
+        if len(sigmas) < 2:  # denoise 0
+            out["samples"] = latent
+            return (out,)
+        callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+        samples = comfy.sample.sample_custom(
+            model, noise, cfg, make_sampler(sampler_name, eta), sigmas, positive, negative, latent,
+            noise_mask=latent_image.get("noise_mask"), callback=callback,
+            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+        out.pop("downscale_ratio_spacial", None)
+        out["samples"] = samples
+        return (out,)
+
+
+NODE_CLASS_MAPPINGS = {"VideoCrafterKSampler": VideoCrafterKSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterKSampler": "VideoCrafter KSampler"}

@@ -1,0 +1,166 @@
+"""Start and stop a real ComfyUI server (the host from `.venv/comfyui-path`) for tests.
+
+Usage:
+    srv = ComfyServer(tmp_path).start()      # free port, temp input/output dirs, tiny checkpoints
+    srv.url                                  # http://127.0.0.1:<port>
+    srv.stop()                               # SIGTERM, then SIGKILL; srv.start() again on the same port
+
+The server runs `main.py --cpu` from the host tree (so this pack, symlinked into its
+custom_nodes, is loaded) with an extra_model_paths yaml that points `checkpoints` (and a
+few other folders) at a temp folder holding symlinks to the tiny reference checkpoints.
+No ComfyUI import happens in the test process.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(os.path.dirname(REPO), "shared", "reference", "golden")
+TINY_CHECKPOINTS = ("tiny_t2v_v2.safetensors", "tiny_t2v_v1.safetensors", "tiny_i2v_v1.safetensors")
+
+
+def comfyui_path():
+    path = os.environ.get("COMFYUI_PATH")
+    if not path:
+        marker = os.path.join(REPO, ".venv", "comfyui-path")
+        path = open(marker).read().strip() if os.path.exists(marker) else os.path.join(REPO, ".host", "ComfyUI")
+    return path
+
+
+def venv_python():
+    exe = os.path.join(REPO, ".venv", "bin", "python")
+    return exe if os.path.exists(exe) else sys.executable
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http_json(url, data=None, timeout=10):
+    """GET (data None) or POST json; returns the decoded body (raises urllib errors)."""
+    body = None if data is None else json.dumps(data).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"} if body else {})
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        raw = r.read()
+    return json.loads(raw) if raw else None
+
+
+class ComfyServer:
+    def __init__(self, root, port=None, checkpoints=TINY_CHECKPOINTS, extra_args=()):
+        self.root = str(root)
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.input_dir = os.path.join(self.root, "comfy_input")
+        self.output_dir = os.path.join(self.root, "comfy_output")
+        self.temp_dir = os.path.join(self.root, "comfy_temp")
+        self.user_dir = os.path.join(self.root, "comfy_user")
+        self.models_dir = os.path.join(self.root, "comfy_models")
+        self.log_path = os.path.join(self.root, "comfy_server.log")
+        self.extra_args = list(extra_args)
+        self.proc = None
+        self._log = None
+        for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir):
+            os.makedirs(d, exist_ok=True)
+        self._link_checkpoints(checkpoints)
+
+    def _link_checkpoints(self, names):
+        ckpt = os.path.join(self.models_dir, "checkpoints")
+        os.makedirs(ckpt, exist_ok=True)
+        for name in names:
+            src = os.path.join(GOLDEN, name)
+            dst = os.path.join(ckpt, name)
+            if os.path.exists(src) and not os.path.lexists(dst):
+                os.symlink(src, dst)
+        self.yaml_path = os.path.join(self.root, "extra_model_paths.yaml")
+        with open(self.yaml_path, "w") as f:
+            f.write("vc_test:\n"
+                    f"    base_path: {self.models_dir}\n"
+                    "    checkpoints: checkpoints\n"
+                    "    videocrafter: checkpoints\n"
+                    "    clip_vision: clip_vision\n"
+                    "    vae: vae\n")
+
+    def command(self):
+        return [venv_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+                "--disable-auto-launch", "--output-directory", self.output_dir,
+                "--input-directory", self.input_dir, "--temp-directory", self.temp_dir,
+                "--user-directory", self.user_dir,
+                "--extra-model-paths-config", self.yaml_path] + self.extra_args
+
+    def start(self, timeout=180):
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        self._log = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self.proc = subprocess.Popen(self.command(), cwd=comfyui_path(), stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.wait_ready(timeout)
+        return self
+
+    def alive(self):
+        try:
+            http_json(self.url + "/system_stats", timeout=2)
+            return True
+        except Exception:
+            return False
+
+    def wait_ready(self, timeout=180):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"ComfyUI exited with {self.proc.returncode}; log:\n{self.log_tail()}")
+            if self.alive():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(f"ComfyUI did not answer /system_stats in {timeout}s; log:\n{self.log_tail()}")
+
+    def stop(self, kill=False, timeout=20):
+        """Stop the server (kill=True: SIGKILL at once, as a crash would)."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout)
+        self.proc = None
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def restart(self, kill=True, timeout=180):
+        self.stop(kill=kill)
+        return self.start(timeout)
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode(errors="replace")
+        except OSError:
+            return ""
+
+    def object_info(self):
+        return http_json(self.url + "/object_info", timeout=30)
+
+    def queue(self):
+        return http_json(self.url + "/queue")
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()

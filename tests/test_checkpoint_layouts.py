@@ -1,0 +1,91 @@
+"""The model the pack builds has exactly the released checkpoints' parameter names and shapes.
+
+Every layout in ../shared/reference/keys/ is turned into meta tensors (no memory), detected, split
+and converted as the loader does, and each component is built on the meta device: the tensors it
+receives and the parameters it has must match one for one. Keys left unused are exactly those
+`vc_models.checkpoint.is_ignored_key` lists.
+"""
+import os
+
+import pytest
+import torch
+
+import comfy_host
+
+LAYOUTS = {
+    "t2v_512_v1.0": "vc1_t2v_512",
+    "t2v_1024_v1.0": "vc1_t2v_1024",
+    "t2v_512_v2.0": "vc2_t2v_512",
+    "i2v_512_v1.0": "vc1_i2v_512",
+}
+
+
+def meta_state_dict(layout):
+    sd = {}
+    with open(os.path.join(comfy_host.KEYS, f"{layout}.keys.tsv")) as f:
+        for line in f:
+            name, shape, _dtype = line.rstrip("\n").split("\t")
+            dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]
+            sd[name] = torch.empty(dims, device="meta")
+    return sd
+
+
+def shapes(sd):
+    return {k: tuple(v.shape) for k, v in sd.items()}
+
+
+def assert_same_layout(received, module_sd, what):
+    received, built = shapes(received), shapes(module_sd)
+    assert sorted(set(received) - set(built)) == [], f"{what}: checkpoint tensors the model has no parameter for"
+    assert sorted(set(built) - set(received)) == [], f"{what}: model parameters the checkpoint does not provide"
+    wrong = {k: (received[k], built[k]) for k in received if received[k] != built[k]}
+    assert wrong == {}, f"{what}: shape mismatches"
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_built_model_matches_released_layout(pack, layout):
+    import comfy.clip_model
+    import comfy.clip_vision
+    import comfy.ops
+    import comfy.utils
+    from comfy.ldm.models.autoencoder import AutoencoderKL
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    unet_mod = comfy_host.pack("vc_models.unet")
+    encoders = comfy_host.pack("vc_models.encoders")
+    projector_mod = comfy_host.pack("vc_models.projector")
+
+    sd = meta_state_dict(layout)
+    info = ckpt.inspect_checkpoint(sd, layout)
+    assert info.variant == LAYOUTS[layout]
+    ignored = sorted(k for k in sd if ckpt.is_ignored_key(k))
+    parts = ckpt.split_components({k: v for k, v in sd.items() if not ckpt.is_ignored_key(k)})
+    used_prefixes = [ckpt.UNET_PREFIX, ckpt.VAE_PREFIX, ckpt.TEXT_PREFIX, ckpt.VISION_PREFIX, ckpt.PROJECTOR_PREFIX]
+    top_level = sorted(k for k in sd if not k.startswith(tuple(used_prefixes)) and k not in ignored)
+    assert set(top_level) <= set(ckpt.SCHEDULE_KEYS), top_level
+    for key in ignored:  # nothing the model computes with is ignored
+        assert key in ckpt.DERIVED_SCHEDULE_KEYS or key.startswith((ckpt.VISION_PREFIX, ckpt.TEXT_PREFIX)), key
+
+    ops = comfy.ops.disable_weight_init
+    unet = unet_mod.VideoCrafterUNet(info.unet, device="meta", operations=ops)
+    assert_same_layout(parts[ckpt.UNET_PREFIX], unet.state_dict(), "UNet")
+
+    with torch.device("meta"):
+        vae = AutoencoderKL(**encoders.vae_config(parts[ckpt.VAE_PREFIX])["params"])
+    assert_same_layout(parts[ckpt.VAE_PREFIX], vae.state_dict(), "VAE")
+
+    text_sd = parts[ckpt.TEXT_PREFIX]
+    text_model = comfy.clip_model.CLIPTextModel(encoders.text_config(text_sd), torch.float32, "meta", ops)
+    converted = comfy.utils.clip_text_transformers_convert({f"t.{k}": v for k, v in text_sd.items()}, "t.", "")
+    expected = {k: v for k, v in text_model.state_dict().items() if not k.endswith("position_ids")}
+    assert_same_layout(converted, expected, "text encoder")
+
+    if info.is_i2v:
+        visual = {k[len("visual."):]: v for k, v in parts[ckpt.VISION_PREFIX].items()}
+        vision_model = comfy.clip_model.CLIPVisionModelProjection(encoders.vision_config(visual), torch.float32, "meta", ops)
+        converted = comfy.clip_vision.convert_to_transformers({f"visual.{k}": v for k, v in visual.items()}, "visual.")
+        assert_same_layout(converted, vision_model.state_dict(), "CLIP vision")
+        projector = projector_mod.ImageProjector(projector_mod.ProjectorConfig.from_state_dict(parts[ckpt.PROJECTOR_PREFIX]),
+                                                 device="meta", operations=ops)
+        assert_same_layout(parts[ckpt.PROJECTOR_PREFIX], projector.state_dict(), "projector")
+    else:
+        assert not parts[ckpt.VISION_PREFIX] and not parts[ckpt.PROJECTOR_PREFIX]

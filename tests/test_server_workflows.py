@@ -1,0 +1,134 @@
+"""The pack inside a real ComfyUI server on 127.0.0.1: registration, shipped workflows, bad inputs."""
+import json
+import os
+import shutil
+import time
+import urllib.error
+import uuid
+
+import pytest
+
+from server_util import ComfyServer, GOLDEN, REPO, http_json
+
+WORKFLOWS = os.path.join(REPO, "workflows")
+TINY_FOR = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_t2v_1024": "tiny_t2v_v1.safetensors",
+            "vc1_i2v_512": "tiny_i2v_v1.safetensors"}
+PACK_NODES = ["VideoCrafterCheckpointLoader", "VideoCrafterImageEncode", "VideoCrafterFPSConditioning",
+              "EmptyVideoCrafterLatent", "VideoCrafterKSampler", "VideoCrafterVAEDecode",
+              "VideoCrafterCheckpointToSafetensors"]
+START_IMAGE = "videocrafter_start.png"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ComfyServer(tmp_path_factory.mktemp("server"))
+    shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def load_api(name):
+    with open(os.path.join(WORKFLOWS, "api", f"{name}.json")) as f:
+        return json.load(f)
+
+
+def small(workflow, name, **overrides):
+    """The shipped graph on a tiny checkpoint at a size a CPU runs in seconds."""
+    values = {"ckpt_name": TINY_FOR[name], "width": 128, "height": 64, "frames": 4, "steps": 2,
+              "image": START_IMAGE, **overrides}
+    for node in workflow.values():
+        for key in list(node["inputs"]):
+            if key in values and not isinstance(node["inputs"][key], list):
+                node["inputs"][key] = values[key]
+    return workflow
+
+
+def submit(server, workflow):
+    try:
+        return http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex}), None
+    except urllib.error.HTTPError as e:
+        return None, json.loads(e.read())
+
+
+def wait_history(server, prompt_id, timeout=240):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        history = http_json(f"{server.url}/history/{prompt_id}")
+        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
+            entry = history[prompt_id]
+            if entry["status"]["status_str"] in ("success", "error"):
+                return entry
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {prompt_id} did not finish; log:\n{server.log_tail()}")
+
+
+def test_every_node_registers_with_tooltips(server):
+    info = server.object_info()
+    for node in PACK_NODES:
+        assert node in info, f"{node} missing from /object_info; log:\n{server.log_tail()}"
+        assert info[node]["category"].startswith("VideoCrafter/")
+        for name, spec in info[node]["input"]["required"].items():
+            assert spec[1].get("tooltip") if len(spec) > 1 else False, f"{node}.{name} has no tooltip"
+    assert "videocrafter_ddim" in info["KSampler"]["input"]["required"]["sampler_name"][0]
+    assert "videocrafter_uniform" in info["KSampler"]["input"]["required"]["scheduler"][0]
+
+
+def test_ui_workflows_match_the_nodes(server):
+    """Each UI graph names real nodes with one widget value per widget input (the frontend's order)."""
+    info = server.object_info()
+    for name in TINY_FOR:
+        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
+            ui = json.load(f)
+        for node in ui["nodes"]:
+            spec = info[node["type"]]["input"]
+            widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
+                       if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+            extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
+                        or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
+            assert len(node["widgets_values"]) == len(widgets) + extra, (name, node["type"], widgets)
+        loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
+        model = loader["properties"]["models"][0]
+        assert model["directory"] == "checkpoints" and model["url"].startswith("https://huggingface.co/VideoCrafter/")
+        assert model["name"] == loader["widgets_values"][0]
+
+
+@pytest.mark.parametrize("name", sorted(TINY_FOR))
+def test_shipped_workflow_makes_a_video(server, name):
+    import av
+    result, error = submit(server, small(load_api(name), name))
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"])
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
+    assert len(files) == 1, entry["outputs"]
+    path = os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])
+    with av.open(path) as container:
+        frames = [f for f in container.decode(video=0)]
+    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (128, 64)
+
+
+@pytest.mark.parametrize("change,node_type,input_name", [
+    ({"width": 100}, "EmptyVideoCrafterLatent", "width"),
+    ({"frames": 0}, "EmptyVideoCrafterLatent", "frames"),
+    ({"image": "no_such_image.png"}, "LoadImage", "image"),
+])
+def test_bad_inputs_are_rejected_naming_the_input(server, change, node_type, input_name):
+    workflow = small(load_api("vc1_i2v_512"), "vc1_i2v_512", **change)
+    result, error = submit(server, workflow)
+    assert result is None
+    node_id = next(i for i, n in workflow.items() if n["class_type"] == node_type)
+    errors = error["node_errors"][node_id]["errors"]
+    assert any(e["extra_info"].get("input_name") == input_name for e in errors), errors
+    if "width" in change:
+        assert "multiple of 64" in json.dumps(errors)
+
+
+def test_i2v_graph_with_a_t2v_checkpoint_explains(server):
+    workflow = small(load_api("vc1_i2v_512"), "vc1_i2v_512", ckpt_name="tiny_t2v_v2.safetensors")
+    result, error = submit(server, workflow)
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    message = json.dumps(entry["status"]["messages"])
+    assert "text-to-video" in message and "image-to-video checkpoint" in message, message

@@ -1,0 +1,135 @@
+"""The model side of training, with ComfyUI: the trainable UNet and projector as plain float32
+modules, the frozen encoders as ComfyUI objects (model management places them), and export of
+the results under the released checkpoint names. `vc_train.trainer` drives it."""
+import logging
+import os
+
+import torch
+
+import comfy.model_management
+import comfy.ops
+
+from . import checkpoint as ckpt
+from .encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
+from .i2v_upgrade import upgrade_t2v_to_i2v
+from .projector import ImageProjector, ProjectorConfig
+from .projector_file import apply_projector_file, is_projector_file_key
+from .unet import VideoCrafterUNet, TemporalTransformer, TemporalConvBlock
+
+log = logging.getLogger("vc_train")
+
+VAE_SCALE_FACTOR = 0.18215
+
+
+def load_training_state_dict(checkpoint_path, clip_vision_path="", projector_file="", seed=0):
+    """The raw I2V state dict training starts from (a T2V checkpoint is upgraded with the CLIP vision file)."""
+    sd = ckpt.load_state_dict(checkpoint_path)
+    info = ckpt.inspect_checkpoint(sd, os.path.basename(checkpoint_path))
+    if not info.is_i2v:
+        if not clip_vision_path:
+            raise ckpt.CheckpointError(
+                f"{os.path.basename(checkpoint_path)} is a {info.description} checkpoint: training image-to-video "
+                "from it needs a CLIP vision file (OpenCLIP ViT-H-14, e.g. models/clip_vision/"
+                "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors).")
+        log.info("Upgrading %s to image-to-video with %s", info.description, os.path.basename(clip_vision_path))
+        sd = upgrade_t2v_to_i2v(sd, ckpt.load_state_dict(clip_vision_path), seed)
+    if projector_file:
+        apply_projector_file(sd, projector_file)
+    return sd
+
+
+def _unet_parameter_kinds(unet):
+    """"temporal" for parameters inside temporal transformers / temporal convolutions (incl. the
+    initial temporal attention), "spatial" for everything else."""
+    temporal = set()
+    for name, module in unet.named_modules():
+        if isinstance(module, (TemporalTransformer, TemporalConvBlock)):
+            temporal.update(f"{name}.{p}" for p, _ in module.named_parameters())
+    return {n: ("temporal" if n in temporal else "spatial") for n, _ in unet.named_parameters()}
+
+
+class VideoCrafterTrainingModels:
+    """Implements `vc_train.trainer.TrainingModels`."""
+
+    def __init__(self, sd, name="checkpoint"):
+        info = ckpt.inspect_checkpoint(sd, name)
+        if not info.is_i2v:
+            raise ckpt.CheckpointError(f"{name} is not an image-to-video checkpoint (upgrade it first)")
+        self.info = info
+        self.sd = sd  # the start point: exports overlay the trained weights on it
+        parts = ckpt.split_components(sd)
+        self.alphas_cumprod, self.scale_arr = ckpt.noise_schedule(sd)
+        self.latent_channels = info.unet.in_channels
+        # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)
+        self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
+        self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt.UNET_PREFIX].items()}, strict=True)
+        projector_sd = parts[ckpt.PROJECTOR_PREFIX]
+        self.projector = ImageProjector(ProjectorConfig.from_state_dict(projector_sd), dtype=torch.float32, device="cpu",
+                                        operations=comfy.ops.disable_weight_init)
+        self.projector.load_state_dict({k: v.float() for k, v in projector_sd.items()}, strict=True)
+        # frozen encoders: ComfyUI objects, placed and offloaded by model management
+        self.clip = build_text_encoder(parts[ckpt.TEXT_PREFIX])
+        visual = {k[len("visual."):]: v for k, v in parts[ckpt.VISION_PREFIX].items() if k.startswith("visual.")}
+        self.clip_vision = build_clip_vision(visual)
+        self.vae = build_vae(parts[ckpt.VAE_PREFIX])
+
+    @classmethod
+    def from_files(cls, checkpoint_path, clip_vision_path="", projector_file="", seed=0):
+        sd = load_training_state_dict(checkpoint_path, clip_vision_path, projector_file, seed)
+        return cls(sd, os.path.basename(checkpoint_path))
+
+    # ---------------------------------------------------------------- trainer interface
+    def unet_parameter_kinds(self):
+        return _unet_parameter_kinds(self.unet)
+
+    def original_parameter(self, full_name):
+        module, name = full_name.split(".", 1)
+        prefix = ckpt.UNET_PREFIX if module == "unet" else ckpt.PROJECTOR_PREFIX
+        return self.sd[prefix + name].float()
+
+    def encode_text(self, captions):
+        with torch.no_grad():
+            return torch.cat([self.clip.encode_from_tokens(self.clip.tokenize(c)).float() for c in captions])
+
+    def encode_video(self, frames):
+        """[T, H, W, 3] 0..1 -> [C, T, h, w] in the model's latent space (VAE mean, times 0.18215)."""
+        with torch.no_grad():
+            latent = self.vae.encode(frames[..., :3].float())  # [T, C, h, w] VAE space
+        return latent.float().movedim(0, 1) * VAE_SCALE_FACTOR
+
+    def image_tokens(self, images):
+        with torch.no_grad():
+            return image_tokens(self.clip_vision, images.float())
+
+    def _trained_tensors(self, keep):
+        out = {}
+        for prefix, module in ((ckpt.UNET_PREFIX, self.unet), (ckpt.PROJECTOR_PREFIX, self.projector)):
+            for name, p in module.named_parameters():
+                if keep(prefix + name):
+                    out[prefix + name] = p.detach().float().cpu()
+        return out
+
+    def projector_file_tensors(self):
+        return self._trained_tensors(is_projector_file_key)
+
+    def checkpoint_tensors(self, dtype=torch.float16):
+        """The whole I2V checkpoint: the start point with every trained tensor replaced; float
+        tensors in `dtype` except the noise-schedule buffers (kept as they were)."""
+        trained = self._trained_tensors(lambda key: True)
+        out = {}
+        for key, value in self.sd.items():
+            if ckpt.is_ignored_key(key) and key.startswith(ckpt.VISION_PREFIX):
+                continue  # OpenCLIP's unused text half of the embedder
+            value = trained.get(key, value)
+            if value.is_floating_point() and key not in ckpt.SCHEDULE_KEYS and key not in ckpt.DERIVED_SCHEDULE_KEYS:
+                value = value.to(dtype)
+            out[key] = value.contiguous()
+        for key in [k for k in out if k.startswith(ckpt.PROJECTOR_PREFIX) and k not in trained]:
+            del out[key]  # stale projector keys of another depth (a projector file replaced the projector)
+        return out
+
+
+def free_memory_for_training():
+    """Ask ComfyUI to unload every model it holds before training takes the device."""
+    comfy.model_management.unload_all_models()
+    comfy.model_management.soft_empty_cache()

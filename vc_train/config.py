@@ -1,0 +1,108 @@
+"""Training configuration: one dataclass, read from YAML (CLI) or built from node inputs."""
+from dataclasses import dataclass, fields, asdict
+
+STAGES = ("projector", "finetune", "both")
+FINETUNE_LAYERS = ("all", "temporal", "spatial", "cross_attention")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COND_FRAMES = ("first", "random")
+
+
+@dataclass
+class TrainConfig:
+    # ---- start point
+    checkpoint: str = ""            # VideoCrafter1 I2V (continue) or a T2V checkpoint (VideoCrafter2)
+    clip_vision: str = ""           # OpenCLIP ViT-H visual tower file; required when starting from T2V
+    projector_file: str = ""        # optional stage-1 result applied on top of `checkpoint`
+    # ---- data
+    data: str = ""                  # folder of videos + same-name .txt, or a .csv / .jsonl (path, caption)
+    video_root: str = ""            # base folder for relative paths in a CSV/JSONL (default: its folder)
+    frames: int = 16
+    frame_stride: int = 4           # fps condition = clip fps / frame_stride
+    height: int = 320
+    width: int = 512
+    cond_frame: str = "first"       # conditioning image: first sampled frame, or a random one of the clip
+    probe_videos: bool = True       # open every video once at start to skip unreadable / too-short ones
+    # ---- schedule
+    stage: str = "both"             # projector | finetune | both (projector then finetune)
+    projector_steps: int = 1000
+    finetune_steps: int = 1000
+    finetune_layers: str = "all"    # all | temporal | spatial | cross_attention
+    projector_lr: float = 1e-4
+    finetune_lr: float = 1e-5
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    max_grad_norm: float = 1.0      # 0 disables clipping
+    batch_size: int = 1             # per rank, per micro-step
+    grad_accum: int = 1
+    # classifier-free guidance dropout (the original's uncond_prob is 0.05)
+    text_dropout: float = 0.05      # caption -> empty prompt embedding
+    image_dropout: float = 0.05     # conditioning image -> all-zero image in [-1,1] (grey), then CLIP + projector
+    # ---- efficiency
+    precision: str = "auto"         # auto: bf16 autocast on a GPU that has it, else fp16; fp32 on the CPU
+    gradient_checkpointing: bool = True
+    cache_latents: bool = False     # encode each video (and its conditioning image) once; fixes its clip
+    cache_text: bool = True         # text embeddings per caption, computed once
+    device: str = "auto"            # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    overfit_batch: bool = False     # sanity check: every step reuses step 0's clips, noise, timesteps, dropout
+    # ---- output
+    output_dir: str = "output/videocrafter_train"
+    checkpoint_dir: str = ""        # where the stage results go (default: output_dir)
+    name: str = "videocrafter_i2v"
+    save_every: int = 500           # training-state interval in optimizer steps (0: only at the end)
+    keep_states: int = 2
+    log_every: int = 1
+    save_fp16: bool = True          # final checkpoint in float16
+    resume: bool = True             # continue from the newest complete state in output_dir/states
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self):
+        def choice(name, options):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name} must be one of {list(options)}, got {getattr(self, name)!r}")
+        choice("stage", STAGES)
+        choice("finetune_layers", FINETUNE_LAYERS)
+        choice("precision", PRECISIONS)
+        choice("cond_frame", COND_FRAMES)
+        for name in ("frames", "frame_stride", "height", "width", "batch_size", "grad_accum"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.height % 8 or self.width % 8:
+            raise ValueError("height and width must be multiples of 8 (the VAE downsamples by 8)")
+        for name in ("text_dropout", "image_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1]")
+
+    def stage_plan(self):
+        """[(stage name, steps)] in the order they run."""
+        plan = []
+        if self.stage in ("projector", "both"):
+            plan.append(("projector", self.projector_steps))
+        if self.stage in ("finetune", "both"):
+            plan.append(("finetune", self.finetune_steps))
+        return [(s, n) for s, n in plan if n > 0]
+
+    def total_steps(self):
+        return sum(n for _, n in self.stage_plan())
+
+    def as_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown training options {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path, overrides=None):
+        import yaml
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        values.update(overrides or {})
+        return cls.from_dict(values)

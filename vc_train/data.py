@@ -1,0 +1,262 @@
+"""Video-caption datasets: listing, PyAV decoding, clip sampling and rank sharding.
+
+Sources: a folder of videos with same-name `.txt` captions, or a CSV / JSONL of (path, caption)
+rows in WebVid style. Every random choice takes an explicit `torch.Generator`, so a step's data
+depends only on (seed, step, rank): that is what makes resume exact.
+"""
+import csv
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+log = logging.getLogger("vc_train")
+
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v")
+PATH_COLUMNS = ("path", "video", "video_path", "file", "filename")
+CAPTION_COLUMNS = ("caption", "text", "prompt", "name")
+
+
+class DatasetError(ValueError):
+    """The data source cannot be used; the message says what was found."""
+
+
+@dataclass
+class VideoItem:
+    path: str
+    caption: str
+
+
+def list_videos(source, video_root=""):
+    """[VideoItem] from a folder, a .csv or a .jsonl."""
+    if os.path.isdir(source):
+        return _list_folder(source)
+    if not os.path.isfile(source):
+        raise DatasetError(f"Training data not found: {source} (expected a folder of videos, a .csv or a .jsonl).")
+    root = video_root or os.path.dirname(os.path.abspath(source))
+    lower = source.lower()
+    if lower.endswith(".csv"):
+        rows = _read_csv(source)
+    elif lower.endswith((".jsonl", ".json")):
+        rows = _read_jsonl(source)
+    else:
+        raise DatasetError(f"{source}: unknown data list format (use a folder, .csv or .jsonl).")
+    return [VideoItem(p if os.path.isabs(p) else os.path.join(root, p), c) for p, c in rows]
+
+
+def _list_folder(folder):
+    items, missing_captions = [], 0
+    for name in sorted(os.listdir(folder)):
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in VIDEO_EXTENSIONS:
+            continue
+        caption_path = os.path.join(folder, stem + ".txt")
+        caption = ""
+        if os.path.isfile(caption_path):
+            with open(caption_path, encoding="utf-8") as f:
+                caption = f.read().strip()
+        else:
+            missing_captions += 1
+        items.append(VideoItem(os.path.join(folder, name), caption))
+    if missing_captions:
+        log.warning("%d videos in %s have no .txt caption; they train with the empty prompt", missing_captions, folder)
+    return items
+
+
+def _pick(row, names, what, source):
+    for name in names:
+        if name in row and row[name] is not None:
+            return str(row[name])
+    raise DatasetError(f"{source}: no {what} column (looked for {list(names)}; found {sorted(row)})")
+
+
+def _read_csv(path):
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if "videoid" in row and "page_dir" in row:  # the WebVid-10M metadata layout
+                video = os.path.join(row["page_dir"], row["videoid"] + ".mp4")
+            else:
+                video = _pick(row, PATH_COLUMNS, "video path", path)
+            rows.append((video, _pick(row, CAPTION_COLUMNS, "caption", path)))
+    return rows
+
+
+def _read_jsonl(path):
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                row = json.loads(line)
+                rows.append((_pick(row, PATH_COLUMNS, "video path", path), _pick(row, CAPTION_COLUMNS, "caption", path)))
+    return rows
+
+
+# ---------------------------------------------------------------- decoding
+def video_frame_count(path):
+    """(frame count, fps) of the first video stream; decodes when the container has no count."""
+    import av
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        fps = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+        count = stream.frames
+        if not count:
+            count = sum(1 for _ in container.decode(stream))
+    return count, fps
+
+
+def read_frames(path, indices):
+    """uint8 tensor [len(indices), H, W, 3] of the given (sorted, unique) frame indices."""
+    import av
+    wanted = set(indices)
+    last = max(indices)
+    frames = {}
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        for i, frame in enumerate(container.decode(stream)):
+            if i in wanted:
+                frames[i] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
+            if i >= last:
+                break
+    if len(frames) != len(wanted):
+        raise DatasetError(f"{path}: only {len(frames)} of {len(wanted)} frames could be decoded")
+    return torch.stack([frames[i] for i in indices])
+
+
+def resize_center_crop(frames, height, width):
+    """uint8 [T, H, W, 3] -> float [T, height, width, 3] in 0..1: scale so both sides cover the
+    target (aspect kept), then crop the centre."""
+    x = frames.permute(0, 3, 1, 2).float() / 255.0
+    h, w = x.shape[-2:]
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    x = x[:, :, top:top + height, left:left + width].clamp(0.0, 1.0)
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+@dataclass
+class Clip:
+    index: int          # dataset index
+    frames: torch.Tensor  # [T, H, W, 3] 0..1
+    cond_image: torch.Tensor  # [H, W, 3] 0..1
+    caption: str
+    fps: float          # the fps condition: source fps / frame stride
+
+
+class VideoDataset:
+    """Usable videos of a source; `probe()` drops unreadable and too-short ones (counted)."""
+
+    def __init__(self, items, frames, frame_stride, height, width, cond_frame="first"):
+        self.items = list(items)
+        self.frames, self.frame_stride = frames, frame_stride
+        self.height, self.width = height, width
+        self.cond_frame = cond_frame
+        self.meta = {}        # index -> (frame count, fps), filled by probe
+        self.skipped = Counter()
+
+    @property
+    def span(self):
+        """Source frames one clip covers."""
+        return (self.frames - 1) * self.frame_stride + 1
+
+    def __len__(self):
+        return len(self.items)
+
+    def probe(self, source_name="the data"):
+        kept, meta = [], {}
+        for item in self.items:
+            reason = None
+            try:
+                count, fps = video_frame_count(item.path)
+                if count < self.span:
+                    reason = "too_short"
+                    log.warning("Skipping %s: %d frames, a clip of %d frames at stride %d needs %d",
+                                item.path, count, self.frames, self.frame_stride, self.span)
+            except Exception as e:  # PyAV raises many kinds for broken files
+                reason = "unreadable"
+                log.warning("Skipping unreadable video %s: %s: %s", item.path, type(e).__name__, e)
+            if reason:
+                self.skipped[reason] += 1
+            else:
+                meta[len(kept)] = (count, fps)
+                kept.append(item)
+        self.items, self.meta = kept, meta
+        if not kept:
+            raise DatasetError(
+                f"No usable training videos in {source_name}: {sum(self.skipped.values())} listed, skipped "
+                f"{dict(self.skipped) or 'none'}; each needs at least {self.span} frames "
+                f"({self.frames} frames at stride {self.frame_stride}) and PyAV must decode it.")
+        if self.skipped:
+            log.warning("Dataset: %d usable videos, skipped %s", len(kept), dict(self.skipped))
+        return self
+
+    def load(self, index, generator):
+        """Clip of video `index`, its start (and the random conditioning frame) drawn from `generator`."""
+        item = self.items[index]
+        if index in self.meta:
+            count, fps = self.meta[index]
+        else:
+            count, fps = video_frame_count(item.path)
+        if count < self.span:
+            raise DatasetError(f"{item.path}: {count} frames, needs {self.span}")
+        start = int(torch.randint(0, count - self.span + 1, (1,), generator=generator))
+        indices = [start + i * self.frame_stride for i in range(self.frames)]
+        frames = resize_center_crop(read_frames(item.path, indices), self.height, self.width)
+        cond = 0 if self.cond_frame == "first" else int(torch.randint(0, self.frames, (1,), generator=generator))
+        return Clip(index=index, frames=frames, cond_image=frames[cond], caption=item.caption,
+                    fps=fps / self.frame_stride)
+
+
+# ---------------------------------------------------------------- order and sharding
+def epoch_shard(num_items, epoch, seed, rank, world_size):
+    """This rank's dataset indices for one epoch: a seeded permutation, cut to a multiple of the
+    world size (the remainder waits for the next epoch's shuffle), dealt round-robin, so every
+    sample is used at most once per epoch across ranks and all ranks take the same number of steps."""
+    if num_items < world_size:
+        raise DatasetError(f"{num_items} usable videos cannot be shared across {world_size} ranks")
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(num_items, generator=g).tolist()
+    usable = (num_items // world_size) * world_size
+    return order[:usable][rank::world_size]
+
+
+class SampleStream:
+    """Endless stream of dataset indices for one rank; its position is part of the training state."""
+
+    def __init__(self, num_items, seed, rank, world_size):
+        self.num_items, self.seed, self.rank, self.world_size = num_items, seed, rank, world_size
+        self.epoch, self.offset = 0, 0
+        self._shard = None
+
+    def _current(self):
+        if self._shard is None:
+            self._shard = epoch_shard(self.num_items, self.epoch, self.seed, self.rank, self.world_size)
+        return self._shard
+
+    def take(self, count):
+        """[(epoch, index)] of the next `count` samples."""
+        out = []
+        while len(out) < count:
+            shard = self._current()
+            if self.offset >= len(shard):
+                self.epoch, self.offset, self._shard = self.epoch + 1, 0, None
+                continue
+            out.append((self.epoch, shard[self.offset]))
+            self.offset += 1
+        return out
+
+    def state_dict(self):
+        return {"epoch": self.epoch, "offset": self.offset, "num_items": self.num_items}
+
+    def load_state_dict(self, state):
+        if state["num_items"] != self.num_items:
+            log.warning("The dataset changed since the saved state (%d -> %d videos): the epoch order differs",
+                        state["num_items"], self.num_items)
+        self.epoch, self.offset, self._shard = state["epoch"], state["offset"], None

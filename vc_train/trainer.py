@@ -1,0 +1,422 @@
+"""The two-stage I2V training loop, shared by the node and the command line.
+
+`train(cfg, models)` takes the model glue (`TrainingModels`, built with ComfyUI by
+`vc_models/training.py`), runs the stage plan with resume, gradient accumulation, autocast,
+data parallelism and checkpointing, and returns the written files and the loss history.
+"""
+import hashlib
+import logging
+import math
+import os
+import resource
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+from . import stages
+from .config import TrainConfig
+from .data import VideoDataset, SampleStream, list_videos, DatasetError
+from .distributed import Distributed
+from .objective import NoiseSchedule, step_generator, eps_loss, dropout_mask
+from .plot import render_loss_curve
+from .state import StateStore, write_safetensors, write_loss_csv, write_json, atomic_write
+
+log = logging.getLogger("vc_train")
+
+
+class TrainingModels(Protocol):
+    """What the trainer needs from the model glue. Encoders are frozen and run without grad."""
+    unet: torch.nn.Module          # parameter names == checkpoint keys minus "model.diffusion_model."
+    projector: torch.nn.Module     # parameter names == checkpoint keys minus "image_proj_model."
+    alphas_cumprod: torch.Tensor
+    scale_arr: object              # tensor or None
+    latent_channels: int
+
+    def unet_parameter_kinds(self) -> dict: ...            # name -> "temporal" | "spatial"
+    def original_parameter(self, full_name) -> torch.Tensor: ...  # float32 CPU value as loaded
+    def encode_text(self, captions) -> torch.Tensor: ...   # [B, 77, C]
+    def encode_video(self, frames) -> torch.Tensor: ...    # [T, H, W, 3] 0..1 -> [C, T, h, w] model space
+    def image_tokens(self, images) -> torch.Tensor: ...    # [B, H, W, 3] 0..1 -> [B, 257, W]
+    def projector_file_tensors(self) -> dict: ...          # full checkpoint names
+    def checkpoint_tensors(self, dtype) -> dict: ...       # the whole I2V checkpoint
+
+
+class Callbacks:
+    """Hooks for the host (the node's progress bar and interrupt, the CLI's log)."""
+
+    def check_interrupt(self):
+        """Raise to stop: the trainer saves a state and re-raises."""
+
+    def on_step(self, step, total, loss, samples_per_sec):
+        pass
+
+
+@dataclass
+class TrainResult:
+    step: int
+    history: list
+    loss_curve: object                      # PIL image
+    outputs: dict = field(default_factory=dict)
+    summary: dict = field(default_factory=dict)
+
+
+def resolve_device(cfg, dist_local_rank=0):
+    if cfg.device != "auto":
+        return torch.device(cfg.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", dist_local_rank)
+    return torch.device("cpu")
+
+
+def autocast_dtype(cfg, device):
+    if cfg.precision == "fp32" or (cfg.precision == "auto" and device.type == "cpu"):
+        return None
+    if cfg.precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
+
+
+def output_paths(cfg):
+    ckpt_dir = cfg.checkpoint_dir or cfg.output_dir
+    return {
+        "projector_file": os.path.join(ckpt_dir, f"{cfg.name}_projector.safetensors"),
+        "checkpoint": os.path.join(ckpt_dir, f"{cfg.name}.safetensors"),
+        "loss_csv": os.path.join(cfg.output_dir, "loss_log.csv"),
+        "loss_curve": os.path.join(cfg.output_dir, "loss_curve.png"),
+        "summary": os.path.join(cfg.output_dir, "summary.json"),
+        "states": os.path.join(cfg.output_dir, "states"),
+    }
+
+
+def _named_trainable_modules(models):
+    out = {}
+    for prefix, module in (("unet", models.unet), ("projector", models.projector)):
+        for name, p in module.named_parameters():
+            out[f"{prefix}.{name}"] = p
+    return out
+
+
+def weights_digest(params, names):
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode())
+        h.update(params[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, models: TrainingModels, callbacks=None, dist=None):
+        self.cfg, self.models = cfg, models
+        self.callbacks = callbacks or Callbacks()
+        self.device = resolve_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
+        self.dist = dist or Distributed.from_env(self.device.type)
+        self.amp_dtype = autocast_dtype(cfg, self.device)
+        # frozen weights in half precision only where it pays (GPU); the CPU keeps float32
+        self.frozen_dtype = self.amp_dtype if (self.amp_dtype and self.device.type == "cuda") else torch.float32
+        self.paths = output_paths(cfg)
+        self.store = StateStore(self.paths["states"], cfg.keep_states)
+        self.schedule = NoiseSchedule(models.alphas_cumprod, models.scale_arr)
+        self.params = _named_trainable_modules(models)
+        self.kinds = models.unet_parameter_kinds()
+        self.projector_names = [n for n, _ in models.projector.named_parameters()]
+        self.plan = cfg.stage_plan()
+        if not self.plan:
+            raise ValueError("Nothing to train: the stage plan has no steps (projector_steps / finetune_steps are 0)")
+        self.state_names = stages.state_names(self.plan, self.kinds, self.projector_names, cfg.finetune_layers)
+        self.text_cache, self.clip_cache = {}, {}
+        self.history, self.step = [], 0
+        self.epoch0_samples = []
+        self.step_times = []
+        self.outputs = {}
+
+    # ------------------------------------------------------------ data
+    def _build_dataset(self):
+        cfg = self.cfg
+        items = list_videos(cfg.data, cfg.video_root) if self.dist.is_main else None
+        items = self.dist.broadcast(items)
+        dataset = VideoDataset(items, cfg.frames, cfg.frame_stride, cfg.height, cfg.width, cfg.cond_frame)
+        if cfg.probe_videos:
+            if self.dist.is_main:
+                try:
+                    dataset.probe(cfg.data)
+                    probed = (dataset.items, dataset.meta, dict(dataset.skipped), None)
+                except DatasetError as e:
+                    probed = (None, None, None, str(e))
+            else:
+                probed = None
+            items, meta, skipped, error = self.dist.broadcast(probed)
+            if error:
+                raise DatasetError(error)
+            dataset.items, dataset.meta = items, meta
+            dataset.skipped.clear()
+            dataset.skipped.update(skipped)
+        elif not dataset.items:
+            raise DatasetError(f"No training videos found in {cfg.data}")
+        self.dataset = dataset
+        self.stream = SampleStream(len(dataset), cfg.seed, self.dist.rank, self.dist.world_size)
+
+    def _text(self, captions):
+        if not self.cfg.cache_text:
+            return self.models.encode_text(captions).float()
+        missing = [c for c in dict.fromkeys(captions) if c not in self.text_cache]
+        if missing:
+            for caption, emb in zip(missing, self.models.encode_text(missing).float().cpu()):
+                self.text_cache[caption] = emb
+        return torch.stack([self.text_cache[c] for c in captions])
+
+    def _clip(self, index, generator):
+        """(latent [C,T,h,w], image tokens [257,W], fps, caption) of a dataset item."""
+        if self.cfg.cache_latents and index in self.clip_cache:
+            return self.clip_cache[index]
+        if self.cfg.cache_latents:  # a cached item keeps one clip: drawn from its own seed
+            generator = step_generator(self.cfg.seed, "cache", index)
+        clip = self.dataset.load(index, generator)
+        with torch.no_grad():
+            latent = self.models.encode_video(clip.frames).float().cpu()
+            tokens = self.models.image_tokens(clip.cond_image[None])[0].float().cpu()
+        item = (latent, tokens, clip.fps, clip.caption)
+        if self.cfg.cache_latents:
+            self.clip_cache[index] = item
+        return item
+
+    def _batch(self, generator):
+        items = []
+        while len(items) < self.cfg.batch_size:
+            epoch, index = self.stream.take(1)[0]
+            try:
+                items.append(self._clip(index, generator))
+            except Exception as e:  # a video that broke after probing: skip it, keep counting
+                self.dataset.skipped["failed_at_load"] += 1
+                log.warning("Skipping %s: %s: %s", self.dataset.items[index].path, type(e).__name__, e)
+                continue
+            if epoch == 0:
+                self.epoch0_samples.append(index)
+        latents = torch.stack([i[0] for i in items])
+        tokens = torch.stack([i[1] for i in items])
+        fps = torch.tensor([i[2] for i in items], dtype=torch.float32)
+        context = self._text([i[3] for i in items])
+        return latents, tokens, fps, context
+
+    # ------------------------------------------------------------ model placement
+    def _set_stage(self, stage):
+        names = set(stages.trainable_names(stage, self.kinds, self.projector_names, self.cfg.finetune_layers))
+        for name, p in self.params.items():
+            trainable = name in names
+            if trainable and p.dtype != torch.float32:
+                # frozen (half) in an earlier stage and unchanged since: take the full-precision original
+                p.data = self.models.original_parameter(name).to(self.device, torch.float32)
+            elif not trainable and p.dtype != self.frozen_dtype:
+                p.data = p.data.to(self.device, self.frozen_dtype)
+            else:
+                p.data = p.data.to(self.device)
+            p.requires_grad_(trainable)
+            p.grad = None
+        for buf_owner in (self.models.unet, self.models.projector):
+            buf_owner.to(self.device)
+        self.models.unet.gradient_checkpointing = self.cfg.gradient_checkpointing
+        self.models.unet.train()  # the temporal convolutions carry dropout 0.1, as in the original training
+        self.models.projector.train()
+        self.trainable = [self.params[n] for n in sorted(names)]
+        self.projector_trainable = any(n.startswith("projector.") for n in names)
+        cfg = self.cfg
+        lr = cfg.projector_lr if stage == "projector" else cfg.finetune_lr
+        self.lr = lr
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                           weight_decay=cfg.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda") if (self.amp_dtype == torch.float16 and self.device.type == "cuda") else None
+
+    # ------------------------------------------------------------ state
+    def _state_weights(self):
+        return {n: self.params[n].detach().float().cpu() for n in self.state_names}
+
+    def _save_state(self, stage):
+        if self.dist.is_main:
+            optimizer_state = {"optimizer": self.optimizer.state_dict(), "stage": stage,
+                               "scaler": self.scaler.state_dict() if self.scaler else None,
+                               "torch_rng": torch.get_rng_state()}
+            meta = {"step": self.step, "stage": stage, "stream": self.stream.state_dict(),
+                    "seed": self.cfg.seed, "world_size": self.dist.world_size, "history": self.history,
+                    "config": self.cfg.as_dict(), "skipped": dict(self.dataset.skipped)}
+            path = self.store.save(self.step, self._state_weights(), optimizer_state, meta)
+            log.info("Saved training state %s", path)
+        self.dist.barrier()
+
+    def _resume(self):
+        path = self.store.latest() if self.cfg.resume else None
+        path = self.dist.broadcast(path)
+        if not path:
+            return None
+        weights, optimizer_state, meta = StateStore.load(path)
+        missing = [n for n in self.state_names if n not in weights]
+        if missing:
+            raise ValueError(f"Training state {path} does not fit this configuration (missing {missing[:3]}); "
+                             "use another output_dir or resume: false")
+        with torch.no_grad():
+            for name, value in weights.items():
+                if name in self.params:
+                    self.params[name].data = value.to(self.params[name].dtype)
+        self.step = meta["step"]
+        self.history = [r for r in meta["history"] if r["step"] <= self.step]
+        self.stream.load_state_dict(meta["stream"])
+        if meta.get("world_size", 1) != self.dist.world_size:
+            log.warning("Resuming a %d-rank state on %d ranks: the data order changes", meta["world_size"], self.dist.world_size)
+        log.info("Resumed from %s at step %d", path, self.step)
+        return optimizer_state
+
+    # ------------------------------------------------------------ outputs
+    def _write_stage_output(self, stage):
+        if not self.dist.is_main:
+            return
+        meta = {"step": str(self.step), "stage": stage, "format": "videocrafter-i2v"}
+        if stage == "projector":
+            self.outputs["projector_file"] = write_safetensors(
+                self.models.projector_file_tensors(), self.paths["projector_file"], meta)
+        else:
+            dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
+            self.outputs["checkpoint"] = write_safetensors(
+                self.models.checkpoint_tensors(dtype), self.paths["checkpoint"], meta)
+        log.info("Wrote %s output at step %d", stage, self.step)
+
+    def _stage_starts(self):
+        starts, at = [], 0
+        for _, n in self.plan:
+            starts.append(at)
+            at += n
+        return starts[1:]
+
+    def loss_curve(self):
+        return render_loss_curve([r["step"] for r in self.history], [r["loss"] for r in self.history],
+                                 self._stage_starts(), title=f"{self.cfg.name}: loss")
+
+    def _write_logs(self):
+        if self.dist.is_main:
+            write_loss_csv(self.paths["loss_csv"], self.history)
+            image = self.loss_curve()
+            atomic_write(self.paths["loss_curve"], lambda tmp: image.save(tmp, format="PNG"))
+
+    # ------------------------------------------------------------ the loop
+    def _train_step(self, stage):
+        cfg, models = self.cfg, self.models
+        key_step = 0 if cfg.overfit_batch else self.step
+        total_loss = 0.0
+        for micro in range(cfg.grad_accum):
+            g = step_generator(cfg.seed, key_step, self.dist.rank, micro)
+            if cfg.overfit_batch:
+                self.stream.epoch, self.stream.offset, self.stream._shard = 0, 0, None
+            latents, tokens, fps, context = self._batch(g)
+            b = latents.shape[0]
+            text_drop = dropout_mask(b, cfg.text_dropout, g)
+            image_drop = dropout_mask(b, cfg.image_dropout, g)
+            t = self.schedule.sample_timesteps(b, g)
+            noise = torch.randn(latents.shape, generator=g)
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # the model's own dropout
+            if text_drop.any():
+                context[text_drop] = self.empty_text.to(context.dtype)
+            if image_drop.any():
+                tokens[image_drop] = self.zero_image_tokens.to(tokens.dtype)
+            latents, noise = latents.to(self.device), noise.to(self.device)
+            x_t = self.schedule.add_noise(latents, t, noise)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                with torch.set_grad_enabled(self.projector_trainable):
+                    image_context = models.projector(tokens.to(self.device))
+                eps = models.unet(x_t, t.to(self.device, torch.float32), context=context.to(self.device),
+                                  fps=fps.to(self.device), image_context=image_context)
+                loss = eps_loss(eps, noise) / cfg.grad_accum
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            total_loss += loss.item()
+        self.dist.average_gradients(self.trainable)
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return self.dist.mean(total_loss, self.device if self.device.type == "cuda" else "cpu")
+
+    def _unconditional_inputs(self):
+        with torch.no_grad():
+            self.empty_text = self.models.encode_text([""]).float().cpu()[0]
+            grey = torch.full((1, self.cfg.height, self.cfg.width, 3), 0.5)  # all-zero image in [-1, 1]
+            self.zero_image_tokens = self.models.image_tokens(grey).float().cpu()[0]
+
+    def run(self):
+        cfg = self.cfg
+        self._build_dataset()
+        self._unconditional_inputs()
+        optimizer_state = self._resume()
+        total = cfg.total_steps()
+        stage_end = 0
+        for stage, steps in self.plan:
+            stage_start, stage_end = stage_end, stage_end + steps
+            if self.step >= stage_end:
+                continue
+            self._set_stage(stage)
+            if optimizer_state is not None and optimizer_state["stage"] == stage and self.step > stage_start:
+                self.optimizer.load_state_dict(optimizer_state["optimizer"])
+                if self.scaler and optimizer_state.get("scaler"):
+                    self.scaler.load_state_dict(optimizer_state["scaler"])
+            optimizer_state = None
+            while self.step < stage_end:
+                try:
+                    self.callbacks.check_interrupt()
+                except BaseException:
+                    log.info("Interrupted at step %d: saving the training state", self.step)
+                    self._save_state(stage)
+                    self._write_logs()
+                    raise
+                started = time.perf_counter()
+                loss = self._train_step(stage)
+                elapsed = time.perf_counter() - started
+                self.step += 1
+                self.step_times.append(elapsed)
+                sps = cfg.batch_size * cfg.grad_accum * self.dist.world_size / max(elapsed, 1e-9)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(f"Loss is {loss} at step {self.step}: lower the learning rate "
+                                             "or use bf16/fp32 precision")
+                if self.step % max(1, cfg.log_every) == 0 or self.step == stage_end:
+                    self.history.append({"step": self.step, "stage": stage, "loss": loss, "lr": self.lr,
+                                         "samples_per_sec": round(sps, 4)})
+                self.callbacks.on_step(self.step, total, loss, sps)
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < total:
+                    self._save_state(stage)
+                    self._write_logs()
+            self._write_stage_output(stage)
+            self._save_state(stage)
+            self._write_logs()
+        return self._finish()
+
+    def _finish(self):
+        digests = self.dist.gather(weights_digest(self.params, self.state_names))
+        samples = self.dist.gather(sorted(self.epoch0_samples))
+        timed = self.step_times[1:] or self.step_times
+        per_step = sum(timed) / len(timed) if timed else float("nan")
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        summary = {
+            "step": self.step, "world_size": self.dist.world_size, "device": str(self.device),
+            "samples_per_sec": (self.cfg.batch_size * self.cfg.grad_accum * self.dist.world_size / per_step
+                                if timed else None),
+            "peak_rss_mb_rank0": round(rss_mb, 1),
+            "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if self.device.type == "cuda" else None,
+            "rank_weight_sha256": digests, "epoch0_indices_by_rank": samples,
+            "dataset_size": len(self.dataset), "skipped": dict(self.dataset.skipped),
+            "outputs": {k: v for k, v in self.outputs.items()},
+        }
+        if self.dist.is_main:
+            self.outputs["loss_csv"], self.outputs["loss_curve"] = self.paths["loss_csv"], self.paths["loss_curve"]
+            for key in ("projector_file", "checkpoint"):
+                if key not in self.outputs and os.path.exists(self.paths[key]):
+                    self.outputs[key] = self.paths[key]
+            summary["outputs"] = dict(self.outputs)
+            self.outputs["summary"] = write_json(self.paths["summary"], summary)
+        return TrainResult(step=self.step, history=self.history, loss_curve=self.loss_curve(),
+                           outputs=self.outputs, summary=summary)
+
+
+def train(cfg, models, callbacks=None, dist=None):
+    return Trainer(cfg, models, callbacks, dist).run()

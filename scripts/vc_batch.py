@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""Batch generation through a running ComfyUI server's HTTP API.
+
+    python scripts/vc_batch.py jobs.csv --server http://127.0.0.1:8188 --out runs/batch1
+
+Only the repository root is put on sys.path, and only the `vc_batch` package is imported
+from it: the root is also a ComfyUI custom-node package whose `nodes/` folder would shadow
+ComfyUI's `nodes.py`, which does not matter to this client (it never imports comfy or torch).
+See docs/batch.md.
+"""
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from vc_batch.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

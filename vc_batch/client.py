@@ -1,0 +1,190 @@
+"""A small asyncio client for ComfyUI's HTTP + websocket API (aiohttp; no comfy imports)."""
+import asyncio
+import json
+import os
+import re
+
+import aiohttp
+
+# what "the server is not there" looks like from aiohttp
+CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError,
+                     ConnectionError, OSError)
+
+
+class ServerDown(Exception):
+    """The server did not answer (refused, reset, timed out) or answered 5xx."""
+
+
+class PromptRejected(Exception):
+    """POST /prompt answered 400: the workflow failed validation."""
+
+    def __init__(self, message, node_errors=None, body=None):
+        super().__init__(message)
+        self.node_errors = node_errors or {}
+        self.body = body
+
+
+class RequestFailed(Exception):
+    """Any other non-2xx answer."""
+
+
+def format_rejection(body, workflow=None):
+    """One readable line per problem from a 400 /prompt body: node id, class, input, message."""
+    if not isinstance(body, dict):
+        return str(body)
+    parts = []
+    for nid, ne in (body.get("node_errors") or {}).items():
+        cls = ne.get("class_type") or (workflow or {}).get(nid, {}).get("class_type", "?")
+        errs = ne.get("errors") or []
+        by_input = {}
+        for err in errs:
+            name = (err.get("extra_info") or {}).get("input_name")
+            details = err.get("details") or ""
+            # ComfyUI prefixes custom-validation details with "<input> - "
+            if name and details.startswith(name + " - "):
+                details = details[len(name) + 3:]
+            text = details or err.get("message") or err.get("type") or "invalid"
+            by_input.setdefault(text, []).append(name)
+        for text, names in by_input.items():
+            names = [n for n in names if n]
+            # one message attached to every input of a VALIDATE_INPUTS: keep the inputs it names
+            mentioned = [n for n in names if re.search(rf"\b{re.escape(n)}\b", text)]
+            names = mentioned or names
+            if names:
+                # a value printed from the workflow helps: width=100
+                vals = []
+                for n in names:
+                    v = (workflow or {}).get(nid, {}).get("inputs", {}).get(n)
+                    vals.append(f"{n}={v!r}" if v is not None and not isinstance(v, list) else n)
+                where = f"node {nid} ({cls}) input {', '.join(vals)}"
+            else:
+                where = f"node {nid} ({cls})"
+            parts.append(f"{where}: {text}")
+    err = body.get("error")
+    if not parts:
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("type") or "rejected"
+            if err.get("details"):
+                msg += f": {err['details']}"
+            parts.append(msg)
+        else:
+            parts.append(str(err or body))
+    return "; ".join(parts)
+
+
+class ComfyClient:
+    def __init__(self, server, client_id, request_timeout=60.0):
+        if "://" not in server:
+            server = "http://" + server
+        self.base = server.rstrip("/")
+        self.client_id = client_id
+        self.request_timeout = request_timeout
+        self.session = None
+
+    @property
+    def ws_url(self):
+        scheme = "wss" if self.base.startswith("https") else "ws"
+        return f"{scheme}{self.base[self.base.index(':'):]}/ws?clientId={self.client_id}"
+
+    async def __aenter__(self):
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=self.request_timeout))
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.session.close()
+
+    async def _request(self, method, path, *, json_body=None, data=None, params=None, expect_json=True):
+        url = self.base + path
+        try:
+            async with self.session.request(method, url, json=json_body, data=data, params=params) as r:
+                raw = await r.read()
+                status = r.status
+        except CONNECTION_ERRORS as e:
+            raise ServerDown(f"{method} {path}: {type(e).__name__}: {e}") from e
+        if status >= 500:
+            raise ServerDown(f"{method} {path}: HTTP {status}: {raw[:300]!r}")
+        body = raw
+        if expect_json:
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = raw.decode(errors="replace")
+        return status, body
+
+    async def system_stats(self):
+        status, body = await self._request("GET", "/system_stats")
+        if status != 200:
+            raise ServerDown(f"/system_stats: HTTP {status}")
+        return body
+
+    async def queue(self):
+        """(running prompt ids, pending prompt ids)."""
+        status, body = await self._request("GET", "/queue")
+        if status != 200 or not isinstance(body, dict):
+            raise ServerDown(f"/queue: HTTP {status}")
+        running = {item[1] for item in body.get("queue_running", []) if len(item) > 1}
+        pending = {item[1] for item in body.get("queue_pending", []) if len(item) > 1}
+        return running, pending
+
+    async def history(self, prompt_id):
+        """The history entry of prompt_id, or None if the server does not know it."""
+        status, body = await self._request("GET", f"/history/{prompt_id}")
+        if status != 200:
+            raise RequestFailed(f"/history/{prompt_id}: HTTP {status}")
+        if isinstance(body, dict):
+            return body.get(prompt_id)
+        return None
+
+    async def submit(self, workflow, prompt_id):
+        payload = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
+        status, body = await self._request("POST", "/prompt", json_body=payload)
+        if status == 400:
+            raise PromptRejected(format_rejection(body, workflow), body.get("node_errors") if isinstance(body, dict) else None, body)
+        if status != 200 or not isinstance(body, dict) or "prompt_id" not in body:
+            raise RequestFailed(f"POST /prompt: HTTP {status}: {str(body)[:300]}")
+        return body["prompt_id"]
+
+    async def upload_image(self, path, name):
+        form = aiohttp.FormData()
+        form.add_field("overwrite", "true")
+        form.add_field("type", "input")
+        with open(path, "rb") as f:
+            form.add_field("image", f.read(), filename=name, content_type="application/octet-stream")
+        status, body = await self._request("POST", "/upload/image", data=form)
+        if status != 200 or not isinstance(body, dict):
+            raise RequestFailed(f"upload of {path}: HTTP {status}: {str(body)[:300]}")
+        sub = body.get("subfolder") or ""
+        return f"{sub}/{body['name']}" if sub else body["name"]
+
+    async def download(self, item, dest):
+        """GET /view for a history output item into dest (via dest + '.part', then rename)."""
+        params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""),
+                  "type": item.get("type", "output")}
+        tmp = dest + ".part"
+        try:
+            async with self.session.get(self.base + "/view", params=params) as r:
+                if r.status >= 500:
+                    raise ServerDown(f"/view {item['filename']}: HTTP {r.status}")
+                if r.status != 200:
+                    raise RequestFailed(f"/view {item['filename']}: HTTP {r.status}")
+                with open(tmp, "wb") as f:
+                    async for chunk in r.content.iter_chunked(1 << 16):
+                        f.write(chunk)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except CONNECTION_ERRORS as e:
+            if isinstance(e, OSError) and not isinstance(e, ConnectionError) and os.path.exists(os.path.dirname(tmp)) \
+                    and e.errno in (28, 13, 30):  # disk full / permission / read-only: not the server's fault
+                raise
+            raise ServerDown(f"/view {item['filename']}: {type(e).__name__}: {e}") from e
+        os.replace(tmp, dest)
+        return dest
+
+    async def delete_queued(self, prompt_ids):
+        if prompt_ids:
+            await self._request("POST", "/queue", json_body={"delete": list(prompt_ids)}, expect_json=False)
+
+    async def interrupt(self, prompt_id=None):
+        body = {"prompt_id": prompt_id} if prompt_id else {}
+        await self._request("POST", "/interrupt", json_body=body, expect_json=False)

@@ -330,8 +330,12 @@ class BatchRunner:
             if "execution_interrupted" in ts:
                 # interrupted by someone on the server (not us): try again later in this run
                 err = next((m[1] for m in messages if m[0] == "execution_interrupted"), {})
-                self.log(f"{p.name}: interrupted on the server (node {err.get('node_id')}); resubmitting")
-                self.pending.append(p)
+                attempts = (self.manifest.get(p.name) or {}).get("attempts") or 0
+                if attempts < 3:
+                    self.log(f"{p.name}: interrupted on the server (node {err.get('node_id')}); resubmitting")
+                    self.pending.append(p)
+                    return
+                self._fail(p, f"interrupted on the server {attempts} times")
                 return
             err = next((m[1] for m in messages if m[0] == "execution_error"), {})
             text = (f"node {err.get('node_id')} ({err.get('node_type')}): "

@@ -2,7 +2,7 @@
 
 Columns (case-insensitive, aliases accepted); a blank cell / missing key keeps the
 workflow's value:
-    prompt, negative, image, seed, steps, cfg, fps, frames, width, height, name
+    prompt, negative, image, seed, steps, cfg, fps, frames, width, height, checkpoint, name
 plus `workflow` (a per-row API workflow path) and any extra role defined in a
 --roles mapping file.
 """
@@ -23,6 +23,7 @@ ALIASES = {
     "frames": ("frames", "length", "num_frames", "video_frames"),
     "width": ("width", "w"),
     "height": ("height", "h"),
+    "checkpoint": ("checkpoint", "ckpt", "ckpt_name", "model"),
     "name": ("name", "output", "output_name", "job", "id"),
     "workflow": ("workflow",),
 }

@@ -15,6 +15,7 @@ Roles are found from the graph's structure, never from node ids:
   fps       every `fps` / `frame_rate` input in the graph (the fps conditioning and the
             video writer should agree)
   image     the `image` of the LoadImage node(s) upstream of the sampler
+  checkpoint  every `ckpt_name` input upstream of the sampler
   output    every `filename_prefix` input (SaveVideo, SaveImage, ...)
 
 If a role's input is itself a link (e.g. to a primitive node), the value is written into
@@ -26,7 +27,8 @@ import hashlib
 import json
 import os
 
-ROLES = ("prompt", "negative", "image", "seed", "steps", "cfg", "fps", "frames", "width", "height", "output")
+ROLES = ("prompt", "negative", "image", "seed", "steps", "cfg", "fps", "frames", "width", "height", "checkpoint",
+         "output")
 SAMPLER_PREFERENCE = ("VideoCrafterKSampler", "KSampler", "KSamplerAdvanced")
 TEXT_INPUTS = ("text", "prompt")
 FRAMES_INPUTS = ("frames", "length", "video_frames", "num_frames")
@@ -188,6 +190,10 @@ def find_roles(wf, overrides=None):
                           and "image" in wf[nid]["inputs"]), key=_id_key)
         if loaders:
             roles["image"] = [(nid, "image") for nid in loaders]
+        ckpts = [(nid, "ckpt_name") for nid in sorted(up, key=_id_key) if "ckpt_name" in wf[nid]["inputs"]
+                 and not is_link(wf[nid]["inputs"]["ckpt_name"])]
+        if ckpts:
+            roles["checkpoint"] = ckpts
     fps = []
     for nid in sorted(wf, key=_id_key):
         for name in FPS_INPUTS:
@@ -217,6 +223,7 @@ def coerce(value, current, role):
         s = value.strip()
     else:
         s = value
+    whole = True
     if role == "seed" and isinstance(s, str) and s.lower() == "random":
         import random
         return random.randrange(0, 2 ** 32)
@@ -224,14 +231,18 @@ def coerce(value, current, role):
         if isinstance(current, bool):
             return s if isinstance(s, bool) else str(s).lower() in ("1", "true", "yes", "on")
         if isinstance(current, int):
+            if isinstance(s, int) or (isinstance(s, str) and s.lstrip("+-").isdigit()):
+                return int(s)
             f = float(s)
-            if f != int(f):
-                raise WorkflowError(f"{role}: {value!r} is not a whole number")
-            return int(f)
+            if f.is_integer():
+                return int(f)
+            whole = False
         if isinstance(current, float):
             return float(s)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise WorkflowError(f"{role}: {value!r} is not a number") from None
+    if isinstance(current, int) and not whole:
+        raise WorkflowError(f"{role}: {value!r} is not a whole number")
     if current is None and role in ("seed", "steps", "frames", "width", "height"):
         try:
             return int(s)
@@ -278,9 +289,9 @@ def describe_roles(wf, roles):
     for role in list(ROLES) + sorted(set(roles) - set(ROLES)):
         if role in roles:
             where = ", ".join(f"node {n} ({wf[n]['class_type']}).{i}" for n, i in roles[role])
-            lines.append(f"  {role:9s} -> {where}")
+            lines.append(f"  {role:10s} -> {where}")
         else:
-            lines.append(f"  {role:9s} -> (not found)")
+            lines.append(f"  {role:10s} -> (not found)")
     return "\n".join(lines)
 
 

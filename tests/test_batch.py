@@ -1,0 +1,436 @@
+"""vc_batch: batch generation through ComfyUI's HTTP API.
+
+Unit tests (no server) for the table, role finding, manifest and error formatting; then
+end-to-end tests against a REAL ComfyUI server (main.py --cpu with this pack and the tiny
+checkpoints), driving the command line as a user would: tiny sizes (128x64, 4 frames,
+2 steps) keep them short.
+"""
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from server_util import GOLDEN, REPO, ComfyServer, http_json, venv_python  # noqa: E402
+
+sys.path.insert(0, REPO)
+from vc_batch import workflow as wfm  # noqa: E402
+from vc_batch.client import format_rejection  # noqa: E402
+from vc_batch.manifest import Manifest, ManifestLocked  # noqa: E402
+from vc_batch.table import TableError, load_jobs  # noqa: E402
+
+T2V_WF = os.path.join(REPO, "workflows", "api", "vc2_t2v_512.json")
+I2V_WF = os.path.join(REPO, "workflows", "api", "vc1_i2v_512.json")
+CLI = os.path.join(REPO, "scripts", "vc_batch.py")
+COND_IMAGE = os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png")
+T2V_CKPT = "tiny_t2v_v2.safetensors"
+I2V_CKPT = "tiny_i2v_v1.safetensors"
+TINY = {"width": 128, "height": 64, "frames": 4, "steps": 2}
+
+
+# ----------------------------------------------------------------------------------------
+# unit tests: no server
+# ----------------------------------------------------------------------------------------
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return str(path)
+
+
+def test_table_csv_aliases_blanks_and_names(tmp_path):
+    img = tmp_path / "imgs"
+    img.mkdir()
+    p = _write(tmp_path / "jobs.csv",
+               "Name,Prompt,negative_prompt,image,seed,CFG,Frames,unknown_col\n"
+               "first job!,\"a cat, running\",,,7,,16,x\n"
+               ",a dog,blurry,imgs/dog.png,,7.5,,\n"
+               "\n")
+    warnings = []
+    jobs = load_jobs(p, warn=warnings.append)
+    assert [j.name for j in jobs] == ["first_job", "job_00002"]
+    assert jobs[0].values == {"prompt": "a cat, running", "seed": "7", "frames": "16"}
+    assert not jobs[0].is_i2v and jobs[1].is_i2v
+    assert jobs[1].values["image"] == os.path.join(str(tmp_path), "imgs", "dog.png")
+    assert jobs[1].values["negative"] == "blurry" and jobs[1].values["cfg"] == "7.5"
+    assert any("unknown_col" in w for w in warnings)
+
+
+def test_table_jsonl_and_duplicate_names(tmp_path):
+    p = _write(tmp_path / "jobs.jsonl",
+               '{"prompt": "a", "seed": 3, "name": "x"}\n# comment\n\n{"prompt": "b", "steps": null}\n')
+    jobs = load_jobs(p)
+    assert [j.name for j in jobs] == ["x", "job_00002"]
+    assert jobs[0].values == {"prompt": "a", "seed": 3} and jobs[1].values == {"prompt": "b"}
+    dup = _write(tmp_path / "dup.jsonl", '{"prompt": "a", "name": "x"}\n{"prompt": "b", "name": "x"}\n')
+    with pytest.raises(TableError, match="already used"):
+        load_jobs(dup)
+
+
+def _renumber(wf, prefix="n"):
+    """Same graph, different (non-numeric) node ids: roles must not depend on ids."""
+    ids = {nid: f"{prefix}{i * 7 + 3}" for i, nid in enumerate(sorted(wf, reverse=True))}
+    out = {}
+    for nid, node in wf.items():
+        inputs = {k: ([ids[str(v[0])], v[1]] if wfm.is_link(v) else v) for k, v in node["inputs"].items()}
+        out[ids[nid]] = {"class_type": node["class_type"], "inputs": inputs}
+    return out
+
+
+def _cls(wf, target):
+    nid, name = target
+    return wf[nid]["class_type"], name
+
+
+@pytest.mark.parametrize("path", [T2V_WF, I2V_WF])
+def test_roles_found_by_structure(path):
+    wf = _renumber(wfm.load_workflow(path))
+    roles = wfm.find_roles(wf)
+    assert _cls(wf, roles["prompt"][0]) == ("CLIPTextEncode", "text")
+    assert _cls(wf, roles["negative"][0]) == ("CLIPTextEncode", "text")
+    assert roles["prompt"] != roles["negative"]
+    # the positive encoder is the one whose output reaches the sampler's positive input
+    pos_text = wf[roles["prompt"][0][0]]["inputs"]["text"]
+    assert pos_text == wfm.load_workflow(path)["2"]["inputs"]["text"]
+    for role in ("seed", "steps", "cfg"):
+        assert _cls(wf, roles[role][0]) == ("VideoCrafterKSampler", role)
+    for role in ("width", "height", "frames"):
+        assert _cls(wf, roles[role][0]) == ("EmptyVideoCrafterLatent", role)
+    assert sorted(_cls(wf, t)[0] for t in roles["fps"]) == ["CreateVideo", "VideoCrafterFPSConditioning"]
+    assert [_cls(wf, t) for t in roles["output"]] == [("SaveVideo", "filename_prefix")]
+    assert [_cls(wf, t) for t in roles["checkpoint"]] == [("VideoCrafterCheckpointLoader", "ckpt_name")]
+    if path == I2V_WF:
+        assert [_cls(wf, t) for t in roles["image"]] == [("LoadImage", "image")]
+    else:
+        assert "image" not in roles
+
+
+def test_fill_coerces_and_follows_primitive_links():
+    wf = wfm.load_workflow(T2V_WF)
+    sampler = wfm.find_sampler(wf)
+    wf["99"] = {"class_type": "PrimitiveInt", "inputs": {"value": 5}}
+    wf[sampler]["inputs"]["seed"] = ["99", 0]
+    roles = wfm.find_roles(wf, {"eta": [(sampler, "eta")]})
+    assert roles["seed"] == [("99", "value")]
+    out = wfm.fill(wf, roles, {"seed": "42", "cfg": "7", "fps": "8", "prompt": "hello", "eta": "0"},
+                   output_prefix="vc_batch/j/j")
+    assert out["99"]["inputs"]["value"] == 42
+    assert out[sampler]["inputs"]["cfg"] == 7.0 and isinstance(out[sampler]["inputs"]["cfg"], float)
+    assert out[sampler]["inputs"]["eta"] == 0.0
+    fps_vals = [out[n]["inputs"][i] for n, i in roles["fps"]]
+    assert 8 in fps_vals and 8.0 in fps_vals and all(float(v) == 8 for v in fps_vals)
+    assert out[roles["prompt"][0][0]]["inputs"]["text"] == "hello"
+    assert out[roles["output"][0][0]]["inputs"]["filename_prefix"] == "vc_batch/j/j"
+    assert wf[roles["prompt"][0][0]]["inputs"]["text"] != "hello"  # the template is not modified
+    with pytest.raises(wfm.WorkflowError, match="whole number"):
+        wfm.fill(wf, roles, {"steps": "2.5"})
+    with pytest.raises(wfm.WorkflowError, match="no 'image' input"):
+        wfm.fill(wf, roles, {"image": "x.png"})
+    # fingerprint ignores the output prefix but not the values
+    a = wfm.fill(wf, roles, {"seed": 1}, output_prefix="a")
+    b = wfm.fill(wf, roles, {"seed": 1}, output_prefix="b")
+    c = wfm.fill(wf, roles, {"seed": 2}, output_prefix="a")
+    assert wfm.fingerprint(a) == wfm.fingerprint(b) != wfm.fingerprint(c)
+
+
+def test_role_map_file(tmp_path):
+    p = _write(tmp_path / "roles.json", json.dumps({"prompt": ["3", "text"], "fps": [["4", "fps"]], "_c": "x"}))
+    rm = wfm.load_role_map(p)
+    assert rm == {"prompt": [("3", "text")], "fps": [("4", "fps")]}
+    roles = wfm.find_roles(wfm.load_workflow(T2V_WF), rm)
+    assert roles["prompt"] == [("3", "text")] and roles["fps"] == [("4", "fps")]
+    with pytest.raises(wfm.WorkflowError, match="not in the workflow"):
+        wfm.find_roles(wfm.load_workflow(T2V_WF), {"prompt": [("nope", "text")]})
+
+
+def test_rejects_ui_format_workflow(tmp_path):
+    p = _write(tmp_path / "ui.json", json.dumps({"nodes": [], "links": []}))
+    with pytest.raises(wfm.WorkflowError, match="API"):
+        wfm.load_workflow(p)
+
+
+def test_format_rejection_names_node_and_input():
+    body = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+            "node_errors": {"5": {"class_type": "EmptyVideoCrafterLatent", "dependent_outputs": ["9"], "errors": [
+                {"type": "value_not_multiple", "message": "bad", "details": "width - width 100 is not a multiple of 64",
+                 "extra_info": {"input_name": "width"}},
+                {"type": "value_not_multiple", "message": "bad", "details": "height - width 100 is not a multiple of 64",
+                 "extra_info": {"input_name": "height"}}]}}}
+    wf = {"5": {"class_type": "EmptyVideoCrafterLatent", "inputs": {"width": 100, "height": 64}}}
+    text = format_rejection(body, wf)
+    assert text == "node 5 (EmptyVideoCrafterLatent) input width=100: width 100 is not a multiple of 64"
+
+
+def test_manifest_atomic_resume_and_lock(tmp_path):
+    path = str(tmp_path / "m" / "manifest.jsonl")
+    m = Manifest(path).lock()
+    m.load()
+    m.ensure("a")
+    m.ensure("b")
+    m.update("a", status="done", files=["a/a.mp4"], seconds=1.5, prompt_id="p1")
+    m.update("b", status="queued", prompt_id="p2")
+    lines = open(path).read().splitlines()
+    assert [json.loads(x)["job"] for x in lines] == ["a", "b"]
+    assert not os.path.exists(path + ".tmp")
+    with pytest.raises(ManifestLocked):
+        Manifest(path).lock()
+    m.unlock()
+    # a torn last line (crash while someone appended by hand) never hides finished entries
+    with open(path, "a") as f:
+        f.write('{"job": "c", "stat')
+    warnings = []
+    m2 = Manifest(path, warn=warnings.append).lock().load()
+    assert m2.status("a") == "done" and m2.get("a")["files"] == ["a/a.mp4"]
+    assert m2.status("b") == "queued" and m2.get("b")["prompt_id"] == "p2"
+    assert m2.get("c") is None and warnings
+    m2.unlock()
+
+
+def test_client_imports_no_torch_or_comfy():
+    code = ("import sys; sys.path.insert(0, %r); import vc_batch.cli, vc_batch.runner; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'comfy', 'nodes', 'folder_paths')]; "
+            "print(bad); sys.exit(1 if bad else 0)") % REPO
+    r = subprocess.run([venv_python(), "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ----------------------------------------------------------------------------------------
+# end to end, against a real ComfyUI server
+# ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ComfyServer(tmp_path_factory.mktemp("comfy"))
+    srv.start()
+    info = http_json(srv.url + "/object_info/VideoCrafterKSampler")
+    if "VideoCrafterKSampler" not in info:
+        srv.stop()
+        pytest.fail("the pack's nodes did not load into ComfyUI:\n" + srv.log_tail())
+    yield srv
+    srv.stop()
+
+
+def write_table(path, rows):
+    if str(path).endswith(".jsonl"):
+        with open(path, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    else:
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys)
+            w.writeheader()
+            for r in rows:
+                w.writerow(r)
+    return str(path)
+
+
+def t2v_row(name, seed, **kw):
+    return dict(name=name, prompt=f"a red ball {name}", seed=seed, checkpoint=T2V_CKPT, **TINY, **kw)
+
+
+def i2v_row(name, seed, image, **kw):
+    return dict(name=name, prompt=f"the picture moves {name}", seed=seed, image=image, checkpoint=I2V_CKPT,
+                **TINY, **kw)
+
+
+def cli_args(table, out, server, *extra):
+    return [venv_python(), CLI, table, "--server", server.url, "--out", out, "--poll-interval", "0.5",
+            "--no-progress", *extra]
+
+
+def run_cli(table, out, server, *extra, timeout=300):
+    r = subprocess.run(cli_args(table, out, server, *extra), capture_output=True, text=True, timeout=timeout)
+    return r
+
+
+def read_manifest(out):
+    path = os.path.join(out, "manifest.jsonl")
+    if not os.path.exists(path):
+        return {}
+    entries = {}
+    with open(path) as f:
+        for line in f:
+            if line.strip():
+                e = json.loads(line)
+                entries[e["job"]] = e
+    return entries
+
+
+def job_files(out, name):
+    d = os.path.join(out, name)
+    return sorted(f for f in os.listdir(d) if not f.endswith(".part")) if os.path.isdir(d) else []
+
+
+def assert_video(path):
+    with open(path, "rb") as f:
+        head = f.read(12)
+    assert os.path.getsize(path) > 1000 and head[4:8] == b"ftyp", path
+
+
+def history_of(server):
+    return http_json(server.url + "/history?max_items=1000")
+
+
+def runs_per_job(history, names):
+    """How many prompts the server executed for each job (by its SaveVideo filename_prefix)."""
+    counts = dict.fromkeys(names, 0)
+    for entry in history.values():
+        for node in entry["prompt"][2].values():
+            prefix = node["inputs"].get("filename_prefix")
+            if isinstance(prefix, str) and prefix.startswith("vc_batch/"):
+                job = prefix.split("/")[1]
+                if job in counts and entry.get("status", {}).get("status_str") == "success":
+                    counts[job] += 1
+    return counts
+
+
+def test_batch_mixed_t2v_i2v(server, tmp_path):
+    shutil.copy(COND_IMAGE, tmp_path / "start.png")
+    rows = [t2v_row("t2v_a", 1),
+            i2v_row("i2v_a", 2, "start.png"),
+            t2v_row("t2v_b", 3, negative="blurry", cfg=7.5, fps=8),
+            i2v_row("i2v_b", 4, COND_IMAGE, fps="")]
+    table = write_table(tmp_path / "jobs.csv", rows)
+    out = str(tmp_path / "out")
+    t0 = time.time()
+    r = run_cli(table, out, server, "--max-queued", "2")
+    elapsed = time.time() - t0
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out)
+    assert set(m) == {"t2v_a", "i2v_a", "t2v_b", "i2v_b"}
+    for name, e in m.items():
+        assert e["status"] == "done" and e["error"] is None and e["prompt_id"], e
+        assert e["seconds"] is not None and e["seconds"] >= 0
+        assert len(e["files"]) == 1 and job_files(out, name) == [os.path.basename(e["files"][0])]
+        assert_video(os.path.join(out, e["files"][0]))
+    # the rows' values reached the right nodes of the right workflow on the server
+    hist = http_json(f"{server.url}/history/{m['t2v_b']['prompt_id']}")[m["t2v_b"]["prompt_id"]]
+    nodes = hist["prompt"][2]
+    by_class = {}
+    for node in nodes.values():
+        by_class.setdefault(node["class_type"], []).append(node["inputs"])
+    assert "LoadImage" not in by_class
+    assert sorted(n["text"] for n in by_class["CLIPTextEncode"]) == ["a red ball t2v_b", "blurry"]
+    assert by_class["VideoCrafterKSampler"][0]["cfg"] == 7.5 and by_class["VideoCrafterKSampler"][0]["seed"] == 3
+    assert by_class["VideoCrafterFPSConditioning"][0]["fps"] == 8 and by_class["CreateVideo"][0]["fps"] == 8.0
+    assert by_class["EmptyVideoCrafterLatent"][0]["width"] == 128
+    hist = http_json(f"{server.url}/history/{m['i2v_a']['prompt_id']}")[m["i2v_a"]["prompt_id"]]
+    loads = [n["inputs"]["image"] for n in hist["prompt"][2].values() if n["class_type"] == "LoadImage"]
+    assert len(loads) == 1 and os.path.exists(os.path.join(server.input_dir, loads[0]))
+    # running the finished batch again does nothing
+    before = len(history_of(server))
+    r2 = run_cli(table, out, server)
+    assert r2.returncode == 0, r2.stderr
+    assert len(history_of(server)) == before
+    assert read_manifest(out) == m
+    print(f"\n4-job mixed batch: {elapsed:.1f}s; per job (server): "
+          + ", ".join(f"{k}={v['seconds']}" for k, v in m.items()))
+
+
+def test_rejected_row_reported_and_others_run(server, tmp_path):
+    rows = [t2v_row("good_1", 11), t2v_row("bad_width", 12), t2v_row("good_2", 13)]
+    rows[1]["width"] = 100
+    table = write_table(tmp_path / "jobs.jsonl", rows)
+    out = str(tmp_path / "out")
+    r = run_cli(table, out, server, "--max-queued", "3")
+    assert r.returncode == 1, r.stderr  # some job failed
+    m = read_manifest(out)
+    assert m["good_1"]["status"] == "done" and m["good_2"]["status"] == "done"
+    bad = m["bad_width"]
+    assert bad["status"] == "failed" and bad["files"] == []
+    assert "EmptyVideoCrafterLatent" in bad["error"] and "width" in bad["error"] and "100" in bad["error"], bad
+    assert "bad_width" in r.stderr and "width" in r.stderr
+    assert job_files(out, "bad_width") == []
+
+
+def wait_for(predicate, timeout, what, interval=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_server_killed_mid_batch_then_resume(server, tmp_path):
+    names = ["r1", "r2", "r3", "r4"]
+    table = write_table(tmp_path / "jobs.csv", [t2v_row(n, 20 + i) for i, n in enumerate(names)])
+    out = str(tmp_path / "out")
+    log1 = open(tmp_path / "cli1.log", "w")
+    proc = subprocess.Popen(cli_args(table, out, server, "--max-queued", "1", "--retry-timeout", "120"),
+                            stdout=log1, stderr=subprocess.STDOUT)
+    try:
+        # 1) the server dies (SIGKILL: history and queue gone) after the first job finished;
+        #    the running command keeps retrying and carries on when it is back
+        wait_for(lambda: read_manifest(out).get("r1", {}).get("status") == "done", 120, "first job")
+        server.stop(kill=True)
+        time.sleep(2)
+        assert proc.poll() is None, "the command must wait for the server, not exit"
+        server.start()
+        # 2) the command itself crashes (SIGKILL) once the second job is done, with the
+        #    third submitted: the rerun must pick that prompt up, not run it again
+        wait_for(lambda: read_manifest(out).get("r2", {}).get("status") == "done", 120, "second job")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log1.close()
+    m = read_manifest(out)
+    assert m["r1"]["status"] == "done" and m["r2"]["status"] == "done"
+    r = run_cli(table, out, server, "--max-queued", "1")
+    assert r.returncode == 0, r.stderr + open(tmp_path / "cli1.log").read()
+    m2 = read_manifest(out)
+    for n in names:
+        assert m2[n]["status"] == "done", m2[n]
+        assert len(job_files(out, n)) == 1, (n, job_files(out, n))
+        assert_video(os.path.join(out, m2[n]["files"][0]))
+    assert m2["r1"] == m["r1"]  # finished before the crash: untouched
+    # the new server ran r2, r3 and r4 exactly once each and r1 not at all
+    counts = runs_per_job(history_of(server), names)
+    assert counts == {"r1": 0, "r2": 1, "r3": 1, "r4": 1}, counts
+    # and once more: nothing left to do
+    before = len(history_of(server))
+    r = run_cli(table, out, server)
+    assert r.returncode == 0 and len(history_of(server)) == before
+
+
+def test_ctrl_c_removes_queued_prompts(server, tmp_path):
+    names = ["c1", "c2", "c3", "c4"]
+    rows = [t2v_row(n, 40 + i) for i, n in enumerate(names)]
+    for r in rows:
+        r["steps"] = 12  # long enough to be caught running
+    table = write_table(tmp_path / "jobs.csv", rows)
+    out = str(tmp_path / "out")
+    proc = subprocess.Popen(cli_args(table, out, server, "--max-queued", "3"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def ours_on_server():
+            ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
+            q = server.queue()
+            running = {i[1] for i in q["queue_running"]} & ids
+            pending = {i[1] for i in q["queue_pending"]} & ids
+            return (running, pending) if running and len(pending) >= 2 else None
+        wait_for(ours_on_server, 120, "three prompts on the server, one running")
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, output
+    ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
+    q = server.queue()
+    on_server = {i[1] for i in q["queue_running"] + q["queue_pending"]}
+    assert not (ids & on_server), (q, output)
+    m = read_manifest(out)
+    assert {e["status"] for e in m.values()} <= {"cancelled", "pending", "done"}, m
+    assert sum(e["status"] == "cancelled" for e in m.values()) >= 2

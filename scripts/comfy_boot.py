@@ -1,0 +1,58 @@
+"""Import the ComfyUI host (from $COMFYUI_PATH or .venv/comfyui-path) into a plain Python process
+and load this pack as the module `comfyui_videocrafter`, as tests/comfy_host.py does for tests.
+
+The repository root is the pack itself, so it must never go on sys.path (its `nodes/` package
+would shadow ComfyUI's `nodes.py`); the pack is loaded from its __init__.py by file location.
+"""
+import importlib
+import importlib.util
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACK_MODULE = "comfyui_videocrafter"
+
+
+def comfyui_path():
+    path = os.environ.get("COMFYUI_PATH")
+    if not path:
+        marker = os.path.join(REPO, ".venv", "comfyui-path")
+        path = open(marker).read().strip() if os.path.exists(marker) else os.path.join(REPO, ".host", "ComfyUI")
+    if not os.path.isfile(os.path.join(path, "main.py")):
+        raise SystemExit(f"No ComfyUI at {path}: set COMFYUI_PATH or run scripts/setup_host.sh")
+    return path
+
+
+def boot(cpu=None):
+    """Returns the pack module. `cpu` None: CPU only when torch sees no GPU."""
+    if PACK_MODULE in sys.modules:
+        return sys.modules[PACK_MODULE]
+    import torch
+    if cpu is None:
+        cpu = not torch.cuda.is_available()
+    if not cpu and "LOCAL_RANK" in os.environ:
+        # ComfyUI's model management takes the current device: one GPU per torchrun rank
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    host = comfyui_path()
+    if host not in sys.path:
+        sys.path.insert(0, host)
+    argv = sys.argv
+    sys.argv = [argv[0]] + (["--cpu"] if cpu else [])
+    try:
+        import comfy.options
+        comfy.options.enable_args_parsing()
+        import comfy.cli_args  # noqa: F401  (parsed before model_management initialises)
+        import comfy.model_management  # noqa: F401
+    finally:
+        sys.argv = argv
+    spec = importlib.util.spec_from_file_location(PACK_MODULE, os.path.join(REPO, "__init__.py"),
+                                                  submodule_search_locations=[REPO])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACK_MODULE] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def pack(submodule):
+    boot()
+    return importlib.import_module(f"{PACK_MODULE}.{submodule}")

@@ -47,10 +47,13 @@ def write_clip_vision_file(path, layout="openclip"):
     """The tiny I2V checkpoint's visual tower as a models/clip_vision file (OpenCLIP `visual.` or HF keys)."""
     import safetensors.torch
     sd = safetensors.torch.load_file(TINY_I2V)
-    visual = {k[len("embedder.model."):]: v for k, v in sd.items() if k.startswith("embedder.model.visual.")}
+    visual = {k[len("embedder.model.visual."):]: v for k, v in sd.items() if k.startswith("embedder.model.visual.")}
+    if layout == "openclip":
+        visual = {f"visual.{k}": v for k, v in visual.items()}
     if layout == "hf":
         import comfy.clip_vision
-        visual = comfy.clip_vision.convert_to_transformers(dict(visual), "visual.")
+        visual = comfy.clip_vision.convert_to_transformers({f"visual.{k}": v for k, v in visual.items()}, "visual.")
+        visual = {k: v.contiguous() for k, v in visual.items()}
     safetensors.torch.save_file(visual, path)
     return path
 

@@ -1,0 +1,171 @@
+"""Trainer building blocks: data listing and skipping, rank sharding, atomic states, CLIP-vision
+layouts, projector files, the loss plot. Fast; no training steps."""
+import json
+import os
+
+import pytest
+import torch
+
+import comfy_host
+import train_util
+
+
+@pytest.fixture(scope="module")
+def vt(pack):
+    return {name: comfy_host.pack(f"vc_train.{name}") for name in ("config", "data", "state", "plot", "objective")}
+
+
+def test_dataset_folder_skips_broken_and_short(vt, tmp_path):
+    folder = train_util.make_dataset(str(tmp_path / "videos"), count=3, broken=1, short=1)
+    data = vt["data"]
+    ds = data.VideoDataset(data.list_videos(folder), frames=4, frame_stride=2, height=64, width=128).probe(folder)
+    assert len(ds) == 3 and dict(ds.skipped) == {"unreadable": 1, "too_short": 1}
+    clip = ds.load(0, torch.Generator().manual_seed(0))
+    assert clip.frames.shape == (4, 64, 128, 3) and 0 <= clip.frames.min() and clip.frames.max() <= 1
+    assert clip.fps == pytest.approx(8 / 2)  # clip fps / stride
+    assert clip.caption == "a colourful wave number 0"
+    assert torch.equal(clip.cond_image, clip.frames[0])
+
+
+def test_dataset_resize_crop_and_lists(vt, tmp_path):
+    data = vt["data"]
+    folder = tmp_path / "v"
+    folder.mkdir()
+    train_util.write_video(str(folder / "a.mp4"), frames=10, height=64, width=128)
+    (tmp_path / "list.csv").write_text("path,caption\nv/a.mp4,hello there\n")
+    (tmp_path / "list.jsonl").write_text(json.dumps({"video": "v/a.mp4", "text": "hi"}) + "\n")
+    (tmp_path / "webvid.csv").write_text("videoid,contentUrl,duration,page_dir,name\na,,1,v,a webvid caption\n")
+    assert [(os.path.basename(i.path), i.caption) for i in data.list_videos(str(tmp_path / "list.csv"))] == [("a.mp4", "hello there")]
+    assert data.list_videos(str(tmp_path / "list.jsonl"))[0].caption == "hi"
+    assert data.list_videos(str(tmp_path / "webvid.csv"))[0].path == str(tmp_path / "v" / "a.mp4")
+    ds = data.VideoDataset(data.list_videos(str(tmp_path / "list.csv")), 3, 1, 32, 32, cond_frame="random").probe()
+    clip = ds.load(0, torch.Generator().manual_seed(3))
+    assert clip.frames.shape == (3, 32, 32, 3)  # 64x128 scaled to 32x64, centre 32x32
+    assert any(torch.equal(clip.cond_image, f) for f in clip.frames)
+
+
+def test_empty_dataset_is_a_clear_error(vt, tmp_path):
+    data = vt["data"]
+    folder = train_util.make_dataset(str(tmp_path / "bad"), count=0, broken=2)
+    with pytest.raises(data.DatasetError, match="No usable training videos.*unreadable"):
+        data.VideoDataset(data.list_videos(folder), 4, 2, 64, 128).probe(folder)
+    with pytest.raises(data.DatasetError, match="not found"):
+        data.list_videos(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("n,world", [(8, 2), (7, 2), (9, 3)])
+def test_epoch_shards_use_each_sample_once(vt, n, world):
+    data = vt["data"]
+    for epoch in range(3):
+        shards = [data.epoch_shard(n, epoch, 5, r, world) for r in range(world)]
+        flat = [i for s in shards for i in s]
+        assert len(flat) == len(set(flat)) == (n // world) * world
+        assert len({len(s) for s in shards}) == 1
+    streams = [data.SampleStream(n, 5, r, world) for r in range(world)]
+    seen = [i for s in streams for _, i in s.take(n // world)]
+    assert sorted(seen) == sorted(set(seen))
+
+
+def test_state_store_survives_a_writer_crash(vt, tmp_path, monkeypatch):
+    state = vt["state"]
+    store = state.StateStore(str(tmp_path / "states"), keep=2)
+    w = {"unet.a": torch.arange(4.0)}
+    store.save(1, w, {"x": torch.ones(2)}, {"step": 1})
+    original = state.StateStore._write_parts
+
+    def crash_midway(self, folder, weights, optimizer_state, meta):
+        state.write_safetensors(weights, os.path.join(folder, state.WEIGHTS_FILE))
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(state.StateStore, "_write_parts", crash_midway)
+    with pytest.raises(OSError, match="simulated"):
+        store.save(2, {"unet.a": torch.zeros(4)}, {}, {"step": 2})
+    monkeypatch.setattr(state.StateStore, "_write_parts", original)
+    latest = store.latest()
+    assert latest.endswith("step_00000001")
+    weights, opt, meta = state.StateStore.load(latest)
+    assert torch.equal(weights["unet.a"], torch.arange(4.0)) and meta["step"] == 1
+    for step in (2, 3, 4):
+        store.save(step, w, {}, {"step": step})
+    assert sorted(os.listdir(tmp_path / "states")) == ["step_00000003", "step_00000004"]  # keep last 2
+
+
+def test_atomic_write_keeps_old_file_on_failure(vt, tmp_path):
+    state = vt["state"]
+    path = str(tmp_path / "f.txt")
+    state.write_text(path, "old")
+
+    def broken(tmp):
+        with open(tmp, "w") as f:
+            f.write("half")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        state.atomic_write(path, broken)
+    assert open(path).read() == "old" and os.listdir(tmp_path) == ["f.txt"]
+
+
+def test_noise_schedule_uses_scale_arr(vt):
+    obj = vt["objective"]
+    ac = torch.linspace(0.99, 0.01, 1000, dtype=torch.float64)
+    scale = torch.full((1000,), 0.7, dtype=torch.float64)
+    sched = obj.NoiseSchedule(ac, scale)
+    x0, noise, t = torch.ones(1, 4, 2, 2, 2), torch.zeros(1, 4, 2, 2, 2), torch.tensor([10])
+    assert torch.allclose(sched.add_noise(x0, t, noise), torch.full_like(x0, float(ac[10].sqrt() * 0.7)))
+    g1, g2 = obj.step_generator(1, 5, 0, 0), obj.step_generator(1, 5, 0, 0)
+    assert torch.equal(torch.randn(3, generator=g1), torch.randn(3, generator=g2))
+
+
+def test_loss_curve_renders(vt):
+    img = vt["plot"].render_loss_curve(list(range(1, 31)), [1.0 / i for i in range(1, 31)], stage_starts=[15])
+    assert img.size == (768, 432) and img.mode == "RGB"
+    assert len(img.getcolors(1 << 20)) > 3
+
+
+def test_config_validation(vt):
+    cfg_mod = vt["config"]
+    with pytest.raises(ValueError, match="stage"):
+        cfg_mod.TrainConfig(stage="everything")
+    with pytest.raises(ValueError, match="Unknown training options"):
+        cfg_mod.TrainConfig.from_dict({"lr": 1})
+    assert cfg_mod.TrainConfig(stage="both", projector_steps=3, finetune_steps=0).stage_plan() == [("projector", 3)]
+
+
+def test_clip_vision_layouts_and_t2v_upgrade(pack, tmp_path):
+    import safetensors.torch
+    upgrade = comfy_host.pack("vc_models.i2v_upgrade")
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    i2v = safetensors.torch.load_file(train_util.TINY_I2V)
+    visual = {k[len("embedder.model.visual."):]: v for k, v in i2v.items() if k.startswith("embedder.model.visual.")}
+    for layout in ("openclip", "hf"):
+        path = train_util.write_clip_vision_file(str(tmp_path / f"{layout}.safetensors"), layout)
+        back = upgrade.openclip_visual(safetensors.torch.load_file(path))
+        assert set(back) == set(visual)
+        assert all(torch.equal(back[k], visual[k]) for k in visual), layout
+    t2v = safetensors.torch.load_file(train_util.TINY_T2V)
+    up = upgrade.upgrade_t2v_to_i2v(t2v, {f"visual.{k}": v for k, v in visual.items()}, seed=0)
+    info = ckpt.inspect_checkpoint(up)
+    assert info.is_i2v
+    ip = [k for k in up if k.endswith("attn2.to_k_ip.weight")]
+    assert ip and all(torch.equal(up[k], up[k.replace("to_k_ip", "to_k")]) for k in ip)
+    assert all(torch.equal(up[k.replace("to_k_ip", "to_v_ip")], up[k.replace("to_k_ip", "to_v")]) for k in ip)
+    proj = {k: v for k, v in up.items() if k.startswith("image_proj_model.")}
+    assert proj["image_proj_model.proj_in.weight"].shape == (64, 128)      # context 64 <- vision width 128
+    assert proj["image_proj_model.proj_out.weight"].shape[0] == 64
+
+
+def test_apply_projector_file_checks(pack, tmp_path):
+    import safetensors.torch
+    pf = comfy_host.pack("vc_models.projector_file")
+    i2v = safetensors.torch.load_file(train_util.TINY_I2V)
+    patch = {k: torch.zeros_like(v) for k, v in i2v.items() if pf.is_projector_file_key(k)}
+    path = str(tmp_path / "p.safetensors")
+    safetensors.torch.save_file(patch, path)
+    sd = pf.apply_projector_file(dict(i2v), path)
+    assert all(torch.equal(sd[k], patch[k]) for k in patch)
+    t2v = safetensors.torch.load_file(train_util.TINY_T2V)
+    with pytest.raises(ValueError, match="image-to-video checkpoint"):
+        pf.apply_projector_file(t2v, path)
+    safetensors.torch.save_file({"first_stage_model.x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match="not a VideoCrafter projector file"):
+        pf.apply_projector_file(dict(i2v), str(tmp_path / "bad.safetensors"))

@@ -434,3 +434,35 @@ def test_ctrl_c_removes_queued_prompts(server, tmp_path):
     m = read_manifest(out)
     assert {e["status"] for e in m.values()} <= {"cancelled", "pending", "done"}, m
     assert sum(e["status"] == "cancelled" for e in m.values()) >= 2
+
+
+def test_crashed_command_picks_up_its_submitted_prompts(server, tmp_path):
+    """The command dies (SIGKILL) with prompts on a live server: the rerun waits for those
+    prompts and fetches their outputs instead of submitting them again."""
+    names = ["k1", "k2"]
+    rows = [t2v_row(n, 60 + i) for i, n in enumerate(names)]
+    for r in rows:
+        r["steps"] = 6
+    table = write_table(tmp_path / "jobs.csv", rows)
+    out = str(tmp_path / "out")
+    proc = subprocess.Popen(cli_args(table, out, server, "--max-queued", "2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def both_on_server():
+            ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
+            q = server.queue()
+            return len(ids & {i[1] for i in q["queue_running"] + q["queue_pending"]}) == 2
+        wait_for(both_on_server, 120, "both prompts on the server")
+        proc.kill()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    submitted = {n: e["prompt_id"] for n, e in read_manifest(out).items()}
+    r = run_cli(table, out, server)
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out)
+    for n in names:
+        assert m[n]["status"] == "done" and m[n]["attempts"] == 1 and m[n]["prompt_id"] == submitted[n], m[n]
+        assert len(job_files(out, n)) == 1
+    assert runs_per_job(history_of(server), names) == {"k1": 1, "k2": 1}

@@ -202,6 +202,9 @@ class BatchRunner:
                 if self.stop_requested:
                     break
                 await self._check_inflight()
+            except RequestFailed as e:  # an unexpected answer: note it and keep going
+                self.log(f"warning: {e}")
+                await self._sleep(self.poll_interval)
             except ServerDown as e:
                 if self.stop_requested:
                     break
@@ -257,7 +260,14 @@ class BatchRunner:
         if p.image:
             local, name = p.image
             if name not in self.uploaded:
-                self.uploaded[name] = await self.client.upload_image(local, name)
+                try:
+                    self.uploaded[name] = await self.client.upload_image(local, name)
+                except ServerDown:
+                    self.pending.appendleft(p)  # not submitted: keep it for after the recovery
+                    raise
+                except (RequestFailed, OSError) as e:
+                    self._fail(p, f"image upload failed: {e}")
+                    return
             server_name = self.uploaded[name]
             if server_name != name:
                 for nid, inp in self._wf_cache[p.workflow_path][1].get("image", ()):
@@ -362,7 +372,12 @@ class BatchRunner:
             if fname in names:
                 fname = f"{it['node']}_{fname}"
             names.add(fname)
-            await self.client.download(it, os.path.join(job_dir, fname))  # ServerDown propagates
+            try:
+                await self.client.download(it, os.path.join(job_dir, fname))  # ServerDown propagates
+            except RequestFailed as e:
+                del self.inflight[p.prompt_id]
+                self._fail(p, f"could not download its output: {e}")
+                return
             files.append(os.path.join(p.name, fname))
         del self.inflight[p.prompt_id]
         if seconds is None and p.submitted is not None:

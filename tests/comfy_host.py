@@ -7,6 +7,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GOLDEN = os.path.join(os.path.dirname(REPO), "shared", "reference", "golden")
 KEYS = os.path.join(os.path.dirname(REPO), "shared", "reference", "keys")
 PACK_MODULE = "comfyui_videocrafter"
+CPU_ONLY = True  # tests run on the CPU; the benchmark may switch this off to use a GPU
+EXTRA_ARGS = []  # further ComfyUI command-line options (the benchmark passes attention choices)
 
 
 def comfyui_path():
@@ -25,7 +27,7 @@ def boot():
     if host not in sys.path:
         sys.path.insert(0, host)
     argv = sys.argv
-    sys.argv = [argv[0], "--cpu"]
+    sys.argv = ([argv[0], "--cpu"] if CPU_ONLY else [argv[0]]) + list(EXTRA_ARGS)
     try:
         import comfy.options
         comfy.options.enable_args_parsing()

@@ -23,7 +23,8 @@ def videocrafter_uniform_sigmas(model_sampling, steps):
     """Sigmas at t = 901, 801, ..., 1 (for 10 steps) and finally t = 0: the last step lands on
     alphas_cumprod[0] as the original does, not on a noise-free sigma 0."""
     sigmas = model_sampling.sigmas
-    ts = [t + 1 for t in videocrafter_timesteps(steps, len(sigmas))]
+    # the original indexes t + 1 and breaks when that reaches T (e.g. 3 steps: 999 + 1); clamp instead
+    ts = [min(t + 1, len(sigmas) - 1) for t in videocrafter_timesteps(steps, len(sigmas))]
     return torch.cat([sigmas[ts], sigmas[:1]]).float()
 
 

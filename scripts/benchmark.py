@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Seconds per CFG step and peak memory of the VideoCrafter UNet inside ComfyUI.
+
+  python scripts/benchmark.py                       # tiny golden weights, CPU, 320x512, 16 frames
+  python scripts/benchmark.py --full-size --gpu     # random weights at the released VC2 size on a GPU
+
+Each measured step is one classifier-free-guidance step of the VideoCrafter KSampler (positive and
+negative batched into one UNet call by ComfyUI). Prints one line of numbers per run.
+"""
+import argparse
+import os
+import resource
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+import comfy_host  # noqa: E402  (boots the ComfyUI host the same way the tests do)
+
+
+def full_size_state_dict(layout="t2v_512_v2.0"):
+    """Random weights with the released layout (shapes from ../shared/reference/keys)."""
+    import torch
+    sd = {}
+    with open(os.path.join(comfy_host.KEYS, f"{layout}.keys.tsv")) as f:
+        for line in f:
+            name, shape, _ = line.rstrip("\n").split("\t")
+            dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]
+            sd[name] = torch.randn(dims) * 0.02 if dims else torch.tensor(1.0)
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    sd["alphas_cumprod"] = torch.cumprod(1 - betas, 0).float()
+    if "scale_arr" in sd:
+        sd["scale_arr"] = torch.cat([torch.linspace(1, 0.7, 400), torch.full((1000,), 0.7)])
+    return sd
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt", default=os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"))
+    parser.add_argument("--full-size", action="store_true", help="random weights at the released VC2 T2V size")
+    parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default: --cpu)")
+    parser.add_argument("--width", type=int, default=512)
+    parser.add_argument("--height", type=int, default=320)
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
+    parser.add_argument("--weight-dtype", default="default")
+    parser.add_argument("--comfy-args", default="--use-pytorch-cross-attention",
+                        help="ComfyUI options, as you would start ComfyUI with (attention choice etc.)")
+    args = parser.parse_args()
+    comfy_host.EXTRA_ARGS = args.comfy_args.split()
+
+    if args.gpu:
+        comfy_host.CPU_ONLY = False
+    pack = comfy_host.boot()
+    import torch
+    import comfy.model_management as mm
+    import nodes as core
+    loader = comfy_host.pack("vc_models.loader")
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    if args.full_size:
+        sd = full_size_state_dict()
+        bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "random VC2"), loader.WEIGHT_DTYPES[args.weight_dtype])
+        label = "VC2 T2V full size, random weights"
+    else:
+        bundle = loader.load_videocrafter(args.ckpt, args.weight_dtype)
+        label = os.path.basename(args.ckpt)
+    (pos,) = core.CLIPTextEncode().encode(bundle.clip, "a corgi running on the beach")
+    (neg,) = core.CLIPTextEncode().encode(bundle.clip, "")
+    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(args.width, args.height, args.frames, 1)
+    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+
+    stamps = []
+    import comfy.utils
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: stamps.append(time.perf_counter()))
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    sampler.sample(bundle.model, pos, neg, latent, seed=0, steps=args.steps + 1, cfg=12.0,
+                   sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
+    total = time.perf_counter() - start
+    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else total
+    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB" if torch.cuda.is_available() else ""
+    print(f"{label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, batch 1 with CFG, device {mm.get_torch_device()}, "
+          f"weights {bundle.model.model.get_dtype()}: {per_step:.3f} s per CFG step, peak RSS {rss_gb:.2f} GB{gpu}")
+
+
+if __name__ == "__main__":
+    main()

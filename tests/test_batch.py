@@ -442,7 +442,7 @@ def test_crashed_command_picks_up_its_submitted_prompts(server, tmp_path):
     names = ["k1", "k2"]
     rows = [t2v_row(n, 60 + i) for i, n in enumerate(names)]
     for r in rows:
-        r["steps"] = 6
+        r["steps"] = 3
     table = write_table(tmp_path / "jobs.csv", rows)
     out = str(tmp_path / "out")
     proc = subprocess.Popen(cli_args(table, out, server, "--max-queued", "2"),

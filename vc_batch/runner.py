@@ -450,7 +450,11 @@ class BatchRunner:
                 loop.add_signal_handler(sig, self._on_signal)
                 self._sig_installed.append(sig)
             except (NotImplementedError, RuntimeError, ValueError):
-                pass
+                if sig == signal.SIGINT:  # Windows: no loop signal handlers
+                    try:
+                        signal.signal(sig, lambda *_: loop.call_soon_threadsafe(self._on_signal))
+                    except (ValueError, OSError):
+                        pass
 
     def _remove_signals(self, loop):
         for sig in getattr(self, "_sig_installed", ()):

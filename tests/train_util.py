@@ -60,7 +60,7 @@ def write_clip_vision_file(path, layout="openclip"):
 
 def small_config(tmp_path, data, **overrides):
     values = dict(checkpoint=TINY_I2V, data=str(data), output_dir=str(tmp_path / "run"), frames=4, frame_stride=2,
-                  height=64, width=128, stage="projector", projector_steps=2, finetune_steps=2, batch_size=1,
+                  height=64, width=64, stage="projector", projector_steps=2, finetune_steps=2, batch_size=1,
                   grad_accum=1, gradient_checkpointing=False, save_every=0, keep_states=2, seed=1,
                   projector_lr=1e-3, finetune_lr=1e-4, name="tiny")
     values.update(overrides)

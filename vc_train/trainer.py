@@ -224,7 +224,7 @@ class Trainer:
         lr = cfg.projector_lr if stage == "projector" else cfg.finetune_lr
         self.lr = lr
         self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay)
+                                           weight_decay=cfg.weight_decay, foreach=True)
         self.scaler = torch.amp.GradScaler("cuda") if (self.amp_dtype == torch.float16 and self.device.type == "cuda") else None
 
     # ------------------------------------------------------------ state

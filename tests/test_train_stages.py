@@ -1,0 +1,181 @@
+"""The two training stages on the tiny I2V checkpoint (CPU): what each trains and freezes, the
+T2V -> I2V start, exact resume, and a writer crash."""
+import os
+
+import pytest
+import safetensors.torch
+import torch
+
+import comfy_host
+import train_util
+
+
+class InterruptAfter:
+    """Callbacks that raise (like ComfyUI's interrupt) before step `steps + 1`."""
+
+    class Stop(Exception):
+        pass
+
+    def __init__(self, steps):
+        self.calls, self.steps = 0, steps
+
+    def check_interrupt(self):
+        if self.calls == self.steps:
+            raise self.Stop()
+        self.calls += 1
+
+    def on_step(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def mods(pack):
+    return {
+        "config": comfy_host.pack("vc_train.config"),
+        "trainer": comfy_host.pack("vc_train.trainer"),
+        "state": comfy_host.pack("vc_train.state"),
+        "training": comfy_host.pack("vc_models.training"),
+        "checkpoint": comfy_host.pack("vc_models.checkpoint"),
+        "loader": comfy_host.pack("vc_models.loader"),
+    }
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return train_util.make_dataset(str(tmp_path_factory.mktemp("train_data")), count=4)
+
+
+def build(mods, tmp_path, data_dir, **overrides):
+    cfg = mods["config"].TrainConfig.from_dict(train_util.small_config(tmp_path, data_dir, **overrides))
+    models = mods["training"].VideoCrafterTrainingModels.from_files(cfg.checkpoint, cfg.clip_vision, cfg.projector_file, cfg.seed)
+    return cfg, models
+
+
+def snapshot(models):
+    parts = {"unet": models.unet.state_dict(), "projector": models.projector.state_dict(),
+             "text": models.clip.cond_stage_model.state_dict(), "vision": models.clip_vision.model.state_dict(),
+             "vae": models.vae.first_stage_model.state_dict()}
+    return {f"{p}.{k}": v.detach().float().clone() for p, sd in parts.items() for k, v in sd.items()}
+
+
+def changed(before, after):
+    return sorted(k for k in before if not torch.equal(before[k], after[k]))
+
+
+def test_stage1_overfits_and_trains_only_projector_and_image_kv(mods, tmp_path, data_dir):
+    cfg, models = build(mods, tmp_path, data_dir, stage="projector", projector_steps=6, overfit_batch=True,
+                        text_dropout=0.0, image_dropout=0.0, projector_lr=1e-2, max_grad_norm=0)
+    before = snapshot(models)
+    result = mods["trainer"].train(cfg, models)
+    losses = [r["loss"] for r in result.history]
+    assert len(losses) == 6
+    assert losses[-1] < 0.95 * losses[0] and losses[-1] < min(losses[:3]), losses
+
+    after = snapshot(models)
+    allowed = {k for k in before if k.startswith("projector.") or
+               (k.startswith("unet.") and (".attn2.to_k_ip." in k or ".attn2.to_v_ip." in k))}
+    assert any(".to_k_ip." in k for k in allowed)
+    assert set(changed(before, after)) == allowed  # everything else bit-identical
+
+    projector_file = safetensors.torch.load_file(result.outputs["projector_file"])
+    expected = {("image_proj_model." + k[len("projector."):]) if k.startswith("projector.")
+                else ("model.diffusion_model." + k[len("unet."):]) for k in allowed}
+    assert set(projector_file) == expected
+    assert torch.equal(projector_file["image_proj_model.latents"], after["projector.latents"])
+    # the loader side: patch the raw checkpoint with it, still an I2V checkpoint
+    ckpt = mods["checkpoint"]
+    sd = ckpt.load_state_dict(train_util.TINY_I2V)
+    comfy_host.pack("vc_models.projector_file").apply_projector_file(sd, result.outputs["projector_file"])
+    assert ckpt.inspect_checkpoint(sd).is_i2v
+    assert os.path.getsize(result.outputs["loss_curve"]) > 1000
+    assert open(result.outputs["loss_csv"]).read().count("\n") == 7
+
+
+def test_stage2_trains_unet_only_and_writes_a_loadable_checkpoint(mods, tmp_path, data_dir):
+    cfg, models = build(mods, tmp_path, data_dir, stage="finetune", finetune_steps=1)
+    before = snapshot(models)
+    result = mods["trainer"].train(cfg, models)
+    diff = changed(before, snapshot(models))
+    assert diff and all(k.startswith("unet.") for k in diff)
+    assert len(diff) > 0.9 * sum(k.startswith("unet.") for k in before)  # 'all' layers
+
+    out = result.outputs["checkpoint"]
+    ckpt = mods["checkpoint"]
+    saved, original = ckpt.load_state_dict(out), ckpt.load_state_dict(train_util.TINY_I2V)
+    for prefix in ("cond_stage_model.", "image_proj_model.", "embedder.model.visual.", "first_stage_model."):
+        keys = [k for k in original if k.startswith(prefix)]
+        assert keys and all(torch.equal(saved[k], original[k]) for k in keys), prefix
+    assert saved["model.diffusion_model.out.2.weight"].dtype == torch.float16
+    bundle = mods["loader"].load_videocrafter(out)
+    assert bundle.info.is_i2v and bundle.projector is not None
+
+
+def test_stage2_temporal_layers_only(mods, tmp_path, data_dir):
+    cfg, models = build(mods, tmp_path, data_dir, stage="finetune", finetune_steps=1, finetune_layers="temporal")
+    kinds = models.unet_parameter_kinds()
+    before = snapshot(models)
+    mods["trainer"].train(cfg, models)
+    diff = changed(before, snapshot(models))
+    assert diff and all(kinds[k[len("unet."):]] == "temporal" for k in diff)
+    assert any(".temopral_conv." in k for k in diff) and any("transformer_blocks" in k for k in diff)
+
+
+def test_t2v_plus_clip_vision_becomes_i2v(mods, tmp_path, data_dir):
+    vision = train_util.write_clip_vision_file(str(tmp_path / "clip_vision_h.safetensors"))
+    cfg, models = build(mods, tmp_path, data_dir, checkpoint=train_util.TINY_T2V, clip_vision=vision, stage="both",
+                        projector_steps=1, finetune_steps=1, save_fp16=False)
+    result = mods["trainer"].train(cfg, models)
+    ckpt = mods["checkpoint"]
+    sd = ckpt.load_state_dict(result.outputs["checkpoint"])
+    info = ckpt.inspect_checkpoint(sd, "upgraded")
+    assert info.is_i2v and info.variant == "vc1_i2v_512"
+    assert any(k.startswith("embedder.model.visual.transformer.resblocks.") for k in sd)
+    assert any(k.startswith("image_proj_model.layers.") for k in sd)
+    assert any(k.endswith("attn2.to_v_ip.weight") for k in sd)
+    visual = safetensors.torch.load_file(vision)
+    assert all(torch.equal(sd["embedder.model." + k], visual[k].float()) for k in visual)
+    bundle = mods["loader"].load_videocrafter(result.outputs["checkpoint"])
+    assert bundle.info.is_i2v and bundle.clip_vision is not None
+    assert os.path.exists(result.outputs["projector_file"])
+
+
+def test_resume_is_bitwise_exact(mods, tmp_path, data_dir):
+    common = dict(stage="both", projector_steps=2, finetune_steps=1, grad_accum=2, text_dropout=0.5,
+                  image_dropout=0.5, cond_frame="random")
+    cfg, models = build(mods, tmp_path / "straight", data_dir, **common)
+    straight = mods["trainer"].train(cfg, models)
+    reference = snapshot(models)
+
+    cfg, models = build(mods, tmp_path / "resumed", data_dir, **common)
+    with pytest.raises(InterruptAfter.Stop):
+        mods["trainer"].Trainer(cfg, models, InterruptAfter(1)).run()  # mid stage 1
+    assert mods["state"].StateStore(os.path.join(cfg.output_dir, "states")).latest().endswith("step_00000001")
+    cfg, models = build(mods, tmp_path / "resumed", data_dir, **common)  # a fresh process would rebuild too
+    resumed = mods["trainer"].train(cfg, models)
+    assert resumed.step == 3
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
+    assert changed(reference, snapshot(models)) == []
+
+
+def test_writer_crash_leaves_previous_state_usable(mods, tmp_path, data_dir, monkeypatch):
+    state = mods["state"]
+    original = state.StateStore._write_parts
+
+    def crash_on_step_2(self, folder, weights, optimizer_state, meta):
+        if meta["step"] == 2:
+            state.write_safetensors(weights, os.path.join(folder, state.WEIGHTS_FILE))
+            raise OSError("killed while writing (simulated)")
+        return original(self, folder, weights, optimizer_state, meta)
+
+    monkeypatch.setattr(state.StateStore, "_write_parts", crash_on_step_2)
+    cfg, models = build(mods, tmp_path, data_dir, stage="projector", projector_steps=2, save_every=1)
+    with pytest.raises(OSError, match="simulated"):
+        mods["trainer"].train(cfg, models)
+    store = state.StateStore(os.path.join(cfg.output_dir, "states"))
+    assert store.latest().endswith("step_00000001")
+    weights, _, meta = state.StateStore.load(store.latest())
+    assert meta["step"] == 1 and weights
+    monkeypatch.setattr(state.StateStore, "_write_parts", original)
+    cfg, models = build(mods, tmp_path, data_dir, stage="projector", projector_steps=2, save_every=1)
+    result = mods["trainer"].train(cfg, models)
+    assert result.step == 2 and [r["step"] for r in result.history] == [1, 2]

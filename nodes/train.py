@@ -41,6 +41,10 @@ class NodeProgress(Callbacks):
     def check_interrupt(self):
         comfy.model_management.throw_exception_if_processing_interrupted()
 
+    def is_interrupt(self, error):
+        # ComfyUI's own loaders (VAE, CLIP vision) also raise it when the user interrupts mid-step
+        return isinstance(error, (comfy.model_management.InterruptProcessingException, KeyboardInterrupt))
+
     def on_step(self, step, total, loss, samples_per_sec):
         self.bar.update_absolute(step, total)
         text = f"step {step}/{total}  loss {loss:.4f}  {samples_per_sec:.2f} samples/s"
@@ -110,7 +114,7 @@ class VideoCrafterTrainI2V:
                 "output_name": ("STRING", {"default": "videocrafter_i2v_trained", "tooltip": "Name of the results: "
                                 "<name>.safetensors (stage 2), <name>_projector.safetensors (stage 1), and the run "
                                 "folder output/videocrafter_training/<name> (states, loss_log.csv, loss_curve.png)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "tooltip":
+                "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip":
                          "Seeds data order, clip positions, noise, timesteps and condition dropout."}),
             },
             "optional": {
@@ -163,13 +167,16 @@ class VideoCrafterTrainI2V:
             device=str(device), seed=seed, output_dir=run_dir, checkpoint_dir=ckpt_dir, name=name,
             save_every=save_every, keep_states=keep_states, save_fp16=save_fp16, resume=resume)
         free_memory_for_training()
-        models = VideoCrafterTrainingModels.from_files(cfg.checkpoint, cfg.clip_vision, cfg.projector_file, seed)
-        trainer = Trainer(cfg, models, NodeProgress(cfg.total_steps(), unique_id))
-        try:
-            result = trainer.run()
-        finally:
-            del models, trainer
-            comfy.model_management.soft_empty_cache()
+        # ComfyUI runs nodes under torch.inference_mode(): tensors made there can never join autograd,
+        # so the models are built and trained outside it
+        with torch.inference_mode(False), torch.enable_grad():
+            models = VideoCrafterTrainingModels.from_files(cfg.checkpoint, cfg.clip_vision, cfg.projector_file, seed)
+            trainer = Trainer(cfg, models, NodeProgress(cfg.total_steps(), unique_id))
+            try:
+                result = trainer.run()
+            finally:
+                del models, trainer
+                comfy.model_management.soft_empty_cache()
         last = result.outputs.get("checkpoint") or result.outputs.get("projector_file") or ""
         return (pil_to_image(result.loss_curve), last)
 

@@ -49,6 +49,10 @@ class Callbacks:
     def check_interrupt(self):
         """Raise to stop: the trainer saves a state and re-raises."""
 
+    def is_interrupt(self, error):
+        """True for the host's stop request raised inside a step (e.g. by its model loading)."""
+        return isinstance(error, KeyboardInterrupt)
+
     def on_step(self, step, total, loss, samples_per_sec):
         pass
 
@@ -172,7 +176,12 @@ class Trainer:
             return self.clip_cache[index]
         if self.cfg.cache_latents:  # a cached item keeps one clip: drawn from its own seed
             generator = step_generator(self.cfg.seed, "cache", index)
-        clip = self.dataset.load(index, generator)
+        try:
+            clip = self.dataset.load(index, generator)
+        except Exception as e:  # a video that broke after probing: skip it, keep counting
+            self.dataset.skipped["failed_at_load"] += 1
+            log.warning("Skipping %s: %s: %s", self.dataset.items[index].path, type(e).__name__, e)
+            return None
         with torch.no_grad():
             latent = self.models.encode_video(clip.frames).float().cpu()
             tokens = self.models.image_tokens(clip.cond_image[None])[0].float().cpu()
@@ -185,12 +194,10 @@ class Trainer:
         items = []
         while len(items) < self.cfg.batch_size:
             epoch, index = self.stream.take(1)[0]
-            try:
-                items.append(self._clip(index, generator))
-            except Exception as e:  # a video that broke after probing: skip it, keep counting
-                self.dataset.skipped["failed_at_load"] += 1
-                log.warning("Skipping %s: %s: %s", self.dataset.items[index].path, type(e).__name__, e)
+            item = self._clip(index, generator)
+            if item is None:
                 continue
+            items.append(item)
             if epoch == 0:
                 self.epoch0_samples.append(index)
         latents = torch.stack([i[0] for i in items])
@@ -371,7 +378,20 @@ class Trainer:
                     self._write_logs()
                     raise
                 started = time.perf_counter()
-                loss = self._train_step(stage)
+                stream_state, samples_seen = self.stream.state_dict(), len(self.epoch0_samples)
+                try:
+                    loss = self._train_step(stage)
+                except BaseException as error:
+                    if not self.callbacks.is_interrupt(error):
+                        raise
+                    # stopped inside the step, before the optimizer moved: the state of the last full step
+                    log.info("Interrupted during step %d: saving the state of step %d", self.step + 1, self.step)
+                    self.stream.load_state_dict(stream_state)
+                    del self.epoch0_samples[samples_seen:]
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._save_state(stage)
+                    self._write_logs()
+                    raise
                 elapsed = time.perf_counter() - started
                 self.step += 1
                 self.step_times.append(elapsed)

@@ -1,0 +1,105 @@
+"""The trainer node inside a real ComfyUI server: the shipped train workflow runs on the tiny I2V
+checkpoint and its loss curve comes back through /history and /view; an interrupt saves a state."""
+import io
+import json
+import os
+import shutil
+import time
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+import train_util
+from server_util import ComfyServer, REPO, http_json
+
+TRAIN_DATA = "videocrafter_train_tiny"
+
+
+@pytest.fixture(scope="module")
+def train_server(tmp_path_factory):
+    """A server of its own (tests/conftest.py has no shared one); the dataset in its input folder."""
+    srv = ComfyServer(tmp_path_factory.mktemp("train_server"))
+    train_util.make_dataset(os.path.join(srv.input_dir, TRAIN_DATA), count=3)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def train_workflow(**overrides):
+    with open(os.path.join(REPO, "workflows", "api", "train_i2v.json")) as f:
+        workflow = json.load(f)
+    node = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterTrainI2V")
+    node["inputs"].update(dict(ckpt_name="tiny_i2v_v1.safetensors", data=TRAIN_DATA, stage="both", projector_steps=1,
+                               finetune_steps=1, frames=4, frame_stride=2, width=64, height=64,
+                               gradient_checkpointing=False, save_to="output"), **overrides)
+    return workflow
+
+
+def submit(server, workflow):
+    return http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex})["prompt_id"]
+
+
+def wait_done(server, prompt_id, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        entry = http_json(f"{server.url}/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None:
+            return entry
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {prompt_id} did not finish; log:\n{server.log_tail()}")
+
+
+def test_train_node_registered_with_tooltips(train_server):
+    info = train_server.object_info()["VideoCrafterTrainI2V"]
+    assert info["category"] == "VideoCrafter/training"
+    for section in ("required", "optional"):
+        for name, spec in info["input"][section].items():
+            assert spec[1].get("tooltip"), name
+    with open(os.path.join(REPO, "workflows", "train_i2v.json")) as f:
+        ui = json.load(f)
+    node = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterTrainI2V")
+    widgets = list(info["input"]["required"]) + list(info["input"]["optional"])
+    assert len(node["widgets_values"]) == len(widgets) + 1  # + the seed's control-after-generate
+
+
+def test_train_workflow_returns_loss_curve(train_server):
+    from PIL import Image
+    entry = wait_done(train_server, submit(train_server, train_workflow(output_name="tiny_run")))
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
+    assert len(images) == 1
+    query = urllib.parse.urlencode({k: images[0][k] for k in ("filename", "subfolder", "type")})
+    with urllib.request.urlopen(f"{train_server.url}/view?{query}", timeout=30) as r:
+        curve = Image.open(io.BytesIO(r.read()))
+    assert curve.size == (768, 432)
+    run = os.path.join(train_server.output_dir, "videocrafter_training", "tiny_run")
+    assert os.path.exists(os.path.join(run, "tiny_run.safetensors"))
+    assert os.path.exists(os.path.join(run, "tiny_run_projector.safetensors"))
+    assert open(os.path.join(run, "loss_log.csv")).read().count("\n") == 3
+
+
+def test_interrupt_saves_a_state_then_resumes(train_server):
+    run = os.path.join(train_server.output_dir, "videocrafter_training", "tiny_interrupted")
+    states = os.path.join(run, "states")
+    prompt_id = submit(train_server, train_workflow(output_name="tiny_interrupted", stage="projector",
+                                                    projector_steps=60, save_every=1, keep_states=1))
+    deadline = time.time() + 180
+    while not (os.path.isdir(states) and any(n.startswith("step_") for n in os.listdir(states))):
+        assert time.time() < deadline, train_server.log_tail()
+        time.sleep(0.2)
+    http_json(train_server.url + "/interrupt", {})
+    entry = wait_done(train_server, prompt_id)
+    assert entry["status"]["status_str"] == "error"
+    assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"]), entry["status"]
+    saved = sorted(n for n in os.listdir(states) if n.startswith("step_"))
+    step = int(saved[-1][len("step_"):])
+    assert step >= 1
+    # resume: the same run with a goal one step past the saved state
+    entry = wait_done(train_server, submit(train_server, train_workflow(
+        output_name="tiny_interrupted", stage="projector", projector_steps=step + 1, save_every=1, keep_states=1)))
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    assert sorted(os.listdir(states)) == [f"step_{step + 1:08d}"]
+    rows = open(os.path.join(run, "loss_log.csv")).read().strip().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, step + 2))

@@ -30,7 +30,11 @@ class InterruptAfter:
 
 @pytest.fixture(scope="module")
 def mods(pack):
-    return {
+    # one thread: on a shared 2-CPU box two OpenMP threads competing with other processes ran these
+    # tiny steps ~7x slower; results are the same (bitwise resume is within one setting)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {
         "config": comfy_host.pack("vc_train.config"),
         "trainer": comfy_host.pack("vc_train.trainer"),
         "state": comfy_host.pack("vc_train.state"),
@@ -38,6 +42,7 @@ def mods(pack):
         "checkpoint": comfy_host.pack("vc_models.checkpoint"),
         "loader": comfy_host.pack("vc_models.loader"),
     }
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -26,18 +26,16 @@ class EmptyVideoCrafterLatent:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
+    def VALIDATE_INPUTS(cls, width, height):
         for name, value in (("width", width), ("height", height)):
             if value % SIZE_MULTIPLE:
                 lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
                 return (f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: the VideoCrafter UNet halves the "
                         f"latent three times. Use {lower} or {lower + SIZE_MULTIPLE}.")
-        if frames < 1:
-            return f"frames must be at least 1, got {frames}."
         return True
 
     def generate(self, width, height, frames, batch_size=1):
-        valid = self.VALIDATE_INPUTS(width, height, frames, batch_size)
+        valid = self.VALIDATE_INPUTS(width, height)
         if valid is not True:
             raise ValueError(valid)
         latent = torch.zeros([batch_size, 4, frames, height // 8, width // 8],

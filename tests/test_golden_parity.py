@@ -86,6 +86,8 @@ def test_golden_parity(pack, checkpoint_files, name, fmt):
     for t in (999, 500, 1):
         errors[f"eps_t{t}"] = rel_err(eps_through_model(out["model"], out["positive"], golden["x_T"], t), golden[f"eps_t{t}"])
     assert all(v <= EMBED_TOL for v in errors.values()), errors
+    if fmt != "safetensors":
+        return  # the same tensors: sampling and decoding are covered once, from the .safetensors
 
     sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
     for eta in (0.0, 1.0):

@@ -184,3 +184,23 @@ def test_writer_crash_leaves_previous_state_usable(mods, tmp_path, data_dir, mon
     cfg, models = build(mods, tmp_path, data_dir, stage="projector", projector_steps=2, save_every=1)
     result = mods["trainer"].train(cfg, models)
     assert result.step == 2 and [r["step"] for r in result.history] == [1, 2]
+
+
+def test_bf16_autocast_with_half_frozen_weights_keeps_exports_exact(mods, tmp_path, data_dir):
+    """The GPU memory path on the CPU: bf16 autocast, frozen weights held in bf16. Weights frozen in
+    half precision must still be exported and saved at full precision."""
+    cfg, models = build(mods, tmp_path, data_dir, stage="both", projector_steps=1, finetune_steps=1,
+                        finetune_layers="temporal", precision="bf16", save_fp16=False)
+    trainer = mods["trainer"].Trainer(cfg, models)
+    trainer.frozen_dtype = torch.bfloat16  # what a GPU run uses
+    result = trainer.run()
+    assert models.unet.input_blocks[1][0].in_layers[2].weight.dtype == torch.bfloat16  # a frozen spatial conv
+    ckpt = mods["checkpoint"]
+    saved, original = ckpt.load_state_dict(result.outputs["checkpoint"]), ckpt.load_state_dict(train_util.TINY_I2V)
+    kinds = models.unet_parameter_kinds()
+    spatial = [k for k, kind in kinds.items() if kind == "spatial" and ".to_k_ip." not in k and ".to_v_ip." not in k]
+    assert all(torch.equal(saved["model.diffusion_model." + k], original["model.diffusion_model." + k].float())
+               for k in spatial)
+    projector_file = safetensors.torch.load_file(result.outputs["projector_file"])
+    assert all(torch.equal(saved[k], v) for k, v in projector_file.items())  # stage-1 result kept exactly
+    assert not torch.equal(projector_file["image_proj_model.latents"], original["image_proj_model.latents"].float())

@@ -101,31 +101,30 @@ class VideoCrafterTrainingModels:
         with torch.no_grad():
             return image_tokens(self.clip_vision, images.float())
 
-    def _trained_tensors(self, keep):
-        out = {}
-        for prefix, module in ((ckpt.UNET_PREFIX, self.unet), (ckpt.PROJECTOR_PREFIX, self.projector)):
-            for name, p in module.named_parameters():
-                if keep(prefix + name):
-                    out[prefix + name] = p.detach().float().cpu()
-        return out
+    def checkpoint_key(self, full_name):
+        """'unet.x' / 'projector.x' -> the released checkpoint key."""
+        module, name = full_name.split(".", 1)
+        return (ckpt.UNET_PREFIX if module == "unet" else ckpt.PROJECTOR_PREFIX) + name
 
-    def projector_file_tensors(self):
-        return self._trained_tensors(is_projector_file_key)
+    def projector_file_tensors(self, trained):
+        """The stage-1 file: projector and image K/V of `trained` ({'unet.…'/'projector.…': tensor})."""
+        out = {self.checkpoint_key(n): v for n, v in trained.items()}
+        return {k: v.float() for k, v in out.items() if is_projector_file_key(k)}
 
-    def checkpoint_tensors(self, dtype=torch.float16):
-        """The whole I2V checkpoint: the start point with every trained tensor replaced; float
-        tensors in `dtype` except the noise-schedule buffers (kept as they were)."""
-        trained = self._trained_tensors(lambda key: True)
+    def checkpoint_tensors(self, trained, dtype=torch.float16):
+        """The whole I2V checkpoint: the start point with the `trained` tensors replaced; float tensors
+        in `dtype` except the noise-schedule buffers (kept as they were)."""
+        trained = {self.checkpoint_key(n): v for n, v in trained.items()}
         out = {}
         for key, value in self.sd.items():
             if ckpt.is_ignored_key(key) and key.startswith(ckpt.VISION_PREFIX):
                 continue  # OpenCLIP's unused text half of the embedder
+            if key.startswith(ckpt.PROJECTOR_PREFIX) and key not in trained:
+                continue  # a projector file replaced the projector with one of another depth
             value = trained.get(key, value)
             if value.is_floating_point() and key not in ckpt.SCHEDULE_KEYS and key not in ckpt.DERIVED_SCHEDULE_KEYS:
                 value = value.to(dtype)
             out[key] = value.contiguous()
-        for key in [k for k in out if k.startswith(ckpt.PROJECTOR_PREFIX) and k not in trained]:
-            del out[key]  # stale projector keys of another depth (a projector file replaced the projector)
         return out
 
 

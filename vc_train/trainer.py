@@ -39,8 +39,8 @@ class TrainingModels(Protocol):
     def encode_text(self, captions) -> torch.Tensor: ...   # [B, 77, C]
     def encode_video(self, frames) -> torch.Tensor: ...    # [T, H, W, 3] 0..1 -> [C, T, h, w] model space
     def image_tokens(self, images) -> torch.Tensor: ...    # [B, H, W, 3] 0..1 -> [B, 257, W]
-    def projector_file_tensors(self) -> dict: ...          # full checkpoint names
-    def checkpoint_tensors(self, dtype) -> dict: ...       # the whole I2V checkpoint
+    def projector_file_tensors(self, trained) -> dict: ...        # trained: {"unet.…"/"projector.…": fp32}
+    def checkpoint_tensors(self, trained, dtype) -> dict: ...     # the whole I2V checkpoint
 
 
 class Callbacks:
@@ -129,6 +129,7 @@ class Trainer:
         if not self.plan:
             raise ValueError("Nothing to train: the stage plan has no steps (projector_steps / finetune_steps are 0)")
         self.state_names = stages.state_names(self.plan, self.kinds, self.projector_names, cfg.finetune_layers)
+        self.frozen_master = {}  # fp32 CPU values of state parameters while held frozen in half precision
         self.text_cache, self.clip_cache = {}, {}
         self.history, self.step = [], 0
         self.epoch0_samples = []
@@ -209,12 +210,17 @@ class Trainer:
     # ------------------------------------------------------------ model placement
     def _set_stage(self, stage):
         names = set(stages.trainable_names(stage, self.kinds, self.projector_names, self.cfg.finetune_layers))
+        in_state = set(self.state_names)
         for name, p in self.params.items():
             trainable = name in names
-            if trainable and p.dtype != torch.float32:
-                # frozen (half) in an earlier stage and unchanged since: take the full-precision original
+            if trainable and name in self.frozen_master:
+                p.data = self.frozen_master.pop(name).to(self.device, torch.float32)
+            elif trainable and p.dtype != torch.float32:
+                # held in half precision and never trained: take the full-precision original
                 p.data = self.models.original_parameter(name).to(self.device, torch.float32)
             elif not trainable and p.dtype != self.frozen_dtype:
+                if name in in_state:  # keep its exact value for states and exports
+                    self.frozen_master[name] = p.detach().float().cpu().clone()
                 p.data = p.data.to(self.device, self.frozen_dtype)
             else:
                 p.data = p.data.to(self.device)
@@ -236,7 +242,8 @@ class Trainer:
 
     # ------------------------------------------------------------ state
     def _state_weights(self):
-        return {n: self.params[n].detach().float().cpu() for n in self.state_names}
+        """fp32 CPU values of every parameter the plan may change (exact even while held in half precision)."""
+        return {n: self.frozen_master.get(n, self.params[n]).detach().float().cpu() for n in self.state_names}
 
     def _save_state(self, stage):
         if self.dist.is_main:
@@ -279,11 +286,11 @@ class Trainer:
         meta = {"step": str(self.step), "stage": stage, "format": "videocrafter-i2v"}
         if stage == "projector":
             self.outputs["projector_file"] = write_safetensors(
-                self.models.projector_file_tensors(), self.paths["projector_file"], meta)
+                self.models.projector_file_tensors(self._state_weights()), self.paths["projector_file"], meta)
         else:
             dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
             self.outputs["checkpoint"] = write_safetensors(
-                self.models.checkpoint_tensors(dtype), self.paths["checkpoint"], meta)
+                self.models.checkpoint_tensors(self._state_weights(), dtype), self.paths["checkpoint"], meta)
         log.info("Wrote %s output at step %d", stage, self.step)
 
     def _stage_starts(self):
@@ -403,7 +410,7 @@ class Trainer:
                     self.history.append({"step": self.step, "stage": stage, "loss": loss, "lr": self.lr,
                                          "samples_per_sec": round(sps, 4)})
                 self.callbacks.on_step(self.step, total, loss, sps)
-                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < total:
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stage_end:
                     self._save_state(stage)
                     self._write_logs()
             self._write_stage_output(stage)
@@ -412,7 +419,7 @@ class Trainer:
         return self._finish()
 
     def _finish(self):
-        digests = self.dist.gather(weights_digest(self.params, self.state_names))
+        digests = self.dist.gather(weights_digest(self._state_weights(), self.state_names))
         samples = self.dist.gather(sorted(self.epoch0_samples))
         timed = self.step_times[1:] or self.step_times
         per_step = sum(timed) / len(timed) if timed else float("nan")

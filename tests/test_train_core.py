@@ -169,3 +169,17 @@ def test_apply_projector_file_checks(pack, tmp_path):
     safetensors.torch.save_file({"first_stage_model.x": torch.zeros(1)}, str(tmp_path / "bad.safetensors"))
     with pytest.raises(ValueError, match="not a VideoCrafter projector file"):
         pf.apply_projector_file(dict(i2v), str(tmp_path / "bad.safetensors"))
+
+
+def test_training_core_imports_without_comfyui():
+    """vc_train/ stays free of ComfyUI: import it in a fresh interpreter with no ComfyUI on the path."""
+    import subprocess
+    import sys
+    code = ("import importlib.util, sys\n"
+            f"spec = importlib.util.spec_from_file_location('vc_train', {os.path.join(comfy_host.REPO, 'vc_train', '__init__.py')!r}, "
+            f"submodule_search_locations=[{os.path.join(comfy_host.REPO, 'vc_train')!r}])\n"
+            "m = importlib.util.module_from_spec(spec); sys.modules['vc_train'] = m; spec.loader.exec_module(m)\n"
+            "import vc_train.trainer, vc_train.data, vc_train.state, vc_train.distributed, vc_train.plot\n"
+            "assert not [k for k in sys.modules if k == 'comfy' or k.startswith('comfy.') or k == 'folder_paths'], 'comfy imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
+    assert proc.returncode == 0, proc.stderr

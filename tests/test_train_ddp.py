@@ -3,7 +3,6 @@ identical weights, every sample is used once per epoch across ranks, and only ra
 import json
 import os
 import subprocess
-import sys
 
 import comfy_host
 import train_util

@@ -3,7 +3,6 @@ checkpoint and its loss curve comes back through /history and /view; an interrup
 import io
 import json
 import os
-import shutil
 import time
 import urllib.parse
 import urllib.request

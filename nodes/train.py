@@ -176,7 +176,7 @@ class VideoCrafterTrainI2V:
                 result = trainer.run()
             finally:
                 del models, trainer
-                comfy.model_management.soft_empty_cache()
+                free_memory_for_training()  # model management still holds the encoders this run loaded
         last = result.outputs.get("checkpoint") or result.outputs.get("projector_file") or ""
         return (pil_to_image(result.loss_curve), last)
 

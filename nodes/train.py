@@ -139,6 +139,11 @@ class VideoCrafterTrainI2V:
                 "keep_states": ("INT", {"default": d.keep_states, "min": 1, "max": 100, "tooltip":
                                 "How many of the newest training states to keep."}),
                 "save_fp16": ("BOOLEAN", {"default": d.save_fp16, "tooltip": "Write the final checkpoint in float16."}),
+                "sample_every": ("INT", {"default": d.sample_every, "min": 0, "max": 10**7, "tooltip":
+                                 "Write a preview video every n steps to the run folder's samples/ (0: never): "
+                                 "the first video's caption and first frame, faithful DDIM, cfg 12."}),
+                "sample_steps": ("INT", {"default": d.sample_steps, "min": 1, "max": 1000, "tooltip":
+                                 "DDIM steps of the preview videos."}),
                 "save_to": (list(SAVE_TO), {"default": "checkpoints", "tooltip": "Where the results go: "
                             "models/checkpoints (ready for the loader) or the run folder in the output directory."}),
                 "resume": ("BOOLEAN", {"default": True, "tooltip": "Continue from the newest state of this "
@@ -151,7 +156,7 @@ class VideoCrafterTrainI2V:
               finetune_lr, batch_size, grad_accum, frames, frame_stride, width, height, precision, output_name,
               seed, clip_vision_name=NONE, projector_file="", cond_frame="first", text_dropout=0.05,
               image_dropout=0.05, gradient_checkpointing=True, cache_latents=False, save_every=500, keep_states=2,
-              save_fp16=True, save_to="checkpoints", resume=True, unique_id=None):
+              save_fp16=True, sample_every=0, sample_steps=25, save_to="checkpoints", resume=True, unique_id=None):
         name = os.path.basename(output_name.strip()) or "videocrafter_i2v_trained"
         run_dir = os.path.join(folder_paths.get_output_directory(), "videocrafter_training", name)
         ckpt_dir = folder_paths.get_folder_paths("checkpoints")[0] if save_to == "checkpoints" else run_dir
@@ -165,7 +170,8 @@ class VideoCrafterTrainI2V:
             batch_size=batch_size, grad_accum=grad_accum, text_dropout=text_dropout, image_dropout=image_dropout,
             precision=precision, gradient_checkpointing=gradient_checkpointing, cache_latents=cache_latents,
             device=str(device), seed=seed, output_dir=run_dir, checkpoint_dir=ckpt_dir, name=name,
-            save_every=save_every, keep_states=keep_states, save_fp16=save_fp16, resume=resume)
+            save_every=save_every, keep_states=keep_states, save_fp16=save_fp16, resume=resume,
+            sample_every=sample_every, sample_steps=sample_steps)
         free_memory_for_training()
         # ComfyUI runs nodes under torch.inference_mode(): tensors made there can never join autograd,
         # so the models are built and trained outside it

@@ -204,3 +204,16 @@ def test_bf16_autocast_with_half_frozen_weights_keeps_exports_exact(mods, tmp_pa
     projector_file = safetensors.torch.load_file(result.outputs["projector_file"])
     assert all(torch.equal(saved[k], v) for k, v in projector_file.items())  # stage-1 result kept exactly
     assert not torch.equal(projector_file["image_proj_model.latents"], original["image_proj_model.latents"].float())
+
+
+def test_sample_videos_every_n_steps(mods, tmp_path, data_dir):
+    import av
+    cfg, models = build(mods, tmp_path, data_dir, stage="projector", projector_steps=2, sample_every=2, sample_steps=2,
+                        sample_prompt="a wave")
+    result = mods["trainer"].train(cfg, models)
+    path = os.path.join(cfg.output_dir, "samples", "step_00000002.mp4")
+    assert result.outputs["last_sample"] == path
+    with av.open(path) as container:
+        frames = [f for f in container.decode(video=0)]
+    assert len(frames) == cfg.frames and (frames[0].width, frames[0].height) == (cfg.width, cfg.height)
+    assert models.unet.training

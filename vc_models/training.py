@@ -128,6 +128,39 @@ class VideoCrafterTrainingModels:
         return out
 
 
+    def sample_video(self, caption, image, fps, frames, height, width, steps=25, cfg=12.0, seed=0, eta=1.0):
+        """A preview video from the current weights with the pack's faithful DDIM (as the I2V workflow
+        samples): a temporary ModelPatcher around a copy of the UNet. Returns IMAGE frames [T, H, W, 3]."""
+        import comfy.sample
+        import comfy.samplers
+        from .model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY
+        from .sampling import SAMPLER_NAME, SCHEDULER_NAME
+        unet_sd = {k: v.detach().float().cpu() for k, v in self.unet.state_dict().items()}
+        model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
+        try:
+            with torch.no_grad():
+                tokens = self.image_tokens(image[None, ..., :3]).to(self.projector.latents.device)
+                grey = torch.full_like(image[None, ..., :3], 0.5)  # all-zero image in [-1, 1]: the negative
+                uncond_tokens = self.image_tokens(grey).to(self.projector.latents.device)
+                image_emb = self.projector(tokens.to(self.projector.latents.dtype)).float().cpu()
+                image_uncond = self.projector(uncond_tokens.to(self.projector.latents.dtype)).float().cpu()
+                positive = [[self.encode_text([caption]).cpu(), {IMAGE_TOKENS_KEY: image_emb, FPS_KEY: fps}]]
+                negative = [[self.encode_text([""]).cpu(), {IMAGE_TOKENS_KEY: image_uncond, FPS_KEY: fps}]]
+                latent = torch.zeros([1, self.latent_channels, frames, height // 8, width // 8])
+                noise = comfy.sample.prepare_noise(latent, seed)
+                sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), SCHEDULER_NAME, steps)
+                sampler = comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta})
+                samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
+                                                     disable_pbar=True, seed=seed)
+                video = samples.transpose(1, 2).reshape(-1, *samples.shape[1:2], *samples.shape[3:])
+                decoded = self.vae.decode(video)
+            return decoded.reshape(-1, *decoded.shape[-3:]).float().cpu()
+        finally:
+            del model
+            comfy.model_management.unload_all_models()  # drops the preview UNet copy (encoders reload on demand)
+            comfy.model_management.soft_empty_cache()
+
+
 def free_memory_for_training():
     """Ask ComfyUI to unload every model it holds before training takes the device."""
     comfy.model_management.unload_all_models()

@@ -54,6 +54,11 @@ class TrainConfig:
     keep_states: int = 2
     log_every: int = 1
     save_fp16: bool = True          # final checkpoint in float16
+    sample_every: int = 0           # preview video every n steps (0: never); rank 0, <output_dir>/samples/
+    sample_prompt: str = ""         # default: the caption of the first dataset video
+    sample_image: str = ""          # image file; default: the first frame of the first dataset video
+    sample_steps: int = 25          # DDIM steps of the preview (eta 1, the original's cfg 12)
+    sample_cfg: float = 12.0
     resume: bool = True             # continue from the newest complete state in output_dir/states
 
     def __post_init__(self):

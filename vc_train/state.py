@@ -78,6 +78,24 @@ def write_loss_csv(path, history):
     return write_text(path, buf.getvalue())
 
 
+def write_video(path, frames, fps):
+    """frames [T, H, W, 3] 0..1 -> H.264 MP4 (PyAV), atomically."""
+    import av
+    pixels = (frames.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    height, width = pixels.shape[1] // 2 * 2, pixels.shape[2] // 2 * 2  # yuv420p needs even sizes
+
+    def write(tmp):
+        with av.open(tmp, "w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=max(1, round(fps)))
+            stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+            for frame in pixels:
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frame[:height, :width].copy(), format="rgb24")):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+    return atomic_write(path, write)
+
+
 class StateStore:
     def __init__(self, folder, keep=2):
         self.folder = folder

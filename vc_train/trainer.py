@@ -21,7 +21,7 @@ from .data import VideoDataset, SampleStream, list_videos, DatasetError
 from .distributed import Distributed
 from .objective import NoiseSchedule, step_generator, eps_loss, dropout_mask
 from .plot import render_loss_curve
-from .state import StateStore, write_safetensors, write_loss_csv, write_json, atomic_write
+from .state import StateStore, write_safetensors, write_loss_csv, write_json, write_video, atomic_write
 
 log = logging.getLogger("vc_train")
 
@@ -293,6 +293,37 @@ class Trainer:
                 self.models.checkpoint_tensors(self._state_weights(), dtype), self.paths["checkpoint"], meta)
         log.info("Wrote %s output at step %d", stage, self.step)
 
+    def _sample_condition(self):
+        """(caption, image [H, W, 3] 0..1, fps) of the preview videos, fixed for the whole run."""
+        cfg = self.cfg
+        clip = self.dataset.load(0, step_generator(cfg.seed, "sample"))
+        image, caption = clip.cond_image, cfg.sample_prompt or clip.caption
+        if cfg.sample_image:
+            import numpy as np
+            from PIL import Image
+            from .data import resize_center_crop
+            with Image.open(cfg.sample_image) as img:
+                pixels = torch.from_numpy(np.asarray(img.convert("RGB")).copy())
+            image = resize_center_crop(pixels[None], cfg.height, cfg.width)[0]
+        return caption, image, clip.fps
+
+    def _write_sample(self):
+        if not self.dist.is_main:
+            return
+        cfg = self.cfg
+        if not hasattr(self, "sample_condition"):
+            self.sample_condition = self._sample_condition()
+        caption, image, fps = self.sample_condition
+        self.models.unet.eval()
+        try:
+            frames = self.models.sample_video(caption, image, fps, cfg.frames, cfg.height, cfg.width,
+                                              steps=cfg.sample_steps, cfg=cfg.sample_cfg, seed=cfg.seed)
+        finally:
+            self.models.unet.train()
+        path = os.path.join(cfg.output_dir, "samples", f"step_{self.step:08d}.mp4")
+        self.outputs["last_sample"] = write_video(path, frames, fps)
+        log.info("Wrote sample %s", path)
+
     def _stage_starts(self):
         starts, at = [], 0
         for _, n in self.plan:
@@ -410,6 +441,8 @@ class Trainer:
                     self.history.append({"step": self.step, "stage": stage, "loss": loss, "lr": self.lr,
                                          "samples_per_sec": round(sps, 4)})
                 self.callbacks.on_step(self.step, total, loss, sps)
+                if cfg.sample_every and self.step % cfg.sample_every == 0:
+                    self._write_sample()
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stage_end:
                     self._save_state(stage)
                     self._write_logs()

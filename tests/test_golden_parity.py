@@ -106,3 +106,14 @@ def test_golden_parity(pack, checkpoint_files, name, fmt):
     assert frames.shape == (b * t, h, w, 3)
     expected = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(b * t, h, w, 3)
     assert rel_err(frames, expected) <= SAMPLE_TOL
+
+
+def test_bf16_weights_stay_close(pack, models_dir):
+    """weight_dtype bf16 (bf16 compute on CPUs with bf16 instructions) stays near the reference."""
+    golden, meta = load_golden("tiny_t2v_v2")
+    model, clip, *_ = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "bf16")
+    import nodes as core
+    (positive,) = core.CLIPTextEncode().encode(clip, meta["inputs"]["prompt"])
+    positive, _ = pack.NODE_CLASS_MAPPINGS["VideoCrafterFPSConditioning"]().apply(positive, positive, meta["inputs"]["fps"])
+    err = rel_err(eps_through_model(model, positive, golden["x_T"], 500), golden["eps_t500"])
+    assert err < 0.05, err

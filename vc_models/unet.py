@@ -271,10 +271,14 @@ class TemporalTransformer(nn.Module):
             for _ in range(depth)])
 
     def _project(self, layer, y):
-        # y: [N, T, C]; a 1x1 Conv1d over channels is a linear map with a trailing kernel dim
+        # y: [N, T, C]; a 1x1 Conv1d over channels is a linear map: use its weight as one,
+        # which spares two transposed copies of the whole video
         if self.use_linear:
             return layer(y)
-        return layer(y.transpose(1, 2)).transpose(1, 2)
+        weight, bias, offload_stream = comfy.ops.cast_bias_weight(layer, y, offloadable=True)
+        out = torch.nn.functional.linear(y, weight[..., 0], bias)
+        comfy.ops.uncast_bias_weight(layer, weight, bias, offload_stream)
+        return out
 
     # Pixels attend only along their own frames, so they can be processed in groups: the
     # feed-forward of the 512-wide initial temporal attention would otherwise hold

@@ -31,6 +31,10 @@ def checkpoint_names():
     return sorted(names)
 
 
+def projector_file_names():
+    return [n for n in checkpoint_names() if n.endswith("_projector.safetensors")]
+
+
 def checkpoint_path(name):
     path = folder_paths.get_full_path(FOLDER, name) or folder_paths.get_full_path("checkpoints", name)
     if path is None:
@@ -60,11 +64,17 @@ class VideoCrafterCheckpointLoader:
                                                           ".safetensors, from models/checkpoints or models/videocrafter."}),
             "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip":
                              "Precision the UNet weights are kept in. 'default' lets ComfyUI choose for your device; "
-                             "fp16/bf16 halve memory; fp8 quarters it at some quality cost."}),
+                             "fp16/bf16 halve memory; fp8 quarters it at some quality cost. On a CPU with bf16 "
+                             "instructions bf16 also computes in bf16, about twice as fast."}),
+        }, "optional": {
+            "projector_file": (["none"] + projector_file_names(), {"default": "none", "tooltip":
+                               "A stage-1 result of VideoCrafter Train I2V (<name>_projector.safetensors): its projector "
+                               "and image key/value weights replace the checkpoint's. I2V checkpoints only."}),
         }}
 
-    def load(self, ckpt_name, weight_dtype="default"):
-        bundle = load_videocrafter(checkpoint_path(ckpt_name), weight_dtype)
+    def load(self, ckpt_name, weight_dtype="default", projector_file="none"):
+        projector = checkpoint_path(projector_file) if projector_file and projector_file != "none" else None
+        bundle = load_videocrafter(checkpoint_path(ckpt_name), weight_dtype, projector_file=projector)
         if bundle.info.is_i2v:
             return (bundle.model, bundle.clip, bundle.vae, bundle.clip_vision, bundle.projector)
         missing = MissingImageComponents(bundle.info.description, ckpt_name)

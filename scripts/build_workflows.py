@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NODE_TYPES = {
     "VideoCrafterCheckpointLoader": ([], [("model", "MODEL"), ("clip", "CLIP"), ("vae", "VAE"),
                                           ("clip_vision", "CLIP_VISION"), ("projector", "VIDEOCRAFTER_PROJECTOR")],
-                                     ["ckpt_name", "weight_dtype"]),
+                                     ["ckpt_name", "weight_dtype", "projector_file"]),
     "CLIPTextEncode": ([("clip", "CLIP")], [("CONDITIONING", "CONDITIONING")], ["text"]),
     "VideoCrafterFPSConditioning": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                                     [("positive", "CONDITIONING"), ("negative", "CONDITIONING")], ["fps"]),
@@ -40,7 +40,7 @@ def graph(variant, prompt, width, height, fps, image=None):
     ckpt, _ = MODELS[variant]
     sampler_in = {"model": (1, 0), "positive": (4, 0), "negative": (4, 1), "latent_image": (5, 0)}
     nodes = {
-        1: ("VideoCrafterCheckpointLoader", [ckpt, "default"], {}, "Load VideoCrafter Checkpoint", (40, 200)),
+        1: ("VideoCrafterCheckpointLoader", [ckpt, "default", "none"], {}, "Load VideoCrafter Checkpoint", (40, 200)),
         2: ("CLIPTextEncode", [prompt], {"clip": (1, 1)}, "Prompt", (420, 80)),
         3: ("CLIPTextEncode", [""], {"clip": (1, 1)}, "Negative prompt (empty, as the original)", (420, 330)),
         4: ("VideoCrafterFPSConditioning", [fps], {"positive": (2, 0), "negative": (3, 0)}, "FPS condition", (840, 200)),

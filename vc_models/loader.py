@@ -12,6 +12,7 @@ import comfy.model_management
 from . import checkpoint as ckpt
 from .encoders import build_text_encoder, build_clip_vision, build_vae, ImageProjectorModel
 from .model_base import build_model_patcher
+from .projector_file import apply_projector_file
 
 WEIGHT_DTYPES = {
     "default": None,
@@ -31,14 +32,17 @@ class VideoCrafterBundle:
     projector: Optional[ImageProjectorModel] = None
 
 
-def load_videocrafter(path, weight_dtype="default"):
+def load_videocrafter(path, weight_dtype="default", projector_file=None):
     """Load every component of a VideoCrafter checkpoint; a bad file raises CheckpointError and
-    leaves nothing loaded behind."""
+    leaves nothing loaded behind. `projector_file`: a stage-1 training result (projector and image
+    key/value weights) applied on top of the checkpoint."""
     name = os.path.basename(path)
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype must be one of {list(WEIGHT_DTYPES)}, got {weight_dtype!r}")
     sd = ckpt.load_state_dict(path)
     try:
+        if projector_file:
+            apply_projector_file(sd, projector_file)
         info = ckpt.inspect_checkpoint(sd, name)
         return build_bundle(sd, info, WEIGHT_DTYPES[weight_dtype])
     except Exception:

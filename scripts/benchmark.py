@@ -14,15 +14,15 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-import comfy_host  # noqa: E402  (boots the ComfyUI host the same way the tests do)
+sys.path.insert(0, HERE)
+import comfy_boot  # noqa: E402
 
 
 def full_size_state_dict(layout="t2v_512_v2.0"):
     """Random weights with the released layout (shapes from ../shared/reference/keys)."""
     import torch
     sd = {}
-    with open(os.path.join(comfy_host.KEYS, f"{layout}.keys.tsv")) as f:
+    with open(os.path.join(comfy_boot.KEYS, f"{layout}.keys.tsv")) as f:
         for line in f:
             name, shape, _ = line.rstrip("\n").split("\t")
             dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]
@@ -36,7 +36,7 @@ def full_size_state_dict(layout="t2v_512_v2.0"):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", default=os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"))
+    parser.add_argument("--ckpt", default=os.path.join(comfy_boot.GOLDEN, "tiny_t2v_v2.safetensors"))
     parser.add_argument("--full-size", action="store_true", help="random weights at the released VC2 T2V size")
     parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default: --cpu)")
     parser.add_argument("--width", type=int, default=512)
@@ -47,16 +47,13 @@ def main():
     parser.add_argument("--comfy-args", default="--use-pytorch-cross-attention",
                         help="ComfyUI options, as you would start ComfyUI with (attention choice etc.)")
     args = parser.parse_args()
-    comfy_host.EXTRA_ARGS = args.comfy_args.split()
 
-    if args.gpu:
-        comfy_host.CPU_ONLY = False
-    pack = comfy_host.boot()
+    pack = comfy_boot.boot(cpu=not args.gpu, extra_args=args.comfy_args.split())
     import torch
     import comfy.model_management as mm
     import nodes as core
-    loader = comfy_host.pack("vc_models.loader")
-    ckpt = comfy_host.pack("vc_models.checkpoint")
+    loader = comfy_boot.pack("vc_models.loader")
+    ckpt = comfy_boot.pack("vc_models.checkpoint")
     if args.full_size:
         sd = full_size_state_dict()
         bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "random VC2"), loader.WEIGHT_DTYPES[args.weight_dtype])

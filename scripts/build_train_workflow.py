@@ -10,6 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_boot  # noqa: E402
+from build_workflows import write_json  # noqa: E402
 
 ROOT = comfy_boot.REPO
 I2V_CKPT = "videocrafter1_i2v_512.ckpt"
@@ -34,15 +35,6 @@ def train_widgets(node_class):
             if name == "seed":
                 out.append((None, "fixed"))
     return out
-
-
-def write_json(path, data):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main():

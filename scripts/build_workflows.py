@@ -116,6 +116,8 @@ WORKFLOWS = {
 
 
 def write_json(path, data):
+    """Temp file then rename, so an interrupted run never leaves a half-written workflow."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(data, f, indent=2)

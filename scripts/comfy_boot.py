@@ -10,6 +10,9 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED = os.path.join(os.path.dirname(REPO), "shared")
+GOLDEN = os.path.join(SHARED, "reference", "golden")
+KEYS = os.path.join(SHARED, "reference", "keys")
 PACK_MODULE = "comfyui_videocrafter"
 
 
@@ -23,8 +26,9 @@ def comfyui_path():
     return path
 
 
-def boot(cpu=None):
-    """Returns the pack module. `cpu` None: CPU only when torch sees no GPU."""
+def boot(cpu=None, extra_args=()):
+    """Returns the pack module. `cpu` None: CPU only when torch sees no GPU. `extra_args`: further
+    ComfyUI command-line options (e.g. the attention implementation)."""
     if PACK_MODULE in sys.modules:
         return sys.modules[PACK_MODULE]
     import torch
@@ -37,7 +41,7 @@ def boot(cpu=None):
     if host not in sys.path:
         sys.path.insert(0, host)
     argv = sys.argv
-    sys.argv = [argv[0]] + (["--cpu"] if cpu else [])
+    sys.argv = [argv[0]] + (["--cpu"] if cpu else []) + list(extra_args)
     try:
         import comfy.options
         comfy.options.enable_args_parsing()

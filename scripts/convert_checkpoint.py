@@ -4,8 +4,8 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
-import comfy_host  # noqa: E402  (vc_models builds on ComfyUI's ops)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import comfy_boot  # noqa: E402  (vc_models builds on ComfyUI's ops)
 
 
 def main():
@@ -14,7 +14,8 @@ def main():
     parser.add_argument("dst")
     parser.add_argument("--fp16", action="store_true", help="store weights in fp16 (schedule buffers stay fp32)")
     args = parser.parse_args()
-    convert = comfy_host.pack("vc_models.convert")
+    comfy_boot.boot(cpu=True)
+    convert = comfy_boot.pack("vc_models.convert")
     info = convert.convert_checkpoint(args.src, args.dst, fp16=args.fp16)
     print(f"{info.description}: wrote {args.dst} ({os.path.getsize(args.dst) / 1024 ** 2:.1f} MiB)")
 

@@ -20,17 +20,9 @@ import time
 import urllib.error
 import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GOLDEN = os.path.join(os.path.dirname(REPO), "shared", "reference", "golden")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
+from comfy_boot import REPO, GOLDEN, comfyui_path  # noqa: E402  (no ComfyUI import: paths only)
 TINY_CHECKPOINTS = ("tiny_t2v_v2.safetensors", "tiny_t2v_v1.safetensors", "tiny_i2v_v1.safetensors")
-
-
-def comfyui_path():
-    path = os.environ.get("COMFYUI_PATH")
-    if not path:
-        marker = os.path.join(REPO, ".venv", "comfyui-path")
-        path = open(marker).read().strip() if os.path.exists(marker) else os.path.join(REPO, ".host", "ComfyUI")
-    return path
 
 
 def venv_python():

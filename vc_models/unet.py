@@ -209,6 +209,14 @@ class TransformerBlock(nn.Module):
         return out.view(x.shape)
 
 
+def projections(channels, inner, use_linear, conv, dtype, device, operations):
+    """(proj_in, proj_out) of a transformer: linear maps, or 1x1 convolutions in older layouts."""
+    if use_linear:
+        return (operations.Linear(channels, inner, dtype=dtype, device=device),
+                operations.Linear(inner, channels, dtype=dtype, device=device))
+    return conv(channels, inner, 1, dtype=dtype, device=device), conv(inner, channels, 1, dtype=dtype, device=device)
+
+
 class SpatialTransformer(nn.Module):
     """Attention over the pixels of each frame, cross-attending to text (and image) tokens."""
 
@@ -218,12 +226,7 @@ class SpatialTransformer(nn.Module):
         inner = heads * head_dim
         self.use_linear = use_linear
         self.norm = operations.GroupNorm(32, channels, eps=1e-6, dtype=dtype, device=device)
-        if use_linear:
-            self.proj_in = operations.Linear(channels, inner, dtype=dtype, device=device)
-            self.proj_out = operations.Linear(inner, channels, dtype=dtype, device=device)
-        else:
-            self.proj_in = operations.Conv2d(channels, inner, 1, dtype=dtype, device=device)
-            self.proj_out = operations.Conv2d(inner, channels, 1, dtype=dtype, device=device)
+        self.proj_in, self.proj_out = projections(channels, inner, use_linear, operations.Conv2d, dtype, device, operations)
         self.transformer_blocks = nn.ModuleList([
             TransformerBlock(inner, heads, head_dim, context_dim=context_dim, image_context_dim=image_context_dim,
                              dtype=dtype, device=device, operations=operations)
@@ -259,12 +262,7 @@ class TemporalTransformer(nn.Module):
         inner = heads * head_dim
         self.use_linear = use_linear
         self.norm = operations.GroupNorm(32, channels, eps=1e-6, dtype=dtype, device=device)
-        if use_linear:
-            self.proj_in = operations.Linear(channels, inner, dtype=dtype, device=device)
-            self.proj_out = operations.Linear(inner, channels, dtype=dtype, device=device)
-        else:
-            self.proj_in = operations.Conv1d(channels, inner, 1, dtype=dtype, device=device)
-            self.proj_out = operations.Conv1d(inner, channels, 1, dtype=dtype, device=device)
+        self.proj_in, self.proj_out = projections(channels, inner, use_linear, operations.Conv1d, dtype, device, operations)
         self.transformer_blocks = nn.ModuleList([
             TransformerBlock(inner, heads, head_dim, max_relative_position=max_relative_position,
                              dtype=dtype, device=device, operations=operations)

@@ -117,3 +117,27 @@ def test_bf16_weights_stay_close(pack, models_dir):
     positive, _ = pack.NODE_CLASS_MAPPINGS["VideoCrafterFPSConditioning"]().apply(positive, positive, meta["inputs"]["fps"])
     err = rel_err(eps_through_model(model, positive, golden["x_T"], 500), golden["eps_t500"])
     assert err < 0.05, err
+
+
+def test_core_ksampler_and_samplercustom_drive_the_same_model(pack, models_dir):
+    """The core KSampler (eta of videocrafter_ddim defaults to the original's 1.0) reproduces the
+    original sampler; SamplerCustom with any other sampler runs on the same MODEL and conditionings."""
+    import nodes as core
+    from comfy_extras.nodes_custom_sampler import SamplerCustom, KSamplerSelect, BasicScheduler
+    golden, meta = load_golden("tiny_i2v_v1")
+    inputs = meta["inputs"]
+    out = run_pipeline(pack, "tiny_i2v_v1.safetensors", meta, golden)
+    (samples,) = core.KSampler().sample(out["model"], inputs["seed"], inputs["ddim_steps"], inputs["cfg"],
+                                        "videocrafter_ddim", "videocrafter_uniform", out["positive"], out["negative"],
+                                        out["latent"], denoise=1.0)
+    assert rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_eta1_latent"]) <= SAMPLE_TOL
+
+    def run(node, *args):  # core nodes of the new API return NodeOutput, older ones tuples
+        result = node.execute(*args) if hasattr(node, "execute") else node.sample(*args)
+        return result.result if hasattr(result, "result") else result
+
+    (sampler,) = run(KSamplerSelect, "dpmpp_2m")
+    (sigmas,) = run(BasicScheduler, out["model"], "karras", 6, 1.0)
+    result = run(SamplerCustom, out["model"], True, 1, 7.5, out["positive"], out["negative"], sampler, sigmas, out["latent"])
+    latent = result[0]["samples"]
+    assert latent.shape == out["latent"]["samples"].shape and torch.isfinite(latent).all() and latent.abs().sum() > 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .unet import UNetConfig, HEAD_DIM
+from .unet_config import UNetConfig, HEAD_DIM
 
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."

@@ -7,7 +7,8 @@ import torch
 
 from . import checkpoint as ckpt
 from .projector import ImageProjector, ProjectorConfig
-from .unet import VideoCrafterUNet, UNetConfig
+from .unet import VideoCrafterUNet
+from .unet_config import UNetConfig
 
 VISUAL_PREFIX = ckpt.VISION_PREFIX + "visual."
 

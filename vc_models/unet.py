@@ -4,8 +4,6 @@ Parameter names are the released checkpoint keys under `model.diffusion_model.` 
 original spelling `temopral_conv`). Activations stay in the `[(B*T), C, H, W]` layout of the
 spatial layers; temporal layers view the same memory as `[B, C, T, H, W]`.
 """
-from dataclasses import dataclass, field, asdict
-
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
@@ -16,36 +14,9 @@ from comfy.ldm.modules.attention import FeedForward
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Downsample, Upsample
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
+from .unet_config import UNetConfig, HEAD_DIM  # noqa: F401  (re-exported)
+
 ops = comfy.ops.disable_weight_init
-
-HEAD_DIM = 64  # every attention of every released model
-
-
-@dataclass
-class UNetConfig:
-    """Everything that shapes the UNet; inferred from a checkpoint by `vc_models.detect`."""
-    in_channels: int = 4
-    out_channels: int = 4
-    model_channels: int = 320
-    channel_mult: tuple = (1, 2, 4, 4)
-    num_res_blocks: int = 2
-    attention_levels: tuple = (0, 1, 2)  # levels (downsample count) that carry transformers
-    context_dim: int = 1024
-    transformer_depth: int = 1
-    temporal_transformer_depth: int = 1
-    use_linear: bool = True
-    temporal_conv: bool = False
-    temporal_attention: bool = True
-    relative_position: bool = False
-    max_relative_position: int = 16
-    init_attn_heads: int = 0  # 0: no initial temporal attention after the input convolution
-    fps_cond: bool = False
-    image_cross_attention: bool = False
-    image_context_dim: int = 1024
-    head_dim: int = HEAD_DIM
-
-    def as_dict(self):
-        return asdict(self)
 
 
 def frames_to_video(h, num_frames):
@@ -283,7 +254,7 @@ class TemporalTransformer(nn.Module):
     # [pixels * frames, 4096] at once (1.3 GB at 320x512x16 with CFG); 8192 tokens keep it near 0.27 GB.
     max_tokens_per_chunk = 8192
 
-    def forward(self, x, num_frames):
+    def forward(self, x, num_frames, transformer_options=None):
         video = frames_to_video(x, num_frames)
         b, c, t, h, w = video.shape
         y = self.norm(video).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
@@ -304,14 +275,14 @@ class TemporalTransformer(nn.Module):
 class BlockSequence(nn.Sequential):
     """One UNet stage: each layer gets the inputs its kind needs."""
 
-    def forward(self, h, emb, context, image_context, num_frames):
+    def forward(self, h, emb, context, image_context, num_frames, transformer_options):
         for layer in self:
             if isinstance(layer, VideoResBlock):
                 h = layer(h, emb, num_frames)
             elif isinstance(layer, SpatialTransformer):
                 h = layer(h, context, image_context)
             elif isinstance(layer, TemporalTransformer):
-                h = layer(h, num_frames)
+                h = layer(h, num_frames, transformer_options)
             else:
                 h = layer(h)
         return h
@@ -395,8 +366,10 @@ class VideoCrafterUNet(nn.Module):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def forward(self, x, timesteps, context=None, fps=None, image_context=None, **kwargs):
-        """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; fps [B] or None; image_context [B, N, D]."""
+    def forward(self, x, timesteps, context=None, fps=None, image_context=None, transformer_options=None, **kwargs):
+        """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; fps [B] or None; image_context [B, N, D];
+        transformer_options: ComfyUI's per-call options (model patches read them in the temporal layers)."""
+        transformer_options = transformer_options if transformer_options is not None else {}
         b, _, t, _, _ = x.shape
         dtype = x.dtype
         emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
@@ -416,11 +389,11 @@ class VideoCrafterUNet(nn.Module):
         h = video_to_frames(x)
         skips = []
         for index, block in enumerate(self.input_blocks):
-            h = self._run(block, h, emb, context, image_context, t)
+            h = self._run(block, h, emb, context, image_context, t, transformer_options)
             if index == 0 and self.init_attn is not None:
-                h = self._run(self.init_attn, h, emb, context, image_context, t)
+                h = self._run(self.init_attn, h, emb, context, image_context, t, transformer_options)
             skips.append(h)
-        h = self._run(self.middle_block, h, emb, context, image_context, t)
+        h = self._run(self.middle_block, h, emb, context, image_context, t, transformer_options)
         for block in self.output_blocks:
-            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, image_context, t)
+            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, image_context, t, transformer_options)
         return frames_to_video(self.out(h), t)

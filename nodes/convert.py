@@ -5,6 +5,7 @@ import folder_paths
 
 from ..vc_models.convert import convert_checkpoint
 from .loader import checkpoint_names, checkpoint_path
+from .safe_paths import plain_file_name
 
 
 class VideoCrafterCheckpointToSafetensors:
@@ -21,15 +22,18 @@ class VideoCrafterCheckpointToSafetensors:
             "ckpt_name": (checkpoint_names(), {"tooltip": "The released model.ckpt to convert."}),
             "fp16": ("BOOLEAN", {"default": True, "tooltip": "Store weights in fp16 (half the size; what the model runs in on GPUs)."}),
             "output_name": ("STRING", {"default": "videocrafter.safetensors",
-                                       "tooltip": "File name to write in models/checkpoints (.safetensors is added if missing)."}),
+                                       "tooltip": "File name to write in models/checkpoints (.safetensors is added if "
+                                                  "missing); a plain name, no folders."}),
+            "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a file of the same name. Off: an existing "
+                                      "file is refused before anything is read."}),
         }}
 
-    def convert(self, ckpt_name, fp16, output_name):
-        name = os.path.basename(output_name.strip()) or "videocrafter.safetensors"
+    def convert(self, ckpt_name, fp16, output_name, overwrite=False):
+        name = plain_file_name(output_name, "output_name", "videocrafter.safetensors")
         if not name.endswith(".safetensors"):
             name += ".safetensors"
         dst = os.path.join(folder_paths.get_folder_paths("checkpoints")[0], name)
-        info = convert_checkpoint(checkpoint_path(ckpt_name), dst, fp16=fp16)
+        info = convert_checkpoint(checkpoint_path(ckpt_name), dst, fp16=fp16, overwrite=overwrite)
         return {"ui": {"text": [f"{info.description} -> {dst}"]}, "result": (dst,)}
 
 

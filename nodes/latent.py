@@ -7,6 +7,19 @@ import comfy.model_management
 SIZE_MULTIPLE = 64
 
 
+def size_error(name, value, low, high):
+    """The message for a width/height the UNet cannot take, or None."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return f"{name} must be a whole number of pixels, got {value!r}."
+    if not low <= value <= high:
+        return f"{name} {value} is outside {low}..{high}."
+    if value % SIZE_MULTIPLE:
+        lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
+        return (f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: the VideoCrafter UNet halves the "
+                f"latent three times. Use {lower} or {lower + SIZE_MULTIPLE}.")
+    return None
+
+
 class EmptyVideoCrafterLatent:
     CATEGORY = "VideoCrafter/latent"
     RETURN_TYPES = ("LATENT",)
@@ -27,17 +40,22 @@ class EmptyVideoCrafterLatent:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height):
+        """The multiple-of-64 rule, checked before the graph runs. Naming width/height here makes
+        ComfyUI skip its own min/max checks for them, so the range is checked here too. A value linked
+        from another node is None at validation time; generate() checks it when it arrives."""
+        spec = cls.INPUT_TYPES()["required"]
         for name, value in (("width", width), ("height", height)):
-            if value % SIZE_MULTIPLE:
-                lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
-                return (f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: the VideoCrafter UNet halves the "
-                        f"latent three times. Use {lower} or {lower + SIZE_MULTIPLE}.")
+            error = size_error(name, value, spec[name][1]["min"], spec[name][1]["max"]) if value is not None else None
+            if error:
+                return error
         return True
 
     def generate(self, width, height, frames, batch_size=1):
         valid = self.VALIDATE_INPUTS(width, height)
         if valid is not True:
             raise ValueError(valid)
+        if not 1 <= frames or not 1 <= batch_size:
+            raise ValueError(f"frames ({frames}) and batch_size ({batch_size}) must be at least 1.")
         latent = torch.zeros([batch_size, 4, frames, height // 8, width // 8],
                              device=comfy.model_management.intermediate_device())
         return ({"samples": latent},)

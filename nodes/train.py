@@ -9,10 +9,11 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES
-from ..vc_train.trainer import Trainer, Callbacks
+from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, SIZE_MULTIPLE
+from ..vc_train.trainer import Trainer, Callbacks, check_before_loading
 from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training
-from .loader import checkpoint_names, checkpoint_path
+from .loader import FOLDER, checkpoint_names, checkpoint_path
+from .safe_paths import resolve_input_path, plain_file_name
 
 log = logging.getLogger("vc_train")
 NONE = "none"
@@ -24,11 +25,18 @@ def _clip_vision_names():
 
 
 def _resolve_data_path(path):
-    """Absolute paths as given; relative ones inside ComfyUI's input folder."""
-    path = os.path.expanduser(path.strip())
-    if not path:
+    """Inside ComfyUI's input folder (see safe_paths)."""
+    if not path.strip():
         raise ValueError("Set 'data' to a folder of videos with .txt captions, or a .csv/.jsonl list.")
-    return path if os.path.isabs(path) else os.path.join(folder_paths.get_input_directory(), path)
+    return resolve_input_path(path, [folder_paths.get_input_directory()], "data")
+
+
+def _resolve_projector_file(path):
+    """A projector file under models/checkpoints, models/videocrafter or the input folder ('' for none)."""
+    if not path.strip():
+        return ""
+    roots = folder_paths.get_folder_paths("checkpoints") + folder_paths.get_folder_paths(FOLDER)
+    return resolve_input_path(path, roots + [folder_paths.get_input_directory()], "projector_file")
 
 
 class NodeProgress(Callbacks):
@@ -84,7 +92,7 @@ class VideoCrafterTrainI2V:
                               "training) or a text-to-video one (VideoCrafter2) together with clip_vision_name."}),
                 "data": ("STRING", {"default": "videocrafter_train", "tooltip": "A folder of videos with same-name "
                          ".txt captions, or a .csv/.jsonl of (path, caption) rows (WebVid style). Relative paths "
-                         "are inside ComfyUI's input folder."}),
+                         "are inside ComfyUI's input folder (absolute paths only where the server allows them)."}),
                 "stage": (list(STAGES), {"default": "both", "tooltip": "projector: stage 1 only; finetune: stage 2 "
                           "only; both: stage 1 then stage 2."}),
                 "projector_steps": ("INT", {"default": d.projector_steps, "min": 0, "max": 10**7, "tooltip":
@@ -105,23 +113,24 @@ class VideoCrafterTrainI2V:
                 "frames": ("INT", {"default": d.frames, "min": 1, "max": 128, "tooltip": "Frames per training clip."}),
                 "frame_stride": ("INT", {"default": d.frame_stride, "min": 1, "max": 64, "tooltip":
                                  "Take every n-th source frame; the fps condition is the video's fps / stride."}),
-                "width": ("INT", {"default": d.width, "min": 64, "max": 2048, "step": 8, "tooltip":
-                          "Training width; videos are resized and centre-cropped."}),
-                "height": ("INT", {"default": d.height, "min": 64, "max": 2048, "step": 8, "tooltip":
-                           "Training height; videos are resized and centre-cropped."}),
+                "width": ("INT", {"default": d.width, "min": SIZE_MULTIPLE, "max": 2048, "step": SIZE_MULTIPLE,
+                          "tooltip": "Training width, a multiple of 64; videos are resized and centre-cropped."}),
+                "height": ("INT", {"default": d.height, "min": SIZE_MULTIPLE, "max": 2048, "step": SIZE_MULTIPLE,
+                           "tooltip": "Training height, a multiple of 64; videos are resized and centre-cropped."}),
                 "precision": (list(PRECISIONS), {"default": d.precision, "tooltip": "Autocast precision. auto: bf16 "
                               "(or fp16) on a GPU, fp32 on the CPU. Frozen weights are kept in it on a GPU."}),
                 "output_name": ("STRING", {"default": "videocrafter_i2v_trained", "tooltip": "Name of the results: "
                                 "<name>.safetensors (stage 2), <name>_projector.safetensors (stage 1), and the run "
-                                "folder output/videocrafter_training/<name> (states, loss_log.csv, loss_curve.png)."}),
+                                "folder output/videocrafter_training/<name> (states, loss_log.csv, loss_curve.png). A plain name, no folders."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1, "control_after_generate": True, "tooltip":
                          "Seeds data order, clip positions, noise, timesteps and condition dropout."}),
             },
             "optional": {
                 "clip_vision_name": (_clip_vision_names(), {"default": NONE, "tooltip": "OpenCLIP ViT-H-14 vision "
                                      "file from models/clip_vision; needed when ckpt_name is text-to-video."}),
-                "projector_file": ("STRING", {"default": "", "tooltip": "Optional stage-1 result (path) applied on "
-                                   "top of ckpt_name before training, e.g. to run stage 2 after a separate stage 1."}),
+                "projector_file": ("STRING", {"default": "", "tooltip": "Optional stage-1 result applied on top of "
+                                   "ckpt_name before training, e.g. to run stage 2 after a separate stage 1: a file "
+                                   "name in models/checkpoints or models/videocrafter (or a path in the input folder)."}),
                 "cond_frame": (list(COND_FRAMES), {"default": d.cond_frame, "tooltip": "Conditioning image: the first "
                                "frame of the clip (as at inference) or a random frame of it."}),
                 "text_dropout": ("FLOAT", {"default": d.text_dropout, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
@@ -146,8 +155,11 @@ class VideoCrafterTrainI2V:
                                  "DDIM steps of the preview videos."}),
                 "save_to": (list(SAVE_TO), {"default": "checkpoints", "tooltip": "Where the results go: "
                             "models/checkpoints (ready for the loader) or the run folder in the output directory."}),
-                "resume": ("BOOLEAN", {"default": True, "tooltip": "Continue from the newest state of this "
-                           "output_name's run folder (e.g. after an interrupt)."}),
+                "resume": ("BOOLEAN", {"default": True, "tooltip": "Continue the newest run of this output_name's "
+                           "run folder (e.g. after an interrupt); refused if its checkpoint, stages or data changed. "
+                           "Off: a new run beside the earlier ones (their states are kept)."}),
+                "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace result files of the same name that "
+                              "another run or model wrote. Off: such a name is refused before training starts."}),
             },
             "hidden": {"unique_id": "UNIQUE_ID"},
         }
@@ -156,14 +168,15 @@ class VideoCrafterTrainI2V:
               finetune_lr, batch_size, grad_accum, frames, frame_stride, width, height, precision, output_name,
               seed, clip_vision_name=NONE, projector_file="", cond_frame="first", text_dropout=0.05,
               image_dropout=0.05, gradient_checkpointing=True, cache_latents=False, save_every=500, keep_states=2,
-              save_fp16=True, sample_every=0, sample_steps=25, save_to="checkpoints", resume=True, unique_id=None):
-        name = os.path.basename(output_name.strip()) or "videocrafter_i2v_trained"
+              save_fp16=True, sample_every=0, sample_steps=25, save_to="checkpoints", resume=True, overwrite=False,
+              unique_id=None):
+        name = plain_file_name(output_name, "output_name", "videocrafter_i2v_trained")
         run_dir = os.path.join(folder_paths.get_output_directory(), "videocrafter_training", name)
         ckpt_dir = folder_paths.get_folder_paths("checkpoints")[0] if save_to == "checkpoints" else run_dir
         clip_vision = folder_paths.get_full_path("clip_vision", clip_vision_name) if clip_vision_name != NONE else ""
         device = comfy.model_management.get_torch_device()
         cfg = TrainConfig(
-            checkpoint=checkpoint_path(ckpt_name), clip_vision=clip_vision or "", projector_file=projector_file.strip(),
+            checkpoint=checkpoint_path(ckpt_name), clip_vision=clip_vision or "", projector_file=_resolve_projector_file(projector_file),
             data=_resolve_data_path(data), frames=frames, frame_stride=frame_stride, height=height, width=width,
             cond_frame=cond_frame, stage=stage, projector_steps=projector_steps, finetune_steps=finetune_steps,
             finetune_layers=finetune_layers, projector_lr=projector_lr, finetune_lr=finetune_lr,
@@ -171,7 +184,8 @@ class VideoCrafterTrainI2V:
             precision=precision, gradient_checkpointing=gradient_checkpointing, cache_latents=cache_latents,
             device=str(device), seed=seed, output_dir=run_dir, checkpoint_dir=ckpt_dir, name=name,
             save_every=save_every, keep_states=keep_states, save_fp16=save_fp16, resume=resume,
-            sample_every=sample_every, sample_steps=sample_steps)
+            sample_every=sample_every, sample_steps=sample_steps, overwrite=overwrite)
+        check_before_loading(cfg)  # a refused resume or an existing result fails before any model loads
         free_memory_for_training()
         # ComfyUI runs nodes under torch.inference_mode(): tensors made there can never join autograd,
         # so the models are built and trained outside it

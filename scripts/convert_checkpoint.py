@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Convert a released VideoCrafter .ckpt to .safetensors:  convert_checkpoint.py model.ckpt out.safetensors [--fp16]"""
+"""Convert a released VideoCrafter .ckpt to .safetensors:  convert_checkpoint.py model.ckpt out.safetensors [--fp16] [--overwrite]"""
 import argparse
 import os
 import sys
@@ -13,10 +13,14 @@ def main():
     parser.add_argument("src")
     parser.add_argument("dst")
     parser.add_argument("--fp16", action="store_true", help="store weights in fp16 (schedule buffers stay fp32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     args = parser.parse_args()
     comfy_boot.boot(cpu=True)
     convert = comfy_boot.pack("vc_models.convert")
-    info = convert.convert_checkpoint(args.src, args.dst, fp16=args.fp16)
+    try:
+        info = convert.convert_checkpoint(args.src, args.dst, fp16=args.fp16, overwrite=args.overwrite)
+    except FileExistsError as e:
+        raise SystemExit(str(e).replace("enable 'overwrite'", "pass --overwrite"))
     print(f"{info.description}: wrote {args.dst} ({os.path.getsize(args.dst) / 1024 ** 2:.1f} MiB)")
 
 

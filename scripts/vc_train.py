@@ -30,18 +30,19 @@ def parse_overrides(pairs):
     return out
 
 
-class PrintProgress:
-    def __init__(self, rank):
-        self.rank, self.last = rank, 0.0
+def print_progress_class(callbacks_base):
+    class PrintProgress(callbacks_base):
+        """Progress lines on rank 0; Ctrl-C (KeyboardInterrupt, the base class's interrupt) saves a state."""
 
-    def check_interrupt(self):
-        pass
+        def __init__(self, rank):
+            self.rank, self.last = rank, 0.0
 
-    def on_step(self, step, total, loss, samples_per_sec):
-        now = time.time()
-        if self.rank == 0 and (now - self.last > 5 or step == total):
-            self.last = now
-            print(f"step {step}/{total}  loss {loss:.5f}  {samples_per_sec:.2f} samples/s", flush=True)
+        def on_step(self, step, total, loss, samples_per_sec):
+            now = time.time()
+            if self.rank == 0 and (now - self.last > 5 or step == total):
+                self.last = now
+                print(f"step {step}/{total}  loss {loss:.5f}  {samples_per_sec:.2f} samples/s", flush=True)
+    return PrintProgress
 
 
 def main(argv=None):
@@ -63,10 +64,16 @@ def main(argv=None):
     if args.cpu:
         overrides.setdefault("device", "cpu")
     cfg = config_mod.TrainConfig.from_yaml(args.config, overrides)
+    trainer_mod.check_before_loading(cfg)  # a refused resume or an existing result fails before the models load
     models = training.VideoCrafterTrainingModels.from_files(cfg.checkpoint, cfg.clip_vision, cfg.projector_file, cfg.seed)
-    trainer = trainer_mod.Trainer(cfg, models, PrintProgress(rank))
+    trainer = trainer_mod.Trainer(cfg, models, print_progress_class(trainer_mod.Callbacks)(rank))
     try:
         result = trainer.run()
+    except KeyboardInterrupt:
+        if rank == 0:
+            print(f"Interrupted after step {trainer.step}: the run's states are in {trainer.store.folder}; "
+                  "run the same command again to resume.", file=sys.stderr, flush=True)
+        return 130
     finally:
         trainer.dist.shutdown()
     if rank == 0:

@@ -68,7 +68,7 @@ def test_epoch_shards_use_each_sample_once(vt, n, world):
 
 def test_state_store_survives_a_writer_crash(vt, tmp_path, monkeypatch):
     state = vt["state"]
-    store = state.StateStore(str(tmp_path / "states"), keep=2)
+    store = state.StateStore(str(tmp_path / "states"), keep=2, run_id="run-a")
     w = {"unet.a": torch.arange(4.0)}
     store.save(1, w, {"x": torch.ones(2)}, {"step": 1})
     original = state.StateStore._write_parts
@@ -87,7 +87,27 @@ def test_state_store_survives_a_writer_crash(vt, tmp_path, monkeypatch):
     assert torch.equal(weights["unet.a"], torch.arange(4.0)) and meta["step"] == 1
     for step in (2, 3, 4):
         store.save(step, w, {}, {"step": step})
-    assert sorted(os.listdir(tmp_path / "states")) == ["step_00000003", "step_00000004"]  # keep last 2
+    assert sorted(os.listdir(tmp_path / "states" / "run-a")) == ["step_00000003", "step_00000004"]  # keep last 2
+
+
+def test_a_new_run_keeps_the_states_of_an_earlier_run(vt, tmp_path):
+    """Issue 11: a fresh run in a folder holding higher-numbered states of an earlier run pruned its own
+    new states and kept the old ones (and a resume would have mixed the two)."""
+    state = vt["state"]
+    earlier = state.StateStore(str(tmp_path / "states"), keep=2, run_id=state.new_run_id())
+    for step in (7, 8):
+        earlier.save(step, {"unet.a": torch.full((2,), float(step))}, {}, {"step": step})
+    fresh = state.StateStore(str(tmp_path / "states"), keep=2, run_id=state.new_run_id())
+    assert fresh.run_id != earlier.run_id
+    for step in (1, 2, 3):
+        fresh.save(step, {"unet.a": torch.zeros(2)}, {}, {"step": step})
+    run_folder = lambda store: sorted(os.listdir(tmp_path / "states" / store.run_id))  # noqa: E731
+    assert run_folder(earlier) == ["step_00000007", "step_00000008"]
+    assert run_folder(fresh) == ["step_00000002", "step_00000003"]
+    assert fresh.latest().endswith(os.path.join(fresh.run_id, "step_00000003"))
+    assert state.StateStore.load(earlier.latest())[2]["run_id"] == earlier.run_id
+    # the newest run is what a resume continues
+    assert state.StateStore(str(tmp_path / "states")).latest() == fresh.latest()
 
 
 def test_atomic_write_keeps_old_file_on_failure(vt, tmp_path):
@@ -172,14 +192,14 @@ def test_apply_projector_file_checks(pack, tmp_path):
 
 
 def test_training_core_imports_without_comfyui():
-    """vc_train/ stays free of ComfyUI: import it in a fresh interpreter with no ComfyUI on the path."""
+    """vc_train/ (and the format code it uses from vc_models/) stays free of ComfyUI: import it in a fresh
+    interpreter with no ComfyUI on the path, the pack as a bare namespace (its __init__ loads the nodes)."""
     import subprocess
     import sys
-    code = ("import importlib.util, sys\n"
-            f"spec = importlib.util.spec_from_file_location('vc_train', {os.path.join(comfy_host.REPO, 'vc_train', '__init__.py')!r}, "
-            f"submodule_search_locations=[{os.path.join(comfy_host.REPO, 'vc_train')!r}])\n"
-            "m = importlib.util.module_from_spec(spec); sys.modules['vc_train'] = m; spec.loader.exec_module(m)\n"
-            "import vc_train.trainer, vc_train.data, vc_train.state, vc_train.distributed, vc_train.plot\n"
+    code = ("import sys, types\n"
+            f"pack = types.ModuleType('vcpack'); pack.__path__ = [{comfy_host.REPO!r}]; sys.modules['vcpack'] = pack\n"
+            "import vcpack.vc_train.trainer, vcpack.vc_train.data, vcpack.vc_train.state, vcpack.vc_train.distributed\n"
+            "import vcpack.vc_train.plot, vcpack.vc_train.resume, vcpack.vc_models.atomic_file\n"
             "assert not [k for k in sys.modules if k == 'comfy' or k.startswith('comfy.') or k == 'folder_paths'], 'comfy imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -1,34 +1,27 @@
 """Convert a released VideoCrafter `.ckpt` into `.safetensors` (optionally fp16). No ComfyUI imports."""
 import os
-import tempfile
 
 import torch
 
+from .atomic_file import write_safetensors, refuse_existing
 from .checkpoint import load_state_dict, inspect_checkpoint, SCHEDULE_KEYS, DERIVED_SCHEDULE_KEYS
 
 
-def save_safetensors_atomic(sd, path, metadata=None):
-    """Write to a temporary file in the target folder, then rename: a crash never leaves half a file."""
-    import safetensors.torch
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".partial-", suffix=".safetensors", dir=folder)
-    os.close(fd)
-    try:
-        safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def save_safetensors_atomic(sd, path, metadata=None, overwrite=True):
+    """Write `sd` to `path` through the pack's atomic writer (a crash never leaves half a file, and the
+    temporary name is no model file name ComfyUI would list). overwrite=False refuses an existing file."""
+    return write_safetensors(sd, path, metadata=metadata, overwrite=overwrite)
 
 
-def convert_checkpoint(src, dst, fp16=False):
+def convert_checkpoint(src, dst, fp16=False, overwrite=False):
     """Read `src` (any layout the loader reads), check it is VideoCrafter, write `dst` as safetensors.
+    An existing `dst` is replaced only with overwrite=True (checked before the slow read).
 
     fp16 halves floating-point weights; the noise-schedule buffers stay float32. Buffers derived
     from the schedule are dropped (the loader recomputes them). Returns the detected CheckpointInfo.
     """
+    if not overwrite:
+        refuse_existing(dst, "The output file")
     sd = load_state_dict(src)
     info = inspect_checkpoint(sd, os.path.basename(src))
     out = {}
@@ -39,5 +32,5 @@ def convert_checkpoint(src, dst, fp16=False):
             value = value.to(torch.float16)
         # tensors of a pickle may share storage; safetensors wants each on its own
         out[key] = value.clone() if not value.is_contiguous() or value.untyped_storage().nbytes() != value.nbytes else value
-    save_safetensors_atomic(out, dst, metadata={"videocrafter_variant": info.variant})
+    save_safetensors_atomic(out, dst, metadata={"videocrafter_variant": info.variant}, overwrite=overwrite)
     return info

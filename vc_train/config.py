@@ -2,6 +2,8 @@
 from dataclasses import dataclass, fields, asdict
 
 STAGES = ("projector", "finetune", "both")
+# the UNet halves the latent (1/8 of the pixels) three times, so clip sizes are multiples of 8 * 2**3
+SIZE_MULTIPLE = 64
 FINETUNE_LAYERS = ("all", "temporal", "spatial", "cross_attention")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COND_FRAMES = ("first", "random")
@@ -59,7 +61,8 @@ class TrainConfig:
     sample_image: str = ""          # image file; default: the first frame of the first dataset video
     sample_steps: int = 25          # DDIM steps of the preview (eta 1, the original's cfg 12)
     sample_cfg: float = 12.0
-    resume: bool = True             # continue from the newest complete state in output_dir/states
+    resume: bool = True             # continue the newest run in output_dir/states (false: a new run beside it)
+    overwrite: bool = False         # replace result files of the same name that another run or model wrote
 
     def __post_init__(self):
         self.validate()
@@ -75,8 +78,12 @@ class TrainConfig:
         for name in ("frames", "frame_stride", "height", "width", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.height % 8 or self.width % 8:
-            raise ValueError("height and width must be multiples of 8 (the VAE downsamples by 8)")
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value % SIZE_MULTIPLE:
+                lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
+                raise ValueError(f"{name} {value} is not a multiple of {SIZE_MULTIPLE} (the VAE downsamples by 8, "
+                                 f"the UNet halves that three times): use {lower} or {lower + SIZE_MULTIPLE}")
         for name in ("text_dropout", "image_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")

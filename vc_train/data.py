@@ -5,6 +5,8 @@ rows in WebVid style. Every random choice takes an explicit `torch.Generator`, s
 depends only on (seed, step, rank): that is what makes resume exact.
 """
 import csv
+import hashlib
+import io
 import json
 import logging
 import os
@@ -45,7 +47,22 @@ def list_videos(source, video_root=""):
         rows = _read_jsonl(source)
     else:
         raise DatasetError(f"{source}: unknown data list format (use a folder, .csv or .jsonl).")
+    empty = sum(1 for _, c in rows if not c.strip())
+    if empty:
+        log.warning("%d rows of %s have an empty caption; they train with the empty prompt", empty, source)
     return [VideoItem(p if os.path.isabs(p) else os.path.join(root, p), c) for p, c in rows]
+
+
+def _read_text(path, what):
+    """A UTF-8 text file (a byte-order mark is dropped); anything else is a DatasetError naming the file and line."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DatasetError(f"{path} line {line}: {what} is not UTF-8 text (byte {raw[e.start]:#04x} at offset "
+                           f"{e.start}); save it as UTF-8.") from None
 
 
 def _list_folder(folder):
@@ -57,8 +74,7 @@ def _list_folder(folder):
         caption_path = os.path.join(folder, stem + ".txt")
         caption = ""
         if os.path.isfile(caption_path):
-            with open(caption_path, encoding="utf-8") as f:
-                caption = f.read().strip()
+            caption = _read_text(caption_path, "the caption file").strip()
         else:
             missing_captions += 1
         items.append(VideoItem(os.path.join(folder, name), caption))
@@ -67,33 +83,61 @@ def _list_folder(folder):
     return items
 
 
-def _pick(row, names, what, source):
-    for name in names:
-        if name in row and row[name] is not None:
-            return str(row[name])
-    raise DatasetError(f"{source}: no {what} column (looked for {list(names)}; found {sorted(row)})")
+def _pick(row, names, what, where):
+    """The first of `names` present in `row`. A row without it (a short CSV row, a JSON null) is an
+    error naming the file and line: silently training a video with the wrong caption is worse."""
+    present = [name for name in names if name in row]
+    if not present:
+        raise DatasetError(f"{where}: no {what} column (looked for {list(names)}; found {sorted(row)})")
+    value = row[present[0]]
+    if value is None:
+        raise DatasetError(f"{where}: the {what} ('{present[0]}') is missing; give it a value "
+                           f"(an empty caption \"\" trains with the empty prompt) or remove the row.")
+    if isinstance(value, (dict, list)):
+        raise DatasetError(f"{where}: the {what} ('{present[0]}') must be text, got {type(value).__name__}.")
+    return str(value)
 
 
 def _read_csv(path):
     rows = []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if "videoid" in row and "page_dir" in row:  # the WebVid-10M metadata layout
-                video = os.path.join(row["page_dir"], row["videoid"] + ".mp4")
-            else:
-                video = _pick(row, PATH_COLUMNS, "video path", path)
-            rows.append((video, _pick(row, CAPTION_COLUMNS, "caption", path)))
+    reader = csv.DictReader(io.StringIO(_read_text(path, "the CSV list"), newline=""))
+    for row in reader:
+        where = f"{path} line {reader.line_num}"
+        if None in row:  # DictReader files cells beyond the header under None
+            raise DatasetError(f"{where}: {len(row[None])} more cells than the header's {len(reader.fieldnames)} "
+                               "columns; quote cells that contain commas.")
+        if not any(v for v in row.values()):
+            continue  # an empty line
+        if "videoid" in row and "page_dir" in row:  # the WebVid-10M metadata layout
+            video = os.path.join(_pick(row, ("page_dir",), "page_dir", where), _pick(row, ("videoid",), "videoid", where) + ".mp4")
+        else:
+            video = _pick(row, PATH_COLUMNS, "video path", where)
+        rows.append((video, _pick(row, CAPTION_COLUMNS, "caption", where)))
     return rows
 
 
 def _read_jsonl(path):
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                rows.append((_pick(row, PATH_COLUMNS, "video path", path), _pick(row, CAPTION_COLUMNS, "caption", path)))
+    for number, line in enumerate(_read_text(path, "the JSONL list").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{where}: not valid JSON ({e.msg} at column {e.colno}).") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{where}: expected an object like {{\"path\": ..., \"caption\": ...}}, got {type(row).__name__}.")
+        rows.append((_pick(row, PATH_COLUMNS, "video path", where), _pick(row, CAPTION_COLUMNS, "caption", where)))
     return rows
+
+
+def dataset_digest(items):
+    """sha256 of the (path, caption) list: a resumed run checks it still trains on the same data."""
+    h = hashlib.sha256()
+    for item in items:
+        h.update(json.dumps([item.path, item.caption]).encode())
+    return h.hexdigest()
 
 
 # ---------------------------------------------------------------- decoding
@@ -170,23 +214,37 @@ class VideoDataset:
         return len(self.items)
 
     def probe(self, source_name="the data"):
-        kept, meta = [], {}
-        for item in self.items:
-            reason = None
+        """Open every video once; drop unreadable and too-short ones (see `probe_indices` to split the work)."""
+        return self.apply_probe(self.probe_indices(range(len(self.items))), source_name)
+
+    def probe_indices(self, indices):
+        """[(index, (frame count, fps) or None, skip reason or None)] for the given item indices."""
+        results = []
+        for index in indices:
+            item, reason, meta = self.items[index], None, None
             try:
                 count, fps = video_frame_count(item.path)
                 if count < self.span:
                     reason = "too_short"
                     log.warning("Skipping %s: %d frames, a clip of %d frames at stride %d needs %d",
                                 item.path, count, self.frames, self.frame_stride, self.span)
+                else:
+                    meta = (count, fps)
             except Exception as e:  # PyAV raises many kinds for broken files
                 reason = "unreadable"
                 log.warning("Skipping unreadable video %s: %s: %s", item.path, type(e).__name__, e)
+            results.append((index, meta, reason))
+        return results
+
+    def apply_probe(self, results, source_name="the data"):
+        """Keep the items `results` (of every item, any order) found usable."""
+        kept, meta = [], {}
+        for index, found, reason in sorted(results, key=lambda r: r[0]):
             if reason:
                 self.skipped[reason] += 1
             else:
-                meta[len(kept)] = (count, fps)
-                kept.append(item)
+                meta[len(kept)] = found
+                kept.append(self.items[index])
         self.items, self.meta = kept, meta
         if not kept:
             raise DatasetError(

@@ -12,6 +12,10 @@ import torch
 import torch.distributed as dist
 
 
+class RankFailed(RuntimeError):
+    """Another rank failed in a step all ranks take together; this rank stops too instead of waiting."""
+
+
 class Distributed:
     def __init__(self, rank=0, world_size=1, local_rank=0, initialised_here=False):
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
@@ -77,6 +81,43 @@ class Distributed:
         box = [obj]
         dist.broadcast_object_list(box, src=0)
         return box[0]
+
+    def on_main(self, fn):
+        """fn() on rank 0, its result on every rank. If it raises, rank 0 re-raises and every other
+        rank raises RankFailed with the message at once (instead of waiting for a broadcast that never comes)."""
+        if not self.enabled:
+            return fn()
+        error = None
+        if self.is_main:
+            try:
+                box = (fn(), None)
+            except Exception as e:
+                error, box = e, (None, f"{type(e).__name__}: {e}")
+        else:
+            box = None
+        value, message = self.broadcast(box)
+        if error is not None:
+            raise error
+        if message is not None:
+            raise RankFailed(f"rank 0 failed: {message}")
+        return value
+
+    def on_all(self, fn):
+        """fn() on every rank; [result of every rank] on every rank. If any rank raises, all raise together."""
+        if not self.enabled:
+            return [fn()]
+        error = None
+        try:
+            mine = (fn(), None)
+        except Exception as e:
+            error, mine = e, (None, f"{type(e).__name__}: {e}")
+        everyone = self.gather(mine)
+        if error is not None:
+            raise error
+        failed = [f"rank {rank} failed: {message}" for rank, (_, message) in enumerate(everyone) if message]
+        if failed:
+            raise RankFailed("; ".join(failed))
+        return [value for value, _ in everyone]
 
     def barrier(self):
         if self.enabled:

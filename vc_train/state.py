@@ -1,19 +1,23 @@
 """Atomic files and resumable training states.
 
-Every file goes to a temporary name beside its target and is moved into place with os.replace,
-so a run killed mid-write leaves the previous file. A training state is a folder
-`states/step_XXXXXXXX/` (weights that training changes, optimizer, step, RNG, data position),
-assembled under a temporary name and renamed only once complete; the newest complete folder is
-the resume point, and only the last `keep` are kept.
+Every file goes through the pack's atomic writer (vc_models/atomic_file.py), so a run killed
+mid-write leaves the previous file. A training state is a folder `states/<run id>/step_XXXXXXXX/`
+(weights that training changes, optimizer, step, RNG, data position, the run's config), assembled
+under a temporary name and renamed only once complete; the newest complete folder of a run is its
+resume point, and only the run's last `keep` are kept.
 """
 import csv
 import io
 import json
 import logging
 import os
+import secrets
 import shutil
+import time
 
 import torch
+
+from ..vc_models.atomic_file import atomic_write, write_safetensors  # noqa: F401  (re-exported for the trainer)
 
 log = logging.getLogger("vc_train")
 
@@ -24,30 +28,6 @@ WEIGHTS_FILE = "weights.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
 
 
-def _tmp_name(path):
-    folder, name = os.path.split(path)
-    return os.path.join(folder, f".{name}.tmp-{os.getpid()}")
-
-
-def atomic_write(path, write):
-    """`write(tmp_path)` then move into place; the temporary file is removed on failure."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def write_safetensors(tensors, path, metadata=None):
-    import safetensors.torch
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    return atomic_write(path, lambda tmp: safetensors.torch.save_file(tensors, tmp, metadata=metadata))
 
 
 def write_text(path, text):
@@ -96,42 +76,64 @@ def write_video(path, frames, fps):
     return atomic_write(path, write)
 
 
+def new_run_id():
+    """Sorts by start time; the random tail keeps two runs started in the same second apart."""
+    now = time.time_ns()
+    return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime(now // 10**9)) + f"{now // 1000 % 10**6:06d}-{secrets.token_hex(2)}"
+
+
 class StateStore:
-    def __init__(self, folder, keep=2):
+    """States of training runs under `folder`: `folder/<run id>/step_XXXXXXXX/`. A run only ever
+    writes, prunes and cleans up inside its own run folder, so a fresh run next to an earlier one
+    neither mixes with nor deletes the earlier run's states."""
+
+    def __init__(self, folder, keep=2, run_id=None):
         self.folder = folder
         self.keep = max(1, int(keep))
+        self.run_id = run_id
 
-    def _complete(self):
+    def runs(self):
+        """Run ids with at least one complete state, oldest first."""
         if not os.path.isdir(self.folder):
             return []
+        return sorted(name for name in os.listdir(self.folder) if self._complete(name))
+
+    def _complete(self, run_id):
+        folder = os.path.join(self.folder, run_id)
+        if not os.path.isdir(folder):
+            return []
         out = []
-        for name in os.listdir(self.folder):
-            path = os.path.join(self.folder, name)
+        for name in os.listdir(folder):
+            path = os.path.join(folder, name)
             if name.startswith(STATE_PREFIX) and os.path.isfile(os.path.join(path, META_FILE)):
                 out.append((int(name[len(STATE_PREFIX):]), path))
         return sorted(out)
 
-    def latest(self):
-        """Path of the newest complete state, or None."""
-        states = self._complete()
+    def latest(self, run_id=None):
+        """Path of the newest complete state of `run_id` (default: this store's run, else the newest run), or None."""
+        run_id = run_id or self.run_id or (self.runs() or [None])[-1]
+        states = self._complete(run_id) if run_id else []
         return states[-1][1] if states else None
 
     def save(self, step, weights, optimizer_state, meta):
-        """Write a complete state for `step`; returns its folder."""
-        os.makedirs(self.folder, exist_ok=True)
-        final = os.path.join(self.folder, f"{STATE_PREFIX}{step:08d}")
-        tmp = os.path.join(self.folder, f"{INCOMPLETE_PREFIX}{STATE_PREFIX}{step:08d}-{os.getpid()}")
+        """Write a complete state for `step` of this store's run; returns its folder."""
+        if not self.run_id:
+            raise ValueError("StateStore.save needs a run id")
+        folder = os.path.join(self.folder, self.run_id)
+        os.makedirs(folder, exist_ok=True)
+        final = os.path.join(folder, f"{STATE_PREFIX}{step:08d}")
+        tmp = os.path.join(folder, f"{INCOMPLETE_PREFIX}{STATE_PREFIX}{step:08d}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
         try:
-            self._write_parts(tmp, weights, optimizer_state, meta)
-            if os.path.isdir(final):  # a state of the same step from an earlier, interrupted run
+            self._write_parts(tmp, weights, optimizer_state, dict(meta, run_id=self.run_id))
+            if os.path.isdir(final):  # this run's state of the same step, written before an interrupt
                 shutil.rmtree(final)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._prune()
+        self._prune(folder)
         return final
 
     def _write_parts(self, folder, weights, optimizer_state, meta):
@@ -139,18 +141,21 @@ class StateStore:
         write_torch(os.path.join(folder, OPTIMIZER_FILE), optimizer_state)
         write_json(os.path.join(folder, META_FILE), meta)
 
-    def _prune(self):
-        for _, path in self._complete()[:-self.keep]:
+    def _prune(self, folder):
+        for _, path in self._complete(self.run_id)[:-self.keep]:
             shutil.rmtree(path, ignore_errors=True)
-        for name in os.listdir(self.folder):  # leftovers of runs killed while writing
+        for name in os.listdir(folder):  # leftovers of this run killed while writing
             if name.startswith(INCOMPLETE_PREFIX) and not name.endswith(f"-{os.getpid()}"):
-                shutil.rmtree(os.path.join(self.folder, name), ignore_errors=True)
+                shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
     @staticmethod
-    def load(path):
+    def load(path, weights=True):
+        """(weights, optimizer state, meta) of a state folder; weights=False reads only its meta."""
         import safetensors.torch
-        with open(os.path.join(path, META_FILE)) as f:
+        with open(os.path.join(path, META_FILE), encoding="utf-8") as f:
             meta = json.load(f)
-        weights = safetensors.torch.load_file(os.path.join(path, WEIGHTS_FILE))
+        if not weights:
+            return None, None, meta
+        tensors = safetensors.torch.load_file(os.path.join(path, WEIGHTS_FILE))
         optimizer_state = torch.load(os.path.join(path, OPTIMIZER_FILE), map_location="cpu", weights_only=True)
-        return weights, optimizer_state, meta
+        return tensors, optimizer_state, meta

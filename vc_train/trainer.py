@@ -17,11 +17,13 @@ import torch
 
 from . import stages
 from .config import TrainConfig
-from .data import VideoDataset, SampleStream, list_videos, DatasetError
+from ..vc_models.atomic_file import refuse_existing
+from .data import VideoDataset, SampleStream, list_videos, DatasetError, dataset_digest
 from .distributed import Distributed
 from .objective import NoiseSchedule, step_generator, eps_loss, dropout_mask
 from .plot import render_loss_curve
-from .state import StateStore, write_safetensors, write_loss_csv, write_json, write_video, atomic_write
+from .resume import resume_changes
+from .state import StateStore, new_run_id, write_safetensors, write_loss_csv, write_json, write_video, atomic_write
 
 log = logging.getLogger("vc_train")
 
@@ -94,6 +96,56 @@ def output_paths(cfg):
     }
 
 
+RUN_METADATA_KEY = "videocrafter_train_run"  # in the results' safetensors metadata: which run wrote them
+
+
+def planned_outputs(cfg):
+    """{output key: path} of the model files the stage plan writes."""
+    paths, stages = output_paths(cfg), [s for s, _ in cfg.stage_plan()]
+    return {key: paths[key] for key, stage in (("projector_file", "projector"), ("checkpoint", "finetune"))
+            if stage in stages}
+
+
+def output_run(path):
+    """The run id recorded in a result file we wrote, or None (another model, or not ours)."""
+    try:
+        from safetensors import safe_open
+        with safe_open(path, "pt") as f:
+            return (f.metadata() or {}).get(RUN_METADATA_KEY)
+    except Exception:
+        return None
+
+
+def refuse_foreign_outputs(cfg, run_id):
+    """Results never silently replace a model another run (or anyone) wrote, unless cfg.overwrite."""
+    if cfg.overwrite:
+        return
+    for path in planned_outputs(cfg).values():
+        if os.path.exists(path) and (run_id is None or output_run(path) != run_id):
+            refuse_existing(path, "The training result")
+
+
+def resume_refusal(path, meta, changes):
+    return (f"Cannot resume the training run in {os.path.dirname(path)} (state at step {meta['step']}): "
+            f"{'; '.join(changes)}. Restore these settings to continue that run, or set resume to false "
+            "to start a new run (the earlier run's states are kept).")
+
+
+def check_before_loading(cfg):
+    """The checks that need no model, run before the (slow) model loading: a resume that would mix
+    two trainings and results that would replace an existing file are refused here."""
+    store = StateStore(output_paths(cfg)["states"])
+    path = store.latest() if cfg.resume else None
+    run_id = None
+    if path:
+        _, _, meta = StateStore.load(path, weights=False)
+        changes = resume_changes(meta, cfg, dataset=None)
+        if changes:
+            raise ValueError(resume_refusal(path, meta, changes))
+        run_id = meta.get("run_id")
+    refuse_foreign_outputs(cfg, run_id)
+
+
 def _named_trainable_modules(models):
     out = {}
     for prefix, module in (("unet", models.unet), ("projector", models.projector)):
@@ -135,30 +187,23 @@ class Trainer:
         self.epoch0_samples = []
         self.step_times = []
         self.outputs = {}
+        self.interrupt = None  # the exception the host's check_interrupt raised, if it did
 
     # ------------------------------------------------------------ data
     def _build_dataset(self):
-        cfg = self.cfg
-        items = list_videos(cfg.data, cfg.video_root) if self.dist.is_main else None
-        items = self.dist.broadcast(items)
+        cfg, dist = self.cfg, self.dist
+        # an error on any rank reaches every rank at the next collective step: all fail together
+        items = dist.on_main(lambda: list_videos(cfg.data, cfg.video_root))
         dataset = VideoDataset(items, cfg.frames, cfg.frame_stride, cfg.height, cfg.width, cfg.cond_frame)
         if cfg.probe_videos:
-            if self.dist.is_main:
-                try:
-                    dataset.probe(cfg.data)
-                    probed = (dataset.items, dataset.meta, dict(dataset.skipped), None)
-                except DatasetError as e:
-                    probed = (None, None, None, str(e))
-            else:
-                probed = None
-            items, meta, skipped, error = self.dist.broadcast(probed)
-            if error:
-                raise DatasetError(error)
-            dataset.items, dataset.meta = items, meta
-            dataset.skipped.clear()
-            dataset.skipped.update(skipped)
+            # every rank opens its share of the videos; all ranks then keep the same items
+            mine = range(dist.rank, len(dataset.items), dist.world_size)
+            shares = dist.on_all(lambda: dataset.probe_indices(mine))
+            self.probed_by_rank = [len(share) for share in shares]
+            dataset.apply_probe([r for share in shares for r in share], cfg.data)
         elif not dataset.items:
             raise DatasetError(f"No training videos found in {cfg.data}")
+        self.dataset_info = {"videos": len(dataset.items), "digest": dataset_digest(dataset.items)}
         self.dataset = dataset
         self.stream = SampleStream(len(dataset), cfg.seed, self.dist.rank, self.dist.world_size)
 
@@ -191,12 +236,30 @@ class Trainer:
             self.clip_cache[index] = item
         return item
 
+    def _check_interrupt(self):
+        try:
+            self.callbacks.check_interrupt()
+        except BaseException as error:
+            self.interrupt = error  # the host's stop request, whatever type it raises
+            raise
+
+    def _is_interrupt(self, error):
+        return error is self.interrupt or self.callbacks.is_interrupt(error)
+
     def _batch(self, generator):
-        items = []
+        items, failures = [], 0
         while len(items) < self.cfg.batch_size:
             epoch, index = self.stream.take(1)[0]
             item = self._clip(index, generator)
             if item is None:
+                failures += 1
+                # as many failures in a row as there are videos: the data cannot feed a step
+                if failures >= len(self.dataset):
+                    raise DatasetError(
+                        f"{failures} videos in a row failed to load from {self.cfg.data} (skipped so far: "
+                        f"{dict(self.dataset.skipped)}); see the warnings above for each file. "
+                        "Check the files decode (or turn probe_videos on to skip broken ones upfront).")
+                self._check_interrupt()  # decoding can be slow: Cancel is honoured between videos
                 continue
             items.append(item)
             if epoch == 0:
@@ -252,14 +315,30 @@ class Trainer:
                                "torch_rng": torch.get_rng_state()}
             meta = {"step": self.step, "stage": stage, "stream": self.stream.state_dict(),
                     "seed": self.cfg.seed, "world_size": self.dist.world_size, "history": self.history,
-                    "config": self.cfg.as_dict(), "skipped": dict(self.dataset.skipped)}
+                    "config": self.cfg.as_dict(), "skipped": dict(self.dataset.skipped),
+                    "dataset": self.dataset_info}
             path = self.store.save(self.step, self._state_weights(), optimizer_state, meta)
             log.info("Saved training state %s", path)
         self.dist.barrier()
 
-    def _resume(self):
+    def _find_run(self):
+        """(state path or None, run id): the newest run's latest state when resuming, else a new run.
+        A state whose run had another plan or data is refused, naming what changed."""
         path = self.store.latest() if self.cfg.resume else None
-        path = self.dist.broadcast(path)
+        if not path:
+            run_id = new_run_id()
+        else:
+            _, _, meta = StateStore.load(path, weights=False)
+            changes = resume_changes(meta, self.cfg, self.dataset_info)
+            if changes:
+                raise ValueError(resume_refusal(path, meta, changes))
+            run_id = meta.get("run_id") or os.path.basename(os.path.dirname(path))
+        refuse_foreign_outputs(self.cfg, run_id if path else None)
+        return path, run_id
+
+    def _resume(self):
+        path, self.store.run_id = self.dist.on_main(self._find_run)
+        log.info("Training run %s in %s", self.store.run_id, self.store.folder)
         if not path:
             return None
         weights, optimizer_state, meta = StateStore.load(path)
@@ -283,14 +362,16 @@ class Trainer:
     def _write_stage_output(self, stage):
         if not self.dist.is_main:
             return
-        meta = {"step": str(self.step), "stage": stage, "format": "videocrafter-i2v"}
+        meta = {"step": str(self.step), "stage": stage, "format": "videocrafter-i2v", RUN_METADATA_KEY: self.store.run_id}
         if stage == "projector":
-            self.outputs["projector_file"] = write_safetensors(
-                self.models.projector_file_tensors(self._state_weights()), self.paths["projector_file"], meta)
+            key, tensors = "projector_file", self.models.projector_file_tensors(self._state_weights())
         else:
             dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
-            self.outputs["checkpoint"] = write_safetensors(
-                self.models.checkpoint_tensors(self._state_weights(), dtype), self.paths["checkpoint"], meta)
+            key, tensors = "checkpoint", self.models.checkpoint_tensors(self._state_weights(), dtype)
+        path = self.paths[key]
+        # this run's own earlier result (a resumed run) may be replaced; anything else only with overwrite
+        overwrite = self.cfg.overwrite or output_run(path) == self.store.run_id
+        self.outputs[key] = write_safetensors(tensors, path, meta, overwrite=overwrite)
         log.info("Wrote %s output at step %d", stage, self.step)
 
     def _sample_condition(self):
@@ -409,7 +490,7 @@ class Trainer:
             optimizer_state = None
             while self.step < stage_end:
                 try:
-                    self.callbacks.check_interrupt()
+                    self._check_interrupt()
                 except BaseException:
                     log.info("Interrupted at step %d: saving the training state", self.step)
                     self._save_state(stage)
@@ -420,7 +501,7 @@ class Trainer:
                 try:
                     loss = self._train_step(stage)
                 except BaseException as error:
-                    if not self.callbacks.is_interrupt(error):
+                    if not self._is_interrupt(error):
                         raise
                     # stopped inside the step, before the optimizer moved: the state of the last full step
                     log.info("Interrupted during step %d: saving the state of step %d", self.step + 1, self.step)
@@ -440,12 +521,23 @@ class Trainer:
                 if self.step % max(1, cfg.log_every) == 0 or self.step == stage_end:
                     self.history.append({"step": self.step, "stage": stage, "loss": loss, "lr": self.lr,
                                          "samples_per_sec": round(sps, 4)})
-                self.callbacks.on_step(self.step, total, loss, sps)
-                if cfg.sample_every and self.step % cfg.sample_every == 0:
-                    self._write_sample()
-                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stage_end:
+                saved = False
+                try:
+                    self.callbacks.on_step(self.step, total, loss, sps)
+                    if cfg.sample_every and self.step % cfg.sample_every == 0:
+                        self._write_sample()
+                    if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stage_end:
+                        self._save_state(stage)
+                        saved = True
+                        self._write_logs()
+                except BaseException as error:
+                    if saved or not self._is_interrupt(error):
+                        raise
+                    # stopped after a full step (e.g. during a preview video): keep the steps since the last state
+                    log.info("Interrupted after step %d: saving the training state", self.step)
                     self._save_state(stage)
                     self._write_logs()
+                    raise
             self._write_stage_output(stage)
             self._save_state(stage)
             self._write_logs()
@@ -465,6 +557,7 @@ class Trainer:
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if self.device.type == "cuda" else None,
             "rank_weight_sha256": digests, "epoch0_indices_by_rank": samples,
             "dataset_size": len(self.dataset), "skipped": dict(self.dataset.skipped),
+            "probed_by_rank": getattr(self, "probed_by_rank", None), "run_id": self.store.run_id,
             "outputs": {k: v for k, v in self.outputs.items()},
         }
         if self.dist.is_main:

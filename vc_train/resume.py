@@ -1,0 +1,46 @@
+"""Whether a saved training state may be continued with the current configuration.
+
+A state belongs to a run: its start point, stage plan and data. Continuing it with another
+checkpoint, other layers, another clip size or another dataset would silently mix two trainings,
+so those changes are refused, with a message naming each change. Step counts of the stage the
+state is in (and of later stages) may change: extending a run is the usual reason to resume.
+"""
+from .config import TrainConfig
+
+# fields that define what a run trains on and how its data and noise are drawn
+PLAN_FIELDS = ("checkpoint", "clip_vision", "projector_file", "finetune_layers", "seed", "batch_size",
+               "grad_accum", "overfit_batch")
+DATA_FIELDS = ("data", "video_root", "frames", "frame_stride", "height", "width", "cond_frame")
+
+
+def _stage_changes(saved, cfg, step, stage):
+    old, new = saved.stage_plan(), cfg.stage_plan()
+    old_names, new_names = [s for s, _ in old], [s for s, _ in new]
+    if stage not in new_names or new_names[:len(old_names)] != old_names[:len(new_names)]:
+        return [f"stages {old_names} -> {new_names}"]
+    changes, at = [], 0
+    for (name, steps), (_, old_steps) in zip(new, old):
+        if name == stage:
+            if at + steps < step:
+                changes.append(f"{name}_steps {old_steps} -> {steps}, but the state is at step {step} "
+                               f"(the {name} stage would end at {at + steps})")
+            break
+        if steps != old_steps:  # a finished stage of the run: its length is history
+            changes.append(f"{name}_steps {old_steps} -> {steps} (the state is past that stage)")
+        at += steps
+    return changes
+
+
+def resume_changes(meta, cfg, dataset):
+    """[description of each change] between the state's run (`meta` of a saved state) and `cfg` +
+    `dataset` ({"videos": usable count, "digest": dataset_digest}, None before the data is read);
+    empty when it may be resumed."""
+    saved_values = dict(meta.get("config") or {})
+    saved = TrainConfig.from_dict({k: v for k, v in saved_values.items() if k in TrainConfig.__dataclass_fields__})
+    changes = [f"{name} {getattr(saved, name)!r} -> {getattr(cfg, name)!r}"
+               for name in PLAN_FIELDS + DATA_FIELDS if getattr(saved, name) != getattr(cfg, name)]
+    changes += _stage_changes(saved, cfg, meta["step"], meta["stage"])
+    old_data = meta.get("dataset")
+    if dataset is not None and old_data and old_data.get("digest") != dataset["digest"]:
+        changes.append(f"the usable videos or their captions ({old_data.get('videos')} -> {dataset['videos']} videos)")
+    return changes

@@ -203,3 +203,73 @@ def test_training_core_imports_without_comfyui():
             "assert not [k for k in sys.modules if k == 'comfy' or k.startswith('comfy.') or k == 'folder_paths'], 'comfy imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_data_lists_with_bad_rows_name_the_file_and_line(vt, tmp_path):
+    """Issue 11: a CSV row with a missing caption, a JSONL `caption: null`, a UTF-8 byte-order mark and
+    a non-UTF-8 caption file stopped the run with a wrong message (or misread the header)."""
+    data = vt["data"]
+    DatasetError = data.DatasetError
+
+    def write(name, raw):
+        path = tmp_path / name
+        path.write_bytes(raw if isinstance(raw, bytes) else raw.encode("utf-8"))
+        return str(path)
+
+    # a byte-order mark (Excel's "CSV UTF-8") is not part of the first column's name
+    bom = write("bom.csv", "\ufeffpath,caption\nv/a.mp4,caf\u00e9 at dawn\n")
+    assert [(os.path.basename(i.path), i.caption) for i in data.list_videos(bom)] == [("a.mp4", "caf\u00e9 at dawn")]
+    bom_jsonl = write("bom.jsonl", "\ufeff" + json.dumps({"path": "v/a.mp4", "caption": "x"}) + "\n")
+    assert data.list_videos(bom_jsonl)[0].caption == "x"
+    # an empty caption is a choice (the empty prompt), a missing one is an error naming the row
+    assert data.list_videos(write("empty.csv", "path,caption\nv/a.mp4,\n"))[0].caption == ""
+    with pytest.raises(DatasetError, match=r"short\.csv line 3: the caption \('caption'\) is missing"):
+        data.list_videos(write("short.csv", "path,caption\nv/a.mp4,fine\nv/b.mp4\n"))
+    with pytest.raises(DatasetError, match=r"extra\.csv line 2: 1 more cells than the header's 2 columns"):
+        data.list_videos(write("extra.csv", "path,caption\nv/a.mp4,a dog, running\n"))
+    jsonl = write("null.jsonl", json.dumps({"path": "v/a.mp4", "caption": "ok"}) + "\n\n"
+                  + json.dumps({"path": "v/b.mp4", "caption": None}) + "\n")
+    with pytest.raises(DatasetError, match=r"null\.jsonl line 3: the caption \('caption'\) is missing"):
+        data.list_videos(jsonl)
+    with pytest.raises(DatasetError, match=r"broken\.jsonl line 1: not valid JSON"):
+        data.list_videos(write("broken.jsonl", '{"path": "v/a.mp4", "caption": \n'))
+    # Latin-1 bytes: the error names the file, the line and says what to do
+    with pytest.raises(DatasetError, match=r"latin\.csv line 3: the CSV list is not UTF-8 .*save it as UTF-8"):
+        data.list_videos(write("latin.csv", "path,caption\nv/a.mp4,ok\nv/b.mp4,caf\xe9\n".encode("latin-1")))
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    train_util.write_video(str(folder / "a.mp4"), frames=3, height=32, width=32)
+    (folder / "a.txt").write_bytes("une vid\xe9o".encode("latin-1"))
+    with pytest.raises(DatasetError, match=r"a\.txt line 1: the caption file is not UTF-8"):
+        data.list_videos(str(folder))
+
+
+def test_sizes_not_multiples_of_64_are_refused_upfront(vt):
+    """Issue 11: 72x72 passed the old multiple-of-8 check and failed deep inside the UNet after loading."""
+    TrainConfig = vt["config"].TrainConfig
+    with pytest.raises(ValueError, match="height 72 is not a multiple of 64.*use 64 or 128"):
+        TrainConfig(height=72, width=64)
+    with pytest.raises(ValueError, match="width 200 is not a multiple of 64.*use 192 or 256"):
+        TrainConfig.from_dict({"width": 200})
+    assert TrainConfig(height=320, width=512).width == 512
+
+
+def test_resume_changes_name_what_changed(vt):
+    resume = comfy_host.pack("vc_train.resume")
+    TrainConfig = vt["config"].TrainConfig
+    base = dict(checkpoint="a.safetensors", data="/d", stage="both", projector_steps=10, finetune_steps=10)
+    meta = {"step": 12, "stage": "finetune", "config": TrainConfig(**base).as_dict(),
+            "dataset": {"videos": 4, "digest": "abc"}}
+    same_data = {"videos": 4, "digest": "abc"}
+    assert resume.resume_changes(meta, TrainConfig(**base), same_data) == []
+    # more steps in the running stage: extending a run is what resume is for
+    assert resume.resume_changes(meta, TrainConfig(**dict(base, finetune_steps=50)), same_data) == []
+    changes = resume.resume_changes(meta, TrainConfig(**dict(base, height=256, checkpoint="b.safetensors")),
+                                    {"videos": 5, "digest": "def"})
+    assert changes == ["checkpoint 'a.safetensors' -> 'b.safetensors'", "height 320 -> 256",
+                       "the usable videos or their captions (4 -> 5 videos)"]
+    assert resume.resume_changes(meta, TrainConfig(**dict(base, projector_steps=5)), same_data) == [
+        "projector_steps 10 -> 5 (the state is past that stage)"]
+    assert resume.resume_changes(meta, TrainConfig(**dict(base, stage="projector")), same_data) == [
+        "stages ['projector', 'finetune'] -> ['projector']"]
+    assert "the state is at step 12" in resume.resume_changes(meta, TrainConfig(**dict(base, finetune_steps=1)), None)[0]

@@ -217,3 +217,133 @@ def test_sample_videos_every_n_steps(mods, tmp_path, data_dir):
         frames = [f for f in container.decode(video=0)]
     assert len(frames) == cfg.frames and (frames[0].width, frames[0].height) == (cfg.width, cfg.height)
     assert models.unet.training
+
+
+class Runaway(BaseException):
+    """Raised by a guard so that a data loop without a bound fails the test instead of hanging it."""
+
+
+def run_folders(cfg):
+    states = os.path.join(cfg.output_dir, "states")
+    return {run: sorted(os.listdir(os.path.join(states, run))) for run in sorted(os.listdir(states))}
+
+
+def test_runs_own_their_states_results_and_resume_refuses_changes(mods, tmp_path, data_dir):
+    """Issue 11: `resume: false` beside an earlier run's states kept the old higher-numbered states and
+    pruned the new ones; a resume never checked the plan or data; results silently replaced a model."""
+    trainer_mod, atomic = mods["trainer"], comfy_host.pack("vc_models.atomic_file")
+    cfg, models = build(mods, tmp_path, data_dir, projector_steps=3, save_every=1)
+    first = trainer_mod.train(cfg, models)
+    (first_run, first_states), = run_folders(cfg).items()
+    assert first_states == ["step_00000002", "step_00000003"] and first.summary["run_id"] == first_run
+    first_result = open(first.outputs["projector_file"], "rb").read()
+
+    # a fresh run in the same folder: its result name is taken by the first run's file
+    fresh = dict(projector_steps=2, save_every=1, resume=False)
+    cfg, models = build(mods, tmp_path, data_dir, **fresh)
+    with pytest.raises(atomic.OutputExistsError, match="tiny_projector.safetensors already exists; enable 'overwrite'"):
+        trainer_mod.check_before_loading(cfg)
+    with pytest.raises(atomic.OutputExistsError):
+        trainer_mod.train(cfg, models)  # the trainer itself refuses too, before any step
+    assert open(first.outputs["projector_file"], "rb").read() == first_result
+    assert list(run_folders(cfg)) == [first_run]
+
+    cfg, models = build(mods, tmp_path, data_dir, overwrite=True, **fresh)
+    second = trainer_mod.train(cfg, models)
+    runs = run_folders(cfg)
+    assert runs[first_run] == ["step_00000002", "step_00000003"]  # untouched
+    assert runs[second.summary["run_id"]] == ["step_00000001", "step_00000002"]
+    assert open(second.outputs["projector_file"], "rb").read() != first_result
+
+    # resuming the newest run with another clip size or other data is refused, naming the change
+    cfg, models = build(mods, tmp_path, data_dir, projector_steps=3, height=128)
+    with pytest.raises(ValueError, match=r"Cannot resume .*step 2\): height 64 -> 128\. Restore .*resume to false"):
+        trainer_mod.check_before_loading(cfg)
+    more_data = train_util.make_dataset(str(tmp_path / "more_data"), count=5)
+    cfg, models = build(mods, tmp_path, more_data, projector_steps=3)
+    with pytest.raises(ValueError, match=r"data '.*' -> '.*more_data'; the usable videos or their captions \(4 -> 5"):
+        trainer_mod.train(cfg, models)
+    # the same plan resumes (its own result may be replaced without overwrite)
+    cfg, models = build(mods, tmp_path, data_dir, projector_steps=3)
+    resumed = trainer_mod.train(cfg, models)
+    assert resumed.summary["run_id"] == second.summary["run_id"] and [r["step"] for r in resumed.history] == [1, 2, 3]
+
+
+def test_every_video_failing_to_load_is_a_clear_error_and_cancel_is_honoured(mods, tmp_path, monkeypatch):
+    """Issue 11: with every video failing to decode the data loop spun forever and ignored Cancel."""
+    broken = train_util.make_dataset(str(tmp_path / "broken"), count=0, broken=3)
+    data = comfy_host.pack("vc_train.data")
+    real_load, calls = data.VideoDataset.load, []
+
+    def guarded_load(self, index, generator):
+        calls.append(index)
+        if len(calls) > 50:
+            raise Runaway("the data loop does not stop")
+        return real_load(self, index, generator)
+
+    monkeypatch.setattr(data.VideoDataset, "load", guarded_load)
+    cfg, models = build(mods, tmp_path, broken, probe_videos=False)
+    with pytest.raises(data.DatasetError, match=r"3 videos in a row failed to load from .*broken"):
+        mods["trainer"].train(cfg, models)
+    assert len(calls) == 3
+
+    class CancelSecondCheck(mods["trainer"].Callbacks):
+        class Stop(Exception):
+            pass
+
+        checks = 0
+
+        def check_interrupt(self):
+            self.checks += 1
+            if self.checks == 2:  # the first is at the top of step 1; the second between two failing videos
+                raise self.Stop()
+
+    calls.clear()
+    cancel = CancelSecondCheck()
+    cfg, models = build(mods, tmp_path / "cancel", broken, probe_videos=False)
+    with pytest.raises(CancelSecondCheck.Stop):
+        mods["trainer"].Trainer(cfg, models, cancel).run()
+    assert cancel.checks == 2 and len(calls) == 1
+
+
+def test_cancel_during_a_preview_video_keeps_the_steps(mods, tmp_path, data_dir):
+    """Issue 11: an interrupt while the preview video was sampled lost every step since the last state."""
+    cfg, models = build(mods, tmp_path, data_dir, projector_steps=3, sample_every=2, sample_steps=1)
+
+    def interrupted_preview(*args, **kwargs):
+        raise KeyboardInterrupt  # what the host raises when Cancel arrives inside its sampler
+
+    models.sample_video = interrupted_preview
+    with pytest.raises(KeyboardInterrupt):
+        mods["trainer"].train(cfg, models)
+    (run, states), = run_folders(cfg).items()
+    assert states == ["step_00000002"]
+    cfg, models = build(mods, tmp_path, data_dir, projector_steps=3, sample_every=0)
+    result = mods["trainer"].train(cfg, models)
+    assert result.summary["run_id"] == run and [r["step"] for r in result.history] == [1, 2, 3]
+
+
+def test_ctrl_c_on_the_command_line_saves_a_state(mods, tmp_path, data_dir, monkeypatch):
+    """Issue 11: Ctrl-C during a step of scripts/vc_train.py raised AttributeError (its progress printer had
+    no is_interrupt) instead of saving the state of the last full step."""
+    import importlib.util
+    import json
+    spec = importlib.util.spec_from_file_location("vc_train_cli", os.path.join(comfy_host.REPO, "scripts", "vc_train.py"))
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    values = train_util.small_config(tmp_path, data_dir, projector_steps=5, device="cpu")
+    config = tmp_path / "train.yaml"
+    config.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
+    Trainer = mods["trainer"].Trainer
+    real_step, steps = Trainer._train_step, []
+
+    def ctrl_c_in_step_3(self, stage):
+        steps.append(stage)
+        if len(steps) == 3:
+            raise KeyboardInterrupt
+        return real_step(self, stage)
+
+    monkeypatch.setattr(Trainer, "_train_step", ctrl_c_in_step_3)
+    assert cli.main(["--config", str(config), "--cpu"]) == 130
+    cfg = mods["config"].TrainConfig.from_dict(values)
+    assert list(run_folders(cfg).values()) == [["step_00000002"]]

@@ -87,26 +87,34 @@ def test_train_workflow_returns_loss_curve(train_server):
     assert open(os.path.join(run, "loss_log.csv")).read().count("\n") == 3
 
 
+def saved_states(states):
+    """{run id: [step_… folders]} of a run folder's states (one folder per training run)."""
+    if not os.path.isdir(states):
+        return {}
+    return {run: sorted(n for n in os.listdir(os.path.join(states, run)) if n.startswith("step_"))
+            for run in os.listdir(states)}
+
+
 def test_interrupt_saves_a_state_then_resumes(train_server):
     run = os.path.join(train_server.output_dir, "videocrafter_training", "tiny_interrupted")
     states = os.path.join(run, "states")
     prompt_id = submit(train_server, train_workflow(output_name="tiny_interrupted", stage="projector",
                                                     projector_steps=300, save_every=1, keep_states=1))
     deadline = time.time() + 180
-    while not (os.path.isdir(states) and any(n.startswith("step_") for n in os.listdir(states))):
+    while not any(saved_states(states).values()):
         assert time.time() < deadline, train_server.log_tail()
         time.sleep(0.2)
     http_json(train_server.url + "/interrupt", {})
     entry = wait_done(train_server, prompt_id)
     assert entry["status"]["status_str"] == "error"
     assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"]), entry["status"]
-    saved = sorted(n for n in os.listdir(states) if n.startswith("step_"))
+    (run_id, saved), = saved_states(states).items()
     step = int(saved[-1][len("step_"):])
     assert step >= 1
     # resume: the same run with a goal one step past the saved state
     entry = wait_done(train_server, submit(train_server, train_workflow(
         output_name="tiny_interrupted", stage="projector", projector_steps=step + 1, save_every=1, keep_states=1)))
     assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
-    assert sorted(os.listdir(states)) == [f"step_{step + 1:08d}"]
+    assert saved_states(states) == {run_id: [f"step_{step + 1:08d}"]}
     rows = open(os.path.join(run, "loss_log.csv")).read().strip().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, step + 2))

@@ -1,5 +1,6 @@
 """scripts/vc_train.py under torchrun with 2 CPU ranks (gloo): it finishes, the ranks end with
-identical weights, every sample is used once per epoch across ranks, and only rank 0 writes."""
+identical weights, every sample is used once per epoch across ranks, the ranks share the probing,
+only rank 0 writes, and a failure on one rank stops all of them with its reason."""
 import json
 import os
 import subprocess
@@ -9,18 +10,22 @@ import train_util
 from server_util import free_port, venv_python
 
 
-def test_torchrun_two_ranks_gloo(tmp_path):
-    data = train_util.make_dataset(str(tmp_path / "data"), count=4)
-    out = tmp_path / "run"
+def torchrun_two_ranks(tmp_path, values, timeout=400):
     config = tmp_path / "train.yaml"
-    values = train_util.small_config(tmp_path, data, output_dir=str(out), stage="both", projector_steps=1,
-                                     finetune_steps=1, device="cpu")
     config.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [venv_python(), "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            os.path.join(comfy_host.REPO, "scripts", "vc_train.py"), "--config", str(config), "--cpu"]
-    proc = subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=400)
+    return subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=timeout)
+
+
+def test_torchrun_two_ranks_gloo(tmp_path):
+    data = train_util.make_dataset(str(tmp_path / "data"), count=4)
+    out = tmp_path / "run"
+    values = train_util.small_config(tmp_path, data, output_dir=str(out), stage="both", projector_steps=1,
+                                     finetune_steps=1, device="cpu")
+    proc = torchrun_two_ranks(tmp_path, values)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
 
     summary = json.loads((out / "summary.json").read_text())
@@ -31,6 +36,20 @@ def test_torchrun_two_ranks_gloo(tmp_path):
     used = summary["epoch0_indices_by_rank"]
     assert sorted(used[0] + used[1]) == [0, 1, 2, 3]
     assert (out / "tiny.safetensors").exists() and (out / "tiny_projector.safetensors").exists()
-    assert sorted(os.listdir(out / "states")) == ["step_00000001", "step_00000002"]
+    assert summary["probed_by_rank"] == [2, 2]  # each rank opened half of the videos (issue 11)
+    (run_id,) = os.listdir(out / "states")
+    assert run_id == summary["run_id"] and sorted(os.listdir(out / "states" / run_id)) == ["step_00000001", "step_00000002"]
     leftovers = [n for n in os.listdir(out) if n.startswith(".")]
     assert not leftovers
+
+
+def test_an_error_on_rank_0_fails_every_rank_promptly(tmp_path):
+    """Issue 11: rank 0 alone read the data; when it failed, the other ranks waited on a broadcast
+    (30-minute timeout) until torchrun killed them, without saying why."""
+    values = train_util.small_config(tmp_path, tmp_path / "no_such_data", output_dir=str(tmp_path / "run"), device="cpu")
+    proc = torchrun_two_ranks(tmp_path, values, timeout=300)
+    assert proc.returncode != 0
+    log = proc.stdout + proc.stderr
+    assert "DatasetError: Training data not found" in log, log[-5000:]
+    # rank 1 stops by itself with rank 0's reason (not killed while waiting)
+    assert "RankFailed: rank 0 failed: DatasetError: Training data not found" in log, log[-5000:]

@@ -23,7 +23,7 @@ from .distributed import Distributed
 from .objective import NoiseSchedule, step_generator, eps_loss, dropout_mask
 from .plot import render_loss_curve
 from .resume import resume_changes
-from .state import StateStore, new_run_id, write_safetensors, write_loss_csv, write_json, write_video, atomic_write
+from .state import StateStore, LEGACY_RUN, new_run_id, write_safetensors, write_loss_csv, write_json, write_video, atomic_write
 
 log = logging.getLogger("vc_train")
 
@@ -107,13 +107,17 @@ def planned_outputs(cfg):
 
 
 def output_run(path):
-    """The run id recorded in a result file we wrote, or None (another model, or not ours)."""
+    """The run id recorded in a result file we wrote, or None (another model, or not ours). Results of
+    the trainer from before runs had ids belong to the adopted legacy run."""
     try:
         from safetensors import safe_open
         with safe_open(path, "pt") as f:
-            return (f.metadata() or {}).get(RUN_METADATA_KEY)
+            metadata = f.metadata() or {}
     except Exception:
         return None
+    if metadata.get("format") == "videocrafter-i2v" and RUN_METADATA_KEY not in metadata:
+        return LEGACY_RUN
+    return metadata.get(RUN_METADATA_KEY)
 
 
 def refuse_foreign_outputs(cfg, run_id):
@@ -142,7 +146,7 @@ def check_before_loading(cfg):
         changes = resume_changes(meta, cfg, dataset=None)
         if changes:
             raise ValueError(resume_refusal(path, meta, changes))
-        run_id = meta.get("run_id")
+        run_id = store.run_of(path)
     refuse_foreign_outputs(cfg, run_id)
 
 
@@ -324,6 +328,8 @@ class Trainer:
     def _find_run(self):
         """(state path or None, run id): the newest run's latest state when resuming, else a new run.
         A state whose run had another plan or data is refused, naming what changed."""
+        if self.cfg.resume:
+            self.store.adopt_legacy_states()
         path = self.store.latest() if self.cfg.resume else None
         if not path:
             run_id = new_run_id()
@@ -332,7 +338,7 @@ class Trainer:
             changes = resume_changes(meta, self.cfg, self.dataset_info)
             if changes:
                 raise ValueError(resume_refusal(path, meta, changes))
-            run_id = meta.get("run_id") or os.path.basename(os.path.dirname(path))
+            run_id = self.store.run_of(path)
         refuse_foreign_outputs(self.cfg, run_id if path else None)
         return path, run_id
 

@@ -74,6 +74,141 @@ def test_table_jsonl_and_duplicate_names(tmp_path):
         load_jobs(dup)
 
 
+def test_csv_quoted_delimiters_and_doubled_quotes(tmp_path):
+    # valid RFC 4180: commas, semicolons and doubled quotes inside quoted cells (a delimiter
+    # sniffer reads this table as semicolon-separated and shifts every cell)
+    p = _write(tmp_path / "jobs.csv",
+               'prompt,negative,image,seed,steps\n'
+               '"dark; ""noisy""",blurry,"""quoted""",25,"ugly, bad"\n'
+               'stills/a.png,"she said ""run"", then; left",25,42,stills/a.png\n'
+               'blurry,"she said ""run"", then; left","dark; ""noisy""","a, ""b""; c","she said ""run"", then; left"\n')
+    jobs = load_jobs(p)
+    assert [j.values for j in jobs] == [
+        {"prompt": 'dark; "noisy"', "negative": "blurry", "image": os.path.join(str(tmp_path), '"quoted"'),
+         "seed": "25", "steps": "ugly, bad"},
+        {"prompt": "stills/a.png", "negative": 'she said "run", then; left', "image": os.path.join(str(tmp_path), "25"),
+         "seed": "42", "steps": "stills/a.png"},
+        {"prompt": "blurry", "negative": 'she said "run", then; left', "image": os.path.join(str(tmp_path), 'dark; "noisy"'),
+         "seed": 'a, "b"; c', "steps": 'she said "run", then; left'}]
+
+
+def test_csv_delimiter_is_an_option_never_guessed(tmp_path):
+    p = _write(tmp_path / "jobs.csv", 'prompt;seed\n"a, b; c";3\n')
+    jobs = load_jobs(p, delimiter=";")
+    assert jobs[0].values == {"prompt": "a, b; c", "seed": "3"}
+    # read comma-separated, the header is one unknown column: an error naming line 1, not
+    # a batch of jobs that all run the workflow's default prompt
+    with pytest.raises(TableError, match=r"jobs\.csv:1: .*no known column.*--delimiter"):
+        load_jobs(p)
+    tsv = _write(tmp_path / "jobs.tsv", 'prompt\tseed\n"a\tb"\t4\n')
+    r = subprocess.run([venv_python(), CLI, tsv, "--delimiter", "\\t", "--dry-run",
+                        "--workflow", T2V_WF], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert '"text": "a\\tb"' in r.stdout and '"seed": 4' in r.stdout
+
+
+def test_csv_cells_beyond_the_header_are_errors_naming_the_line(tmp_path):
+    p = _write(tmp_path / "jobs.csv",
+               'prompt,seed\n'
+               '"two\nlines",1\n'          # lines 2-3
+               'ok,2,,\n'                  # line 4: blank extra cells lose nothing
+               'lost,3,"a cell beyond"\n')  # line 5
+    with pytest.raises(TableError, match=r"jobs\.csv:5: 3 cells but the header has 2") as e:
+        load_jobs(p)
+    assert "a cell beyond" in str(e.value)
+    nameless = _write(tmp_path / "nameless.csv", 'prompt,,seed\nok,,1\nx,data,2\n')
+    with pytest.raises(TableError, match=r"nameless\.csv:3: cell 2 .*no name"):
+        load_jobs(nameless)
+    broken = _write(tmp_path / "broken.csv", 'prompt,seed\nok,1\n"bad"x,2\n')
+    with pytest.raises(TableError, match=r"broken\.csv:3: broken CSV quoting"):
+        load_jobs(broken)
+    with pytest.raises(TableError, match=r"none\.jsonl:2: no known key"):
+        load_jobs(_write(tmp_path / "none.jsonl", '{"prompt": "a"}\n{"promt": "b"}\n'))
+
+
+_FUZZ_PIECES = ["a", "Z", "7", " ", "  ", ",", ";", "\t", "|", '"', '""', "'", "\n", "\r\n", "\r",
+                "é", "中文", "😀", "\u2028", "\u00a0", "\ufeff", "x y", "-1.5", "random", "\\"]
+
+
+def _fuzz_cell(rng):
+    if rng.random() < 0.2:
+        return ""
+    return "".join(rng.choice(_FUZZ_PIECES) for _ in range(rng.randint(1, 6)))
+
+
+def test_fuzz_csv_reader_returns_exact_cells_or_names_the_bad_line(tmp_path):
+    """Seeded random tables written by csv.writer (random delimiter, quoting, line ends,
+    unicode, empty cells, short rows, extra cells, broken quotes): each table either loads
+    with every row's exact cells, or fails naming the first bad row's line."""
+    import io
+    import random
+    import re
+    header_choices = [("prompt", "prompt"), ("Positive Prompt", "prompt"), ("negative", "negative"),
+                      ("NEG", "negative"), ("seed", "seed"), ("r1", "r1"), ("notes", None)]
+    loaded = rejected = 0
+    for case in range(1000):
+        rng = random.Random(case)
+        delimiter = rng.choice([",", ";", "\t", "|"])
+        cols = rng.sample(header_choices, rng.randint(1, len(header_choices)))
+        if not any(c for _, c in cols):
+            cols.append(("prompt", "prompt"))
+        canon_seen = set()
+        cols = [(h, c) for h, c in cols if not (c in canon_seen or canon_seen.add(c))]
+        quoting = rng.choice([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC])
+        terminator = rng.choice(["\n", "\r\n"])
+        def csv_line(cells):
+            # the writer quotes a cell only for the characters of its own line terminator: let it
+            # see CRLF (so a cell with a lone CR or LF is quoted, as RFC 4180 needs), then end the
+            # row with the terminator this table uses
+            out = io.StringIO()
+            csv.writer(out, delimiter=delimiter, quoting=quoting, lineterminator="\r\n").writerow(cells)
+            return out.getvalue()[:-2] + terminator
+
+        text = io.StringIO()
+        text.write(csv_line([h for h, _ in cols]))
+        expected, bad_lines = [], []
+        for _ in range(rng.randint(1, 8)):
+            line = len(re.findall(r"\r\n|\r|\n", text.getvalue())) + 1
+            cells = [_fuzz_cell(rng) for _ in cols]
+            if rng.random() < 0.15:
+                cells = cells[:rng.randint(0, len(cells))]
+            extra = []
+            if len(cells) == len(cols) and rng.random() < 0.1:
+                extra = [_fuzz_cell(rng) for _ in range(rng.randint(1, 2))]
+            if rng.random() < 0.05:
+                text.write('"broken"x' + delimiter + "1" + terminator)
+                bad_lines.append(line)
+                continue
+            row = csv_line(cells + extra)
+            if row in ('""' + terminator, terminator):  # a lone empty cell is a blank line
+                continue
+            text.write(row)
+            if any(c.strip() for c in extra):
+                bad_lines.append(line)
+            elif any(c.strip() for c in cells + extra):
+                values = {}
+                for (_, canon), cell in zip(cols, cells):
+                    if canon and cell.strip():
+                        values[canon] = cell if canon in ("prompt", "negative") else cell.strip()
+                expected.append(values)
+        path = str(tmp_path / f"fuzz{case}.csv")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            f.write(text.getvalue())
+        if not expected and not bad_lines:
+            continue
+        try:
+            jobs = load_jobs(path, extra_roles={"r1"}, warn=lambda m: None, delimiter=delimiter)
+        except TableError as e:
+            assert bad_lines, (case, str(e), text.getvalue())
+            assert str(e).startswith(f"{path}:{bad_lines[0]}: "), (case, str(e), bad_lines, text.getvalue())
+            rejected += 1
+            continue
+        assert not bad_lines, (case, bad_lines, text.getvalue())
+        assert [j.values for j in jobs] == expected, (case, text.getvalue())
+        loaded += 1
+    assert loaded > 100 and rejected > 20, (loaded, rejected)
+
+
 def _renumber(wf, prefix="n"):
     """Same graph, different (non-numeric) node ids: roles must not depend on ids."""
     ids = {nid: f"{prefix}{i * 7 + 3}" for i, nid in enumerate(sorted(wf, reverse=True))}

@@ -23,6 +23,9 @@ def build_parser():
         epilog="Columns: prompt, negative, image, seed, steps, cfg, fps, frames, width, height, name "
                "(+ workflow, + roles from --roles). Blank cells keep the workflow's values. See docs/batch.md.")
     p.add_argument("jobs", help="job table: .csv (header row) or .jsonl")
+    p.add_argument("--delimiter", default=",",
+                   help="CSV field separator, one character (default: comma; use ';' or '\\t' for tab); "
+                        "never guessed")
     p.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI address (default %(default)s)")
     p.add_argument("--out", "-o", default="vc_batch_out",
                    help="output folder; each job's files go to OUT/<job name>/ (default %(default)s)")
@@ -61,7 +64,8 @@ def main(argv=None):
 
     try:
         role_map = wfm.load_role_map(args.roles) if args.roles else {}
-        jobs = load_jobs(args.jobs, extra_roles=set(role_map) - set(wfm.ROLES), warn=warn)
+        delimiter = "\t" if args.delimiter in ("\\t", "tab", "TAB") else args.delimiter
+        jobs = load_jobs(args.jobs, extra_roles=set(role_map) - set(wfm.ROLES), warn=warn, delimiter=delimiter)
     except (TableError, wfm.WorkflowError, OSError, ValueError) as e:
         warn(f"error: {e}")
         return 2

@@ -247,6 +247,100 @@ def test_roles_found_by_structure(path):
         assert "image" not in roles
 
 
+def _dc_graph(end_image=True):
+    """An API graph shaped like the DynamiCrafter workflows: LoadImage nodes (one through an
+    ImageScale) feeding DynamiCrafterConditioning, whose outputs feed the sampler."""
+    wf = {
+        "1": {"class_type": "VideoCrafterCheckpointLoader", "inputs": {"ckpt_name": "dynamicrafter_512.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "pos", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "neg", "clip": ["1", 1]}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "start.png"}},
+        "5": {"class_type": "ImageScale", "inputs": {"image": ["4", 0], "width": 512, "height": 320,
+                                                     "upscale_method": "bilinear", "crop": "center"}},
+        "6": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "open_clip_vit_h.safetensors"}},
+        "7": {"class_type": "DynamiCrafterConditioning", "inputs": {
+            "positive": ["2", 0], "negative": ["3", 0], "vae": ["1", 2], "clip_vision": ["6", 0],
+            "projector": ["1", 3], "start_image": ["5", 0], "mode": "i2v", "width": 512, "height": 320,
+            "length": 16, "batch_size": 1, "fs": 24}},
+        "8": {"class_type": "VideoCrafterKSampler", "inputs": {
+            "model": ["1", 0], "positive": ["7", 0], "negative": ["7", 1], "latent_image": ["7", 2],
+            "seed": 0, "steps": 50, "cfg": 7.5, "eta": 1.0}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
+        "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": 8.0}},
+        "11": {"class_type": "SaveVideo", "inputs": {"video": ["10", 0], "filename_prefix": "dc"}},
+    }
+    if end_image:
+        wf["12"] = {"class_type": "LoadImage", "inputs": {"image": "end.png"}}
+        wf["7"]["inputs"].update(mode="interpolate", end_image=["12", 0])
+    return wf
+
+
+@pytest.mark.parametrize("end_image", [False, True])
+def test_roles_of_dynamicrafter_graphs(end_image):
+    wf = _renumber(_dc_graph(end_image))
+    roles = wfm.find_roles(wf)
+    assert [_cls(wf, t) for t in roles["image"]] == [("LoadImage", "image")]
+    assert wf[roles["image"][0][0]]["inputs"]["image"] == "start.png"
+    if end_image:
+        assert [wf[n]["inputs"][i] for n, i in roles["end_image"]] == ["end.png"]
+    else:
+        assert "end_image" not in roles
+    for role, name in (("fs", "fs"), ("mode", "mode"), ("frames", "length"), ("width", "width"),
+                       ("height", "height"), ("batch_size", "batch_size")):
+        assert [_cls(wf, t) for t in roles[role]] == [("DynamiCrafterConditioning", name)], role
+    assert [wf[n]["inputs"][i] for n, i in roles["prompt"]] == ["pos"]
+    assert [wf[n]["inputs"][i] for n, i in roles["negative"]] == ["neg"]
+    assert [_cls(wf, t) for t in roles["fps"]] == [("CreateVideo", "fps")]
+    row = {"prompt": "a", "image": "s.png", "fs": "10", "frames": "4", "width": "128", "height": "64",
+           "batch_size": "2", "mode": "loop" if not end_image else "interpolate", "fps": "8"}
+    if end_image:
+        row["end_image"] = "e.png"
+    out = wfm.fill(wf, roles, row)
+    cond = next(n["inputs"] for n in out.values() if n["class_type"] == "DynamiCrafterConditioning")
+    assert (cond["fs"], cond["length"], cond["width"], cond["height"], cond["batch_size"]) == (10, 4, 128, 64, 2)
+    assert cond["mode"] == row["mode"]
+    loads = sorted(n["inputs"]["image"] for n in out.values() if n["class_type"] == "LoadImage")
+    assert loads == (["e.png", "s.png"] if end_image else ["s.png"])
+    if not end_image:
+        with pytest.raises(wfm.WorkflowError, match="no 'end_image' input"):
+            wfm.fill(wf, roles, {"end_image": "e.png"})
+
+
+def test_roles_of_freenoise_and_turbo_graphs():
+    wf = wfm.load_workflow(T2V_WF)
+    sampler = wfm.find_sampler(wf)
+    loader = wf[sampler]["inputs"]["model"]
+    wf["50"] = {"class_type": "VideoCrafterFreeNoise", "inputs": {"model": loader, "window_size": 16,
+                                                                 "window_stride": 4, "reschedule_noise": True}}
+    wf["51"] = {"class_type": "VideoCrafterTurboUNetLoader", "inputs": {
+        "model": ["50", 0], "unet_name": "t2v_turbo_v2_unet_mg.safetensors"}}
+    wf[sampler]["inputs"].update(model=["51", 0], cfg=1.0, steps=8)
+    wf = _renumber(wf)
+    roles = wfm.find_roles(wf)
+    assert [_cls(wf, t) for t in roles["window_size"]] == [("VideoCrafterFreeNoise", "window_size")]
+    assert [_cls(wf, t) for t in roles["window_stride"]] == [("VideoCrafterFreeNoise", "window_stride")]
+    assert [_cls(wf, t) for t in roles["unet"]] == [("VideoCrafterTurboUNetLoader", "unet_name")]
+    assert [_cls(wf, t) for t in roles["checkpoint"]] == [("VideoCrafterCheckpointLoader", "ckpt_name")]
+    assert [_cls(wf, t) for t in roles["frames"]] == [("EmptyVideoCrafterLatent", "frames")]
+    out = wfm.fill(wf, roles, {"frames": "40", "window_size": "16", "window_stride": "8",
+                               "unet": "t2v_turbo_v2_unet_no_mg.safetensors", "steps": "4"})
+    by_class = {n["class_type"]: n["inputs"] for n in out.values()}
+    assert by_class["VideoCrafterFreeNoise"]["window_stride"] == 8
+    assert by_class["VideoCrafterTurboUNetLoader"]["unet_name"] == "t2v_turbo_v2_unet_no_mg.safetensors"
+    assert by_class["EmptyVideoCrafterLatent"]["frames"] == 40 and by_class["VideoCrafterKSampler"]["steps"] == 4
+    assert by_class["VideoCrafterKSampler"]["cfg"] == 1.0
+
+
+def test_table_columns_are_the_workflow_roles(tmp_path):
+    """One vocabulary: every spelling of a column loads to the role name the workflow uses."""
+    p = _write(tmp_path / "dc.csv", "Start Image,end-frame,Frame Stride,length,batch,mode,unet_name,window_size\n"
+                                    "a.png,b.png,10,16,2,interpolate,u.safetensors,16\n")
+    (job,) = load_jobs(p)
+    assert set(job.values) == {"image", "end_image", "fs", "frames", "batch_size", "mode", "unet", "window_size"}
+    assert set(job.values) <= set(wfm.ROLES)
+    assert job.values["end_image"] == os.path.join(str(tmp_path), "b.png")
+
+
 def test_fill_coerces_and_follows_primitive_links():
     wf = wfm.load_workflow(T2V_WF)
     sampler = wfm.find_sampler(wf)

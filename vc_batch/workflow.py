@@ -261,9 +261,6 @@ def coerce(value, current, role):
     else:
         s = value
     whole = True
-    if role == "seed" and isinstance(s, str) and s.lower() == "random":
-        import random
-        return random.randrange(0, 2 ** 32)
     try:
         if isinstance(current, bool):
             return s if isinstance(s, bool) else str(s).lower() in ("1", "true", "yes", "on")

@@ -565,8 +565,16 @@ def test_batch_mixed_t2v_i2v(server, tmp_path):
 
 
 def test_rejected_row_reported_and_others_run(server, tmp_path):
-    rows = [t2v_row("good_1", 11), t2v_row("bad_width", 12), t2v_row("good_2", 13)]
+    # a workflow with a second output that fails validation: ComfyUI queues the prompt with
+    # `node_errors` for the bad output; that job is a failure, not done with half its outputs
+    partial = wfm.load_workflow(T2V_WF)
+    partial["90"] = {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 64, "batch_size": 1, "color": 0}}
+    partial["91"] = {"class_type": "SaveImage", "inputs": {"images": ["90", 0], "filename_prefix": "x"}}
+    partial_path = _write(tmp_path / "partial.json", json.dumps(partial))
+    rows = [t2v_row("good_1", 11), t2v_row("bad_width", 12), t2v_row("good_2", 13),
+            t2v_row("partial", 14, workflow=partial_path)]
     rows[1]["width"] = 100
+    rows[3]["steps"] = 30  # still queued or running when the runner drops it
     table = write_table(tmp_path / "jobs.jsonl", rows)
     out = str(tmp_path / "out")
     r = run_cli(table, out, server, "--max-queued", "3")
@@ -578,6 +586,12 @@ def test_rejected_row_reported_and_others_run(server, tmp_path):
     assert "EmptyVideoCrafterLatent" in bad["error"] and "width" in bad["error"] and "100" in bad["error"], bad
     assert "bad_width" in r.stderr and "width" in r.stderr
     assert job_files(out, "bad_width") == []
+    part = m["partial"]
+    assert part["status"] == "failed" and part["files"] == [] and job_files(out, "partial") == [], part
+    assert "only part of the workflow" in part["error"] and "EmptyImage" in part["error"] \
+        and "width" in part["error"], part
+    q = server.queue()
+    assert part["prompt_id"] not in {i[1] for i in q["queue_running"] + q["queue_pending"]}
 
 
 def wait_for(predicate, timeout, what, interval=0.2):
@@ -670,6 +684,7 @@ def test_crashed_command_picks_up_its_submitted_prompts(server, tmp_path):
     prompts and fetches their outputs instead of submitting them again."""
     names = ["k1", "k2"]
     rows = [t2v_row(n, 60 + i) for i, n in enumerate(names)]
+    rows[0]["seed"] = "random"  # drawn once and kept in the manifest: the rerun rebuilds the same prompt
     for r in rows:
         r["steps"] = 3
     table = write_table(tmp_path / "jobs.csv", rows)
@@ -688,10 +703,109 @@ def test_crashed_command_picks_up_its_submitted_prompts(server, tmp_path):
         if proc.poll() is None:
             proc.kill()
     submitted = {n: e["prompt_id"] for n, e in read_manifest(out).items()}
+    seed = read_manifest(out)["k1"]["seed"]
+    assert isinstance(seed, int)
     r = run_cli(table, out, server)
     assert r.returncode == 0, r.stderr
     m = read_manifest(out)
     for n in names:
         assert m[n]["status"] == "done" and m[n]["attempts"] == 1 and m[n]["prompt_id"] == submitted[n], m[n]
+        assert m[n]["server"] == server.url
         assert len(job_files(out, n)) == 1
+    assert m["k1"]["seed"] == seed
     assert runs_per_job(history_of(server), names) == {"k1": 1, "k2": 1}
+    hist = http_json(f"{server.url}/history/{m['k1']['prompt_id']}")[m["k1"]["prompt_id"]]
+    assert [n["inputs"]["seed"] for n in hist["prompt"][2].values()
+            if n["class_type"] == "VideoCrafterKSampler"] == [seed]
+
+
+def test_attempts_are_bounded_across_runs(server, tmp_path):
+    """A job whose prompt vanished with its server three times (it crashes the server) is not
+    submitted a fourth time: it fails with the reasons of every attempt."""
+    import uuid
+    table = write_table(tmp_path / "jobs.csv", [t2v_row("boom", 80)])
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    # what three crashed runs leave: the third prompt recorded as queued on a server that
+    # no longer knows it
+    r = run_cli(table, out, server, "--dry-run")
+    fingerprint = r.stdout.split("fingerprint ")[1].split()[0]
+    log = [f"{server.url} prompt {i}: gone from the server (restarted?)" for i in ("aaaa1111", "bbbb2222")]
+    with open(os.path.join(out, "manifest.jsonl"), "w") as f:
+        f.write(json.dumps({"job": "boom", "status": "queued", "prompt_id": str(uuid.uuid4()), "server": server.url,
+                            "attempts": 3, "attempt_log": log, "fingerprint": fingerprint, "files": []}) + "\n")
+    before = len(history_of(server))
+    r = run_cli(table, out, server)
+    assert r.returncode == 1, r.stderr
+    e = read_manifest(out)["boom"]
+    assert e["status"] == "failed" and e["attempts"] == 3, e
+    assert "gave up after 3 attempt(s)" in e["error"] and "aaaa1111" in e["error"] and "bbbb2222" in e["error"], e
+    assert len(e["attempt_log"]) == 3 and "gone from the server" in e["attempt_log"][2]
+    assert len(history_of(server)) == before  # nothing submitted
+    r = run_cli(table, out, server, "--max-attempts", "4")
+    assert r.returncode == 0 and read_manifest(out)["boom"]["status"] == "done", r.stderr
+
+
+def test_three_servers_one_killed_every_job_exactly_once(server, tmp_path):
+    """Jobs spread over three real servers; one is killed (SIGKILL) while it runs a job of the
+    batch: its unfinished jobs move to the other two and every job is done exactly once."""
+    import threading
+    extra = [ComfyServer(tmp_path / f"srv{i}") for i in (2, 3)]
+    threads = [threading.Thread(target=s.start) for s in extra]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    victim, third = extra
+    try:
+        assert victim.alive() and third.alive(), victim.log_tail() + third.log_tail()
+        names = [f"m{i}" for i in range(6)]
+        rows = [t2v_row(n, 90 + i) for i, n in enumerate(names)]
+        for r in rows:
+            r["steps"] = 6
+        table = write_table(tmp_path / "jobs.csv", rows)
+        out = str(tmp_path / "out")
+        args = cli_args(table, out, server, "--server", victim.url, "--server", third.url,
+                        "--max-queued", "1", "--max-queued", "2", "--max-queued", "1", "--failover-after", "3")
+        log = open(tmp_path / "cli.log", "w")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def victim_running_ours():
+                m = read_manifest(out)
+                ids = {e["prompt_id"] for e in m.values() if e.get("server") == victim.url}
+                q = victim.queue()
+                return {i[1] for i in q["queue_running"]} & ids
+            killed_ids = wait_for(victim_running_ours, 120, "a job running on the second server")
+            victim.stop(kill=True)
+            proc.wait(240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+        output = open(tmp_path / "cli.log").read()
+        assert proc.returncode == 0, output
+        m = read_manifest(out)
+        killed_job = next(n for n, e in m.items() if e["prompt_id"] in killed_ids or any(
+            pid[:8] in line for pid in killed_ids for line in e.get("attempt_log") or []))
+        for n in names:
+            assert m[n]["status"] == "done", m[n]
+            assert len(job_files(out, n)) == 1 and m[n]["files"], (n, job_files(out, n))
+            assert_video(os.path.join(out, m[n]["files"][0]))
+        # the killed job was moved, and its move is on record
+        assert m[killed_job]["server"] in (server.url, third.url), m[killed_job]
+        assert any(victim.url in line and "moved off" in line for line in m[killed_job]["attempt_log"])
+        # exactly once: the survivors' histories plus the jobs fetched from the victim before it died
+        counts = runs_per_job(history_of(server), names)
+        for n, c in runs_per_job(history_of(third), names).items():
+            counts[n] += c
+        for n in names:
+            if m[n]["server"] == victim.url:
+                counts[n] += 1
+        assert counts == dict.fromkeys(names, 1), (counts, output)
+        servers_used = {m[n]["server"] for n in names} | {victim.url}
+        assert servers_used == {server.url, victim.url, third.url}, m
+        print(f"\n3-server batch, one killed: moved {killed_job}; jobs per server: "
+              + ", ".join(f"{u}: {sum(m[n]['server'] == u for n in names)}" for u in sorted(servers_used)))
+    finally:
+        for s in extra:
+            s.stop(kill=True)

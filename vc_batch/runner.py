@@ -50,6 +50,7 @@ class Planned:
         self.server = None
         self.submitted = None
         self.started = None  # seen running on the server
+        self.may_have_run = False
 
     def workflow_for(self, server_names):
         """The filled workflow, images under the names one server stored them as."""
@@ -243,6 +244,7 @@ class BatchRunner:
             if status in ("queued", "cancelled") and pid and entry.get("fingerprint") == planned.fingerprint:
                 if srv is not None:
                     planned.prompt_id, planned.server = pid, srv
+                    planned.may_have_run = True  # an earlier run cannot tell us whether it started
                     adopt.append((srv, planned))  # maybe still there: look before resubmitting
                     continue
                 self.log(f"warning: {job.name} was submitted to {entry.get('server')}, which is not a --server "
@@ -390,12 +392,13 @@ class BatchRunner:
         del srv.inflight[p.prompt_id]
         entry = self.manifest.get(p.name) or {}
         attempts = entry.get("attempts") or 0
-        ran = p.started is not None
+        ran = p.started is not None or p.may_have_run
         note = f"{srv.url} prompt {p.prompt_id[:8]}: {why}" + ("" if ran else " before it ran (not counted)")
         self.manifest.update(p.name, status="pending", attempts=attempts if ran else max(0, attempts - 1),
                              attempt_log=(entry.get("attempt_log") or []) + [note], error=why)
         self.log(f"{p.name}: {note}; submitting it again")
         p.prompt_id = p.server = None
+        p.may_have_run = False
         self.pending.appendleft(p)
 
     # -- submitting ------------------------------------------------------------------------

@@ -74,6 +74,141 @@ def test_table_jsonl_and_duplicate_names(tmp_path):
         load_jobs(dup)
 
 
+def test_csv_quoted_delimiters_and_doubled_quotes(tmp_path):
+    # valid RFC 4180: commas, semicolons and doubled quotes inside quoted cells (a delimiter
+    # sniffer reads this table as semicolon-separated and shifts every cell)
+    p = _write(tmp_path / "jobs.csv",
+               'prompt,negative,image,seed,steps\n'
+               '"dark; ""noisy""",blurry,"""quoted""",25,"ugly, bad"\n'
+               'stills/a.png,"she said ""run"", then; left",25,42,stills/a.png\n'
+               'blurry,"she said ""run"", then; left","dark; ""noisy""","a, ""b""; c","she said ""run"", then; left"\n')
+    jobs = load_jobs(p)
+    assert [j.values for j in jobs] == [
+        {"prompt": 'dark; "noisy"', "negative": "blurry", "image": os.path.join(str(tmp_path), '"quoted"'),
+         "seed": "25", "steps": "ugly, bad"},
+        {"prompt": "stills/a.png", "negative": 'she said "run", then; left', "image": os.path.join(str(tmp_path), "25"),
+         "seed": "42", "steps": "stills/a.png"},
+        {"prompt": "blurry", "negative": 'she said "run", then; left', "image": os.path.join(str(tmp_path), 'dark; "noisy"'),
+         "seed": 'a, "b"; c', "steps": 'she said "run", then; left'}]
+
+
+def test_csv_delimiter_is_an_option_never_guessed(tmp_path):
+    p = _write(tmp_path / "jobs.csv", 'prompt;seed\n"a, b; c";3\n')
+    jobs = load_jobs(p, delimiter=";")
+    assert jobs[0].values == {"prompt": "a, b; c", "seed": "3"}
+    # read comma-separated, the header is one unknown column: an error naming line 1, not
+    # a batch of jobs that all run the workflow's default prompt
+    with pytest.raises(TableError, match=r"jobs\.csv:1: .*no known column.*--delimiter"):
+        load_jobs(p)
+    tsv = _write(tmp_path / "jobs.tsv", 'prompt\tseed\n"a\tb"\t4\n')
+    r = subprocess.run([venv_python(), CLI, tsv, "--delimiter", "\\t", "--dry-run",
+                        "--workflow", T2V_WF], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert '"text": "a\\tb"' in r.stdout and '"seed": 4' in r.stdout
+
+
+def test_csv_cells_beyond_the_header_are_errors_naming_the_line(tmp_path):
+    p = _write(tmp_path / "jobs.csv",
+               'prompt,seed\n'
+               '"two\nlines",1\n'          # lines 2-3
+               'ok,2,,\n'                  # line 4: blank extra cells lose nothing
+               'lost,3,"a cell beyond"\n')  # line 5
+    with pytest.raises(TableError, match=r"jobs\.csv:5: 3 cells but the header has 2") as e:
+        load_jobs(p)
+    assert "a cell beyond" in str(e.value)
+    nameless = _write(tmp_path / "nameless.csv", 'prompt,,seed\nok,,1\nx,data,2\n')
+    with pytest.raises(TableError, match=r"nameless\.csv:3: cell 2 .*no name"):
+        load_jobs(nameless)
+    broken = _write(tmp_path / "broken.csv", 'prompt,seed\nok,1\n"bad"x,2\n')
+    with pytest.raises(TableError, match=r"broken\.csv:3: broken CSV quoting"):
+        load_jobs(broken)
+    with pytest.raises(TableError, match=r"none\.jsonl:2: no known key"):
+        load_jobs(_write(tmp_path / "none.jsonl", '{"prompt": "a"}\n{"promt": "b"}\n'))
+
+
+_FUZZ_PIECES = ["a", "Z", "7", " ", "  ", ",", ";", "\t", "|", '"', '""', "'", "\n", "\r\n", "\r",
+                "é", "中文", "😀", "\u2028", "\u00a0", "\ufeff", "x y", "-1.5", "random", "\\"]
+
+
+def _fuzz_cell(rng):
+    if rng.random() < 0.2:
+        return ""
+    return "".join(rng.choice(_FUZZ_PIECES) for _ in range(rng.randint(1, 6)))
+
+
+def test_fuzz_csv_reader_returns_exact_cells_or_names_the_bad_line(tmp_path):
+    """Seeded random tables written by csv.writer (random delimiter, quoting, line ends,
+    unicode, empty cells, short rows, extra cells, broken quotes): each table either loads
+    with every row's exact cells, or fails naming the first bad row's line."""
+    import io
+    import random
+    import re
+    header_choices = [("prompt", "prompt"), ("Positive Prompt", "prompt"), ("negative", "negative"),
+                      ("NEG", "negative"), ("seed", "seed"), ("r1", "r1"), ("notes", None)]
+    loaded = rejected = 0
+    for case in range(1000):
+        rng = random.Random(case)
+        delimiter = rng.choice([",", ";", "\t", "|"])
+        cols = rng.sample(header_choices, rng.randint(1, len(header_choices)))
+        if not any(c for _, c in cols):
+            cols.append(("prompt", "prompt"))
+        canon_seen = set()
+        cols = [(h, c) for h, c in cols if not (c in canon_seen or canon_seen.add(c))]
+        quoting = rng.choice([csv.QUOTE_MINIMAL, csv.QUOTE_ALL, csv.QUOTE_NONNUMERIC])
+        terminator = rng.choice(["\n", "\r\n"])
+        def csv_line(cells):
+            # the writer quotes a cell only for the characters of its own line terminator: let it
+            # see CRLF (so a cell with a lone CR or LF is quoted, as RFC 4180 needs), then end the
+            # row with the terminator this table uses
+            out = io.StringIO()
+            csv.writer(out, delimiter=delimiter, quoting=quoting, lineterminator="\r\n").writerow(cells)
+            return out.getvalue()[:-2] + terminator
+
+        text = io.StringIO()
+        text.write(csv_line([h for h, _ in cols]))
+        expected, bad_lines = [], []
+        for _ in range(rng.randint(1, 8)):
+            line = len(re.findall(r"\r\n|\r|\n", text.getvalue())) + 1
+            cells = [_fuzz_cell(rng) for _ in cols]
+            if rng.random() < 0.15:
+                cells = cells[:rng.randint(0, len(cells))]
+            extra = []
+            if len(cells) == len(cols) and rng.random() < 0.1:
+                extra = [_fuzz_cell(rng) for _ in range(rng.randint(1, 2))]
+            if rng.random() < 0.05:
+                text.write('"broken"x' + delimiter + "1" + terminator)
+                bad_lines.append(line)
+                continue
+            row = csv_line(cells + extra)
+            if row in ('""' + terminator, terminator):  # a lone empty cell is a blank line
+                continue
+            text.write(row)
+            if any(c.strip() for c in extra):
+                bad_lines.append(line)
+            elif any(c.strip() for c in cells + extra):
+                values = {}
+                for (_, canon), cell in zip(cols, cells):
+                    if canon and cell.strip():
+                        values[canon] = cell if canon in ("prompt", "negative") else cell.strip()
+                expected.append(values)
+        path = str(tmp_path / f"fuzz{case}.csv")
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            f.write(text.getvalue())
+        if not expected and not bad_lines:
+            continue
+        try:
+            jobs = load_jobs(path, extra_roles={"r1"}, warn=lambda m: None, delimiter=delimiter)
+        except TableError as e:
+            assert bad_lines, (case, str(e), text.getvalue())
+            assert str(e).startswith(f"{path}:{bad_lines[0]}: "), (case, str(e), bad_lines, text.getvalue())
+            rejected += 1
+            continue
+        assert not bad_lines, (case, bad_lines, text.getvalue())
+        assert [j.values for j in jobs] == expected, (case, text.getvalue())
+        loaded += 1
+    assert loaded > 100 and rejected > 20, (loaded, rejected)
+
+
 def _renumber(wf, prefix="n"):
     """Same graph, different (non-numeric) node ids: roles must not depend on ids."""
     ids = {nid: f"{prefix}{i * 7 + 3}" for i, nid in enumerate(sorted(wf, reverse=True))}
@@ -110,6 +245,100 @@ def test_roles_found_by_structure(path):
         assert [_cls(wf, t) for t in roles["image"]] == [("LoadImage", "image")]
     else:
         assert "image" not in roles
+
+
+def _dc_graph(end_image=True):
+    """An API graph shaped like the DynamiCrafter workflows: LoadImage nodes (one through an
+    ImageScale) feeding DynamiCrafterConditioning, whose outputs feed the sampler."""
+    wf = {
+        "1": {"class_type": "VideoCrafterCheckpointLoader", "inputs": {"ckpt_name": "dynamicrafter_512.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "pos", "clip": ["1", 1]}},
+        "3": {"class_type": "CLIPTextEncode", "inputs": {"text": "neg", "clip": ["1", 1]}},
+        "4": {"class_type": "LoadImage", "inputs": {"image": "start.png"}},
+        "5": {"class_type": "ImageScale", "inputs": {"image": ["4", 0], "width": 512, "height": 320,
+                                                     "upscale_method": "bilinear", "crop": "center"}},
+        "6": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": "open_clip_vit_h.safetensors"}},
+        "7": {"class_type": "DynamiCrafterConditioning", "inputs": {
+            "positive": ["2", 0], "negative": ["3", 0], "vae": ["1", 2], "clip_vision": ["6", 0],
+            "projector": ["1", 3], "start_image": ["5", 0], "mode": "i2v", "width": 512, "height": 320,
+            "length": 16, "batch_size": 1, "fs": 24}},
+        "8": {"class_type": "VideoCrafterKSampler", "inputs": {
+            "model": ["1", 0], "positive": ["7", 0], "negative": ["7", 1], "latent_image": ["7", 2],
+            "seed": 0, "steps": 50, "cfg": 7.5, "eta": 1.0}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
+        "10": {"class_type": "CreateVideo", "inputs": {"images": ["9", 0], "fps": 8.0}},
+        "11": {"class_type": "SaveVideo", "inputs": {"video": ["10", 0], "filename_prefix": "dc"}},
+    }
+    if end_image:
+        wf["12"] = {"class_type": "LoadImage", "inputs": {"image": "end.png"}}
+        wf["7"]["inputs"].update(mode="interpolate", end_image=["12", 0])
+    return wf
+
+
+@pytest.mark.parametrize("end_image", [False, True])
+def test_roles_of_dynamicrafter_graphs(end_image):
+    wf = _renumber(_dc_graph(end_image))
+    roles = wfm.find_roles(wf)
+    assert [_cls(wf, t) for t in roles["image"]] == [("LoadImage", "image")]
+    assert wf[roles["image"][0][0]]["inputs"]["image"] == "start.png"
+    if end_image:
+        assert [wf[n]["inputs"][i] for n, i in roles["end_image"]] == ["end.png"]
+    else:
+        assert "end_image" not in roles
+    for role, name in (("fs", "fs"), ("mode", "mode"), ("frames", "length"), ("width", "width"),
+                       ("height", "height"), ("batch_size", "batch_size")):
+        assert [_cls(wf, t) for t in roles[role]] == [("DynamiCrafterConditioning", name)], role
+    assert [wf[n]["inputs"][i] for n, i in roles["prompt"]] == ["pos"]
+    assert [wf[n]["inputs"][i] for n, i in roles["negative"]] == ["neg"]
+    assert [_cls(wf, t) for t in roles["fps"]] == [("CreateVideo", "fps")]
+    row = {"prompt": "a", "image": "s.png", "fs": "10", "frames": "4", "width": "128", "height": "64",
+           "batch_size": "2", "mode": "loop" if not end_image else "interpolate", "fps": "8"}
+    if end_image:
+        row["end_image"] = "e.png"
+    out = wfm.fill(wf, roles, row)
+    cond = next(n["inputs"] for n in out.values() if n["class_type"] == "DynamiCrafterConditioning")
+    assert (cond["fs"], cond["length"], cond["width"], cond["height"], cond["batch_size"]) == (10, 4, 128, 64, 2)
+    assert cond["mode"] == row["mode"]
+    loads = sorted(n["inputs"]["image"] for n in out.values() if n["class_type"] == "LoadImage")
+    assert loads == (["e.png", "s.png"] if end_image else ["s.png"])
+    if not end_image:
+        with pytest.raises(wfm.WorkflowError, match="no 'end_image' input"):
+            wfm.fill(wf, roles, {"end_image": "e.png"})
+
+
+def test_roles_of_freenoise_and_turbo_graphs():
+    wf = wfm.load_workflow(T2V_WF)
+    sampler = wfm.find_sampler(wf)
+    loader = wf[sampler]["inputs"]["model"]
+    wf["50"] = {"class_type": "VideoCrafterFreeNoise", "inputs": {"model": loader, "window_size": 16,
+                                                                 "window_stride": 4, "reschedule_noise": True}}
+    wf["51"] = {"class_type": "VideoCrafterTurboUNetLoader", "inputs": {
+        "model": ["50", 0], "unet_name": "t2v_turbo_v2_unet_mg.safetensors"}}
+    wf[sampler]["inputs"].update(model=["51", 0], cfg=1.0, steps=8)
+    wf = _renumber(wf)
+    roles = wfm.find_roles(wf)
+    assert [_cls(wf, t) for t in roles["window_size"]] == [("VideoCrafterFreeNoise", "window_size")]
+    assert [_cls(wf, t) for t in roles["window_stride"]] == [("VideoCrafterFreeNoise", "window_stride")]
+    assert [_cls(wf, t) for t in roles["unet"]] == [("VideoCrafterTurboUNetLoader", "unet_name")]
+    assert [_cls(wf, t) for t in roles["checkpoint"]] == [("VideoCrafterCheckpointLoader", "ckpt_name")]
+    assert [_cls(wf, t) for t in roles["frames"]] == [("EmptyVideoCrafterLatent", "frames")]
+    out = wfm.fill(wf, roles, {"frames": "40", "window_size": "16", "window_stride": "8",
+                               "unet": "t2v_turbo_v2_unet_no_mg.safetensors", "steps": "4"})
+    by_class = {n["class_type"]: n["inputs"] for n in out.values()}
+    assert by_class["VideoCrafterFreeNoise"]["window_stride"] == 8
+    assert by_class["VideoCrafterTurboUNetLoader"]["unet_name"] == "t2v_turbo_v2_unet_no_mg.safetensors"
+    assert by_class["EmptyVideoCrafterLatent"]["frames"] == 40 and by_class["VideoCrafterKSampler"]["steps"] == 4
+    assert by_class["VideoCrafterKSampler"]["cfg"] == 1.0
+
+
+def test_table_columns_are_the_workflow_roles(tmp_path):
+    """One vocabulary: every spelling of a column loads to the role name the workflow uses."""
+    p = _write(tmp_path / "dc.csv", "Start Image,end-frame,Frame Stride,length,batch,mode,unet_name,window_size\n"
+                                    "a.png,b.png,10,16,2,interpolate,u.safetensors,16\n")
+    (job,) = load_jobs(p)
+    assert set(job.values) == {"image", "end_image", "fs", "frames", "batch_size", "mode", "unet", "window_size"}
+    assert set(job.values) <= set(wfm.ROLES)
+    assert job.values["end_image"] == os.path.join(str(tmp_path), "b.png")
 
 
 def test_fill_coerces_and_follows_primitive_links():
@@ -336,8 +565,16 @@ def test_batch_mixed_t2v_i2v(server, tmp_path):
 
 
 def test_rejected_row_reported_and_others_run(server, tmp_path):
-    rows = [t2v_row("good_1", 11), t2v_row("bad_width", 12), t2v_row("good_2", 13)]
+    # a workflow with a second output that fails validation: ComfyUI queues the prompt with
+    # `node_errors` for the bad output; that job is a failure, not done with half its outputs
+    partial = wfm.load_workflow(T2V_WF)
+    partial["90"] = {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 64, "batch_size": 1, "color": 0}}
+    partial["91"] = {"class_type": "SaveImage", "inputs": {"images": ["90", 0], "filename_prefix": "x"}}
+    partial_path = _write(tmp_path / "partial.json", json.dumps(partial))
+    rows = [t2v_row("good_1", 11), t2v_row("bad_width", 12), t2v_row("good_2", 13),
+            t2v_row("partial", 14, workflow=partial_path)]
     rows[1]["width"] = 100
+    rows[3]["steps"] = 30  # still queued or running when the runner drops it
     table = write_table(tmp_path / "jobs.jsonl", rows)
     out = str(tmp_path / "out")
     r = run_cli(table, out, server, "--max-queued", "3")
@@ -349,6 +586,12 @@ def test_rejected_row_reported_and_others_run(server, tmp_path):
     assert "EmptyVideoCrafterLatent" in bad["error"] and "width" in bad["error"] and "100" in bad["error"], bad
     assert "bad_width" in r.stderr and "width" in r.stderr
     assert job_files(out, "bad_width") == []
+    part = m["partial"]
+    assert part["status"] == "failed" and part["files"] == [] and job_files(out, "partial") == [], part
+    assert "only part of the workflow" in part["error"] and "EmptyImage" in part["error"] \
+        and "width" in part["error"], part
+    q = server.queue()
+    assert part["prompt_id"] not in {i[1] for i in q["queue_running"] + q["queue_pending"]}
 
 
 def wait_for(predicate, timeout, what, interval=0.2):
@@ -441,6 +684,7 @@ def test_crashed_command_picks_up_its_submitted_prompts(server, tmp_path):
     prompts and fetches their outputs instead of submitting them again."""
     names = ["k1", "k2"]
     rows = [t2v_row(n, 60 + i) for i, n in enumerate(names)]
+    rows[0]["seed"] = "random"  # drawn once and kept in the manifest: the rerun rebuilds the same prompt
     for r in rows:
         r["steps"] = 3
     table = write_table(tmp_path / "jobs.csv", rows)
@@ -459,10 +703,109 @@ def test_crashed_command_picks_up_its_submitted_prompts(server, tmp_path):
         if proc.poll() is None:
             proc.kill()
     submitted = {n: e["prompt_id"] for n, e in read_manifest(out).items()}
+    seed = read_manifest(out)["k1"]["seed"]
+    assert isinstance(seed, int)
     r = run_cli(table, out, server)
     assert r.returncode == 0, r.stderr
     m = read_manifest(out)
     for n in names:
         assert m[n]["status"] == "done" and m[n]["attempts"] == 1 and m[n]["prompt_id"] == submitted[n], m[n]
+        assert m[n]["server"] == server.url
         assert len(job_files(out, n)) == 1
+    assert m["k1"]["seed"] == seed
     assert runs_per_job(history_of(server), names) == {"k1": 1, "k2": 1}
+    hist = http_json(f"{server.url}/history/{m['k1']['prompt_id']}")[m["k1"]["prompt_id"]]
+    assert [n["inputs"]["seed"] for n in hist["prompt"][2].values()
+            if n["class_type"] == "VideoCrafterKSampler"] == [seed]
+
+
+def test_attempts_are_bounded_across_runs(server, tmp_path):
+    """A job whose prompt vanished with its server three times (it crashes the server) is not
+    submitted a fourth time: it fails with the reasons of every attempt."""
+    import uuid
+    table = write_table(tmp_path / "jobs.csv", [t2v_row("boom", 80)])
+    out = str(tmp_path / "out")
+    os.makedirs(out)
+    # what three crashed runs leave: the third prompt recorded as queued on a server that
+    # no longer knows it
+    r = run_cli(table, out, server, "--dry-run")
+    fingerprint = r.stdout.split("fingerprint ")[1].split()[0]
+    log = [f"{server.url} prompt {i}: gone from the server (restarted?)" for i in ("aaaa1111", "bbbb2222")]
+    with open(os.path.join(out, "manifest.jsonl"), "w") as f:
+        f.write(json.dumps({"job": "boom", "status": "queued", "prompt_id": str(uuid.uuid4()), "server": server.url,
+                            "attempts": 3, "attempt_log": log, "fingerprint": fingerprint, "files": []}) + "\n")
+    before = len(history_of(server))
+    r = run_cli(table, out, server)
+    assert r.returncode == 1, r.stderr
+    e = read_manifest(out)["boom"]
+    assert e["status"] == "failed" and e["attempts"] == 3, e
+    assert "gave up after 3 attempt(s)" in e["error"] and "aaaa1111" in e["error"] and "bbbb2222" in e["error"], e
+    assert len(e["attempt_log"]) == 3 and "gone from the server" in e["attempt_log"][2]
+    assert len(history_of(server)) == before  # nothing submitted
+    r = run_cli(table, out, server, "--max-attempts", "4")
+    assert r.returncode == 0 and read_manifest(out)["boom"]["status"] == "done", r.stderr
+
+
+def test_three_servers_one_killed_every_job_exactly_once(server, tmp_path):
+    """Jobs spread over three real servers; one is killed (SIGKILL) while it runs a job of the
+    batch: its unfinished jobs move to the other two and every job is done exactly once."""
+    import threading
+    extra = [ComfyServer(tmp_path / f"srv{i}") for i in (2, 3)]
+    threads = [threading.Thread(target=s.start) for s in extra]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    victim, third = extra
+    try:
+        assert victim.alive() and third.alive(), victim.log_tail() + third.log_tail()
+        names = [f"m{i}" for i in range(6)]
+        rows = [t2v_row(n, 90 + i) for i, n in enumerate(names)]
+        for r in rows:
+            r["steps"] = 6
+        table = write_table(tmp_path / "jobs.csv", rows)
+        out = str(tmp_path / "out")
+        args = cli_args(table, out, server, "--server", victim.url, "--server", third.url,
+                        "--max-queued", "1", "--max-queued", "2", "--max-queued", "1", "--failover-after", "3")
+        log = open(tmp_path / "cli.log", "w")
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            def victim_running_ours():
+                m = read_manifest(out)
+                ids = {e["prompt_id"] for e in m.values() if e.get("server") == victim.url}
+                q = victim.queue()
+                return {i[1] for i in q["queue_running"]} & ids
+            killed_ids = wait_for(victim_running_ours, 120, "a job running on the second server")
+            victim.stop(kill=True)
+            proc.wait(240)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+        output = open(tmp_path / "cli.log").read()
+        assert proc.returncode == 0, output
+        m = read_manifest(out)
+        killed_job = next(n for n, e in m.items() if e["prompt_id"] in killed_ids or any(
+            pid[:8] in line for pid in killed_ids for line in e.get("attempt_log") or []))
+        for n in names:
+            assert m[n]["status"] == "done", m[n]
+            assert len(job_files(out, n)) == 1 and m[n]["files"], (n, job_files(out, n))
+            assert_video(os.path.join(out, m[n]["files"][0]))
+        # the killed job was moved, and its move is on record
+        assert m[killed_job]["server"] in (server.url, third.url), m[killed_job]
+        assert any(victim.url in line and "moved off" in line for line in m[killed_job]["attempt_log"])
+        # exactly once: the survivors' histories plus the jobs fetched from the victim before it died
+        counts = runs_per_job(history_of(server), names)
+        for n, c in runs_per_job(history_of(third), names).items():
+            counts[n] += c
+        for n in names:
+            if m[n]["server"] == victim.url:
+                counts[n] += 1
+        assert counts == dict.fromkeys(names, 1), (counts, output)
+        servers_used = {m[n]["server"] for n in names} | {victim.url}
+        assert servers_used == {server.url, victim.url, third.url}, m
+        print(f"\n3-server batch, one killed: moved {killed_job}; jobs per server: "
+              + ", ".join(f"{u}: {sum(m[n]['server'] == u for n in names)}" for u in sorted(servers_used)))
+    finally:
+        for s in extra:
+            s.stop(kill=True)

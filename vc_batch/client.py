@@ -72,6 +72,45 @@ def format_rejection(body, workflow=None):
     return "; ".join(parts)
 
 
+class HistoryResult:
+    """What a /history entry says about a finished prompt."""
+
+    def __init__(self, ok, interrupted=False, error=None, seconds=None, outputs=()):
+        self.ok = ok
+        self.interrupted = interrupted  # stopped by an interrupt on the server
+        self.error = error  # one line: node, class, exception
+        self.seconds = seconds  # the server's execution time
+        self.outputs = list(outputs)  # output file items {filename, subfolder, type, node}
+
+
+def parse_history(entry):
+    status = entry.get("status") or {}
+    messages = status.get("messages") or []
+    events = {m[0]: m[1] for m in messages if isinstance(m, list) and len(m) == 2 and isinstance(m[1], dict)}
+    start = events.get("execution_start", {}).get("timestamp")
+    end = next((events[k].get("timestamp") for k in ("execution_success", "execution_error", "execution_interrupted")
+                if k in events), None)
+    seconds = round((end - start) / 1000.0, 3) if start and end else None
+    ok = status.get("status_str") == "success" or (status.get("completed") and "execution_error" not in events)
+    if not ok:
+        if "execution_interrupted" in events:
+            err = events["execution_interrupted"]
+            return HistoryResult(False, True, f"interrupted on the server (node {err.get('node_id')})", seconds)
+        err = events.get("execution_error")
+        text = (f"node {err.get('node_id')} ({err.get('node_type')}): "
+                f"{err.get('exception_type', 'error')}: {str(err.get('exception_message', '')).strip()}"
+                if err else f"server status {status.get('status_str')!r}")
+        return HistoryResult(False, False, text, seconds)
+    items = []
+    for nid, out in (entry.get("outputs") or {}).items():
+        for val in out.values():
+            if isinstance(val, list):
+                items += [dict(it, node=nid) for it in val if isinstance(it, dict) and "filename" in it]
+    # saved outputs; previews (type temp) only when nothing was saved
+    chosen = [it for it in items if it.get("type", "output") == "output"] or items
+    return HistoryResult(True, seconds=seconds, outputs=chosen)
+
+
 class ComfyClient:
     def __init__(self, server, client_id, request_timeout=60.0):
         if "://" not in server:
@@ -137,13 +176,15 @@ class ComfyClient:
         return None
 
     async def submit(self, workflow, prompt_id):
+        """Queue workflow as prompt_id; returns (prompt id, node_errors).  ComfyUI queues a
+        prompt when at least one output validates: node_errors then lists the outputs it left out."""
         payload = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
         status, body = await self._request("POST", "/prompt", json_body=payload)
         if status == 400:
             raise PromptRejected(format_rejection(body, workflow), body.get("node_errors") if isinstance(body, dict) else None, body)
         if status != 200 or not isinstance(body, dict) or "prompt_id" not in body:
             raise RequestFailed(f"POST /prompt: HTTP {status}: {str(body)[:300]}")
-        return body["prompt_id"]
+        return body["prompt_id"], body.get("node_errors") or {}
 
     async def upload_image(self, path, name):
         form = aiohttp.FormData()

@@ -5,9 +5,11 @@ manifest and fsyncs the folder, so a crash at any moment leaves either the old o
 complete file: finished entries are never corrupted.  A lock file (`<manifest>.lock`,
 flock) stops two batch processes from sharing one manifest.
 
-Entry fields: job, status, prompt_id, files, seconds, error, attempts, fingerprint,
+Entry fields: job, status, prompt_id, server (which server holds prompt_id), files, seconds,
+error, attempts (submissions counted against --max-attempts), attempt_log (why earlier
+attempts ended), seed (a `random` seed as drawn, before the first submission), fingerprint,
 workflow, updated.  Status is one of
-  pending    not submitted yet
+  pending    not submitted yet (or to be submitted again)
   queued     submitted to the server as prompt_id (may or may not still be there)
   done       outputs downloaded (files are relative to the output folder)
   failed     rejected by the server or failed while running (error says why)
@@ -23,7 +25,8 @@ try:
 except ImportError:  # Windows: no advisory lock
     fcntl = None
 
-FIELDS = ("job", "status", "prompt_id", "files", "seconds", "error", "attempts", "fingerprint", "workflow", "updated")
+FIELDS = ("job", "status", "prompt_id", "server", "files", "seconds", "error", "attempts", "attempt_log", "seed",
+          "fingerprint", "workflow", "updated")
 
 
 class ManifestLocked(RuntimeError):

@@ -1,35 +1,22 @@
 """Job tables: CSV (with a header row) or JSONL (one object per line).
 
-Columns (case-insensitive, aliases accepted); a blank cell / missing key keeps the
-workflow's value:
-    prompt, negative, image, seed, steps, cfg, fps, frames, width, height, checkpoint, name
-plus `workflow` (a per-row API workflow path) and any extra role defined in a
---roles mapping file.
+CSV is read as RFC 4180: comma-separated unless `delimiter` says otherwise (never guessed),
+fields in double quotes may hold delimiters, line breaks and doubled quotes.  A row with more
+(non-blank) cells than the header, a header with no known column, or broken quoting is an error naming
+the line.  A row with fewer cells leaves the missing ones blank.
+
+Columns: see columns.COLUMNS (case-insensitive, aliases accepted) plus any extra role defined
+in a --roles mapping file; a blank cell / missing key keeps the workflow's value.
 """
 import csv
 import json
 import os
 import re
 
-# canonical column -> accepted spellings
-ALIASES = {
-    "prompt": ("prompt", "positive", "text", "positive_prompt"),
-    "negative": ("negative", "negative_prompt", "neg"),
-    "image": ("image", "image_path", "init_image", "input_image"),
-    "seed": ("seed",),
-    "steps": ("steps",),
-    "cfg": ("cfg", "cfg_scale", "guidance", "guidance_scale"),
-    "fps": ("fps", "frame_rate"),
-    "frames": ("frames", "length", "num_frames", "video_frames"),
-    "width": ("width", "w"),
-    "height": ("height", "h"),
-    "checkpoint": ("checkpoint", "ckpt", "ckpt_name", "model"),
-    "name": ("name", "output", "output_name", "job", "id"),
-    "workflow": ("workflow",),
-}
-_ALIAS_TO_CANON = {a: canon for canon, names in ALIASES.items() for a in names}
+from .columns import COLUMNS, IMAGE_COLUMNS, VERBATIM_COLUMNS, column_of
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+JSONL_EXTENSIONS = (".jsonl", ".ndjson", ".json")
 
 
 class TableError(ValueError):
@@ -43,7 +30,7 @@ class Job:
         self.index = index  # 1-based row number among jobs
         self.name = name
         self.values = values
-        self.line = line  # where it came from, for messages
+        self.line = line  # "path:line", for messages
 
     @property
     def is_i2v(self):
@@ -62,69 +49,127 @@ def _blank(v):
     return v is None or (isinstance(v, str) and v.strip() == "")
 
 
-def _normalize_row(raw, extra_roles, unknown):
-    values = {}
-    for key, val in raw.items():
-        if key is None:  # csv: more cells than header names
+def _csv_rows(path, f, delimiter):
+    """Yield (first line number, cells) per non-blank CSV record."""
+    reader = csv.reader(f, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
+    start = 1
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise TableError(f"{path}:{start}: broken CSV quoting ({e}); a field that holds the delimiter, "
+                             'a quote or a line break must be in double quotes, with quotes inside doubled ("")') \
+                from None
+        if any(c.strip() for c in cells):
+            yield start, cells
+        start = reader.line_num + 1
+
+
+def read_rows(path, delimiter=",", extra_roles=(), warn=print):
+    """Yield ("path:line", {column: value}) for each row of a CSV or JSONL table.  Keys are
+    canonical column names; unknown CSV columns are dropped with one warning."""
+    ext = os.path.splitext(path)[1].lower()
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            if ext in JSONL_EXTENSIONS:
+                yield from _jsonl_rows(path, f, extra_roles, warn)
+            else:
+                yield from _csv_dict_rows(path, f, delimiter, extra_roles, warn)
+    except UnicodeDecodeError as e:
+        raise TableError(f"{path}: not UTF-8 text ({e}); save the table as UTF-8") from None
+
+
+def _jsonl_rows(path, f, extra_roles, warn):
+    unknown, known_any, n = set(), False, 0
+    for n, line in enumerate(f, 1):
+        if not line.strip() or line.lstrip().startswith("#"):
             continue
-        k = str(key).strip().lower().replace(" ", "_").replace("-", "_")
-        canon = _ALIAS_TO_CANON.get(k)
-        if canon is None and k in extra_roles:
-            canon = k
-        if canon is None:
-            if k:
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise TableError(f"{path}:{n}: not valid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise TableError(f"{path}:{n}: each line must be a JSON object")
+        row = {}
+        for key, val in obj.items():
+            canon = column_of(key, extra_roles)
+            if canon is None:
                 unknown.add(str(key))
-            continue
+                continue
+            known_any = True
+            if canon in row:
+                raise TableError(f"{path}:{n}: {key!r} and another key both set column {canon!r}")
+            row[canon] = val
+        if not row and obj:
+            raise TableError(f"{path}:{n}: no known key in {sorted(obj)} ({_known_hint()})")
+        yield f"{path}:{n}", row
+    if unknown:
+        warn(f"warning: ignoring unknown key(s) {', '.join(sorted(unknown))} ({_known_hint()})")
+
+
+def _csv_dict_rows(path, f, delimiter, extra_roles, warn):
+    rows = _csv_rows(path, f, delimiter)
+    try:
+        header_line, header = next(rows)
+    except StopIteration:
+        raise TableError(f"{path}: empty table (a header row is required)") from None
+    columns, seen, unknown = [], {}, []
+    for cell in header:
+        canon = column_of(cell, extra_roles)
+        if canon is not None and canon in seen:
+            raise TableError(f"{path}:{header_line}: columns {seen[canon]!r} and {cell!r} both set {canon!r}")
+        if canon is not None:
+            seen[canon] = cell
+        elif cell.strip():
+            unknown.append(cell)
+        columns.append(canon if canon is not None or cell.strip() else "")
+    if not seen:
+        sep = {",": "comma", ";": "semicolon", "\t": "tab"}.get(delimiter, repr(delimiter))
+        raise TableError(f"{path}:{header_line}: the header {header!r} has no known column ({_known_hint()}); "
+                         f"the table is read {sep}-separated: pass --delimiter if it uses another separator")
+    if unknown:
+        warn(f"warning: {path}:{header_line}: ignoring unknown column(s) {', '.join(unknown)} ({_known_hint()})")
+    for line, cells in rows:
+        extra = cells[len(columns):]
+        if any(c.strip() for c in extra):  # blank trailing cells (spreadsheet exports) lose nothing
+            raise TableError(f"{path}:{line}: {len(cells)} cells but the header has {len(columns)} "
+                             f"(extra: {extra!r}); quote cells that contain the delimiter {delimiter!r}")
+        for i, (canon, cell) in enumerate(zip(columns, cells)):
+            if canon == "" and cell.strip():
+                raise TableError(f"{path}:{line}: cell {i + 1} ({cell!r}) is under a header cell with no name; "
+                                 "name the column or remove the cell")
+        yield f"{path}:{line}", {canon: cell for canon, cell in zip(columns, cells) if canon}
+
+
+def _known_hint():
+    return f"known: {', '.join(COLUMNS)}; extra roles come from --roles"
+
+
+def _clean(row):
+    values = {}
+    for canon, val in row.items():
         if _blank(val):
             continue
-        if isinstance(val, str) and canon not in ("prompt", "negative"):
+        if isinstance(val, str) and canon not in VERBATIM_COLUMNS:
             val = val.strip()
         values[canon] = val
     return values
 
 
-def read_rows(path):
-    """Yield (line_description, dict) for each row of a CSV or JSONL file."""
-    ext = os.path.splitext(path)[1].lower()
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        if ext in (".jsonl", ".ndjson", ".json"):
-            for n, line in enumerate(f, 1):
-                if not line.strip() or line.lstrip().startswith("#"):
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise TableError(f"{path}:{n}: not valid JSON: {e}") from None
-                if not isinstance(obj, dict):
-                    raise TableError(f"{path}:{n}: each line must be a JSON object")
-                yield f"{path}:{n}", obj
-        else:
-            sample = f.read(4096)
-            f.seek(0)
-            try:
-                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
-            except csv.Error:
-                dialect = csv.excel
-            reader = csv.DictReader(f, dialect=dialect)
-            if not reader.fieldnames:
-                raise TableError(f"{path}: empty table (a header row is required)")
-            for row in reader:
-                if all(_blank(v) for v in row.values() if not isinstance(v, list)):
-                    continue
-                yield f"{path}:{reader.line_num}", row
-
-
-def load_jobs(path, extra_roles=(), warn=print):
-    """Parse a job table into Jobs with unique safe names. Image/workflow paths are made
+def load_jobs(path, extra_roles=(), warn=print, delimiter=","):
+    """Parse a job table into Jobs with unique safe names.  Image/workflow paths are made
     absolute relative to the table's folder."""
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
+        raise TableError(f"the delimiter must be one character other than a quote or line break, not {delimiter!r}")
     extra_roles = {r.lower() for r in extra_roles}
     base = os.path.dirname(os.path.abspath(path))
-    unknown = set()
     jobs = []
-    for line, raw in read_rows(path):
-        values = _normalize_row(raw, extra_roles, unknown)
+    for line, row in read_rows(path, delimiter, extra_roles, warn):
+        values = _clean(row)
         index = len(jobs) + 1
-        for key in ("image", "workflow"):
+        for key in IMAGE_COLUMNS + ("workflow",):
             if key in values:
                 p = os.path.expanduser(str(values[key]))
                 values[key] = p if os.path.isabs(p) else os.path.join(base, p)
@@ -135,9 +180,6 @@ def load_jobs(path, extra_roles=(), warn=print):
         else:
             name = f"job_{index:05d}"
         jobs.append(Job(index, name, values, line))
-    if unknown:
-        warn(f"warning: ignoring unknown column(s) {', '.join(sorted(unknown))} "
-             f"(known: {', '.join(ALIASES)}; extra roles come from --roles)")
     seen = {}
     for job in jobs:
         if job.name in seen:

@@ -14,9 +14,18 @@ Roles are found from the graph's structure, never from node ids:
   width, height, frames   on the latent node reached from `latent_image`
   fps       every `fps` / `frame_rate` input in the graph (the fps conditioning and the
             video writer should agree)
-  image     the `image` of the LoadImage node(s) upstream of the sampler
+  batch_size  on that latent node too (DynamiCrafter Conditioning makes the latent)
+  image     the `image` of the LoadImage node(s) feeding a `start_image` input (DynamiCrafter
+            Conditioning), or, in a graph without one, of the LoadImage node(s) upstream of
+            the sampler (VideoCrafter I2V)
+  end_image the `image` of the LoadImage node(s) feeding an `end_image` input
+  fs, mode  `fs` / `mode` of the node with a `start_image` input (DynamiCrafter Conditioning)
+  window_size, window_stride  on a node upstream of the sampler (VideoCrafter FreeNoise)
   checkpoint  every `ckpt_name` input upstream of the sampler
+  unet      every `unet_name` input upstream of the sampler (T2V-Turbo UNet loader)
   output    every `filename_prefix` input (SaveVideo, SaveImage, ...)
+
+Role names are the table's column names (columns.py holds the one vocabulary).
 
 If a role's input is itself a link (e.g. to a primitive node), the value is written into
 the source node.  A mapping file overrides or adds roles:
@@ -27,8 +36,8 @@ import hashlib
 import json
 import os
 
-ROLES = ("prompt", "negative", "image", "seed", "steps", "cfg", "fps", "frames", "width", "height", "checkpoint",
-         "output")
+from .columns import BATCH_COLUMNS, ROLES  # noqa: F401  (ROLES re-exported: the roles find_roles may report)
+
 SAMPLER_PREFERENCE = ("VideoCrafterKSampler", "KSampler", "KSamplerAdvanced")
 TEXT_INPUTS = ("text", "prompt")
 FRAMES_INPUTS = ("frames", "length", "video_frames", "num_frames")
@@ -181,19 +190,21 @@ def find_roles(wf, overrides=None):
         if is_link(lat) and str(lat[0]) in wf:
             lid = str(lat[0])
             l_in = wf[lid]["inputs"]
-            for role, names in (("width", ("width",)), ("height", ("height",)), ("frames", FRAMES_INPUTS)):
+            for role, names in (("width", ("width",)), ("height", ("height",)), ("frames", FRAMES_INPUTS),
+                                ("batch_size", ("batch_size",))):
                 name = next((n for n in names if n in l_in), None)
                 if name:
                     roles[role] = [_resolve_literal(wf, lid, name)]
-        up = _upstream(wf, [sampler])
-        loaders = sorted((nid for nid in up if wf[nid]["class_type"] in IMAGE_LOADERS
-                          and "image" in wf[nid]["inputs"]), key=_id_key)
-        if loaders:
-            roles["image"] = [(nid, "image") for nid in loaders]
-        ckpts = [(nid, "ckpt_name") for nid in sorted(up, key=_id_key) if "ckpt_name" in wf[nid]["inputs"]
-                 and not is_link(wf[nid]["inputs"]["ckpt_name"])]
-        if ckpts:
-            roles["checkpoint"] = ckpts
+        up = sorted(_upstream(wf, [sampler]), key=_id_key)
+        _image_roles(wf, up, roles)
+        for role, name in (("checkpoint", "ckpt_name"), ("unet", "unet_name")):
+            hits = [(nid, name) for nid in up if name in wf[nid]["inputs"] and not is_link(wf[nid]["inputs"][name])]
+            if hits:
+                roles[role] = hits
+        for role in ("window_size", "window_stride"):
+            hits = [_resolve_literal(wf, nid, role) for nid in up if role in wf[nid]["inputs"]]
+            if hits:
+                roles[role] = list(dict.fromkeys(hits))
     fps = []
     for nid in sorted(wf, key=_id_key):
         for name in FPS_INPUTS:
@@ -213,6 +224,32 @@ def find_roles(wf, overrides=None):
     return roles
 
 
+def _loaders_feeding(wf, link):
+    """LoadImage nodes upstream of one input link, in id order."""
+    if not is_link(link):
+        return []
+    return sorted((nid for nid in _upstream(wf, [str(link[0])]) if wf[nid]["class_type"] in IMAGE_LOADERS
+                   and "image" in wf[nid]["inputs"]), key=_id_key)
+
+
+def _image_roles(wf, up, roles):
+    """image / end_image (LoadImage nodes) and the frame-conditioning settings fs / mode."""
+    cond = [nid for nid in up if "start_image" in wf[nid]["inputs"]]
+    start, end = [], []
+    for nid in cond:
+        start += _loaders_feeding(wf, wf[nid]["inputs"]["start_image"])
+        end += _loaders_feeding(wf, wf[nid]["inputs"].get("end_image"))
+        for role in ("fs", "mode"):
+            if role in wf[nid]["inputs"]:
+                roles.setdefault(role, []).append(_resolve_literal(wf, nid, role))
+    if not cond:  # VideoCrafter I2V: the image reaches the sampler through Image Encode
+        start = [nid for nid in up if wf[nid]["class_type"] in IMAGE_LOADERS and "image" in wf[nid]["inputs"]]
+    for role, loaders in (("image", start), ("end_image", end)):
+        loaders = list(dict.fromkeys(loaders))
+        if loaders:
+            roles[role] = [(nid, "image") for nid in loaders]
+
+
 def _id_key(nid):
     return (0, int(nid), "") if str(nid).isdigit() else (1, 0, str(nid))
 
@@ -224,9 +261,6 @@ def coerce(value, current, role):
     else:
         s = value
     whole = True
-    if role == "seed" and isinstance(s, str) and s.lower() == "random":
-        import random
-        return random.randrange(0, 2 ** 32)
     try:
         if isinstance(current, bool):
             return s if isinstance(s, bool) else str(s).lower() in ("1", "true", "yes", "on")
@@ -243,7 +277,8 @@ def coerce(value, current, role):
         raise WorkflowError(f"{role}: {value!r} is not a number") from None
     if isinstance(current, int) and not whole:
         raise WorkflowError(f"{role}: {value!r} is not a whole number")
-    if current is None and role in ("seed", "steps", "frames", "width", "height"):
+    if current is None and role in ("seed", "steps", "frames", "width", "height", "fs", "batch_size",
+                                    "window_size", "window_stride"):
         try:
             return int(s)
         except (TypeError, ValueError):
@@ -261,7 +296,7 @@ def fill(wf, roles, values, output_prefix=None):
     filename_prefix.  Raises WorkflowError for a value whose role the workflow lacks."""
     wf = copy.deepcopy(wf)
     for role, value in values.items():
-        if role in ("name", "workflow"):
+        if role in BATCH_COLUMNS:
             continue
         if role not in roles:
             raise WorkflowError(f"the workflow has no {role!r} input (found roles: {', '.join(sorted(roles))}); "

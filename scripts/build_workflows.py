@@ -24,6 +24,10 @@ NODE_TYPES = {
                               ("latent_image", "LATENT")], [("LATENT", "LATENT")],
                              ["seed", "steps", "cfg", "sampler_name", "scheduler", "eta", "denoise"]),
     "VideoCrafterVAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], ["frames_per_batch"]),
+    "VideoCrafterTurboUNetLoader": ([("model", "MODEL")], [("model", "MODEL")], ["unet_name", "weight_dtype"]),
+    "VideoCrafterTurboConditioning": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                                      [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+                                      ["guidance_scale", "motion_guidance", "motion_gs", "percentage"]),
     "CreateVideo": ([("images", "IMAGE")], [("VIDEO", "VIDEO")], ["fps"]),
     "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
 }
@@ -33,6 +37,14 @@ MODELS = {
     "vc1_t2v_1024": ("videocrafter1_t2v_1024.ckpt", "https://huggingface.co/VideoCrafter/Text2Video-1024/resolve/main/model.ckpt"),
     "vc1_i2v_512": ("videocrafter1_i2v_512.ckpt", "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt"),
 }
+
+# T2V-Turbo-v2 UNets (bare state dicts, loaded onto the VideoCrafter2 MODEL): file name -> release
+TURBO_UNETS = {
+    "turbo_v2_mg": ("t2v_turbo_v2_unet_mg.safetensors", "https://huggingface.co/jiachenli-ucsb/T2V-Turbo-v2/resolve/main/unet_mg.pt"),
+    "turbo_v2_nomg": ("t2v_turbo_v2_unet_no_mg.safetensors",
+                      "https://huggingface.co/jiachenli-ucsb/T2V-Turbo-v2-no-MG/resolve/main/unet_no_mg.pt"),
+}
+MODELS["vc2_turbo_v2"] = MODELS["vc2_t2v_512"]  # the turbo workflow's checkpoint: VideoCrafter2 (CLIP, VAE)
 
 
 def graph(variant, prompt, width, height, fps, image=None):
@@ -56,6 +68,22 @@ def graph(variant, prompt, width, height, fps, image=None):
         nodes[11] = ("VideoCrafterImageEncode", [], {"clip_vision": (1, 3), "projector": (1, 4), "image": (10, 0),
                                                      "positive": (4, 0), "negative": (4, 1)}, "Image conditioning", (1160, 200))
         sampler_in.update(positive=(11, 0), negative=(11, 1))
+    return nodes
+
+
+def turbo_graph(prompt, steps=8, fps=16):
+    """VideoCrafter2 + T2V-Turbo-v2 (MG): the turbo UNet on the VideoCrafter2 MODEL, guidance in the
+    conditioning, LCM with the original's timesteps, cfg 1 (one UNet pass per step)."""
+    nodes = graph("vc2_turbo_v2", prompt, 512, 320, fps)
+    nodes[6] = ("VideoCrafterKSampler", [123, "fixed", steps, 1.0, "lcm", "videocrafter_turbo", 0.0, 1.0],
+                {"model": (12, 0), "positive": (13, 0), "negative": (13, 1), "latent_image": (5, 0)},
+                "VideoCrafter KSampler (LCM, cfg 1)", (1480, 200))
+    nodes[3] = nodes[3][:3] + ("Negative prompt (unused at cfg 1)",) + nodes[3][4:]
+    nodes[8] = ("CreateVideo", [float(fps)], {"images": (7, 0)}, "Create Video", (2160, 200))
+    nodes[12] = ("VideoCrafterTurboUNetLoader", [TURBO_UNETS["turbo_v2_mg"][0], "default"], {"model": (1, 0)},
+                 "T2V-Turbo-v2 UNet", (420, 560))
+    nodes[13] = ("VideoCrafterTurboConditioning", [7.5, True, 0.05, 0.5], {"positive": (4, 0), "negative": (4, 1)},
+                 "Turbo guidance (MG)", (1160, 200))
     return nodes
 
 
@@ -103,6 +131,9 @@ def to_ui(nodes, variant):
         }
         if ntype == "VideoCrafterCheckpointLoader":
             node["properties"]["models"] = [{"name": ckpt, "url": url, "directory": "checkpoints"}]
+        if ntype == "VideoCrafterTurboUNetLoader":
+            name, turbo_url = next(v for v in TURBO_UNETS.values() if v[0] == widgets[0])
+            node["properties"]["models"] = [{"name": name, "url": turbo_url, "directory": "videocrafter"}]
         ui_nodes.append(node)
     return {"last_node_id": max(nodes), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
@@ -112,6 +143,7 @@ WORKFLOWS = {
     "vc2_t2v_512": graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality", 512, 320, 28),
     "vc1_t2v_1024": graph("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed", 1024, 576, 28),
     "vc1_i2v_512": graph("vc1_i2v_512", "a boat sailing on the sea, waves moving", 512, 320, 8, image="example.png"),
+    "vc2_turbo_v2": turbo_graph("a corgi running on the beach at sunset, high quality"),
 }
 
 

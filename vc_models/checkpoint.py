@@ -51,6 +51,8 @@ VARIANTS = {
     "vc1_t2v_1024": "VideoCrafter1 text-to-video 576x1024",
     "vc2_t2v_512": "VideoCrafter2 text-to-video 320x512",
     "vc1_i2v_512": "VideoCrafter1 image-to-video 320x512",
+    "turbo_v2_mg": "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512",
+    "turbo_v2_nomg": "T2V-Turbo-v2 (VideoCrafter2 distilled, no motion guidance) 320x512",
 }
 
 # Sampling defaults of the original inference scripts, per variant: (height, width, fps)
@@ -59,6 +61,8 @@ VARIANT_DEFAULTS = {
     "vc1_t2v_1024": (576, 1024, 28),
     "vc2_t2v_512": (320, 512, 28),
     "vc1_i2v_512": (320, 512, 8),
+    "turbo_v2_mg": (320, 512, 16),
+    "turbo_v2_nomg": (320, 512, 16),
 }
 
 
@@ -207,6 +211,8 @@ def infer_unet_config(unet_sd):
         image_cross_attention=bool(ip_keys),
         image_context_dim=unet_sd[ip_keys[0]].shape[1] if ip_keys else context_dim,
         head_dim=head_dim,
+        guidance_embed_dim=unet_sd["time_cond_proj.weight"].shape[1] if "time_cond_proj.weight" in unet_sd else 0,
+        motion_guidance="motion_cond_proj.weight" in unet_sd,
     )
 
 
@@ -262,3 +268,32 @@ def noise_schedule(sd, timesteps=1000, linear_start=0.00085, linear_end=0.012):
     if scale is not None:
         scale = scale.double()[: alphas_cumprod.shape[0]]
     return alphas_cumprod, scale
+
+
+# T2V-Turbo-v2 ships bare UNet state dicts (`torch.save(unet.state_dict())`, no prefix) used with the
+# VideoCrafter2 checkpoint's text encoder and VAE.
+TURBO_KEY = "time_cond_proj.weight"
+
+
+def inspect_turbo_unet(sd, name="UNet file"):
+    """(UNet state dict without prefix, UNetConfig) of a T2V-Turbo UNet file; CheckpointError otherwise.
+
+    Accepts the released bare state dict and copies whose keys carry the full checkpoint's
+    `model.diffusion_model.` prefix."""
+    if any(k.startswith(UNET_PREFIX) for k in sd):
+        unet = split_components(sd)[UNET_PREFIX]
+    else:
+        unet = sd
+    expected = ("expected a T2V-Turbo UNet (unet_mg.pt / unet_no_mg.pt from jiachenli-ucsb/T2V-Turbo-v2, or a "
+                ".safetensors with the same keys): the VideoCrafter2 UNet plus 'time_cond_proj.weight'")
+    if "input_blocks.0.0.weight" not in unet or "out.2.weight" not in unet:
+        raise CheckpointError(f"{name} is not a UNet: found {_describe_found(sd)}; {expected}.")
+    if TURBO_KEY not in unet:
+        raise CheckpointError(
+            f"{name} is a UNet without the guidance-scale embedding ('time_cond_proj'), so it is not a T2V-Turbo "
+            f"UNet; {expected}. A full VideoCrafter checkpoint loads with 'Load VideoCrafter Checkpoint' alone.")
+    try:
+        cfg = infer_unet_config(unet)
+    except (KeyError, StopIteration, IndexError) as e:
+        raise CheckpointError(f"{name} has 'time_cond_proj' but an incomplete UNet (missing {e}); {expected}.") from e
+    return unet, cfg

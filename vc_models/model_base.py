@@ -23,6 +23,11 @@ from .unet import VideoCrafterUNet
 
 FPS_KEY = "fps"
 IMAGE_TOKENS_KEY = "videocrafter_image_tokens"
+# T2V-Turbo: the guidance scale the UNet embeds, and the motion guidance (motion_gs, percentage) or None for off
+TURBO_GUIDANCE_KEY = "videocrafter_turbo_guidance"
+TURBO_MOTION_KEY = "videocrafter_turbo_motion"
+TURBO_DEFAULT_GUIDANCE = 7.5
+TURBO_DEFAULT_MOTION = (0.05, 0.5)
 
 
 class VideoCrafterLatentFormat(comfy.latent_formats.SD15):
@@ -85,6 +90,28 @@ class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.mode
         return latent * comfy.model_sampling.reshape_sigma(self.input_scale(sigma), latent.ndim)
 
 
+class ConsistencyModelSampling(ScaledModelSampling):
+    """T2V-Turbo: the plain schedule (no `scale_arr`, as the distillation ran) with LCM's boundary
+    condition `denoised = c_out x0 + c_skip x_t`, c_skip/c_out at t/0.1 and sigma_data 0.5, exactly as the
+    original scheduler (x_t in the model's space, so `c_skip` multiplies the scaled input). With it the
+    core `lcm` sampler is the original LCM step: x = denoised, renoised to the next sigma with a fresh randn."""
+    sigma_data_boundary = 0.5
+    timestep_scaling = 10.0  # t / 0.1
+
+    def __init__(self, alphas_cumprod, scale_arr=None):
+        super().__init__(alphas_cumprod, None)
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        shape = (sigma.shape[:1] + (1,) * (model_output.ndim - 1)) if sigma.ndim else ()
+        scaled_t = self.timestep(sigma).float().reshape(shape) * self.timestep_scaling
+        x0 = model_input - model_output * sigma.reshape(shape)
+        x_t = model_input * self.input_scale(sigma).reshape(shape)
+        sd2 = self.sigma_data_boundary ** 2
+        c_skip = sd2 / (scaled_t ** 2 + sd2)
+        c_out = scaled_t / (scaled_t ** 2 + sd2) ** 0.5
+        return c_out * x0 + c_skip * x_t
+
+
 class VideoCrafterModelConfig(comfy.supported_models_base.BASE):
     latent_format = VideoCrafterLatentFormat
     unet_extra_config = {}
@@ -101,7 +128,8 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
 
     def __init__(self, model_config, alphas_cumprod, scale_arr, device=None):
         super().__init__(model_config, comfy.model_base.ModelType.EPS, device=device, unet_model=VideoCrafterUNet)
-        self.model_sampling = ScaledModelSampling(alphas_cumprod, scale_arr)
+        consistency = model_config.info.unet.guidance_embed_dim > 0  # T2V-Turbo
+        self.model_sampling = (ConsistencyModelSampling if consistency else ScaledModelSampling)(alphas_cumprod, scale_arr)
         self.info = model_config.info
 
     def extra_conds(self, **kwargs):
@@ -117,6 +145,33 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
                     "This image-to-video model needs an image: pass both the positive and the negative "
                     "conditioning through 'VideoCrafter Image Encode' before sampling.")
             out["image_context"] = comfy.conds.CONDRegular(tokens)
+        out.update(self._turbo_conds(kwargs))
+        return out
+
+    def _turbo_conds(self, extras):
+        """T2V-Turbo's guidance / motion-guidance UNet inputs from the CONDITIONING extras (the original
+        pipeline's defaults when absent); errors for settings the model cannot take."""
+        info = self.info
+        guidance = extras.get(TURBO_GUIDANCE_KEY)
+        if not info.unet.guidance_embed_dim:
+            if guidance is not None:
+                raise ValueError(f"'VideoCrafter Turbo Conditioning' sets a guidance embedding, but this MODEL "
+                                 f"({info.description}) has none: load a T2V-Turbo UNet with 'VideoCrafter Turbo UNet "
+                                 "Loader', or remove the node.")
+            return {}
+        guidance = TURBO_DEFAULT_GUIDANCE if guidance is None else guidance
+        out = {"guidance": comfy.conds.CONDRegular(torch.tensor([float(guidance)]))}
+        motion = extras.get(TURBO_MOTION_KEY, TURBO_DEFAULT_MOTION if info.unet.motion_guidance else None)
+        if motion is None:
+            return out
+        if not info.unet.motion_guidance:
+            raise ValueError("Motion guidance was asked for, but this T2V-Turbo UNet has no motion-guidance projections "
+                             "(the no-MG model, unet_no_mg): switch 'motion_guidance' off in 'VideoCrafter Turbo "
+                             "Conditioning', or load the MG UNet (unet_mg).")
+        motion_gs, percentage = motion
+        # the original uses motion_gs while t >= T * (1 - percentage), the embedding of 0 below
+        start = self.model_sampling.num_timesteps * (1.0 - float(percentage))
+        out["motion_guidance"] = comfy.conds.CONDRegular(torch.tensor([[float(motion_gs), start]]))
         return out
 
 

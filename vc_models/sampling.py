@@ -11,6 +11,8 @@ import comfy.samplers
 
 SAMPLER_NAME = "videocrafter_ddim"
 SCHEDULER_NAME = "videocrafter_uniform"
+TURBO_SCHEDULER_NAME = "videocrafter_turbo"
+LCM_ORIGIN_STEPS = 200  # T2V-Turbo-v2's lcm_origin_steps
 
 
 def videocrafter_timesteps(steps, num_timesteps=1000):
@@ -26,6 +28,21 @@ def videocrafter_uniform_sigmas(model_sampling, steps):
     # the original indexes t + 1 and breaks when that reaches T (e.g. 3 steps: 999 + 1); clamp instead
     ts = [min(t + 1, len(sigmas) - 1) for t in videocrafter_timesteps(steps, len(sigmas))]
     return torch.cat([sigmas[ts], sigmas[:1]]).float()
+
+
+def turbo_timesteps(steps, origin_steps=LCM_ORIGIN_STEPS, num_timesteps=1000):
+    """T2V-Turbo's LCM timesteps, descending: of the distillation grid [c k - 1 for k = 1..origin_steps]
+    (c = T // origin_steps) every (origin_steps // steps)-th from the end (4 steps: 999, 749, 499, 249)."""
+    c = num_timesteps // origin_steps
+    grid = [c * k - 1 for k in range(1, origin_steps + 1)]
+    skip = max(origin_steps // steps, 1)
+    return grid[::-skip][:steps]
+
+
+def turbo_sigmas(model_sampling, steps):
+    """Sigmas at the LCM timesteps, then 0: the last step returns its denoised estimate, as the original."""
+    sigmas = model_sampling.sigmas
+    return torch.cat([sigmas[turbo_timesteps(steps, num_timesteps=len(sigmas))], sigmas.new_zeros(1)]).float()
 
 
 @torch.no_grad()
@@ -77,10 +94,11 @@ def register():
     for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES):
         if SAMPLER_NAME not in names:
             names.append(SAMPLER_NAME)
-    if SCHEDULER_NAME not in comfy.samplers.SCHEDULER_HANDLERS:
-        comfy.samplers.SCHEDULER_HANDLERS[SCHEDULER_NAME] = comfy.samplers.SchedulerHandler(videocrafter_uniform_sigmas)
-    if SCHEDULER_NAME not in comfy.samplers.SCHEDULER_NAMES:
-        comfy.samplers.SCHEDULER_NAMES.append(SCHEDULER_NAME)
+    for name, handler in ((SCHEDULER_NAME, videocrafter_uniform_sigmas), (TURBO_SCHEDULER_NAME, turbo_sigmas)):
+        if name not in comfy.samplers.SCHEDULER_HANDLERS:
+            comfy.samplers.SCHEDULER_HANDLERS[name] = comfy.samplers.SchedulerHandler(handler)
+        if name not in comfy.samplers.SCHEDULER_NAMES:
+            comfy.samplers.SCHEDULER_NAMES.append(name)
 
 
 def faithful_sampler(eta):

@@ -19,6 +19,17 @@ from .unet_config import UNetConfig, HEAD_DIM  # noqa: F401  (re-exported)
 ops = comfy.ops.disable_weight_init
 
 
+def guidance_embedding(values, dim):
+    """T2V-Turbo's embedding of a guidance scale: `g * 1000`, `dim / 2` frequencies
+    `exp(-log(10000) k / (dim/2 - 1))` (note the `- 1`: not ComfyUI's timestep embedding), [sin, cos].
+    Computed in float32 in the original's order, so the large phases (7500 rad) round the same way."""
+    half = dim // 2
+    step = torch.log(torch.tensor(10000.0)) / (half - 1)
+    freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -step).to(values.device)
+    phases = (values.float() * 1000.0)[:, None] * freqs[None, :]
+    return torch.cat([phases.sin(), phases.cos()], dim=1)
+
+
 def frames_to_video(h, num_frames):
     """[(B*T), C, H, W] -> [B, C, T, H, W] (a view when possible)."""
     bt, c, hh, ww = h.shape
@@ -311,6 +322,14 @@ class VideoCrafterUNet(nn.Module):
 
         self.time_embed = linear_mlp()
         self.fps_embedding = linear_mlp() if cfg.fps_cond else None
+        # T2V-Turbo: guidance-scale embedding (and for v2 MG the motion-guidance one) added to the
+        # timestep embedding before `time_embed`; bias-free linear maps as released
+        self.time_cond_proj = self.motion_cond_proj = self.combine_proj = None
+        if cfg.guidance_embed_dim:
+            self.time_cond_proj = operations.Linear(cfg.guidance_embed_dim, mc, bias=False, dtype=dtype, device=device)
+            if cfg.motion_guidance:
+                self.motion_cond_proj = operations.Linear(cfg.guidance_embed_dim, mc, bias=False, dtype=dtype, device=device)
+                self.combine_proj = operations.Linear(2 * mc, mc, bias=False, dtype=dtype, device=device)
 
         def res(ch_in, ch_out):
             return VideoResBlock(ch_in, emb_dim, ch_out, temporal_conv=cfg.temporal_conv, **kw)
@@ -366,13 +385,36 @@ class VideoCrafterUNet(nn.Module):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def forward(self, x, timesteps, context=None, fps=None, image_context=None, transformer_options=None, **kwargs):
+    def _guidance_condition(self, timesteps, guidance, motion_guidance, dtype):
+        """T2V-Turbo: time_cond_proj(w_emb), or with motion guidance combine_proj([that, motion_cond_proj(m_emb)]).
+        guidance [B] (or [1]); motion_guidance [B, 2] (or [1, 2]) rows (motion_gs, first timestep it applies to),
+        or None (the original's use_motion_cond=False). Below that timestep the motion scale is 0, as the original."""
+        b, device, dim = timesteps.shape[0], timesteps.device, self.config.guidance_embed_dim
+
+        def per_sample(values):
+            values = values.to(device=device, dtype=torch.float32)
+            return values.expand(b, *values.shape[1:]) if values.shape[0] == 1 else values
+
+        cond = self.time_cond_proj(guidance_embedding(per_sample(guidance.reshape(-1)), dim).to(dtype))
+        if motion_guidance is None or self.motion_cond_proj is None:
+            return cond
+        motion = per_sample(motion_guidance.reshape(-1, 2))
+        scale = torch.where(timesteps.float() >= motion[:, 1], motion[:, 0], torch.zeros_like(motion[:, 0]))
+        motion_cond = self.motion_cond_proj(guidance_embedding(scale, dim).to(dtype))
+        return self.combine_proj(torch.cat([cond, motion_cond], dim=1))
+
+    def forward(self, x, timesteps, context=None, fps=None, image_context=None, transformer_options=None,
+                guidance=None, motion_guidance=None, **kwargs):
         """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; fps [B] or None; image_context [B, N, D];
-        transformer_options: ComfyUI's per-call options (model patches read them in the temporal layers)."""
+        transformer_options: ComfyUI's per-call options (model patches read them in the temporal layers);
+        guidance [B] / motion_guidance [B, 2]: T2V-Turbo's guidance scale and (motion_gs, start timestep)."""
         transformer_options = transformer_options if transformer_options is not None else {}
         b, _, t, _, _ = x.shape
         dtype = x.dtype
-        emb = self.time_embed(timestep_embedding(timesteps, self.config.model_channels).to(dtype))
+        t_emb = timestep_embedding(timesteps, self.config.model_channels).to(dtype)
+        if self.time_cond_proj is not None and guidance is not None:
+            t_emb = t_emb + self._guidance_condition(timesteps, guidance, motion_guidance, dtype)
+        emb = self.time_embed(t_emb)
         if self.fps_embedding is not None:
             if fps is None:
                 raise ValueError("This model is conditioned on fps: add 'VideoCrafter FPS Conditioning' (or use the VideoCrafter loader's default).")

@@ -1,0 +1,335 @@
+"""T2V-Turbo-v2 through the nodes, against the original pipeline's goldens, and its errors.
+
+The tiny turbo UNets are built as ../shared/reference/README.md says (tiny_t2v_v2's UNet without prefix,
+updated with the delta tensors) and written the way they are released (`torch.save` of the bare state
+dict, `.pt`) and as the downloader's `.safetensors` conversion (fp16, the same keys); the test loads them
+as a user does: Load VideoCrafter Checkpoint (VideoCrafter2) -> VideoCrafter Turbo UNet Loader.
+"""
+import json
+import os
+
+import pytest
+import torch
+
+import comfy_host
+from conftest import load_golden, rel_err
+
+EMBED_TOL = 1e-4
+SAMPLE_TOL = 1e-3
+SCALE_FACTOR = 0.18215
+CASES = {"mg": "tiny_turbo_v2_mg", "nomg": "tiny_turbo_v2_nomg"}
+UNET_PREFIX = "model.diffusion_model."
+
+
+def tiny_turbo_unet(case):
+    """tiny_t2v_v2's UNet (prefix removed) updated with the case's delta tensors, in float32."""
+    import safetensors.torch
+    base = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"))
+    unet = {k[len(UNET_PREFIX):]: v for k, v in base.items() if k.startswith(UNET_PREFIX)}
+    delta = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, f"{CASES[case]}.delta.safetensors"))
+    unet.update(delta)
+    return {k: v.float() for k, v in unet.items()}
+
+
+def write_turbo_files(folder):
+    """unet_<case>.pt as released, t2v_turbo_v2_unet_<case>.safetensors as converted; a plain VC2 UNet file."""
+    import safetensors.torch
+    for case in CASES:
+        unet = tiny_turbo_unet(case)
+        torch.save(unet, os.path.join(folder, f"unet_{case}.pt"))
+        safetensors.torch.save_file({k: v.half().contiguous() for k, v in unet.items()},
+                                    os.path.join(folder, f"t2v_turbo_v2_unet_{case}.safetensors"))
+    plain = {k: v for k, v in tiny_turbo_unet("nomg").items() if k != "time_cond_proj.weight"}
+    torch.save(plain, os.path.join(folder, "videocrafter2_unet_only.pt"))
+
+
+@pytest.fixture(scope="module")
+def turbo_dir(models_dir):
+    write_turbo_files(models_dir)
+    return models_dir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    # as tests/test_train_stages.py: on the shared 2-CPU box two OpenMP threads competing with other
+    # processes ran these tiny UNet calls up to 9x slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def nodes_(pack):
+    return pack.NODE_CLASS_MAPPINGS
+
+
+@pytest.fixture(scope="module")
+def vc2(nodes_, turbo_dir):
+    """Load VideoCrafter Checkpoint on the (tiny) VideoCrafter2 file: MODEL, CLIP, VAE."""
+    model, clip, vae, _, _ = nodes_["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "default")
+    return model, clip, vae
+
+
+def turbo_model(nodes_, base_model, unet_name):
+    (model,) = nodes_["VideoCrafterTurboUNetLoader"]().load(base_model, unet_name, "default")
+    return model
+
+
+def conditioning(nodes_, clip, meta, motion=True):
+    import nodes as core
+    inputs = meta["inputs"]
+    (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
+    (negative,) = core.CLIPTextEncode().encode(clip, "")
+    positive, negative = nodes_["VideoCrafterFPSConditioning"]().apply(positive, negative, inputs["fps"])
+    motion_gs = inputs["motion_gs"] if inputs["motion_gs"] is not None else 0.05
+    percentage = inputs["percentage"] if inputs["percentage"] is not None else 0.5
+    return nodes_["VideoCrafterTurboConditioning"]().apply(positive, negative, inputs["guidance_scale"],
+                                                           motion, motion_gs, percentage)
+
+
+def unet_output(model, cond, x, t):
+    """The UNet on x at timestep t with the inputs the MODEL makes of the CONDITIONING (extra_conds)."""
+    base = model.model
+    extras = dict(cond[0][1])
+    conds = base.extra_conds(cross_attn=cond[0][0], noise=x, device=torch.device("cpu"), **extras)
+    kwargs = {k: v.process_cond(batch_size=x.shape[0], device=torch.device("cpu")).cond for k, v in conds.items()}
+    context = kwargs.pop("c_crossattn")
+    with torch.no_grad():
+        return base.diffusion_model(x, torch.full((x.shape[0],), float(t)), context=context, **kwargs)
+
+
+def test_guidance_embeddings_match(pack):
+    unet = comfy_host.pack("vc_models.unet")
+    golden, meta = load_golden(CASES["mg"])
+    inputs = meta["inputs"]
+    for value, key in ((inputs["guidance_scale"], "w_embedding"), (inputs["motion_gs"], "motion_embedding_on"),
+                       (0.0, "motion_embedding_off")):
+        assert rel_err(unet.guidance_embedding(torch.tensor([value]), 256), golden[key]) <= EMBED_TOL, key
+
+
+def test_turbo_timesteps(pack):
+    sampling = comfy_host.pack("vc_models.sampling")
+    golden, meta = load_golden(CASES["mg"])
+    assert sampling.turbo_timesteps(meta["inputs"]["steps"]) == meta["timesteps"]
+    assert sampling.turbo_timesteps(8) == [999, 874, 749, 624, 499, 374, 249, 124]
+    assert sampling.turbo_timesteps(16)[:2] == [999, 939] and len(sampling.turbo_timesteps(16)) == 16
+
+
+@pytest.mark.parametrize("case,fmt,sampler", [("mg", "pt", "pack"), ("nomg", "pt", "pack"), ("mg", "safetensors", "core")])
+def test_golden_parity(pack, nodes_, vc2, case, fmt, sampler):
+    """Text embedding, UNet at t=999, the 4-step LCM latent (sampler lcm, scheduler videocrafter_turbo, cfg 1)
+    and the decoded frames, as a user's graph computes them: with the released .pt through the VideoCrafter
+    KSampler and VideoCrafter Turbo Conditioning; with the .safetensors conversion through the core KSampler and
+    no Turbo Conditioning node (the original's defaults: guidance 7.5, MG 0.05 over half the noise levels)."""
+    import nodes as core
+    golden, meta = load_golden(CASES[case])
+    inputs = meta["inputs"]
+    base_model, clip, vae = vc2
+    unet_name = f"unet_{case}.pt" if fmt == "pt" else f"t2v_turbo_v2_unet_{case}.safetensors"
+    model = turbo_model(nodes_, base_model, unet_name)
+    if sampler == "pack":
+        positive, negative = conditioning(nodes_, clip, meta, motion=meta["motion_guidance"])
+    else:
+        (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
+        (negative,) = core.CLIPTextEncode().encode(clip, "")
+        positive, negative = nodes_["VideoCrafterFPSConditioning"]().apply(positive, negative, inputs["fps"])
+
+    errors = {"text_cond": rel_err(positive[0][0], golden["text_cond"]),
+              "eps_t999": rel_err(unet_output(model, positive, golden["x_T"], 999), golden["eps_t999"])}
+    (latent,) = nodes_["EmptyVideoCrafterLatent"]().generate(inputs["width"], inputs["height"], inputs["frames"], 1)
+    if sampler == "pack":
+        (samples,) = nodes_["VideoCrafterKSampler"]().sample(
+            model, positive, negative, latent, seed=inputs["seed"], steps=inputs["steps"], cfg=1.0, sampler_name="lcm",
+            scheduler="videocrafter_turbo", eta=0.0, denoise=1.0)
+    else:
+        (samples,) = core.KSampler().sample(model, inputs["seed"], inputs["steps"], 1.0, "lcm", "videocrafter_turbo",
+                                            positive, negative, latent, denoise=1.0)
+    errors["lcm_latent"] = rel_err(samples["samples"] * SCALE_FACTOR, golden["lcm_latent"])
+    (frames,) = nodes_["VideoCrafterVAEDecode"]().decode(samples, vae, frames_per_batch=8)
+    video = golden["video"]
+    b, _, t, h, w = video.shape
+    expected = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(b * t, h, w, 3)
+    errors["video"] = rel_err(frames, expected)
+    print(case, fmt, sampler, errors)
+    assert errors["text_cond"] <= EMBED_TOL and errors["eps_t999"] <= EMBED_TOL, errors
+    assert errors["lcm_latent"] <= SAMPLE_TOL and errors["video"] <= SAMPLE_TOL, errors
+
+
+def test_motion_guidance_switches_by_timestep(pack, nodes_, vc2):
+    """MG on for t >= 1000 (1 - percentage): below the threshold the output equals motion_gs 0's."""
+    golden, meta = load_golden(CASES["mg"])
+    base_model, clip, _ = vc2
+    model = turbo_model(nodes_, base_model, "unet_mg.pt")
+    positive, negative = conditioning(nodes_, clip, meta)
+    zero, _ = nodes_["VideoCrafterTurboConditioning"]().apply(positive, negative, 7.5, True, 0.0, 0.5)
+    x = golden["x_T"]
+    assert torch.equal(unet_output(model, positive, x, 499), unet_output(model, zero, x, 499))
+    assert rel_err(unet_output(model, positive, x, 500), unet_output(model, zero, x, 500)) > 1e-4
+
+
+def test_turbo_model_keeps_no_base_weights(pack, nodes_, vc2):
+    """The turbo MODEL holds only the turbo UNet: no tensor shared with (or copied into it from) the base MODEL,
+    whose UNet and schedule stay as they were."""
+    base_model, _, _ = vc2
+    before = {k: v.clone() for k, v in base_model.model.diffusion_model.state_dict().items()}
+    model = turbo_model(nodes_, base_model, "unet_mg.pt")
+    turbo_sd = model.model.diffusion_model.state_dict()
+    assert model.model is not base_model.model
+    base_ptrs = {v.data_ptr() for v in base_model.model.diffusion_model.state_dict().values()}
+    assert not base_ptrs & {v.data_ptr() for v in turbo_sd.values()}
+    assert set(turbo_sd) == set(tiny_turbo_unet("mg"))
+    assert model.model_size() < 1.05 * sum(v.numel() * v.element_size() for v in turbo_sd.values())
+    after = base_model.model.diffusion_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # the plain schedule: no scale_arr (VideoCrafter2's ends at 0.7), LCM boundary condition
+    assert torch.all(model.model.model_sampling.scale_arr == 1.0)
+    assert base_model.model.model_sampling.scale_arr[-1].item() == pytest.approx(0.7, abs=1e-3)
+
+
+def test_released_layouts_build(pack):
+    """The released turbo UNet layouts (keys/t2v_turbo_v2_*) are detected and built parameter for parameter."""
+    import comfy.ops
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    unet_mod = comfy_host.pack("vc_models.unet")
+    for layout, mg in (("t2v_turbo_v2_unet_mg", True), ("t2v_turbo_v2_unet_no_mg", False)):
+        sd = {}
+        with open(os.path.join(comfy_host.KEYS, f"{layout}.keys.tsv")) as f:
+            for line in f:
+                name, shape, _ = line.rstrip("\n").split("\t")
+                sd[name] = torch.empty([int(d) for d in shape.strip("[]").split(",") if d.strip()], device="meta")
+        unet_sd, cfg = ckpt.inspect_turbo_unet(sd, layout)
+        assert cfg.guidance_embed_dim == 256 and cfg.motion_guidance is mg and cfg.temporal_conv
+        built = unet_mod.VideoCrafterUNet(cfg, device="meta", operations=comfy.ops.disable_weight_init).state_dict()
+        assert {k: tuple(v.shape) for k, v in built.items()} == {k: tuple(v.shape) for k, v in unet_sd.items()}
+
+
+def loader_error(nodes_, base_model, unet_name):
+    with pytest.raises(ValueError) as info:
+        turbo_model(nodes_, base_model, unet_name)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("checkpoint,names", [
+    ("tiny_t2v_v1.safetensors", "VideoCrafter1 text-to-video"),
+    ("tiny_i2v_v1.safetensors", "VideoCrafter1 image-to-video"),
+])
+def test_turbo_unet_on_another_model_is_refused(pack, nodes_, turbo_dir, checkpoint, names):
+    model, *_ = nodes_["VideoCrafterCheckpointLoader"]().load(checkpoint, "default")
+    message = loader_error(nodes_, model, "unet_mg.pt")
+    assert names in message and "VideoCrafter2" in message and "Load VideoCrafter Checkpoint" in message, message
+
+
+def test_dynamicrafter_like_model_is_refused(pack):
+    """A MODEL with 8 input channels and image cross-attention (DynamiCrafter's UNet) is refused by its config."""
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    turbo = comfy_host.pack("vc_models.turbo")
+    _, turbo_cfg = ckpt.inspect_turbo_unet(tiny_turbo_unet("mg"))
+    import dataclasses
+    base = ckpt.CheckpointInfo(variant="vc1_i2v_512", is_i2v=True, has_scale_arr=True, default_height=320,
+                               default_width=512, default_fps=8,
+                               unet=dataclasses.replace(turbo_cfg, guidance_embed_dim=0, motion_guidance=False,
+                                                        in_channels=8, image_cross_attention=True))
+    with pytest.raises(ValueError, match="in_channels 8"):
+        turbo.turbo_info(base, turbo_cfg, "unet_mg.pt")
+
+
+def test_plain_unet_file_is_refused(pack, nodes_, vc2):
+    message = loader_error(nodes_, vc2[0], "videocrafter2_unet_only.pt")
+    assert "not a T2V-Turbo UNet" in message and "time_cond_proj" in message, message
+
+
+def test_full_checkpoint_as_turbo_unet_is_refused(pack, nodes_, vc2):
+    message = loader_error(nodes_, vc2[0], "tiny_t2v_v2.safetensors")
+    assert "not a T2V-Turbo UNet" in message, message
+
+
+def test_truncated_turbo_file_is_refused(pack, nodes_, vc2, turbo_dir):
+    data = (turbo_dir / "unet_mg.pt").read_bytes()
+    (turbo_dir / "unet_cut.pt").write_bytes(data[: len(data) // 2])
+    message = loader_error(nodes_, vc2[0], "unet_cut.pt")
+    assert "unet_cut.pt" in message and "Download it again" in message, message
+
+
+def test_motion_guidance_on_no_mg_model_is_an_error(pack, nodes_, vc2):
+    golden, meta = load_golden(CASES["nomg"])
+    model = turbo_model(nodes_, vc2[0], "unet_nomg.pt")
+    positive, negative = conditioning(nodes_, vc2[1], meta, motion=True)
+    (latent,) = nodes_["EmptyVideoCrafterLatent"]().generate(128, 64, 2, 1)
+    with pytest.raises(ValueError, match="no motion-guidance") as info:
+        nodes_["VideoCrafterKSampler"]().sample(model, positive, negative, latent, seed=0, steps=1, cfg=1.0,
+                                                sampler_name="lcm", scheduler="videocrafter_turbo", eta=0.0, denoise=1.0)
+    assert "motion_guidance" in str(info.value)
+
+
+def test_turbo_conditioning_on_a_plain_model_is_an_error(pack, nodes_, vc2):
+    golden, meta = load_golden(CASES["nomg"])
+    positive, _ = conditioning(nodes_, vc2[1], meta, motion=False)
+    with pytest.raises(ValueError, match="Turbo UNet Loader"):
+        vc2[0].model.extra_conds(cross_attn=positive[0][0], **positive[0][1])
+
+
+# --- the shipped workflow in a real server ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    from server_util import ComfyServer
+    srv = ComfyServer(tmp_path_factory.mktemp("turbo_server"))
+    write_turbo_files(os.path.join(srv.models_dir, "checkpoints"))  # listed as models/videocrafter too
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_shipped_turbo_workflow_makes_a_video(server):
+    import av
+    from server_util import REPO
+    from test_server_workflows import submit, wait_history
+    info = server.object_info()
+    for node in ("VideoCrafterTurboUNetLoader", "VideoCrafterTurboConditioning"):
+        assert info[node]["category"].startswith("VideoCrafter/")
+        assert all(spec[1].get("tooltip") for spec in info[node]["input"]["required"].values()), node
+    assert "videocrafter_turbo" in info["KSampler"]["input"]["required"]["scheduler"][0]
+    assert "t2v_turbo_v2_unet_mg.safetensors" in info["VideoCrafterTurboUNetLoader"]["input"]["required"]["unet_name"][0]
+
+    with open(os.path.join(REPO, "workflows", "vc2_turbo_v2.json")) as f:
+        ui = json.load(f)
+    for node in ui["nodes"]:  # one widget value per widget input (plus the seed's control_after_generate)
+        spec = info[node["type"]]["input"]
+        widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
+                   if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+        extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate"))
+        assert len(node["widgets_values"]) == len(widgets) + extra, (node["type"], widgets)
+    turbo_loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterTurboUNetLoader")
+    assert turbo_loader["properties"]["models"][0]["name"] == turbo_loader["widgets_values"][0]
+    assert "jiachenli-ucsb/T2V-Turbo-v2" in turbo_loader["properties"]["models"][0]["url"]
+
+    with open(os.path.join(REPO, "workflows", "api", "vc2_turbo_v2.json")) as f:
+        workflow = json.load(f)
+    sampler = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterKSampler")["inputs"]
+    assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"], sampler["scheduler"]) == (8, 1.0, "lcm", "videocrafter_turbo")
+    values = {"ckpt_name": "tiny_t2v_v2.safetensors", "width": 128, "height": 64, "frames": 4}
+    for node in workflow.values():
+        for key in node["inputs"]:
+            if key in values:
+                node["inputs"][key] = values[key]
+    result, error = submit(server, workflow)
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"])
+    assert entry["status"]["status_str"] == "success", (entry["status"], server.log_tail())
+    files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
+    assert len(files) == 1, entry["outputs"]
+    with av.open(os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])) as container:
+        frames = list(container.decode(video=0))
+    assert len(frames) == 4 and (frames[0].width, frames[0].height) == (128, 64)
+
+    # the same graph with the no-MG UNet and motion guidance left on: a clear error in the history
+    for node in workflow.values():
+        if node["class_type"] == "VideoCrafterTurboUNetLoader":
+            node["inputs"]["unet_name"] = "unet_nomg.pt"
+    result, error = submit(server, workflow)
+    entry = wait_history(server, result["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    assert "no motion-guidance" in json.dumps(entry["status"]["messages"])
+
+

@@ -1,0 +1,82 @@
+"""T2V-Turbo-v2: a VideoCrafter2 MODEL whose UNet is replaced by a released turbo UNet file.
+
+The turbo files are bare UNet state dicts (`unet_mg.pt`, `unet_no_mg.pt`, or `.safetensors` with the same
+keys). Text encoder and VAE stay those of the VideoCrafter2 checkpoint the MODEL came from; the schedule
+is the plain one without `scale_arr` (the distillation ran with it off) and carries LCM's boundary
+condition (`model_base.ConsistencyModelSampling`).
+"""
+import dataclasses
+import gc
+import logging
+import os
+
+import torch
+
+import comfy.model_management
+
+from . import checkpoint as ckpt
+from .model_base import VideoCrafterModel, build_model_patcher
+
+# UNetConfig fields that only the turbo UNet adds: everything else must equal the base model's
+TURBO_ONLY_FIELDS = ("guidance_embed_dim", "motion_guidance")
+
+
+def turbo_alphas_cumprod(timesteps=1000, linear_start=0.00085, linear_end=0.012):
+    """The turbo scheduler's schedule: VideoCrafter's scaled-linear betas, computed in float32 as the
+    original scheduler does (the checkpoint's stored buffer may be rounded to fp16), no scale_arr."""
+    betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float32) ** 2
+    return torch.cumprod(1.0 - betas, dim=0).double()
+
+
+def _architecture(cfg):
+    return {k: v for k, v in cfg.as_dict().items() if k not in TURBO_ONLY_FIELDS}
+
+
+def check_base_model(model_patcher, unet_name):
+    """The CheckpointInfo of a MODEL that can take a turbo UNet (VideoCrafter2 T2V); ValueError otherwise."""
+    base = getattr(model_patcher, "model", None)
+    if not isinstance(base, VideoCrafterModel):
+        raise ValueError(f"'{unet_name}' is a T2V-Turbo UNet for VideoCrafter2: connect the MODEL output of 'Load "
+                         "VideoCrafter Checkpoint' loading the VideoCrafter2 checkpoint (videocrafter2_t2v_512), "
+                         f"not a {type(base).__name__} model.")
+    return base.info
+
+
+def turbo_info(base_info, turbo_cfg, unet_name):
+    """The turbo model's CheckpointInfo; ValueError when the base MODEL is not the VideoCrafter2 architecture.
+
+    Judged by the UNet configuration, so any model of the family that is not VideoCrafter2 T2V (VideoCrafter1
+    without temporal convolutions, I2V/DynamiCrafter with image cross-attention or 8 input channels) is refused."""
+    base_cfg = base_info.unet
+    if _architecture(base_cfg) != _architecture(turbo_cfg):
+        diff = [f"{k} {getattr(base_cfg, k)} (turbo UNet: {getattr(turbo_cfg, k)})"
+                for k in _architecture(base_cfg) if getattr(base_cfg, k) != getattr(turbo_cfg, k)]
+        raise ValueError(
+            f"'{unet_name}' is a T2V-Turbo-v2 UNet, distilled from VideoCrafter2, but the MODEL comes from a "
+            f"{base_info.description} checkpoint, whose UNet differs ({', '.join(diff[:4])}). Load the VideoCrafter2 "
+            "checkpoint (videocrafter2_t2v_512) with 'Load VideoCrafter Checkpoint' and connect its MODEL here.")
+    variant = "turbo_v2_mg" if turbo_cfg.motion_guidance else "turbo_v2_nomg"
+    h, w, fps = ckpt.VARIANT_DEFAULTS[variant]
+    return dataclasses.replace(base_info, variant=variant, unet=turbo_cfg, has_scale_arr=False, is_i2v=False,
+                               default_height=h, default_width=w, default_fps=fps, notes=[])
+
+
+def load_turbo_model(model_patcher, path, weight_dtype=None):
+    """A new MODEL: the turbo UNet from `path` on the plain schedule, for the VideoCrafter2 MODEL given.
+
+    The input MODEL is left untouched and nothing of its UNet is copied: the new model holds only the
+    turbo weights (ComfyUI's model management loads whichever of the two a sampler uses)."""
+    name = os.path.basename(path)
+    base_info = check_base_model(model_patcher, name)
+    sd = ckpt.load_state_dict(path)
+    try:
+        unet_sd, turbo_cfg = ckpt.inspect_turbo_unet(sd, name)
+        info = turbo_info(base_info, turbo_cfg, name)
+        patcher = build_model_patcher(info, unet_sd, turbo_alphas_cumprod(), None, weight_dtype)
+    except Exception:
+        sd = unet_sd = None
+        gc.collect()
+        comfy.model_management.soft_empty_cache()
+        raise
+    logging.info("T2V-Turbo: %s from %s", info.description, name)
+    return patcher

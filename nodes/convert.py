@@ -24,6 +24,7 @@ class VideoCrafterCheckpointToSafetensors:
             "output_name": ("STRING", {"default": "videocrafter.safetensors",
                                        "tooltip": "File name to write in models/checkpoints (.safetensors is added if "
                                                   "missing); a plain name, no folders."}),
+        }, "optional": {
             "overwrite": ("BOOLEAN", {"default": False, "tooltip": "Replace a file of the same name. Off: an existing "
                                       "file is refused before anything is read."}),
         }}

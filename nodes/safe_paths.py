@@ -13,6 +13,7 @@ def absolute_paths_allowed():
 
 
 def _inside(path, root):
+    # lexical check (abspath folds '..'): a symlink the server owner placed inside a folder is followed on purpose
     root = os.path.abspath(root)
     try:
         return os.path.commonpath([os.path.abspath(path), root]) == root

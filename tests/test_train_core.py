@@ -125,6 +125,18 @@ def test_atomic_write_keeps_old_file_on_failure(vt, tmp_path):
     assert open(path).read() == "old" and os.listdir(tmp_path) == ["f.txt"]
 
 
+def test_atomic_write_no_clobber_and_usual_permissions(vt, tmp_path):
+    atomic = comfy_host.pack("vc_models.atomic_file")
+    path = str(tmp_path / "m.safetensors")
+    atomic.write_safetensors({"a": torch.ones(1)}, path, overwrite=False)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # readable like any file the server writes
+    with pytest.raises(atomic.OutputExistsError, match="m.safetensors already exists"):
+        atomic.write_safetensors({"b": torch.ones(1)}, path, overwrite=False)
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
 def test_noise_schedule_uses_scale_arr(vt):
     obj = vt["objective"]
     ac = torch.linspace(0.99, 0.01, 1000, dtype=torch.float64)

@@ -53,3 +53,52 @@ def test_an_error_on_rank_0_fails_every_rank_promptly(tmp_path):
     assert "DatasetError: Training data not found" in log, log[-5000:]
     # rank 1 stops by itself with rank 0's reason (not killed while waiting)
     assert "RankFailed: rank 0 failed: DatasetError: Training data not found" in log, log[-5000:]
+
+
+RANKS_SCRIPT = r'''
+import datetime, json, os, sys, types
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+pack = types.ModuleType("vcpack"); pack.__path__ = [sys.argv[1]]; sys.modules["vcpack"] = pack
+from vcpack.vc_train.distributed import Distributed
+
+
+def worker(rank, out, port):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                            timeout=datetime.timedelta(minutes=30))
+    d = Distributed(rank, 2)
+    result = {"probed": d.on_all(lambda: [rank * 10 + i for i in range(2)])}
+    def probe_fails_on_rank_1():
+        if rank == 1:
+            raise OSError("disk gone (simulated)")
+        return "ok"
+    try:
+        d.on_all(probe_fails_on_rank_1)
+    except Exception as e:
+        result["error"] = f"{type(e).__name__}: {e}"
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(result, f)
+
+
+if __name__ == "__main__":
+    mp.spawn(worker, args=(sys.argv[2], int(sys.argv[3])), nprocs=2)
+'''
+
+
+def test_an_error_on_any_rank_reaches_every_rank(tmp_path):
+    """Issue 11: the ranks exchange what each probed; a failure on rank 1 stops rank 0 at once with
+    rank 1's reason (no 30-minute wait on a collective)."""
+    import time
+    script = tmp_path / "ranks.py"
+    script.write_text(RANKS_SCRIPT)
+    env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1")
+    started = time.time()
+    proc = subprocess.run([venv_python(), str(script), comfy_host.REPO, str(tmp_path), str(free_port())], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert time.time() - started < 60
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["probed"] == ranks[1]["probed"] == [[0, 1], [10, 11]]
+    assert ranks[1]["error"] == "OSError: disk gone (simulated)"
+    assert ranks[0]["error"] == "RankFailed: rank 1 failed: OSError: disk gone (simulated)"

@@ -367,3 +367,26 @@ def test_states_of_the_layout_without_run_folders_still_resume(mods, tmp_path, d
     resumed = mods["trainer"].train(cfg, models)
     assert [r["step"] for r in resumed.history] == [1, 2, 3] and resumed.history[:2] == first.history
     assert run_folders(cfg) == {state.LEGACY_RUN: ["step_00000002", "step_00000003"]}
+
+
+def test_interrupt_while_writing_a_stage_result_keeps_the_stage(mods, tmp_path, data_dir):
+    """Cancel while the stage result is written: the stage's steps are kept and a resume writes the result."""
+    cfg, models = build(mods, tmp_path, data_dir, projector_steps=2)
+    real_tensors = models.projector_file_tensors
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    models.projector_file_tensors = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        mods["trainer"].train(cfg, models)
+    assert list(run_folders(cfg).values()) == [["step_00000002"]]
+    result = os.path.join(cfg.checkpoint_dir or cfg.output_dir, "tiny_projector.safetensors")
+    assert not os.path.exists(result)
+    cfg, models = build(mods, tmp_path, data_dir, projector_steps=2)
+    resumed = mods["trainer"].train(cfg, models)
+    assert resumed.outputs["projector_file"] == result and [r["step"] for r in resumed.history] == [1, 2]
+    expected = real_tensors(mods["state"].StateStore.load(mods["state"].StateStore(
+        os.path.join(cfg.output_dir, "states")).latest())[0])
+    saved = safetensors.torch.load_file(result)
+    assert set(saved) == set(expected) and all(torch.equal(saved[k], expected[k]) for k in expected)

@@ -8,7 +8,7 @@ temporary that kept the model extension would show up in every model list after 
 unique per call (several threads may write into one folder at once, e.g. parallel downloads).
 """
 import os
-import tempfile
+import secrets
 
 TEMP_SUFFIX = ".partial"
 
@@ -24,6 +24,18 @@ def refuse_existing(path, what="file", option="overwrite"):
                                 "or choose another name.")
 
 
+def _create_temp(folder, name):
+    """A new empty file `.<name>.<random>.partial` with the usual permissions (0o666 less the umask;
+    tempfile.mkstemp would make it, and so the final model file, readable by its owner only)."""
+    while True:
+        tmp = os.path.join(folder, f".{name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write(path, write, overwrite=True):
     """`write(tmp_path)` then move the result to `path`. With overwrite=False an existing `path` is
     never replaced (checked atomically at the final link); the temporary file is removed on any failure."""
@@ -31,10 +43,11 @@ def atomic_write(path, write, overwrite=True):
     os.makedirs(folder, exist_ok=True)
     if not overwrite:
         refuse_existing(path)  # fail before the (possibly long) write
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=TEMP_SUFFIX, dir=folder)
-    os.close(fd)
+    tmp = _create_temp(folder, name)
     try:
+        mode = os.stat(tmp).st_mode & 0o777  # 0o666 less the umask
         write(tmp)
+        os.chmod(tmp, mode)  # writers that replace the file (safetensors does) leave it owner-only
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         if overwrite:

@@ -99,11 +99,13 @@ def output_paths(cfg):
 RUN_METADATA_KEY = "videocrafter_train_run"  # in the results' safetensors metadata: which run wrote them
 
 
+STAGE_OUTPUT = {"projector": "projector_file", "finetune": "checkpoint"}  # the result each stage writes
+
+
 def planned_outputs(cfg):
     """{output key: path} of the model files the stage plan writes."""
-    paths, stages = output_paths(cfg), [s for s, _ in cfg.stage_plan()]
-    return {key: paths[key] for key, stage in (("projector_file", "projector"), ("checkpoint", "finetune"))
-            if stage in stages}
+    paths = output_paths(cfg)
+    return {STAGE_OUTPUT[stage]: paths[STAGE_OUTPUT[stage]] for stage, _ in cfg.stage_plan()}
 
 
 def output_run(path):
@@ -487,6 +489,9 @@ class Trainer:
         for stage, steps in self.plan:
             stage_start, stage_end = stage_end, stage_end + steps
             if self.step >= stage_end:
+                if self.step == stage_end and not os.path.exists(self.paths[STAGE_OUTPUT[stage]]):
+                    # stopped between the stage's last step and its result: the state holds that result
+                    self._write_stage_output(stage)
                 continue
             self._set_stage(stage)
             if optimizer_state is not None and optimizer_state["stage"] == stage and self.step > stage_start:
@@ -544,7 +549,14 @@ class Trainer:
                     self._save_state(stage)
                     self._write_logs()
                     raise
-            self._write_stage_output(stage)
+            try:
+                self._write_stage_output(stage)
+            except BaseException as error:
+                if self._is_interrupt(error):  # the stage's steps are kept; a resume writes the result
+                    log.info("Interrupted while writing the %s result: saving the training state", stage)
+                    self._save_state(stage)
+                    self._write_logs()
+                raise
             self._save_state(stage)
             self._write_logs()
         return self._finish()

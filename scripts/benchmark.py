@@ -3,6 +3,7 @@
 
   python scripts/benchmark.py                       # tiny golden weights, CPU, 320x512, 16 frames
   python scripts/benchmark.py --full-size --gpu     # random weights at the released VC2 size on a GPU
+  python scripts/benchmark.py --turbo               # + seconds per video: VC2 50 steps + CFG vs T2V-Turbo 4/8/16
 
 Each measured step is one classifier-free-guidance step of the VideoCrafter KSampler (positive and
 negative batched into one UNet call by ComfyUI). Prints one line of numbers per run.
@@ -44,9 +45,16 @@ def main():
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
     parser.add_argument("--weight-dtype", default="default")
+    parser.add_argument("--turbo", action="store_true",
+                        help="also time T2V-Turbo-v2 (one UNet pass per LCM step, cfg 1) on the same weights and print "
+                             "seconds per video: VideoCrafter2 50 steps + CFG vs turbo 4 / 8 / 16 steps")
+    parser.add_argument("--turbo-unet", default=None,
+                        help="a T2V-Turbo UNet file (default: the tiny MG turbo UNet built from the reference data)")
     parser.add_argument("--comfy-args", default="--use-pytorch-cross-attention",
                         help="ComfyUI options, as you would start ComfyUI with (attention choice etc.)")
     args = parser.parse_args()
+    if args.turbo and args.full_size and not args.turbo_unet:
+        parser.error("--turbo with --full-size needs --turbo-unet (a released T2V-Turbo UNet file)")
 
     pack = comfy_boot.boot(cpu=not args.gpu, extra_args=args.comfy_args.split())
     import torch
@@ -80,6 +88,37 @@ def main():
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB" if torch.cuda.is_available() else ""
     print(f"{label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, batch 1 with CFG, device {mm.get_torch_device()}, "
           f"weights {bundle.model.model.get_dtype()}: {per_step:.3f} s per CFG step, peak RSS {rss_gb:.2f} GB{gpu}")
+    if args.turbo:
+        turbo_benchmark(args, pack, bundle, pos, neg, latent, per_step, label)
+
+
+def seconds_per_step(sampler, model, pos, neg, latent, steps, cfg, sampler_name, scheduler):
+    """Mean seconds between progress-bar updates over `steps` measured steps, after one warm-up step."""
+    import comfy.utils
+    stamps = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: stamps.append(time.perf_counter()))
+    sampler.sample(model, pos, neg, latent, seed=0, steps=steps + 1, cfg=cfg, sampler_name=sampler_name,
+                   scheduler=scheduler, eta=0.0, denoise=1.0)
+    return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
+
+
+def turbo_benchmark(args, pack, bundle, pos, neg, latent, cfg_step, label):
+    """Seconds per video from per-step timings: VC2 = 50 CFG steps (two UNet passes, batched), turbo = one pass
+    per LCM step (cfg 1 skips the negative). Full videos are estimated, not run: step cost does not depend on t."""
+    import tempfile
+    import tiny_turbo
+    turbo = comfy_boot.pack("vc_models.turbo")
+    with tempfile.TemporaryDirectory() as folder:
+        path = args.turbo_unet or tiny_turbo.write_tiny_turbo_files(folder)["mg"][0]
+        model = turbo.load_turbo_model(bundle.model, path, comfy_boot.pack("vc_models.loader").WEIGHT_DTYPES[args.weight_dtype])
+    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    # a 3-step turbo schedule with one warm-up step: 2 measured single passes
+    turbo_step = seconds_per_step(sampler, model, pos, neg, latent, 2, 1.0, "lcm", "videocrafter_turbo")
+    vc2 = 50 * cfg_step
+    videos = ", ".join(f"turbo {n} steps {n * turbo_step:.1f} s ({vc2 / (n * turbo_step):.1f}x)" for n in (4, 8, 16))
+    print(f"{label} + T2V-Turbo-v2 UNet: {args.width}x{args.height}x{args.frames}, seconds per video (from per-step "
+          f"timings: {cfg_step:.3f} s per CFG step, {turbo_step:.3f} s per turbo pass): VideoCrafter2 50 steps + CFG "
+          f"{vc2:.1f} s; {videos}")
 
 
 if __name__ == "__main__":

@@ -13,32 +13,16 @@ import torch
 
 import comfy_host
 from conftest import load_golden, rel_err
+from tiny_turbo import CASES, tiny_turbo_unet, write_tiny_turbo_files  # scripts/, on sys.path via comfy_host
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
 SCALE_FACTOR = 0.18215
-CASES = {"mg": "tiny_turbo_v2_mg", "nomg": "tiny_turbo_v2_nomg"}
-UNET_PREFIX = "model.diffusion_model."
-
-
-def tiny_turbo_unet(case):
-    """tiny_t2v_v2's UNet (prefix removed) updated with the case's delta tensors, in float32."""
-    import safetensors.torch
-    base = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"))
-    unet = {k[len(UNET_PREFIX):]: v for k, v in base.items() if k.startswith(UNET_PREFIX)}
-    delta = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, f"{CASES[case]}.delta.safetensors"))
-    unet.update(delta)
-    return {k: v.float() for k, v in unet.items()}
 
 
 def write_turbo_files(folder):
-    """unet_<case>.pt as released, t2v_turbo_v2_unet_<case>.safetensors as converted; a plain VC2 UNet file."""
-    import safetensors.torch
-    for case in CASES:
-        unet = tiny_turbo_unet(case)
-        torch.save(unet, os.path.join(folder, f"unet_{case}.pt"))
-        safetensors.torch.save_file({k: v.half().contiguous() for k, v in unet.items()},
-                                    os.path.join(folder, f"t2v_turbo_v2_unet_{case}.safetensors"))
+    """The tiny turbo UNets as released (.pt) and converted (.safetensors); a plain VC2 UNet file beside them."""
+    write_tiny_turbo_files(str(folder))
     plain = {k: v for k, v in tiny_turbo_unet("nomg").items() if k != "time_cond_proj.weight"}
     torch.save(plain, os.path.join(folder, "videocrafter2_unet_only.pt"))
 
@@ -168,6 +152,31 @@ def test_motion_guidance_switches_by_timestep(pack, nodes_, vc2):
     assert rel_err(unet_output(model, positive, x, 500), unet_output(model, zero, x, 500)) > 1e-4
 
 
+def test_guidance_survives_half_precision_compute(pack, nodes_, vc2):
+    """The guidance values reach the UNet unrounded when ComfyUI computes in fp16 and casts every tensor cond to
+    it (x1000 in the embedding would turn fp16's 7.3 -> 7.3008 into a phase error of 0.8 rad)."""
+    golden, meta = load_golden(CASES["mg"])
+    model = turbo_model(nodes_, vc2[0], "unet_mg.pt")
+    positive, negative = conditioning(nodes_, vc2[1], meta)
+    positive, _ = nodes_["VideoCrafterTurboConditioning"]().apply(positive, negative, 7.3, True, 0.05, 0.35)
+    base = model.model
+    x = golden["x_T"]
+    conds = base.extra_conds(cross_attn=positive[0][0], noise=x, device=torch.device("cpu"), **dict(positive[0][1]))
+    kwargs = {k: v.process_cond(batch_size=1, device=torch.device("cpu")).cond for k, v in conds.items()}
+    seen = {}
+    unet = base.diffusion_model
+    unet.forward = lambda x, t, **kw: seen.update(kw) or torch.zeros_like(x)  # record what the UNet would get
+    base.manual_cast_dtype = torch.float16  # the compute dtype ComfyUI casts conds to
+    try:
+        sigma = base.model_sampling.sigmas[999].reshape(1)
+        base.apply_model(x, sigma, **kwargs)
+    finally:
+        del unet.forward
+        base.manual_cast_dtype = None
+    assert seen["context"].dtype == torch.float16  # the cast happened
+    assert seen["guidance"] == 7.3 and seen["motion_guidance"] == (0.05, 650)
+
+
 def test_turbo_model_keeps_no_base_weights(pack, nodes_, vc2):
     """The turbo MODEL holds only the turbo UNet: no tensor shared with (or copied into it from) the base MODEL,
     whose UNet and schedule stay as they were."""
@@ -242,6 +251,12 @@ def test_plain_unet_file_is_refused(pack, nodes_, vc2):
 def test_full_checkpoint_as_turbo_unet_is_refused(pack, nodes_, vc2):
     message = loader_error(nodes_, vc2[0], "tiny_t2v_v2.safetensors")
     assert "not a T2V-Turbo UNet" in message, message
+
+
+def test_turbo_unet_in_the_checkpoint_loader_says_where_it_goes(pack, nodes_, turbo_dir):
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match="VideoCrafter Turbo UNet Loader"):
+        nodes_["VideoCrafterCheckpointLoader"]().load("unet_nomg.pt", "default")
 
 
 def test_truncated_turbo_file_is_refused(pack, nodes_, vc2, turbo_dir):

@@ -226,6 +226,9 @@ def inspect_checkpoint(sd, name="checkpoint"):
     expected = ("expected a VideoCrafter checkpoint: UNet under 'model.diffusion_model.' with temporal "
                 "layers, SD VAE under 'first_stage_model.', OpenCLIP text under 'cond_stage_model.model.'")
     if "input_blocks.0.0.weight" not in unet:
+        if "time_cond_proj.weight" in sd:  # TURBO_KEY: a bare T2V-Turbo UNet
+            raise CheckpointError(f"{name} is a T2V-Turbo UNet alone (no VAE or text encoder): load the VideoCrafter2 "
+                                  "checkpoint here and this file with 'VideoCrafter Turbo UNet Loader' on its MODEL.")
         raise CheckpointError(f"{name} is not a VideoCrafter checkpoint: found {_describe_found(sd)}; {expected}.")
     is_video = any(".temopral_conv." in k or "relative_position_k" in k for k in unet) or \
         any(k.startswith("input_blocks.1.2.") for k in unet)

@@ -8,6 +8,7 @@ sqrt(1 - a_t) eps`, so `y = x_t / (sqrt(a_t) s_t) = x0 + sigma_t eps` with
 original DDIM update becomes an ordinary step in y (see `vc_models.sampling`).
 """
 import logging
+import math
 
 import torch
 
@@ -99,7 +100,7 @@ class ConsistencyModelSampling(ScaledModelSampling):
     timestep_scaling = 10.0  # t / 0.1
 
     def __init__(self, alphas_cumprod, scale_arr=None):
-        super().__init__(alphas_cumprod, None)
+        super().__init__(alphas_cumprod, None)  # a base checkpoint's scale_arr does not apply
 
     def calculate_denoised(self, sigma, model_output, model_input):
         shape = (sigma.shape[:1] + (1,) * (model_output.ndim - 1)) if sigma.ndim else ()
@@ -159,8 +160,11 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
                                  f"({info.description}) has none: load a T2V-Turbo UNet with 'VideoCrafter Turbo UNet "
                                  "Loader', or remove the node.")
             return {}
+        # python numbers in CONDConstant: ComfyUI casts tensor conds to the compute dtype (fp16/bf16 would
+        # round 7.3 to 7.30/7.31, which the x1000 embedding turns into a phase error of up to 12 rad);
+        # positive and negative with different values are then run as separate batches
         guidance = TURBO_DEFAULT_GUIDANCE if guidance is None else guidance
-        out = {"guidance": comfy.conds.CONDRegular(torch.tensor([float(guidance)]))}
+        out = {"guidance": comfy.conds.CONDConstant(float(guidance))}
         motion = extras.get(TURBO_MOTION_KEY, TURBO_DEFAULT_MOTION if info.unet.motion_guidance else None)
         if motion is None:
             return out
@@ -169,9 +173,9 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
                              "(the no-MG model, unet_no_mg): switch 'motion_guidance' off in 'VideoCrafter Turbo "
                              "Conditioning', or load the MG UNet (unet_mg).")
         motion_gs, percentage = motion
-        # the original uses motion_gs while t >= T * (1 - percentage), the embedding of 0 below
-        start = self.model_sampling.num_timesteps * (1.0 - float(percentage))
-        out["motion_guidance"] = comfy.conds.CONDRegular(torch.tensor([[float(motion_gs), start]]))
+        # the original uses motion_gs while not t < T (1 - percentage), i.e. for integer t >= ceil(that)
+        start = math.ceil(self.model_sampling.num_timesteps * (1.0 - float(percentage)))
+        out["motion_guidance"] = comfy.conds.CONDConstant((float(motion_gs), start))
         return out
 
 

@@ -68,6 +68,9 @@ def load_turbo_model(model_patcher, path, weight_dtype=None):
     turbo weights (ComfyUI's model management loads whichever of the two a sampler uses)."""
     name = os.path.basename(path)
     base_info = check_base_model(model_patcher, name)
+    if model_patcher.patches or model_patcher.model_options.get("transformer_options"):
+        logging.warning("VideoCrafter Turbo UNet Loader: the LoRA / model patches on the input MODEL belong to the "
+                        "VideoCrafter2 UNet and are not carried over; apply them after this node.")
     sd = ckpt.load_state_dict(path)
     try:
         unet_sd, turbo_cfg = ckpt.inspect_turbo_unet(sd, name)

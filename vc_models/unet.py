@@ -387,19 +387,16 @@ class VideoCrafterUNet(nn.Module):
 
     def _guidance_condition(self, timesteps, guidance, motion_guidance, dtype):
         """T2V-Turbo: time_cond_proj(w_emb), or with motion guidance combine_proj([that, motion_cond_proj(m_emb)]).
-        guidance [B] (or [1]); motion_guidance [B, 2] (or [1, 2]) rows (motion_gs, first timestep it applies to),
-        or None (the original's use_motion_cond=False). Below that timestep the motion scale is 0, as the original."""
+        guidance: a number (or [B] values); motion_guidance: (motion_gs, first timestep it applies to), or None
+        (the original's use_motion_cond=False). Below that timestep the motion scale is 0, as the original."""
         b, device, dim = timesteps.shape[0], timesteps.device, self.config.guidance_embed_dim
-
-        def per_sample(values):
-            values = values.to(device=device, dtype=torch.float32)
-            return values.expand(b, *values.shape[1:]) if values.shape[0] == 1 else values
-
-        cond = self.time_cond_proj(guidance_embedding(per_sample(guidance.reshape(-1)), dim).to(dtype))
+        w = torch.as_tensor(guidance, dtype=torch.float32, device=device).reshape(-1)
+        w = w.expand(b) if w.numel() == 1 else w
+        cond = self.time_cond_proj(guidance_embedding(w, dim).to(dtype))
         if motion_guidance is None or self.motion_cond_proj is None:
             return cond
-        motion = per_sample(motion_guidance.reshape(-1, 2))
-        scale = torch.where(timesteps.float() >= motion[:, 1], motion[:, 0], torch.zeros_like(motion[:, 0]))
+        motion_gs, start = motion_guidance
+        scale = torch.where(timesteps >= start, float(motion_gs), 0.0).to(torch.float32)
         motion_cond = self.motion_cond_proj(guidance_embedding(scale, dim).to(dtype))
         return self.combine_proj(torch.cat([cond, motion_cond], dim=1))
 
@@ -407,7 +404,7 @@ class VideoCrafterUNet(nn.Module):
                 guidance=None, motion_guidance=None, **kwargs):
         """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; fps [B] or None; image_context [B, N, D];
         transformer_options: ComfyUI's per-call options (model patches read them in the temporal layers);
-        guidance [B] / motion_guidance [B, 2]: T2V-Turbo's guidance scale and (motion_gs, start timestep)."""
+        guidance / motion_guidance: T2V-Turbo's guidance scale and (motion_gs, first timestep), see above."""
         transformer_options = transformer_options if transformer_options is not None else {}
         b, _, t, _, _ = x.shape
         dtype = x.dtype

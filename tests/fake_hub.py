@@ -5,6 +5,7 @@ reads (X-Repo-Commit, X-Linked-Etag = sha256 of the file, X-Linked-Size, Content
 and byte ranges (`Range: bytes=N-` -> 206 with Content-Range). Knobs for failure cases:
 - `cut_after[path] = n`: the next GET of that file announces the full length but closes the
   connection after n bytes (a dropped connection); each cut is used once.
+- `fail_gets[path] = k`: the next k GETs of that file after any pending cut answer 503 (the hub gave up).
 - `corrupt.add(path)`: serve the file with one byte flipped while the headers keep the true sha256.
 `requests` records (method, path, Range header) of every request.
 """
@@ -19,6 +20,7 @@ class FakeHub:
     def __init__(self):
         self.files = {}  # "owner/repo/filename" -> bytes
         self.cut_after = {}
+        self.fail_gets = {}
         self.corrupt = set()
         self.requests = []
         hub = self
@@ -73,6 +75,12 @@ class FakeHub:
                 key, data = self._resolve()
                 if data is None:
                     return self._not_found()
+                if hub.fail_gets.get(key) and key not in hub.cut_after:
+                    hub.fail_gets[key] -= 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if key in hub.corrupt:
                     sent = bytearray(data)
                     sent[len(sent) // 2] ^= 0xFF

@@ -21,8 +21,6 @@ import os
 import re
 from dataclasses import dataclass
 
-from .checkpoint import CheckpointError, load_state_dict
-from .convert import save_safetensors_atomic, safetensors_tensors
 
 ORIGINALS = "originals"  # subfolder of the model folder holding the released pickles
 PART_SUFFIX = ".part"
@@ -154,14 +152,12 @@ def download_pickle(model, folder, progress=None):
         try:
             http_get(meta.location or url, f, resume_size=resume, expected_size=meta.size,
                      displayed_filename=f"{model.id} ({model.filename})", tqdm_class=_progress_tqdm(progress))
-        except OSError as e:
-            if "Consistency check failed" in str(e):  # size differs: nothing to resume from
+        except Exception as e:
+            if "Consistency check failed" in str(e):  # the size differs: nothing to resume from
                 f.close()
                 _remove(part, tag_file)
                 raise DownloadError(f"Download of {url} is incomplete or damaged ({e}). Run again to retry. "
                                     f"{manual_instructions(model, folder)}") from e
-            raise
-        except Exception as e:
             if type(e).__module__.startswith(("httpx", "huggingface_hub")):
                 raise DownloadError(f"Download of {url} failed: {type(e).__name__}: {e}. Run again to resume "
                                     f"from the {os.path.getsize(part)} bytes kept in {part}. "
@@ -187,6 +183,8 @@ def _remove(*paths):
 
 def convert_pickle(model, pickle_path, dst):
     """Released pickle -> fp16 `.safetensors` at `dst` (atomic). Raises DownloadError for an unreadable file."""
+    from .checkpoint import CheckpointError, load_state_dict  # torch: imported only when there is work
+    from .convert import save_safetensors_atomic, safetensors_tensors
     try:
         sd = load_state_dict(pickle_path)
     except CheckpointError as e:

@@ -257,3 +257,17 @@ def test_node_error_names_url_and_folder(server):
     text = error["data"]["exception_message"]
     assert "Doubiiu/DynamiCrafter/resolve/main/model.ckpt" in text and os.path.join("originals", "dynamicrafter_256.ckpt") in text, text
     assert model_files(server.downloads) == {"videocrafter1_i2v_512.safetensors"}
+
+
+def test_make_demo_model_downloads_then_renders(hub, tmp_path):
+    """`make demo MODEL=vc2_t2v_512` plumbing: download + conversion, then the shipped workflow renders it
+    (--quick: smoke sizes; the real run uses the papers' settings)."""
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
+    out = tmp_path / "out"
+    result = subprocess.run([venv_python(), os.path.join(REPO, "scripts", "demo.py"), "--model", "vc2_t2v_512", "--quick",
+                             "--models-dir", str(tmp_path / "models"), "--out", str(out)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (tmp_path / "models" / "videocrafter2_t2v_512.safetensors").is_file()
+    videos = sorted(os.listdir(out))
+    assert len(videos) == 1 and videos[0].endswith(".mp4") and str(out / videos[0]) in result.stdout, result.stdout

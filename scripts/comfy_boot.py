@@ -39,9 +39,14 @@ KEYS = os.path.join(REFERENCE, "keys")
 def ensure_smoke_models(folder=SMOKE_DIR, python=None):
     """Generate the smoke checkpoints into `folder` (in a child process, so this one stays free of ComfyUI)."""
     import subprocess
+    if os.path.exists(os.path.join(folder, SMOKE_COMPLETE)):
+        return folder
     script = os.path.join(REPO, "scripts", "make_smoke_models.py")
     subprocess.run([python or sys.executable, script, folder], check=True)
     return folder
+
+
+SMOKE_COMPLETE = ".complete"  # written by scripts/make_smoke_models.py once every smoke file is there
 
 
 def comfyui_path():

@@ -17,6 +17,7 @@ def main():
     comfy_boot.boot(cpu=True)
     smoke = comfy_boot.pack("vc_models.smoke_model")
     paths = smoke.write_smoke_models(sys.argv[1])
+    open(os.path.join(sys.argv[1], comfy_boot.SMOKE_COMPLETE), "w").close()
     print(f"smoke models (random weights) in {sys.argv[1]}: {', '.join(os.path.basename(p) for p in paths)} "
           f"({time.time() - start:.1f} s)")
 

@@ -17,6 +17,7 @@ Flow for one model id (`fetch_model`):
 5. `delete_pickle` removes the pickle once the `.safetensors` is written.
 """
 import hashlib
+import inspect
 import os
 import re
 from dataclasses import dataclass
@@ -148,17 +149,19 @@ def download_pickle(model, folder, progress=None):
     if meta.size is not None and resume > meta.size:
         os.remove(part)
         resume = 0
+    kwargs = {"resume_size": resume, "expected_size": meta.size, "displayed_filename": f"{model.id} ({model.filename})"}
+    if "tqdm_class" in inspect.signature(http_get).parameters:  # huggingface_hub >= 0.26; older: terminal bar only
+        kwargs["tqdm_class"] = _progress_tqdm(progress)
     with open(part, "ab") as f:
         try:
-            http_get(meta.location or url, f, resume_size=resume, expected_size=meta.size,
-                     displayed_filename=f"{model.id} ({model.filename})", tqdm_class=_progress_tqdm(progress))
+            http_get(meta.location or url, f, **kwargs)
         except Exception as e:
             if "Consistency check failed" in str(e):  # the size differs: nothing to resume from
                 f.close()
                 _remove(part, tag_file)
                 raise DownloadError(f"Download of {url} is incomplete or damaged ({e}). Run again to retry. "
                                     f"{manual_instructions(model, folder)}") from e
-            if type(e).__module__.startswith(("httpx", "huggingface_hub")):
+            if type(e).__module__.startswith(("httpx", "huggingface_hub", "requests", "urllib3")):
                 raise DownloadError(f"Download of {url} failed: {type(e).__name__}: {e}. Run again to resume "
                                     f"from the {os.path.getsize(part)} bytes kept in {part}. "
                                     f"{manual_instructions(model, folder)}") from e

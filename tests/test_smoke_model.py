@@ -26,11 +26,12 @@ def test_same_layout_and_schedule_as_the_reference_tiny_model(smoke_sd, name):
     ckpt = comfy_host.pack("vc_models.checkpoint")
     sd = smoke_sd(name)
     with safe_open(os.path.join(comfy_host.REFERENCE, "golden", f"{name}.safetensors"), "pt") as f:
-        ref_shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys() if k not in ckpt.DERIVED_SCHEDULE_KEYS}
-        ref_schedule = {k: f.get_tensor(k).float() for k in ckpt.SCHEDULE_KEYS if k in f.keys()}
+        ref_shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+        schedule = ckpt.SCHEDULE_KEYS + ckpt.DERIVED_SCHEDULE_KEYS
+        ref_schedule = {k: f.get_tensor(k).float() for k in schedule if k in f.keys()}
     assert {k: list(v.shape) for k, v in sd.items()} == ref_shapes
     for k, ref in ref_schedule.items():  # the reference stores them in fp16
-        assert torch.allclose(sd[k], ref, atol=1e-3, rtol=1e-3), k
+        assert torch.allclose(sd[k], ref, atol=2e-3, rtol=2e-3), (k, (sd[k] - ref).abs().max())
 
 
 @pytest.mark.parametrize("name", sorted(VARIANT))

@@ -90,9 +90,21 @@ def smoke_shapes(name):
 
 
 def schedule(scale=None, timesteps=1000, linear_start=0.00085, linear_end=0.012):
-    """The VideoCrafter noise schedule buffers (scaled-linear betas; scale_arr falling linearly over 400 steps)."""
+    """The VideoCrafter noise schedule buffers as the released files carry them (scaled-linear betas, the
+    buffers derived from them; scale_arr falling linearly over 400 steps)."""
     betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
-    out = {"betas": betas.float(), "alphas_cumprod": torch.cumprod(1.0 - betas, 0).float()}
+    acp = torch.cumprod(1.0 - betas, 0)
+    prev = torch.cat([torch.ones(1, dtype=torch.float64), acp[:-1]])
+    posterior_variance = betas * (1.0 - prev) / (1.0 - acp)
+    # the buffers the released files carry beside betas/alphas_cumprod (derived from them; the loader ignores them)
+    out = {"betas": betas, "alphas_cumprod": acp, "alphas_cumprod_prev": prev,
+           "sqrt_alphas_cumprod": acp.sqrt(), "sqrt_one_minus_alphas_cumprod": (1.0 - acp).sqrt(),
+           "log_one_minus_alphas_cumprod": (1.0 - acp).log(), "sqrt_recip_alphas_cumprod": (1.0 / acp).sqrt(),
+           "sqrt_recipm1_alphas_cumprod": (1.0 / acp - 1).sqrt(), "posterior_variance": posterior_variance,
+           "posterior_log_variance_clipped": posterior_variance.clamp(min=1e-20).log(),
+           "posterior_mean_coef1": betas * prev.sqrt() / (1.0 - acp),
+           "posterior_mean_coef2": (1.0 - prev) * (1.0 - betas).sqrt() / (1.0 - acp)}
+    out = {k: v.float() for k, v in out.items()}
     if scale is not None:
         base, length = scale
         out["scale_arr"] = torch.cat([torch.linspace(1.0, base, 400, dtype=torch.float64),

@@ -112,22 +112,41 @@ def schedule(scale=None, timesteps=1000, linear_start=0.00085, linear_end=0.012)
     return out
 
 
-def _random(key, shape, gen):
-    leaf = key.rsplit(".", 1)[-1]
+def _uniform(shape, bound, gen):
+    return (torch.rand(shape, generator=gen) * 2 - 1) * bound
+
+
+def _random(key, shapes, gen):
+    """Values spread like the reference tiny models': PyTorch's default layer init (weights and biases
+    uniform +-1/sqrt(fan_in)), norms at 1 +- 0.02, OpenCLIP-style embeddings, and small (not zero) weights where
+    the original zero-initialises (`proj_out`), so every branch (the image cross-attention too) shapes the output."""
+    shape = shapes[key]
+    module, leaf = key.rsplit(".", 1) if "." in key else ("", key)
     if not shape:
         return torch.tensor(math.log(1 / 0.07))  # logit_scale
-    if len(shape) == 1:
-        norm_like = leaf == "weight" and any(s in key for s in ("norm", "ln_", ".ln", "layers.0.1.0", "layers.1.1.0"))
-        base = 1.0 if norm_like else 0.0
-        return base + 0.02 * torch.randn(shape, generator=gen)
-    fan_in = math.prod(shape[1:])
-    return torch.randn(shape, generator=gen) / math.sqrt(fan_in)
+    if key.endswith(("class_embedding", "visual.positional_embedding", "latents")):
+        return torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+    if key.endswith(("token_embedding.weight", "positional_embedding")):
+        return 0.02 * torch.randn(shape, generator=gen)
+    if key.endswith(("in_proj_weight", "text_projection")):
+        return torch.randn(shape, generator=gen) / math.sqrt(shape[-1])
+    if key.endswith("in_proj_bias") or (key.startswith(UNET_PREFIX) and (
+            "proj_out" in key or "temopral_conv.conv4.3." in key)):  # zero-initialised in the original
+        return 0.02 * torch.randn(shape, generator=gen)
+    weight = shapes.get(module + ".weight")
+    if leaf == "weight" and len(shape) == 1:  # a norm's scale
+        return 1.0 + 0.02 * torch.randn(shape, generator=gen)
+    if leaf == "bias" and (weight is None or len(weight) == 1):  # a norm's shift
+        return 0.02 * torch.randn(shape, generator=gen)
+    fan_in = math.prod((weight if leaf == "bias" else shape)[1:]) or 1
+    return _uniform(shape, 1 / math.sqrt(fan_in), gen)
 
 
 def build_smoke_state_dict(name, seed=0):
     """A full tiny checkpoint {key: fp16 tensor} (schedule buffers fp32) with seeded random weights."""
     gen = torch.Generator().manual_seed(seed)
-    sd = {k: _random(k, v, gen).to(torch.float16) for k, v in sorted(smoke_shapes(name).items())}
+    shapes = smoke_shapes(name)
+    sd = {k: _random(k, shapes, gen).to(torch.float16) for k in sorted(shapes)}
     sd.update(schedule(SMOKE_MODELS[name][1]))
     return sd
 

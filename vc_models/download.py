@@ -136,12 +136,12 @@ def download_pickle(model, folder, progress=None):
     try:
         meta = get_hf_file_metadata(url)
     except Exception as e:  # offline, DNS, refused, 401/404, HF_HUB_OFFLINE ...
-        raise DownloadError(f"Could not reach {url}: {type(e).__name__}: {e}. {manual_instructions(model, folder)}") from e
+        raise DownloadError(f"Could not get {url}: {type(e).__name__}: {e}. {manual_instructions(model, folder)}") from e
     etag = (meta.etag or "").strip('"').lower()
     part = final + PART_SUFFIX
     # A .part of another file version (the ETag is stored beside it) is not resumed.
     tag_file = part + ".etag"
-    if os.path.exists(part) and (not os.path.exists(tag_file) or open(tag_file).read().strip() != etag):
+    if os.path.exists(part) and _read(tag_file) != etag:
         os.remove(part)
     with open(tag_file, "w") as f:
         f.write(etag)
@@ -150,7 +150,7 @@ def download_pickle(model, folder, progress=None):
         os.remove(part)
         resume = 0
     kwargs = {"resume_size": resume, "expected_size": meta.size, "displayed_filename": f"{model.id} ({model.filename})"}
-    if "tqdm_class" in inspect.signature(http_get).parameters:  # huggingface_hub >= 0.26; older: terminal bar only
+    if "tqdm_class" in inspect.signature(http_get).parameters:  # older huggingface_hub: terminal bar only
         kwargs["tqdm_class"] = _progress_tqdm(progress)
     with open(part, "ab") as f:
         try:
@@ -162,6 +162,7 @@ def download_pickle(model, folder, progress=None):
                 raise DownloadError(f"Download of {url} is incomplete or damaged ({e}). Run again to retry. "
                                     f"{manual_instructions(model, folder)}") from e
             if type(e).__module__.startswith(("httpx", "huggingface_hub", "requests", "urllib3")):
+                f.flush()
                 raise DownloadError(f"Download of {url} failed: {type(e).__name__}: {e}. Run again to resume "
                                     f"from the {os.path.getsize(part)} bytes kept in {part}. "
                                     f"{manual_instructions(model, folder)}") from e
@@ -176,6 +177,13 @@ def download_pickle(model, folder, progress=None):
     os.replace(part, final)
     _remove(tag_file)
     return final
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read().strip()
 
 
 def _remove(*paths):

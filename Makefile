@@ -1,6 +1,7 @@
 # VideoCrafter for ComfyUI — developer entry points. `make demo` and `make test` work on a fresh machine.
 PY := .venv/bin/python
 CKPT ?=
+MODEL ?=
 
 .PHONY: setup test demo benchmark workflows clean
 
@@ -11,7 +12,7 @@ test: setup
 	cd tests && ../$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) scripts/demo.py $(if $(CKPT),--ckpt "$(CKPT)")
+	$(PY) scripts/demo.py $(if $(CKPT),--ckpt "$(CKPT)") $(if $(MODEL),--model "$(MODEL)")
 
 benchmark: setup
 	$(PY) scripts/benchmark.py $(BENCH_ARGS)

@@ -1,9 +1,9 @@
 """The pack's nodes, one concern per module."""
 from . import loader, image_encode, conditioning, latent, sampler, decode, convert, train
-from . import turbo
+from . import turbo, download
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (loader, image_encode, conditioning, latent, sampler, decode, convert, train, turbo):
+for _module in (loader, image_encode, conditioning, latent, sampler, decode, convert, train, turbo, download):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -32,10 +32,15 @@ NODE_TYPES = {
     "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
 }
 
+# Model files: the names `scripts/download_models.py` / the VideoCrafter Model Downloader node write into
+# models/videocrafter (vc_models/download.py RELEASED_MODELS), with the released file they come from.
+# No `properties.models` entry: ComfyUI's Missing Models dialog downloads only .safetensors/.sft files and the
+# releases are .ckpt pickles (naming the pickle URL with a .safetensors name would store a pickle under that
+# name). Each UI graph carries a Note saying how to get the file instead.
 MODELS = {
-    "vc2_t2v_512": ("videocrafter2_t2v_512.ckpt", "https://huggingface.co/VideoCrafter/VideoCrafter2/resolve/main/model.ckpt"),
-    "vc1_t2v_1024": ("videocrafter1_t2v_1024.ckpt", "https://huggingface.co/VideoCrafter/Text2Video-1024/resolve/main/model.ckpt"),
-    "vc1_i2v_512": ("videocrafter1_i2v_512.ckpt", "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt"),
+    "vc2_t2v_512": ("videocrafter2_t2v_512.safetensors", "https://huggingface.co/VideoCrafter/VideoCrafter2/resolve/main/model.ckpt"),
+    "vc1_t2v_1024": ("videocrafter1_t2v_1024.safetensors", "https://huggingface.co/VideoCrafter/Text2Video-1024/resolve/main/model.ckpt"),
+    "vc1_i2v_512": ("videocrafter1_i2v_512.safetensors", "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt"),
 }
 
 # T2V-Turbo-v2 UNets (bare state dicts, loaded onto the VideoCrafter2 MODEL): file name -> release
@@ -45,6 +50,23 @@ TURBO_UNETS = {
                       "https://huggingface.co/jiachenli-ucsb/T2V-Turbo-v2-no-MG/resolve/main/unet_no_mg.pt"),
 }
 MODELS["vc2_turbo_v2"] = MODELS["vc2_t2v_512"]  # the turbo workflow's checkpoint: VideoCrafter2 (CLIP, VAE)
+# downloader ids of the files a workflow loads, where they are not just the workflow's own id
+WORKFLOW_DOWNLOADS = {"vc2_turbo_v2": ["vc2_t2v_512", "turbo_v2_mg"]}
+
+
+def model_note(variant, node_id, pos):
+    """A UI-only Note node telling how to get the model files (the Missing Models dialog cannot)."""
+    ids = WORKFLOW_DOWNLOADS.get(variant, [variant])
+    files = {**MODELS, **TURBO_UNETS}
+    names = ", ".join(files[i][0] for i in ids)
+    urls = "\n".join(files[i][1] for i in ids)
+    text = (f"Models: {names} in ComfyUI/models/videocrafter/.\n\n"
+            f"Get them once with the node 'VideoCrafter Model Downloader' (model {' and '.join(ids)}), then press R, "
+            f"or on a server: python custom_nodes/ComfyUI-VideoCrafter/scripts/download_models.py {' '.join(ids)}\n"
+            f"They are downloaded from\n{urls}\nand converted to fp16 .safetensors.")
+    return {"id": node_id, "type": "Note", "pos": list(pos), "size": [420, 160], "flags": {}, "order": node_id,
+            "mode": 0, "title": "Model files", "inputs": [], "outputs": [], "properties": {},
+            "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
 
 
 def graph(variant, prompt, width, height, fps, image=None):
@@ -107,7 +129,6 @@ def to_api(nodes):
 
 
 def to_ui(nodes, variant):
-    ckpt, url = MODELS[variant]
     links, ui_nodes = [], []
     out_links = {}
     link_id = 0
@@ -129,13 +150,10 @@ def to_ui(nodes, variant):
             "properties": {"Node name for S&R": ntype},
             "widgets_values": list(widgets),
         }
-        if ntype == "VideoCrafterCheckpointLoader":
-            node["properties"]["models"] = [{"name": ckpt, "url": url, "directory": "checkpoints"}]
-        if ntype == "VideoCrafterTurboUNetLoader":
-            name, turbo_url = next(v for v in TURBO_UNETS.values() if v[0] == widgets[0])
-            node["properties"]["models"] = [{"name": name, "url": turbo_url, "directory": "videocrafter"}]
         ui_nodes.append(node)
-    return {"last_node_id": max(nodes), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
+    if variant in MODELS and any(n[0] == "VideoCrafterCheckpointLoader" for n in nodes.values()):
+        ui_nodes.append(model_note(variant, max(nodes) + 1, (40, 20)))
+    return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 

@@ -10,10 +10,43 @@ import os
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(os.path.dirname(REPO), "shared")
-GOLDEN = os.path.join(SHARED, "reference", "golden")
-KEYS = os.path.join(SHARED, "reference", "keys")
 PACK_MODULE = "comfyui_videocrafter"
+
+
+def _reference_dir():
+    """$VIDEOCRAFTER_REFERENCE (the `reference` folder or the folder holding it), else ../shared/reference."""
+    env = os.environ.get("VIDEOCRAFTER_REFERENCE")
+    candidates = [env, os.path.join(env, "reference")] if env else [os.path.join(os.path.dirname(REPO), "shared", "reference")]
+    for path in candidates:
+        if os.path.isdir(os.path.join(path, "golden")):
+            return os.path.abspath(path)
+    return os.path.abspath(candidates[0])
+
+
+# The reference data (tiny models with golden outputs of the original, released key layouts).
+REFERENCE = _reference_dir()
+HAVE_REFERENCE = os.path.isdir(os.path.join(REFERENCE, "golden"))
+REFERENCE_MISSING = (f"reference data not found at {REFERENCE} "
+                     "(set VIDEOCRAFTER_REFERENCE to the folder holding golden/ and keys/)")
+# Without the reference, tiny random checkpoints with the same names and architecture (a smoke model,
+# vc_models/smoke_model.py) stand in for the tiny reference models in $VIDEOCRAFTER_SMOKE_DIR, so GOLDEN
+# always holds `tiny_*.safetensors` and the start image; the golden tensors exist only with the reference.
+SMOKE_DIR = os.path.abspath(os.environ.get("VIDEOCRAFTER_SMOKE_DIR") or os.path.join(REPO, ".smoke"))
+GOLDEN = os.path.join(REFERENCE, "golden") if HAVE_REFERENCE else SMOKE_DIR
+KEYS = os.path.join(REFERENCE, "keys")
+
+
+def ensure_smoke_models(folder=SMOKE_DIR, python=None):
+    """Generate the smoke checkpoints into `folder` (in a child process, so this one stays free of ComfyUI)."""
+    import subprocess
+    if os.path.exists(os.path.join(folder, SMOKE_COMPLETE)):
+        return folder
+    script = os.path.join(REPO, "scripts", "make_smoke_models.py")
+    subprocess.run([python or sys.executable, script, folder], check=True)
+    return folder
+
+
+SMOKE_COMPLETE = ".complete"  # written by scripts/make_smoke_models.py once every smoke file is there
 
 
 def comfyui_path():

@@ -2,9 +2,12 @@
 """`make demo`: start ComfyUI headless with this pack, run the shipped T2V and I2V API workflows, and
 write the videos to ./output/, printing paths and timings.
 
-Without --ckpt it uses the tiny reference checkpoints from ../shared (a SMOKE MODEL: random tiny
-weights, the frames are noise; sizes and steps are reduced so it takes a minute on a CPU). With
---ckpt path/to/model.ckpt it runs the workflow that fits that checkpoint at the papers' settings.
+Without --ckpt/--model it uses tiny checkpoints: the reference ones from ../shared (or $VIDEOCRAFTER_REFERENCE),
+else smoke models it generates from the pack's code (a SMOKE MODEL either way: random tiny weights, the frames
+are noise; sizes and steps are reduced so it takes a minute on a CPU). With --ckpt path/to/model.ckpt it runs
+the workflow that fits that checkpoint at the papers' settings; with --model vc2_t2v_512 (any id of
+scripts/download_models.py --list with a shipped workflow) it first downloads and converts the released model
+into --models-dir (once; HF_ENDPOINT is honoured), then renders at the papers' settings.
 """
 import argparse
 import json
@@ -18,9 +21,14 @@ import uuid
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from server_util import ComfyServer, GOLDEN, http_json  # noqa: E402  (the same launcher the tests use)
+import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process)
 
 SMOKE = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_i2v_512": "tiny_i2v_v1.safetensors"}
+# released model id -> the shipped workflow that renders it (a T2V graph takes any T2V checkpoint)
+MODEL_WORKFLOWS = {"vc2_t2v_512": "vc2_t2v_512", "vc1_t2v_512": "vc2_t2v_512", "vc1_t2v_1024": "vc1_t2v_1024",
+                   "vc1_i2v_512": "vc1_i2v_512"}
 SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "steps": 10}
+QUICK_SETTINGS = {"width": 128, "height": 64, "frames": 4, "steps": 2}  # --quick: a plumbing check in seconds
 START_IMAGE = "videocrafter_demo_start.png"
 
 
@@ -44,7 +52,7 @@ def fill(workflow, values):
     return workflow
 
 
-def run(server, name, values):
+def run(server, name, values, out_dir):
     with open(os.path.join(ROOT, "workflows", "api", f"{name}.json")) as f:
         workflow = fill(json.load(f), values)
     start = time.time()
@@ -65,10 +73,10 @@ def run(server, name, values):
         raise SystemExit(f"{name} failed: {json.dumps(entry['status']['messages'])[-2000:]}")
     files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
     saved = []
-    os.makedirs(os.path.join(ROOT, "output"), exist_ok=True)
+    os.makedirs(out_dir, exist_ok=True)
     for item in files:
         src = os.path.join(server.output_dir, item["subfolder"], item["filename"])
-        dst = os.path.join(ROOT, "output", f"{name}_{item['filename']}")
+        dst = os.path.join(out_dir, f"{name}_{item['filename']}")
         shutil.copy(src, dst)
         saved.append(dst)
     return saved, time.time() - start
@@ -77,8 +85,22 @@ def run(server, name, values):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help="a released VideoCrafter checkpoint (.ckpt or .safetensors)")
+    parser.add_argument("--model", choices=sorted(MODEL_WORKFLOWS),
+                        help="download (once) and render a released model at the papers' settings")
+    parser.add_argument("--models-dir", default=os.path.join(ROOT, "models", "videocrafter"),
+                        help="where --model keeps the converted .safetensors (default ./models/videocrafter)")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --ckpt/--model: 128x64, 4 frames, 2 steps instead of the papers' settings (checks the plumbing)")
+    parser.add_argument("--out", default=os.path.join(ROOT, "output"), help="where the videos go (default ./output)")
     parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default when one is present)")
     args = parser.parse_args()
+    if args.model:
+        sys.path.insert(0, ROOT)  # vc_models without ComfyUI, as scripts/download_models.py
+        from vc_models.download import DownloadError, fetch_model
+        try:
+            args.ckpt = fetch_model(args.model, args.models_dir).path
+        except DownloadError as e:
+            raise SystemExit(f"error: {e}")
 
     root = os.path.join(ROOT, ".demo")
     shutil.rmtree(root, ignore_errors=True)
@@ -94,16 +116,26 @@ def main():
     if args.ckpt:
         ckpt = os.path.abspath(args.ckpt)
         os.symlink(ckpt, os.path.join(checkpoints, os.path.basename(ckpt)))
-        name = "vc1_i2v_512" if is_image_to_video(ckpt) else "vc2_t2v_512"
-        jobs = {name: {"ckpt_name": os.path.basename(ckpt)}}
-        print(f"{os.path.basename(ckpt)}: running {name} at the papers' settings (16 frames, 50 DDIM steps, cfg 12).")
+        if args.model:
+            name = MODEL_WORKFLOWS[args.model]
+        else:
+            name = "vc1_i2v_512" if is_image_to_video(ckpt) else "vc2_t2v_512"
+        jobs = {name: {"ckpt_name": os.path.basename(ckpt), **(QUICK_SETTINGS if args.quick else {})}}
+        settings = f"the --quick settings {QUICK_SETTINGS}" if args.quick else "the papers' settings (16 frames, 50 DDIM steps, cfg 12)"
+        print(f"{os.path.basename(ckpt)}: running {name} at {settings}.")
     else:
+        if not comfy_boot.HAVE_REFERENCE:
+            print(f"{comfy_boot.REFERENCE_MISSING}: generating smoke models in {GOLDEN}")
+            comfy_boot.ensure_smoke_models(GOLDEN)
         jobs = {}
         for name, tiny in SMOKE.items():
             os.symlink(os.path.join(GOLDEN, tiny), os.path.join(checkpoints, tiny))
             jobs[name] = {"ckpt_name": tiny, **SMOKE_SETTINGS}
-        print("SMOKE MODEL: tiny random-weight checkpoints from ../shared — the videos are noise. "
-              "Run `make demo CKPT=path/to/model.ckpt` with a released checkpoint for real videos.")
+        print("SMOKE MODEL: tiny random-weight checkpoints — the videos are noise. For a real video run "
+              "`make demo MODEL=vc2_t2v_512` (downloads the released VideoCrafter2, about 10 GB, once) or "
+              "`make demo CKPT=path/to/model.ckpt`.")
+    if not os.path.exists(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png")):
+        comfy_boot.ensure_smoke_models(GOLDEN)  # the start image comes with the smoke models
     shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(server.input_dir, START_IMAGE))
     for values in jobs.values():
         values["image"] = START_IMAGE
@@ -113,7 +145,7 @@ def main():
     print(f"ComfyUI is up at {server.url} after {time.time() - started:.1f} s (log: {server.log_path})")
     try:
         for name, values in jobs.items():
-            saved, seconds = run(server, name, values)
+            saved, seconds = run(server, name, values, args.out)
             for path in saved:
                 print(f"{name}: {path}  ({seconds:.1f} s)")
     finally:

@@ -7,7 +7,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 import comfy_boot  # noqa: E402
-from comfy_boot import REPO, GOLDEN, KEYS, PACK_MODULE, comfyui_path, pack  # noqa: E402,F401
+from comfy_boot import (REPO, GOLDEN, KEYS, PACK_MODULE, REFERENCE, HAVE_REFERENCE, REFERENCE_MISSING,  # noqa: E402,F401
+                        SMOKE_DIR, comfyui_path, pack)
 
 
 def boot():

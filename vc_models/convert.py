@@ -24,13 +24,21 @@ def convert_checkpoint(src, dst, fp16=False, overwrite=False):
         refuse_existing(dst, "The output file")
     sd = load_state_dict(src)
     info = inspect_checkpoint(sd, os.path.basename(src))
+    out = safetensors_tensors(sd, fp16=fp16)
+    save_safetensors_atomic(out, dst, metadata={"videocrafter_variant": info.variant}, overwrite=overwrite)
+    return info
+
+
+def safetensors_tensors(sd, fp16=False, keep_schedule=True):
+    """The tensors of a loaded checkpoint as safetensors stores them: buffers derived from the noise
+    schedule dropped (the loader recomputes them), with `fp16` floating-point weights halved but the
+    schedule buffers (betas, alphas_cumprod, scale_arr) kept in float32 unless `keep_schedule` is False."""
     out = {}
     for key, value in sd.items():
         if key in DERIVED_SCHEDULE_KEYS:
             continue
-        if fp16 and value.is_floating_point() and key not in SCHEDULE_KEYS:
+        if fp16 and value.is_floating_point() and not (keep_schedule and key in SCHEDULE_KEYS):
             value = value.to(torch.float16)
         # tensors of a pickle may share storage; safetensors wants each on its own
         out[key] = value.clone() if not value.is_contiguous() or value.untyped_storage().nbytes() != value.nbytes else value
-    save_safetensors_atomic(out, dst, metadata={"videocrafter_variant": info.variant}, overwrite=overwrite)
-    return info
+    return out

@@ -1,0 +1,71 @@
+"""VideoCrafter Model Downloader: fetch a released model once, as the fp16 .safetensors the shipped workflows load."""
+import os
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+
+from ..vc_models.download import RELEASED_MODELS, fetch_model
+from .loader import FOLDER  # registers models/videocrafter
+
+
+def model_folder():
+    """The first (default) models/videocrafter folder ComfyUI knows."""
+    return folder_paths.get_folder_paths(FOLDER)[0]
+
+
+class ByteProgress:
+    """huggingface_hub's byte counts -> ComfyUI's progress bar; checks for interrupts as bytes arrive
+    (an interrupted download keeps its .part file and resumes on the next run)."""
+
+    def __init__(self):
+        self.bar = None
+
+    def __call__(self, done, total):
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if total <= 0:
+            return
+        if self.bar is None:
+            self.bar = comfy.utils.ProgressBar(total)
+        self.bar.update_absolute(done, total)
+
+
+class VideoCrafterModelDownloader:
+    CATEGORY = "VideoCrafter/loaders"
+    RETURN_TYPES = ("STRING", "STRING")
+    RETURN_NAMES = ("file_name", "path")
+    OUTPUT_TOOLTIPS = ("The .safetensors name as the loaders list it (what the shipped workflows load).",
+                       "Full path of the .safetensors.")
+    OUTPUT_NODE = True
+    FUNCTION = "fetch"
+    DESCRIPTION = ("Downloads a released VideoCrafter / DynamiCrafter / T2V-Turbo model from Hugging Face once "
+                   "(resumable, progress in the bar and the terminal), checks it, and converts it to an fp16 "
+                   ".safetensors in models/videocrafter under the name the shipped workflows load. "
+                   "Files already there are not downloaded again. Press R (refresh) afterwards so the loaders list it.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        listing = "; ".join(f"{m.id}: {m.description} -> {m.file_name}" for m in RELEASED_MODELS.values())
+        return {"required": {
+            "model": (list(RELEASED_MODELS), {"default": "vc2_t2v_512", "tooltip":
+                      f"Which released model to fetch (file written into models/videocrafter). {listing}."}),
+            "delete_pickle": ("BOOLEAN", {"default": False, "tooltip":
+                              "Delete the released .ckpt/.pt after conversion (saves its size on disk). Off: it is "
+                              "kept in models/videocrafter/originals/."}),
+        }}
+
+    @classmethod
+    def IS_CHANGED(cls, model, delete_pickle):
+        # run again when the file was removed or replaced since the last run
+        path = os.path.join(model_folder(), RELEASED_MODELS[model].file_name) if model in RELEASED_MODELS else ""
+        return os.path.getmtime(path) if os.path.isfile(path) else "missing"
+
+    def fetch(self, model, delete_pickle):
+        result = fetch_model(model, model_folder(), delete_pickle=delete_pickle, progress=ByteProgress())
+        name = os.path.basename(result.path)
+        state = "downloaded and converted" if result.downloaded else ("converted" if result.converted else "already present")
+        return {"ui": {"text": [f"{name}: {state} ({result.path})"]}, "result": (name, result.path)}
+
+
+NODE_CLASS_MAPPINGS = {"VideoCrafterModelDownloader": VideoCrafterModelDownloader}
+NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterModelDownloader": "VideoCrafter Model Downloader"}

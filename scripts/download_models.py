@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Download released VideoCrafter-family models and convert them once to fp16 .safetensors.
+
+    python scripts/download_models.py vc2_t2v_512 [vc1_i2v_512 ...] [--dir ComfyUI/models/videocrafter] [--delete-pickle]
+    python scripts/download_models.py --list
+
+Writes <dir>/<name>.safetensors under the names the shipped workflows load (see --list); the released
+pickle is kept in <dir>/originals/ unless --delete-pickle. Files already there are not downloaded again;
+an interrupted download resumes. Honours HF_ENDPOINT (a mirror), HF_TOKEN and HF_HUB_OFFLINE.
+Needs no ComfyUI: torch, safetensors and huggingface_hub only.
+"""
+import argparse
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)  # the pack's `vc_models` package; no ComfyUI is imported in this process
+from vc_models.download import RELEASED_MODELS, DownloadError, fetch_model  # noqa: E402
+
+
+def default_dir():
+    """models/videocrafter of the ComfyUI this pack is installed in (custom_nodes/<pack>), else ./models/videocrafter."""
+    parent = os.path.dirname(REPO)
+    if os.path.basename(parent) == "custom_nodes":
+        return os.path.join(os.path.dirname(parent), "models", "videocrafter")
+    return os.path.join(os.getcwd(), "models", "videocrafter")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="*", metavar="MODEL", help="model ids (see --list)")
+    parser.add_argument("--dir", default=None, help="target folder (default: ComfyUI's models/videocrafter "
+                        "when the pack sits in custom_nodes, else ./models/videocrafter)")
+    parser.add_argument("--delete-pickle", action="store_true", help="delete the released pickle after conversion")
+    parser.add_argument("--list", action="store_true", help="list the model ids and exit")
+    args = parser.parse_args(argv)
+    if args.list or not args.models:
+        for m in RELEASED_MODELS.values():
+            print(f"{m.id:15s} {m.file_name:40s} {m.description}  <- {m.url}")
+        return 0 if args.list else 2
+    unknown = [m for m in args.models if m not in RELEASED_MODELS]
+    if unknown:
+        parser.error(f"unknown model id(s) {unknown}; known: {', '.join(RELEASED_MODELS)}")
+    folder = args.dir or default_dir()
+    for model_id in args.models:
+        try:
+            result = fetch_model(model_id, folder, delete_pickle=args.delete_pickle)
+        except DownloadError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"{model_id}: {result.path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""The model downloader (scripts/download_models.py and the VideoCrafter Model Downloader node) against a
+local fake of the Hugging Face file endpoints (tests/fake_hub.py, HF_ENDPOINT=127.0.0.1) serving tiny
+checkpoints in the released formats: download, conversion to fp16 .safetensors, skip when present, resume
+after a cut connection and after a failed run, a corrupt download, no network; the node in a real ComfyUI
+server, and the shipped workflow loading what it wrote, unchanged."""
+import asyncio
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import uuid
+
+import pytest
+import safetensors.torch
+import torch
+
+from fake_hub import FakeHub
+from server_util import ComfyServer, GOLDEN, REPO, free_port, http_json, venv_python
+
+SCRIPT = os.path.join(REPO, "scripts", "download_models.py")
+# ComfyUI's folder_paths.supported_pt_extensions: files it would list as models
+MODEL_EXTENSIONS = (".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft")
+CHUNK = 10 * 1024 * 1024  # huggingface_hub writes what arrives in 10 MiB chunks: what a cut GET keeps
+CUT = 15 * 1024 * 1024
+VC2 = ("VideoCrafter/VideoCrafter2", "model.ckpt")
+I2V = ("VideoCrafter/Image2Video-512", "model.ckpt")
+TURBO = ("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "unet_no_mg.pt")
+UNET = "model.diffusion_model."
+SCHEDULE = ("betas", "alphas_cumprod", "scale_arr")
+
+
+def pickled(obj):
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def released():
+    """Tiny checkpoints as the hub serves them: VideoCrafter {"state_dict"} fp32 pickles, a bare turbo UNet."""
+    t2v = {k: v.float() for k, v in safetensors.torch.load_file(os.path.join(GOLDEN, "tiny_t2v_v2.safetensors")).items()}
+    i2v = safetensors.torch.load_file(os.path.join(GOLDEN, "tiny_i2v_v1.safetensors"))
+    unet = {k[len(UNET):]: v for k, v in t2v.items() if k.startswith(UNET)}
+    return {VC2: (t2v, pickled({"state_dict": t2v})), I2V: (i2v, pickled({"state_dict": i2v})),
+            TURBO: (unet, pickled(unet))}
+
+
+@pytest.fixture(scope="module")
+def hub(released):
+    hub = FakeHub()
+    for (repo, filename), (_sd, data) in released.items():
+        hub.add(repo, filename, data)
+    hub.start()
+    yield hub
+    hub.stop()
+
+
+def run_script(endpoint, *args):
+    env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_TELEMETRY="1")
+    return subprocess.run([venv_python(), SCRIPT, *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def model_files(folder):
+    """Every file under `folder` that ComfyUI would list as a model, relative."""
+    return {os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files
+            if f.lower().endswith(MODEL_EXTENSIONS)}
+
+
+def sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def key(repo_file):
+    return "/".join(repo_file)
+
+
+def test_script_downloads_converts_and_skips_present_files(hub, released, tmp_path):
+    source, data = released[VC2]
+    result = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    out = safetensors.torch.load_file(str(tmp_path / "videocrafter2_t2v_512.safetensors"))
+    # derived schedule buffers are dropped (the loader recomputes them); the schedule stays fp32, weights fp16
+    derived = {k for k in source if k.startswith(("sqrt_", "log_one", "posterior_", "alphas_cumprod_prev"))}
+    assert set(out) == set(source) - derived and derived
+    for k, v in out.items():
+        expected = source[k] if k in SCHEDULE else source[k].half()
+        assert v.dtype == expected.dtype and torch.equal(v, expected), k
+    with open(tmp_path / "originals" / "videocrafter2_t2v_512.ckpt", "rb") as f:
+        assert sha(f.read()) == sha(data)
+    assert model_files(tmp_path) == {"videocrafter2_t2v_512.safetensors", "originals/videocrafter2_t2v_512.ckpt"}
+
+    before = len(hub.requests)
+    again = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert again.returncode == 0 and "already there" in again.stdout, again.stdout + again.stderr
+    assert len(hub.requests) == before  # no network at all
+
+
+def test_turbo_unet_keeps_its_keys_and_the_pickle_goes_when_asked(hub, released, tmp_path):
+    source, _ = released[TURBO]
+    result = run_script(hub.url, "turbo_v2_nomg", "--dir", str(tmp_path), "--delete-pickle")
+    assert result.returncode == 0, result.stderr
+    out = safetensors.torch.load_file(str(tmp_path / "t2v_turbo_v2_unet_no_mg.safetensors"))
+    assert set(out) == set(source)
+    assert all(v.dtype == torch.float16 and torch.equal(v, source[k].half()) for k, v in out.items())
+    assert model_files(tmp_path) == {"t2v_turbo_v2_unet_no_mg.safetensors"}
+
+
+def test_resume_after_a_cut_connection_and_after_a_failed_run(hub, released, tmp_path):
+    source, data = released[VC2]
+    assert len(data) > 2 * CHUNK + CUT - CHUNK, "the test file must outlast two cuts"
+    # run 1: the connection drops after 15 MiB (10 MiB kept), the retry gets 503: the run fails, the bytes stay
+    hub.cut_after[key(VC2)] = CUT
+    hub.fail_gets[key(VC2)] = 1
+    first = len(hub.gets(*VC2))
+    failed = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert failed.returncode == 1 and "Run again to resume" in failed.stderr, failed.stderr
+    assert hub.gets(*VC2)[first:] == [None, f"bytes={CHUNK}-"]
+    part = tmp_path / "originals" / "videocrafter2_t2v_512.ckpt.part"
+    assert part.stat().st_size == CHUNK
+    assert model_files(tmp_path) == set()  # nothing ComfyUI would list
+
+    # run 2 resumes at 10 MiB; its connection drops once more and huggingface_hub resumes within the run
+    hub.cut_after[key(VC2)] = CUT
+    first = len(hub.gets(*VC2))
+    resumed = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    assert hub.gets(*VC2)[first:] == [f"bytes={CHUNK}-", f"bytes={2 * CHUNK}-"]
+    with open(tmp_path / "originals" / "videocrafter2_t2v_512.ckpt", "rb") as f:
+        assert sha(f.read()) == sha(data)
+    out = safetensors.torch.load_file(str(tmp_path / "videocrafter2_t2v_512.safetensors"))
+    assert torch.equal(out[UNET + "out.2.weight"], source[UNET + "out.2.weight"].half())
+    assert not part.exists()
+
+
+def test_corrupt_download_is_refused_and_leaves_nothing(hub, tmp_path):
+    hub.corrupt.add(key(VC2))
+    try:
+        result = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    finally:
+        hub.corrupt.discard(key(VC2))
+    assert result.returncode == 1
+    assert "corrupt" in result.stderr and "sha256" in result.stderr and "run again" in result.stderr, result.stderr
+    assert [f for _, _, files in os.walk(tmp_path) for f in files] == []
+
+
+def test_no_network_names_the_url_and_the_folder_then_converts_a_file_put_there(released, tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    result = run_script(closed, "vc1_i2v_512", "--dir", str(tmp_path))
+    assert result.returncode == 1
+    wanted = tmp_path / "originals" / "videocrafter1_i2v_512.ckpt"
+    assert "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt" in result.stderr
+    assert str(wanted) in result.stderr, result.stderr
+    assert model_files(tmp_path) == set()
+    wanted.write_bytes(released[I2V][1])  # the user downloads it by hand
+    offline = run_script(closed, "vc1_i2v_512", "--dir", str(tmp_path))
+    assert offline.returncode == 0, offline.stderr
+    assert (tmp_path / "videocrafter1_i2v_512.safetensors").is_file()
+
+
+def test_unknown_id_lists_the_known_ones(tmp_path):
+    result = run_script("http://127.0.0.1:9", "vc3_t2v", "--dir", str(tmp_path))
+    assert result.returncode == 2 and "vc2_t2v_512" in result.stderr and "dc_512_interp" in result.stderr
+
+
+# ------------------------------------------------------------------ the node in a ComfyUI server
+IDS = ["vc2_t2v_512", "vc1_t2v_512", "vc1_t2v_1024", "vc1_i2v_512", "dc_256", "dc_512", "dc_1024",
+       "dc_512_interp", "turbo_v2_mg", "turbo_v2_nomg"]
+
+
+@pytest.fixture(scope="module")
+def server(hub, tmp_path_factory):
+    root = tmp_path_factory.mktemp("download_server")
+    target = root / "downloads"
+    yaml = root / "download_paths.yaml"
+    yaml.write_text(f"downloads:\n    base_path: {root}\n    is_default: true\n    videocrafter: downloads\n")
+    srv = ComfyServer(root, extra_args=["--extra-model-paths-config", str(yaml)])
+    with open(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), "rb") as f:
+        (root / "comfy_input" / "start.png").write_bytes(f.read())
+    old = os.environ.get("HF_ENDPOINT")
+    os.environ["HF_ENDPOINT"] = hub.url  # the server inherits it
+    try:
+        srv.start()
+    finally:
+        os.environ.pop("HF_ENDPOINT") if old is None else os.environ.__setitem__("HF_ENDPOINT", old)
+    srv.downloads = target
+    yield srv
+    srv.stop()
+
+
+async def run_and_watch(server, prompt):
+    """POST a prompt and collect its websocket messages until it finishes."""
+    import aiohttp
+    client_id = uuid.uuid4().hex
+    messages = []
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{server.url}/ws?clientId={client_id}") as ws:
+            async with session.post(f"{server.url}/prompt", json={"prompt": prompt, "client_id": client_id}) as r:
+                assert r.status == 200, await r.text()
+                prompt_id = (await r.json())["prompt_id"]
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(msg.data)
+                messages.append(data)
+                if data["type"] in ("execution_success", "execution_error", "execution_interrupted") \
+                        and data["data"].get("prompt_id") == prompt_id:
+                    break
+    return prompt_id, messages
+
+
+def test_node_registered_with_tooltips(server):
+    info = server.object_info()["VideoCrafterModelDownloader"]
+    assert info["category"] == "VideoCrafter/loaders" and info["description"]
+    assert info["input"]["required"]["model"][0] == IDS
+    assert all(spec[1].get("tooltip") for spec in info["input"]["required"].values())
+    assert info["output"] == ["STRING", "STRING"] and info["output_node"]
+
+
+def test_node_downloads_with_progress_and_the_shipped_workflow_runs_unchanged(server, released):
+    import av
+    loader = "VideoCrafterCheckpointLoader"
+    assert "videocrafter1_i2v_512.safetensors" not in server.object_info()[loader]["input"]["required"]["ckpt_name"][0]
+    prompt = {"1": {"class_type": "VideoCrafterModelDownloader", "inputs": {"model": "vc1_i2v_512", "delete_pickle": True}}}
+    _, messages = asyncio.run(run_and_watch(server, prompt))
+    assert messages[-1]["type"] == "execution_success", messages[-3:]
+    progress = [m["data"] for m in messages if m["type"] == "progress" and m["data"]["node"] == "1"]
+    size = len(released[I2V][1])
+    assert progress and progress[-1]["value"] == progress[-1]["max"] == size, progress[-3:]
+    assert model_files(server.downloads) == {"videocrafter1_i2v_512.safetensors"}  # pickle deleted as asked
+
+    info = http_json(f"{server.url}/object_info/{loader}")[loader]
+    assert "videocrafter1_i2v_512.safetensors" in info["input"]["required"]["ckpt_name"][0]
+    with open(os.path.join(REPO, "workflows", "api", "vc1_i2v_512.json")) as f:
+        workflow = json.load(f)
+    for node in workflow.values():  # a CPU-sized run; the model name is left as shipped
+        for name, value in {"width": 128, "height": 64, "frames": 4, "steps": 2, "image": "start.png"}.items():
+            if name in node["inputs"] and not isinstance(node["inputs"][name], list):
+                node["inputs"][name] = value
+    prompt_id, messages = asyncio.run(run_and_watch(server, workflow))
+    assert messages[-1]["type"] == "execution_success", messages[-1]
+    entry = http_json(f"{server.url}/history/{prompt_id}")[prompt_id]
+    video = next(f for out in entry["outputs"].values() for f in out.get("images", []))
+    with av.open(os.path.join(server.output_dir, video["subfolder"], video["filename"])) as container:
+        assert len(list(container.decode(video=0))) == 4
+
+
+def test_node_error_names_url_and_folder(server):
+    # the fake hub has no DynamiCrafter file: the node's error says where to get it and where to put it
+    prompt = {"1": {"class_type": "VideoCrafterModelDownloader", "inputs": {"model": "dc_256", "delete_pickle": False}}}
+    _, messages = asyncio.run(run_and_watch(server, prompt))
+    error = messages[-1]
+    assert error["type"] == "execution_error"
+    text = error["data"]["exception_message"]
+    assert "Doubiiu/DynamiCrafter/resolve/main/model.ckpt" in text and os.path.join("originals", "dynamicrafter_256.ckpt") in text, text
+    assert model_files(server.downloads) == {"videocrafter1_i2v_512.safetensors"}
+
+
+def test_make_demo_model_downloads_then_renders(hub, tmp_path):
+    """`make demo MODEL=vc2_t2v_512` plumbing: download + conversion, then the shipped workflow renders it
+    (--quick: smoke sizes; the real run uses the papers' settings)."""
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
+    out = tmp_path / "out"
+    result = subprocess.run([venv_python(), os.path.join(REPO, "scripts", "demo.py"), "--model", "vc2_t2v_512", "--quick",
+                             "--models-dir", str(tmp_path / "models"), "--out", str(out)],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert (tmp_path / "models" / "videocrafter2_t2v_512.safetensors").is_file()
+    videos = sorted(os.listdir(out))
+    assert len(videos) == 1 and videos[0].endswith(".mp4") and str(out / videos[0]) in result.stdout, result.stdout

@@ -1,0 +1,244 @@
+"""Released models of the VideoCrafter family: download from Hugging Face, convert once to fp16 `.safetensors`.
+
+No ComfyUI imports: `scripts/download_models.py` uses this on servers without ComfyUI, and the
+`VideoCrafterModelDownloader` node (nodes/download.py) wraps it with ComfyUI's progress bar.
+
+Flow for one model id (`fetch_model`):
+1. `<dir>/<file>.safetensors` already there -> nothing to do (no network).
+2. The released pickle is downloaded with huggingface_hub (honours `HF_ENDPOINT`, `HF_TOKEN`,
+   `HF_HUB_OFFLINE`) into `<dir>/originals/<stem><ext>.part`. The `.part` name is no model extension, so
+   ComfyUI never lists an unfinished file; an interrupted run resumes from it (HTTP Range), and a connection
+   cut mid-file is resumed within the run by huggingface_hub itself.
+3. The bytes are checked against the hub's sha256 (the LFS ETag) before the file takes its real name
+   `<dir>/originals/<stem><ext>` (a complete, verified pickle; loadable as is).
+4. It is read with `torch.load(weights_only=True)` and written as `<dir>/<file>.safetensors`, floating-point
+   weights in fp16 (noise-schedule buffers stay fp32), through the pack's atomic writer, so the
+   `.safetensors` appears only when complete.
+5. `delete_pickle` removes the pickle once the `.safetensors` is written.
+"""
+import hashlib
+import inspect
+import os
+import re
+from dataclasses import dataclass
+
+
+ORIGINALS = "originals"  # subfolder of the model folder holding the released pickles
+PART_SUFFIX = ".part"
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ReleasedModel:
+    id: str
+    description: str
+    repo_id: str
+    filename: str  # in the Hugging Face repo
+    file_name: str  # the .safetensors the downloader writes and the shipped workflows load
+    bare_unet: bool = False  # T2V-Turbo: a bare UNet state dict (used with the VideoCrafter2 checkpoint)
+
+    @property
+    def page(self):
+        return f"https://huggingface.co/{self.repo_id}"
+
+    @property
+    def url(self):
+        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
+
+    @property
+    def pickle_name(self):
+        """Name of the released pickle in `originals/`: the file name with the released extension."""
+        return os.path.splitext(self.file_name)[0] + os.path.splitext(self.filename)[1]
+
+
+RELEASED_MODELS = {m.id: m for m in (
+    ReleasedModel("vc2_t2v_512", "VideoCrafter2 text-to-video 320x512", "VideoCrafter/VideoCrafter2",
+                  "model.ckpt", "videocrafter2_t2v_512.safetensors"),
+    ReleasedModel("vc1_t2v_512", "VideoCrafter1 text-to-video 320x512", "VideoCrafter/Text2Video-512",
+                  "model.ckpt", "videocrafter1_t2v_512.safetensors"),
+    ReleasedModel("vc1_t2v_1024", "VideoCrafter1 text-to-video 576x1024", "VideoCrafter/Text2Video-1024",
+                  "model.ckpt", "videocrafter1_t2v_1024.safetensors"),
+    ReleasedModel("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", "VideoCrafter/Image2Video-512",
+                  "model.ckpt", "videocrafter1_i2v_512.safetensors"),
+    ReleasedModel("dc_256", "DynamiCrafter image animation 256x256", "Doubiiu/DynamiCrafter",
+                  "model.ckpt", "dynamicrafter_256.safetensors"),
+    ReleasedModel("dc_512", "DynamiCrafter image animation 320x512", "Doubiiu/DynamiCrafter_512",
+                  "model.ckpt", "dynamicrafter_512.safetensors"),
+    ReleasedModel("dc_1024", "DynamiCrafter image animation 576x1024", "Doubiiu/DynamiCrafter_1024",
+                  "model.ckpt", "dynamicrafter_1024.safetensors"),
+    ReleasedModel("dc_512_interp", "DynamiCrafter interpolation / loops 320x512", "Doubiiu/DynamiCrafter_512_Interp",
+                  "model.ckpt", "dynamicrafter_512_interp.safetensors"),
+    ReleasedModel("turbo_v2_mg", "T2V-Turbo-v2 UNet with motion guidance (needs VideoCrafter2 for text/VAE)",
+                  "jiachenli-ucsb/T2V-Turbo-v2", "unet_mg.pt", "t2v_turbo_v2_unet_mg.safetensors", bare_unet=True),
+    ReleasedModel("turbo_v2_nomg", "T2V-Turbo-v2 UNet without motion guidance (needs VideoCrafter2 for text/VAE)",
+                  "jiachenli-ucsb/T2V-Turbo-v2-no-MG", "unet_no_mg.pt", "t2v_turbo_v2_unet_no_mg.safetensors",
+                  bare_unet=True),
+)}
+
+
+class DownloadError(RuntimeError):
+    """A model that could not be fetched; the message says what to do."""
+
+
+def released_model(model_id):
+    if model_id not in RELEASED_MODELS:
+        raise DownloadError(f"Unknown model id {model_id!r}; known: {', '.join(RELEASED_MODELS)}.")
+    return RELEASED_MODELS[model_id]
+
+
+def hub_endpoint():
+    """HF_ENDPOINT as set now (huggingface_hub reads it once, at import)."""
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def manual_instructions(model, folder):
+    return (f"Download {model.url} yourself (page {model.page}) and save it as "
+            f"{os.path.join(folder, ORIGINALS, model.pickle_name)}; the next run converts it to "
+            f"{os.path.join(folder, model.file_name)} without going online.")
+
+
+def sha256_of(path, chunk=1 << 24):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                return h.hexdigest()
+            h.update(block)
+
+
+def _progress_tqdm(callback):
+    """A tqdm class that also reports (bytes done, total) to `callback` (terminal bar stays as is)."""
+    from tqdm.auto import tqdm
+
+    class ReportingTqdm(tqdm):
+        def update(self, n=1):
+            out = super().update(n)
+            if callback is not None:
+                callback(int(self.n), int(self.total or 0))
+            return out
+
+    return ReportingTqdm
+
+
+def download_pickle(model, folder, progress=None):
+    """The released file into `<folder>/originals/<pickle_name>`, verified; returns its path.
+
+    `progress(done_bytes, total_bytes)` is called as bytes arrive (it may raise to stop: the partial
+    file stays and the next call resumes it)."""
+    from huggingface_hub import hf_hub_url, get_hf_file_metadata
+    from huggingface_hub.file_download import http_get
+
+    originals = os.path.join(folder, ORIGINALS)
+    final = os.path.join(originals, model.pickle_name)
+    os.makedirs(originals, exist_ok=True)
+    url = hf_hub_url(model.repo_id, model.filename, endpoint=hub_endpoint())
+    try:
+        meta = get_hf_file_metadata(url)
+    except Exception as e:  # offline, DNS, refused, 401/404, HF_HUB_OFFLINE ...
+        raise DownloadError(f"Could not get {url}: {type(e).__name__}: {e}. {manual_instructions(model, folder)}") from e
+    etag = (meta.etag or "").strip('"').lower()
+    part = final + PART_SUFFIX
+    # A .part of another file version (the ETag is stored beside it) is not resumed.
+    tag_file = part + ".etag"
+    if os.path.exists(part) and _read(tag_file) != etag:
+        os.remove(part)
+    with open(tag_file, "w") as f:
+        f.write(etag)
+    resume = os.path.getsize(part) if os.path.exists(part) else 0
+    if meta.size is not None and resume > meta.size:
+        os.remove(part)
+        resume = 0
+    kwargs = {"resume_size": resume, "expected_size": meta.size, "displayed_filename": f"{model.id} ({model.filename})"}
+    if "tqdm_class" in inspect.signature(http_get).parameters:  # older huggingface_hub: terminal bar only
+        kwargs["tqdm_class"] = _progress_tqdm(progress)
+    with open(part, "ab") as f:
+        try:
+            http_get(meta.location or url, f, **kwargs)
+        except Exception as e:
+            if "Consistency check failed" in str(e):  # the size differs: nothing to resume from
+                f.close()
+                _remove(part, tag_file)
+                raise DownloadError(f"Download of {url} is incomplete or damaged ({e}). Run again to retry. "
+                                    f"{manual_instructions(model, folder)}") from e
+            if type(e).__module__.startswith(("httpx", "huggingface_hub", "requests", "urllib3")):
+                f.flush()
+                raise DownloadError(f"Download of {url} failed: {type(e).__name__}: {e}. Run again to resume "
+                                    f"from the {os.path.getsize(part)} bytes kept in {part}. "
+                                    f"{manual_instructions(model, folder)}") from e
+            raise
+    if SHA256.match(etag):
+        digest = sha256_of(part)
+        if digest != etag:
+            _remove(part, tag_file)
+            raise DownloadError(f"Download of {url} is corrupt: sha256 {digest} but the hub says {etag}. "
+                                f"The partial file was removed; run again to download it anew. "
+                                f"{manual_instructions(model, folder)}")
+    os.replace(part, final)
+    _remove(tag_file)
+    return final
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return f.read().strip()
+
+
+def _remove(*paths):
+    for p in paths:
+        if os.path.exists(p):
+            os.remove(p)
+
+
+def convert_pickle(model, pickle_path, dst):
+    """Released pickle -> fp16 `.safetensors` at `dst` (atomic). Raises DownloadError for an unreadable file."""
+    from .checkpoint import CheckpointError, load_state_dict  # torch: imported only when there is work
+    from .convert import save_safetensors_atomic, safetensors_tensors
+    try:
+        sd = load_state_dict(pickle_path)
+    except CheckpointError as e:
+        raise DownloadError(f"{pickle_path} is not a usable {model.description} file: {e} "
+                            f"Delete it and run again, or {manual_instructions(model, os.path.dirname(os.path.dirname(pickle_path)))}") from e
+    if model.bare_unet and any(k.startswith("model.diffusion_model.") for k in sd):
+        raise DownloadError(f"{pickle_path} is a full checkpoint, not the bare UNet state dict {model.repo_id} releases.")
+    if not model.bare_unet and not any(k.startswith("model.diffusion_model.") for k in sd):
+        raise DownloadError(f"{pickle_path} holds no 'model.diffusion_model.' tensors: not a {model.description} checkpoint.")
+    tensors = safetensors_tensors(sd, fp16=True, keep_schedule=not model.bare_unet)
+    save_safetensors_atomic(tensors, dst, metadata={"videocrafter_model": model.id, "source": model.url})
+    return dst
+
+
+@dataclass
+class FetchResult:
+    path: str
+    downloaded: bool
+    converted: bool
+    pickle_path: str = None  # None when deleted
+
+
+def fetch_model(model_id, folder, delete_pickle=False, progress=None, log=print):
+    """Make `<folder>/<file_name>` exist for a released model id; see the module docstring."""
+    model = released_model(model_id)
+    folder = os.path.abspath(folder)
+    dst = os.path.join(folder, model.file_name)
+    pickle_path = os.path.join(folder, ORIGINALS, model.pickle_name)
+    if os.path.isfile(dst):
+        log(f"{model.id}: {dst} is already there.")
+        return FetchResult(dst, False, False, pickle_path if os.path.isfile(pickle_path) else None)
+    downloaded = False
+    if os.path.isfile(pickle_path):
+        log(f"{model.id}: using the downloaded {pickle_path}.")
+    else:
+        log(f"{model.id}: downloading {hub_endpoint()}/{model.repo_id}/resolve/main/{model.filename} "
+            f"into {os.path.join(folder, ORIGINALS)}")
+        pickle_path = download_pickle(model, folder, progress)
+        downloaded = True
+    log(f"{model.id}: converting to fp16 safetensors -> {dst}")
+    convert_pickle(model, pickle_path, dst)
+    if delete_pickle:
+        os.remove(pickle_path)
+        log(f"{model.id}: deleted {pickle_path}")
+        pickle_path = None
+    return FetchResult(dst, downloaded, True, pickle_path)

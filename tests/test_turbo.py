@@ -310,14 +310,16 @@ def test_shipped_turbo_workflow_makes_a_video(server):
     with open(os.path.join(REPO, "workflows", "vc2_turbo_v2.json")) as f:
         ui = json.load(f)
     for node in ui["nodes"]:  # one widget value per widget input (plus the seed's control_after_generate)
+        if node["type"] == "Note":  # UI-only: how to get the model files
+            assert "download_models.py vc2_t2v_512 turbo_v2_mg" in node["widgets_values"][0]
+            continue
         spec = info[node["type"]]["input"]
         widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
                    if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
         extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate"))
         assert len(node["widgets_values"]) == len(widgets) + extra, (node["type"], widgets)
     turbo_loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterTurboUNetLoader")
-    assert turbo_loader["properties"]["models"][0]["name"] == turbo_loader["widgets_values"][0]
-    assert "jiachenli-ucsb/T2V-Turbo-v2" in turbo_loader["properties"]["models"][0]["url"]
+    assert turbo_loader["widgets_values"][0] == "t2v_turbo_v2_unet_mg.safetensors"  # the downloader's name
 
     with open(os.path.join(REPO, "workflows", "api", "vc2_turbo_v2.json")) as f:
         workflow = json.load(f)

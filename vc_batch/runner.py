@@ -71,6 +71,7 @@ class Server:
         self.inflight = {}  # prompt_id -> Planned
         self.uploaded = {}  # upload name -> name on this server
         self.down_since = None  # monotonic time it stopped answering
+        self.seen = False  # has answered in this run
         self.next_probe = 0.0
         self.probe_delay = 0.5
         self.abandoned = set()  # prompt ids moved to other servers: remove them if it comes back
@@ -244,7 +245,8 @@ class BatchRunner:
             if status in ("queued", "cancelled") and pid and entry.get("fingerprint") == planned.fingerprint:
                 if srv is not None:
                     planned.prompt_id, planned.server = pid, srv
-                    planned.may_have_run = True  # an earlier run cannot tell us whether it started
+                    # an earlier run that died cannot tell us whether it started; one we cancelled did not crash
+                    planned.may_have_run = status == "queued"
                     adopt.append((srv, planned))  # maybe still there: look before resubmitting
                     continue
                 self.log(f"warning: {job.name} was submitted to {entry.get('server')}, which is not a --server "
@@ -329,10 +331,11 @@ class BatchRunner:
                 srv.abandoned.clear()
         except ServerDown:
             return False
-        if not srv.up:
+        if not srv.up and srv.seen:
             self.log(f"server {srv.url} is back after {time.monotonic() - srv.down_since:.0f}s; "
                      "checking what it still has")
         srv.down_since = None
+        srv.seen = True
         srv.uploaded.clear()
         return True
 

@@ -422,6 +422,15 @@ def test_manifest_atomic_resume_and_lock(tmp_path):
     m2.unlock()
 
 
+def test_cli_rejects_max_queued_not_matching_servers(tmp_path):
+    table = _write(tmp_path / "jobs.csv", "prompt\na\n")
+    r = subprocess.run([venv_python(), CLI, table, "--out", str(tmp_path / "out"), "--server", "127.0.0.1:1",
+                        "--server", "127.0.0.1:2", "--max-queued", "1", "--max-queued", "2", "--max-queued", "3"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--max-queued given 3 times for 2 servers" in r.stderr, r.stderr
+    assert not os.path.exists(tmp_path / "out" / "manifest.jsonl")
+
+
 def test_client_imports_no_torch_or_comfy():
     code = ("import sys; sys.path.insert(0, %r); import vc_batch.cli, vc_batch.runner; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'comfy', 'nodes', 'folder_paths')]; "

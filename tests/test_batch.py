@@ -431,6 +431,26 @@ def test_cli_rejects_max_queued_not_matching_servers(tmp_path):
     assert not os.path.exists(tmp_path / "out" / "manifest.jsonl")
 
 
+def test_random_seed_is_drawn_into_the_manifest_before_any_submission(tmp_path):
+    """Nothing reachable: nothing submitted, yet the drawn seed is on disk, and every later run
+    (and --dry-run) uses that same seed."""
+    from server_util import free_port
+    table = _write(tmp_path / "jobs.csv", "name,prompt,seed\nr,a,random\nf,b,5\n")
+    out = str(tmp_path / "out")
+    args = [venv_python(), CLI, table, "--out", out, "--server", f"127.0.0.1:{free_port()}", "--retry-timeout", "1",
+            "--no-progress", "--workflow", T2V_WF]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3 and "giving up" in r.stderr, r.stderr
+    m = read_manifest(out)
+    seed = m["r"]["seed"]
+    assert isinstance(seed, int) and 0 <= seed < 2 ** 32 and m["r"]["attempts"] == 0
+    assert m["f"].get("seed") is None  # a fixed seed stays in the table
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert read_manifest(out)["r"]["seed"] == seed
+    r = subprocess.run(args + ["--dry-run"], capture_output=True, text=True, timeout=60)
+    assert f'"seed": {seed}' in r.stdout, r.stdout[-2000:]
+
+
 def test_client_imports_no_torch_or_comfy():
     code = ("import sys; sys.path.insert(0, %r); import vc_batch.cli, vc_batch.runner; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'comfy', 'nodes', 'folder_paths')]; "

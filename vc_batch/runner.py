@@ -257,7 +257,12 @@ class BatchRunner:
 
     async def _main(self, todo, adopt):
         self.pending.extend(todo)
-        await self._wait_any_server(first=True)
+        try:
+            await self._wait_any_server(first=True)
+        except GiveUp as g:
+            self.log(str(g))
+            self._finish_summary()
+            return 3
         for srv, p in adopt:
             srv.inflight[p.prompt_id] = p
         if adopt:

@@ -788,10 +788,10 @@ def test_three_servers_one_killed_every_job_exactly_once(server, tmp_path):
     victim, third = extra
     try:
         assert victim.alive() and third.alive(), victim.log_tail() + third.log_tail()
-        names = [f"m{i}" for i in range(6)]
+        names = [f"m{i}" for i in range(5)]
         rows = [t2v_row(n, 90 + i) for i, n in enumerate(names)]
         for r in rows:
-            r["steps"] = 6
+            r["steps"] = 3
         table = write_table(tmp_path / "jobs.csv", rows)
         out = str(tmp_path / "out")
         args = cli_args(table, out, server, "--server", victim.url, "--server", third.url,
@@ -805,13 +805,19 @@ def test_three_servers_one_killed_every_job_exactly_once(server, tmp_path):
                 q = victim.queue()
                 return {i[1] for i in q["queue_running"]} & ids
             killed_ids = wait_for(victim_running_ours, 120, "a job running on the second server")
+            t_kill = time.time()
             victim.stop(kill=True)
-            proc.wait(240)
+            try:
+                proc.wait(300)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                pytest.fail("the batch did not finish:\n" + open(tmp_path / "cli.log").read())
         finally:
             if proc.poll() is None:
                 proc.kill()
             log.close()
         output = open(tmp_path / "cli.log").read()
+        print(f"\nafter the kill the batch finished in {time.time() - t_kill:.1f}s")
         assert proc.returncode == 0, output
         m = read_manifest(out)
         killed_job = next(n for n, e in m.items() if e["prompt_id"] in killed_ids or any(
@@ -831,6 +837,7 @@ def test_three_servers_one_killed_every_job_exactly_once(server, tmp_path):
             if m[n]["server"] == victim.url:
                 counts[n] += 1
         assert counts == dict.fromkeys(names, 1), (counts, output)
+        # the jobs were spread: both survivors ran some (the victim was running one when killed)
         servers_used = {m[n]["server"] for n in names} | {victim.url}
         assert servers_used == {server.url, victim.url, third.url}, m
         print(f"\n3-server batch, one killed: moved {killed_job}; jobs per server: "

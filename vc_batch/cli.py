@@ -6,6 +6,7 @@ import os
 import sys
 
 from . import workflow as wfm
+from .columns import COLUMNS
 from .manifest import Manifest, ManifestLocked
 from .runner import BatchRunner
 from .table import TableError, load_jobs
@@ -20,8 +21,8 @@ def build_parser():
         prog="vc_batch",
         description="Run a table of VideoCrafter jobs (CSV or JSONL) through a running ComfyUI server. "
                     "Rerun the same command to resume.",
-        epilog="Columns: prompt, negative, image, seed, steps, cfg, fps, frames, width, height, name "
-               "(+ workflow, + roles from --roles). Blank cells keep the workflow's values. See docs/batch.md.")
+        epilog=f"Columns: {', '.join(COLUMNS)} (+ roles from --roles). Blank cells keep the workflow's values. "
+               "See docs/batch.md.")
     p.add_argument("jobs", help="job table: .csv (header row) or .jsonl")
     p.add_argument("--delimiter", default=",",
                    help="CSV field separator, one character (default: comma; use ';' or '\\t' for tab); "

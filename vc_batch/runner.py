@@ -71,6 +71,7 @@ class Server:
         self.inflight = {}  # prompt_id -> Planned
         self.uploaded = {}  # upload name -> name on this server
         self.down_since = None  # monotonic time it stopped answering
+        self.seen = False  # has answered in this run
         self.next_probe = 0.0
         self.probe_delay = 0.5
         self.abandoned = set()  # prompt ids moved to other servers: remove them if it comes back
@@ -244,7 +245,8 @@ class BatchRunner:
             if status in ("queued", "cancelled") and pid and entry.get("fingerprint") == planned.fingerprint:
                 if srv is not None:
                     planned.prompt_id, planned.server = pid, srv
-                    planned.may_have_run = True  # an earlier run cannot tell us whether it started
+                    # an earlier run that died cannot tell us whether it started; one we cancelled did not crash
+                    planned.may_have_run = status == "queued"
                     adopt.append((srv, planned))  # maybe still there: look before resubmitting
                     continue
                 self.log(f"warning: {job.name} was submitted to {entry.get('server')}, which is not a --server "
@@ -255,7 +257,12 @@ class BatchRunner:
 
     async def _main(self, todo, adopt):
         self.pending.extend(todo)
-        await self._wait_any_server(first=True)
+        try:
+            await self._wait_any_server(first=True)
+        except GiveUp as g:
+            self.log(str(g))
+            self._finish_summary()
+            return 3
         for srv, p in adopt:
             srv.inflight[p.prompt_id] = p
         if adopt:
@@ -276,12 +283,7 @@ class BatchRunner:
                 await self._sleep(self.poll_interval)
                 if self.stop_requested:
                     break
-                for srv in self.servers:
-                    if srv.up and srv.inflight:
-                        try:
-                            await self._check_inflight(srv)
-                        except ServerDown as e:
-                            self._mark_down(srv, e)
+                await self._each_server(self._check_inflight, [s for s in self.servers if s.up and s.inflight])
             except RequestFailed as e:  # an unexpected answer: note it and keep going
                 self.log(f"warning: {e}")
                 await self._sleep(self.poll_interval)
@@ -308,6 +310,18 @@ class BatchRunner:
             pass
         self.wake.clear()
 
+    async def _each_server(self, fn, servers, *args):
+        """Run fn(server, *args) for the servers at once, so that a server that hangs (answers
+        nothing until --request-timeout) holds up no other; a server that fails is marked down."""
+        results = await asyncio.gather(*(fn(srv, *args) for srv in servers), return_exceptions=True)
+        for srv, res in zip(servers, results):
+            if isinstance(res, ServerDown):
+                self._mark_down(srv, res)
+            elif isinstance(res, RequestFailed):
+                self.log(f"warning: {srv.url}: {res}")
+            elif isinstance(res, BaseException):
+                raise res
+
     # -- servers coming and going ------------------------------------------------------------
     def _mark_down(self, srv, error):
         if srv.up:
@@ -329,19 +343,22 @@ class BatchRunner:
                 srv.abandoned.clear()
         except ServerDown:
             return False
-        if not srv.up:
+        if not srv.up and srv.seen:
             self.log(f"server {srv.url} is back after {time.monotonic() - srv.down_since:.0f}s; "
                      "checking what it still has")
         srv.down_since = None
+        srv.seen = True
         srv.uploaded.clear()
         return True
 
     async def _probe_down_servers(self):
         now = time.monotonic()
-        for srv in self.servers:
-            if not srv.up and now >= srv.next_probe and not await self._probe(srv):
-                srv.probe_delay = min(srv.probe_delay * 2, 15.0)
-                srv.next_probe = time.monotonic() + srv.probe_delay
+        await self._each_server(self._probe_again, [s for s in self.servers if not s.up and now >= s.next_probe])
+
+    async def _probe_again(self, srv):
+        if not await self._probe(srv):
+            srv.probe_delay = min(srv.probe_delay * 2, 15.0)
+            srv.next_probe = time.monotonic() + srv.probe_delay
 
     async def _wait_any_server(self, first=False):
         """Block until some server answers (all of them are probed), or give up."""
@@ -351,9 +368,7 @@ class BatchRunner:
                 srv.down_since = start  # unknown until it answers
         delay, said = 0.5, False
         while True:
-            for srv in self.servers:
-                if not srv.up:
-                    await self._probe(srv)
+            await self._each_server(self._probe, [s for s in self.servers if not s.up])
             if any(srv.up for srv in self.servers) or self.stop_requested:
                 for srv in self.servers:
                     if not srv.up:
@@ -403,18 +418,28 @@ class BatchRunner:
 
     # -- submitting ------------------------------------------------------------------------
     async def _fill_servers(self):
-        """Submit pending jobs while a server has room, each to the server with the most room."""
-        while self.pending and not self.stop_requested:
-            srv = max(self.servers, key=lambda s: s.free())
-            if srv.free() <= 0:
+        """Give each pending job to the server with the most room, then submit to all at once."""
+        batches = {srv: [] for srv in self.servers}
+        while self.pending:
+            srv = max(self.servers, key=lambda s: s.free() - len(batches[s]))
+            if srv.free() - len(batches[srv]) <= 0:
+                break
+            batches[srv].append(self.pending.popleft())
+        await self._each_server(self._submit_batch, [s for s in self.servers if batches[s]], batches)
+
+    async def _submit_batch(self, srv, batches):
+        jobs = batches[srv]
+        for i, p in enumerate(jobs):
+            if self.stop_requested:
+                self.pending.extendleft(reversed(jobs[i:]))
                 return
-            p = self.pending.popleft()
             try:
                 await self._submit(srv, p)
-            except ServerDown as e:
-                if p.prompt_id is None:
-                    self.pending.appendleft(p)  # not submitted: keep it for another server
-                self._mark_down(srv, e)
+            except ServerDown:
+                # not submitted (or the POST may have arrived: then it stays in flight on srv)
+                rest = jobs[i:] if p.prompt_id is None else jobs[i + 1:]
+                self.pending.extendleft(reversed(rest))
+                raise
 
     async def _submit(self, srv, p):
         entry = self.manifest.get(p.name) or {}

@@ -1,0 +1,105 @@
+"""DynamiCrafter, driven through the nodes a user runs, against the original implementation's outputs.
+
+Tolerances are the reference README's: relative L2 <= 1e-4 for embeddings and single UNet calls,
+<= 1e-3 for sampled latents and decoded frames.
+"""
+import os
+
+import pytest
+import torch
+
+import comfy_host
+from conftest import load_golden, rel_err
+
+EMBED_TOL = 1e-4
+SAMPLE_TOL = 1e-3
+SCALE_FACTOR = 0.18215
+# golden case -> checkpoint file it runs on (the interpolation goldens use the 512 weights)
+CASES = {"tiny_dc_256": "tiny_dc_256", "tiny_dc_512": "tiny_dc_512", "tiny_dc_512_interp": "tiny_dc_512"}
+
+
+def write_ckpt(sd, path, deepspeed=False):
+    if deepspeed:
+        torch.save({"module": {"_forward_module." + k: v for k, v in sd.items()}}, path)
+    else:
+        torch.save({"state_dict": sd}, path)
+
+
+@pytest.fixture(scope="module")
+def dc_files(models_dir):
+    """Each case's checkpoint as .safetensors (linked), Lightning .ckpt and DeepSpeed dump; the
+    interpolation case under a name with 'interp', as the released file is saved."""
+    import safetensors.torch
+    files = {}
+    for case, weights in CASES.items():
+        src = os.path.join(comfy_host.GOLDEN, weights + ".safetensors")
+        if not os.path.exists(models_dir / f"{case}.safetensors"):
+            os.symlink(src, models_dir / f"{case}.safetensors")
+        files[case] = {"safetensors": f"{case}.safetensors"}
+    for weights in ("tiny_dc_256", "tiny_dc_512"):
+        sd = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, weights + ".safetensors"))
+        write_ckpt(sd, models_dir / f"{weights}.ckpt")
+        write_ckpt(sd, models_dir / f"{weights}.deepspeed.ckpt", deepspeed=True)
+        files[weights].update(ckpt=f"{weights}.ckpt", deepspeed=f"{weights}.deepspeed.ckpt")
+    return files
+
+
+def golden_image(golden, key):
+    """The golden image [1, 3, H, W] in [-1, 1] as a ComfyUI IMAGE."""
+    return ((golden[key] + 1) / 2).movedim(1, -1)
+
+
+def run_pipeline(pack, ckpt_name, meta, golden, frames=None):
+    """Loader, CLIP Text Encode, DynamiCrafter Conditioning: what a user's graph does before sampling."""
+    import nodes as core
+    mappings = pack.NODE_CLASS_MAPPINGS
+    inputs = meta["inputs"]
+    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(ckpt_name, "default")
+    (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
+    (negative,) = core.CLIPTextEncode().encode(clip, inputs["negative_prompt"])
+    out = {"text_cond": positive[0][0], "text_uncond": negative[0][0], "model": model, "vae": vae, "clip": clip,
+           "clip_vision": clip_vision, "projector": projector}
+    interp = meta["mode"] == "interp"
+    end = golden_image(golden, "cond_image_last") if interp else None
+    positive, negative, latent = mappings["DynamiCrafterConditioning"]().encode(
+        positive, negative, vae, clip_vision, projector, golden_image(golden, "cond_image"),
+        "interpolate" if interp else "i2v", inputs["width"], inputs["height"], frames or inputs["frames"], 1,
+        inputs["fs"], end_image=end)
+    model_base = comfy_host.pack("vc_models.model_base")
+    out["image_tokens"] = comfy_host.pack("vc_models.encoders").image_tokens(clip_vision, golden_image(golden, "cond_image"))
+    out["image_emb"] = positive[0][1][model_base.IMAGE_TOKENS_KEY]
+    out["image_uncond_emb"] = negative[0][1][model_base.IMAGE_TOKENS_KEY]
+    out["concat_latent"] = positive[0][1][model_base.CONCAT_LATENT_KEY] * SCALE_FACTOR
+    out["concat_latent_negative"] = negative[0][1][model_base.CONCAT_LATENT_KEY] * SCALE_FACTOR
+    out.update(positive=positive, negative=negative, latent=latent)
+    return out
+
+
+def model_output(model, conditioning, x_t, t):
+    """One UNet call as ComfyUI's samplers make it (sigma in, denoised out); returns the raw output
+    (eps, or v for v-prediction) recovered from the denoised estimate."""
+    base = model.model
+    ms = base.model_sampling
+    sigma = ms.sigmas[t].reshape(1)
+    x = x_t / ms.input_scale(sigma).reshape(1, 1, 1, 1, 1)
+    conds = base.extra_conds(cross_attn=conditioning[0][0], noise=x, device=torch.device("cpu"), **conditioning[0][1])
+    kwargs = {k: v.process_cond(batch_size=1, device=torch.device("cpu"), area=None).cond for k, v in conds.items()}
+    with torch.no_grad():
+        denoised = base.apply_model(x, sigma, **kwargs)
+    if hasattr(ms, "model_output_from_denoised"):
+        return ms.model_output_from_denoised(sigma, denoised, x)
+    return (x - denoised) / sigma
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_embeddings_and_unet_calls(pack, dc_files, case):
+    golden, meta = load_golden(case)
+    out = run_pipeline(pack, dc_files[case]["safetensors"], meta, golden)
+    errors = {key: rel_err(out[key], golden[key]) for key in
+              ("text_cond", "text_uncond", "image_tokens", "image_emb", "image_uncond_emb", "concat_latent")}
+    errors["concat_latent_negative"] = rel_err(out["concat_latent_negative"], golden["concat_latent"])
+    prefix = "v" if meta["parameterization"] == "v" else "eps"
+    for t in (999, 500, 1):
+        errors[f"{prefix}_t{t}"] = rel_err(model_output(out["model"], out["positive"], golden["x_T"], t), golden[f"{prefix}_t{t}"])
+    print(case, errors)
+    assert all(v <= EMBED_TOL for v in errors.values()), errors

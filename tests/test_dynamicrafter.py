@@ -103,3 +103,51 @@ def test_embeddings_and_unet_calls(pack, dc_files, case):
         errors[f"{prefix}_t{t}"] = rel_err(model_output(out["model"], out["positive"], golden["x_T"], t), golden[f"{prefix}_t{t}"])
     print(case, errors)
     assert all(v <= EMBED_TOL for v in errors.values()), errors
+
+
+SCHEDULERS = {"uniform": "videocrafter_uniform", "uniform_trailing": "videocrafter_trailing"}
+
+
+def sampling_model(pack, model, meta):
+    """The MODEL as the workflows sample it: guidance rescale where the original applies one."""
+    rescale = meta["sampling"]["guidance_rescale"]
+    if rescale:
+        (model,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterGuidanceRescale"]().patch(model, rescale)
+    return model
+
+
+@pytest.fixture(scope="module")
+def pipelines(pack, dc_files):
+    """Each golden case's graph up to the sampler, from the .safetensors (shared by the sampling tests)."""
+    cache = {}
+
+    def get(case):
+        if case not in cache:
+            golden, meta = load_golden(case)
+            cache[case] = (run_pipeline(pack, dc_files[case]["safetensors"], meta, golden), golden, meta)
+        return cache[case]
+    return get
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_ddim_sampling_and_decode(pack, pipelines, case):
+    """VideoCrafter KSampler, 'videocrafter_ddim' with the original's spacing, eta 0 and 1; decoded frames."""
+    out, golden, meta = pipelines(case)
+    inputs = meta["inputs"]
+    model = sampling_model(pack, out["model"], meta)
+    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    errors = {}
+    for eta in (0.0, 1.0):
+        (samples,) = sampler.sample(model, out["positive"], out["negative"], out["latent"], seed=inputs["seed"],
+                                    steps=inputs["ddim_steps"], cfg=inputs["cfg"], sampler_name="videocrafter_ddim",
+                                    scheduler=SCHEDULERS[meta["sampling"]["timestep_spacing"]], eta=eta, denoise=1.0)
+        errors[eta] = rel_err(samples["samples"] * SCALE_FACTOR, golden[f"ddim_eta{int(eta)}_latent"])
+        if eta == 0.0:
+            eta0 = samples
+    print(case, errors)
+    assert all(v <= SAMPLE_TOL for v in errors.values()), errors
+    (frames,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(eta0, out["vae"], frames_per_batch=8)
+    video = golden["ddim_eta0_video"]
+    b, _, t, h, w = video.shape
+    expected = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(b * t, h, w, 3)
+    assert rel_err(frames, expected) <= SAMPLE_TOL

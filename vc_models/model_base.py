@@ -88,6 +88,10 @@ class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.mode
             return noise / c_in + latent_image
         return noise * comfy.model_sampling.reshape_sigma(sigma, noise.ndim) + latent_image
 
+    def model_output_from_denoised(self, sigma, denoised, model_input):
+        """The raw eps back from an x0 estimate (the inverse of calculate_denoised)."""
+        return (model_input - denoised) / comfy.model_sampling.reshape_sigma(sigma, denoised.ndim)
+
     def inverse_noise_scaling(self, sigma, latent):
         # a schedule that ends above sigma 0 (the faithful DDIM ends at t=0) returns the model-space x_0
         return latent * comfy.model_sampling.reshape_sigma(self.input_scale(sigma), latent.ndim)

@@ -11,6 +11,8 @@ import comfy.samplers
 
 SAMPLER_NAME = "videocrafter_ddim"
 SCHEDULER_NAME = "videocrafter_uniform"
+# DynamiCrafter 512/1024's official spacing (`uniform_trailing`): 999, 979, ..., 19 for 50 steps
+TRAILING_SCHEDULER_NAME = "videocrafter_trailing"
 
 
 def videocrafter_timesteps(steps, num_timesteps=1000):
@@ -26,6 +28,18 @@ def videocrafter_uniform_sigmas(model_sampling, steps):
     # the original indexes t + 1 and breaks when that reaches T (e.g. 3 steps: 999 + 1); clamp instead
     ts = [min(t + 1, len(sigmas) - 1) for t in videocrafter_timesteps(steps, len(sigmas))]
     return torch.cat([sigmas[ts], sigmas[:1]]).float()
+
+
+def trailing_timesteps(steps, num_timesteps=1000):
+    """`uniform_trailing`, descending: round(arange(T, 0, -T / steps)) - 1 (always starts at T - 1)."""
+    steps = max(1, min(steps, num_timesteps))
+    return [int(round(num_timesteps - i * num_timesteps / steps)) - 1 for i in range(steps)]
+
+
+def videocrafter_trailing_sigmas(model_sampling, steps):
+    """Sigmas at the trailing timesteps, then t = 0 (the original's last step lands on alphas_cumprod[0])."""
+    sigmas = model_sampling.sigmas
+    return torch.cat([sigmas[trailing_timesteps(steps, len(sigmas))], sigmas[:1]]).float()
 
 
 @torch.no_grad()
@@ -54,11 +68,15 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
             x = denoised
             continue
         eps = (x - denoised) / sigma
-        a, _ = _alpha_and_scale(ms, sigma)
+        a, s = _alpha_and_scale(ms, sigma)
         a_prev, s_prev = _alpha_and_scale(ms, sigma_next)
         ddim_sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0) ** 0.5
         to_y = 1.0 / (a_prev ** 0.5 * s_prev)
-        x = denoised + (1 - a_prev - ddim_sigma ** 2).clamp(min=0) ** 0.5 * to_y * eps
+        # The original re-scales x0 by the previous DDIM timestep's scale, and for its last step (to t=0)
+        # by the current one (ddim_scale_arr_prev[0] == ddim_scale_arr[0]); y-space holds x0 at the
+        # table's scale of sigma_next, hence the ratio. (0.907 vs 1 at t=124 for 8 trailing steps.)
+        x0_scale = s / s_prev if i == len(sigmas) - 2 else 1.0
+        x = denoised * x0_scale + (1 - a_prev - ddim_sigma ** 2).clamp(min=0) ** 0.5 * to_y * eps
         if eta > 0:
             x = x + ddim_sigma * to_y * noise_sampler(sigma, sigma_next)
     return x
@@ -77,10 +95,12 @@ def register():
     for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES):
         if SAMPLER_NAME not in names:
             names.append(SAMPLER_NAME)
-    if SCHEDULER_NAME not in comfy.samplers.SCHEDULER_HANDLERS:
-        comfy.samplers.SCHEDULER_HANDLERS[SCHEDULER_NAME] = comfy.samplers.SchedulerHandler(videocrafter_uniform_sigmas)
-    if SCHEDULER_NAME not in comfy.samplers.SCHEDULER_NAMES:
-        comfy.samplers.SCHEDULER_NAMES.append(SCHEDULER_NAME)
+    for name, handler in ((SCHEDULER_NAME, videocrafter_uniform_sigmas),
+                          (TRAILING_SCHEDULER_NAME, videocrafter_trailing_sigmas)):
+        if name not in comfy.samplers.SCHEDULER_HANDLERS:
+            comfy.samplers.SCHEDULER_HANDLERS[name] = comfy.samplers.SchedulerHandler(handler)
+        if name not in comfy.samplers.SCHEDULER_NAMES:
+            comfy.samplers.SCHEDULER_NAMES.append(name)
 
 
 def faithful_sampler(eta):

@@ -93,3 +93,27 @@ class VideoCrafterKSampler:
 
 NODE_CLASS_MAPPINGS = {"VideoCrafterKSampler": VideoCrafterKSampler}
 NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterKSampler": "VideoCrafter KSampler"}
+
+
+class VideoCrafterDDIMSampler:
+    """The faithful DDIM as a SAMPLER with its eta, for SamplerCustom / SamplerCustomAdvanced graphs
+    (e.g. DynamiCrafter's two guidance scales through core DualCFGGuider)."""
+    CATEGORY = "VideoCrafter/sampling"
+    RETURN_TYPES = ("SAMPLER",)
+    FUNCTION = "get_sampler"
+    DESCRIPTION = ("The original VideoCrafter/DynamiCrafter DDIM step as a SAMPLER for the custom-sampling nodes; "
+                   "pair it with BasicScheduler's 'videocrafter_uniform' or 'videocrafter_trailing'.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                              "DDIM eta: 0 is deterministic, 1 (the originals' default) adds fresh noise each step."}),
+        }}
+
+    def get_sampler(self, eta):
+        return (comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta}),)
+
+
+NODE_CLASS_MAPPINGS["VideoCrafterDDIMSampler"] = VideoCrafterDDIMSampler
+NODE_DISPLAY_NAME_MAPPINGS["VideoCrafterDDIMSampler"] = "VideoCrafter DDIM Sampler"

@@ -185,3 +185,47 @@ def test_two_guidance_scales(pack, pipelines):
     assert rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_multicond_eta0_latent"]) <= SAMPLE_TOL
     # the two scales matter: one-scale guidance is far from it
     assert rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_eta0_latent"]) > 10 * SAMPLE_TOL
+
+
+@pytest.mark.parametrize("fmt", ["ckpt", "deepspeed"])
+@pytest.mark.parametrize("weights", ["tiny_dc_256", "tiny_dc_512"])
+def test_pickled_checkpoints(pack, dc_files, weights, fmt):
+    """The released .ckpt layout and a DeepSpeed dump give the same embeddings and UNet calls."""
+    golden, meta = load_golden(weights)
+    out = run_pipeline(pack, dc_files[weights][fmt], meta, golden)
+    prefix = "v" if meta["parameterization"] == "v" else "eps"
+    errors = {key: rel_err(out[key], golden[key]) for key in ("text_cond", "image_emb", "concat_latent")}
+    errors[f"{prefix}_t500"] = rel_err(model_output(out["model"], out["positive"], golden["x_T"], 500), golden[f"{prefix}_t500"])
+    assert all(v <= EMBED_TOL for v in errors.values()), errors
+
+
+def shuffle_token_groups(conditioning, key):
+    """The same conditioning with the 16 groups of 16 image tokens in another order."""
+    tokens = conditioning[0][1][key]
+    order = torch.arange(tokens.shape[1]).view(16, 16).flip(0).reshape(-1)
+    return [[conditioning[0][0], {**conditioning[0][1], key: tokens[:, order]}]]
+
+
+def test_frame_counts_other_than_16(pack, pipelines, dc_files):
+    """At 16 frames frame i attends to token group i; at any other length every frame attends to all 256
+    tokens as the original does (so the order of the groups no longer matters); 12 frames sample."""
+    out16, golden, meta = pipelines("tiny_dc_512")
+    inputs = meta["inputs"]
+    key = comfy_host.pack("vc_models.model_base").IMAGE_TOKENS_KEY
+    x16 = golden["x_T"]
+    base = model_output(out16["model"], out16["positive"], x16, 500)
+    shuffled = model_output(out16["model"], shuffle_token_groups(out16["positive"], key), x16, 500)
+    assert rel_err(shuffled, base) > 1e-3  # per-frame groups: their order matters
+
+    out12 = run_pipeline(pack, dc_files["tiny_dc_512"]["safetensors"], meta, golden, frames=12)
+    assert out12["concat_latent"].shape[2] == 12
+    assert rel_err(out12["concat_latent"], golden["concat_latent"][:, :, :12]) <= EMBED_TOL
+    x12 = x16[:, :, :12].contiguous()
+    base = model_output(out12["model"], out12["positive"], x12, 500)
+    shuffled = model_output(out12["model"], shuffle_token_groups(out12["positive"], key), x12, 500)
+    assert rel_err(shuffled, base) < 1e-5  # all 256 tokens for every frame: a set, order-free
+
+    (samples,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+        out12["model"], out12["positive"], out12["negative"], out12["latent"], seed=inputs["seed"], steps=2,
+        cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler="videocrafter_trailing", eta=1.0, denoise=1.0)
+    assert samples["samples"].shape == (1, 4, 12, 8, 16) and torch.isfinite(samples["samples"]).all()

@@ -19,8 +19,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 from server_util import ComfyServer, GOLDEN, http_json  # noqa: E402  (the same launcher the tests use)
 
-SMOKE = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_i2v_512": "tiny_i2v_v1.safetensors"}
-SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "steps": 10}
+SMOKE = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_i2v_512": "tiny_i2v_v1.safetensors",
+         "dc_512": "tiny_dc_512.safetensors"}
+SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "length": 8, "steps": 10}  # length: DynamiCrafter's frames
 START_IMAGE = "videocrafter_demo_start.png"
 
 
@@ -34,6 +35,19 @@ def is_image_to_video(path):
     sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     sd = sd.get("state_dict", sd.get("module", sd))
     return any(".to_k_ip." in k for k in sd)
+
+
+def unet_input_channels(path):
+    """8 for DynamiCrafter (noise + image latent), 4 for VideoCrafter."""
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+        with safe_open(path, "pt") as f:
+            return f.get_slice(key).get_shape()[1]
+    import torch
+    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    sd = sd.get("state_dict", sd.get("module", sd))
+    return next(v for k, v in sd.items() if k.endswith(key)).shape[1]
 
 
 def fill(workflow, values):
@@ -95,6 +109,8 @@ def main():
         ckpt = os.path.abspath(args.ckpt)
         os.symlink(ckpt, os.path.join(checkpoints, os.path.basename(ckpt)))
         name = "vc1_i2v_512" if is_image_to_video(ckpt) else "vc2_t2v_512"
+        if unet_input_channels(ckpt) == 8:
+            name = "dc_512"  # DynamiCrafter (set width/height in the workflow for the 256/1024 models)
         jobs = {name: {"ckpt_name": os.path.basename(ckpt)}}
         print(f"{os.path.basename(ckpt)}: running {name} at the papers' settings (16 frames, 50 DDIM steps, cfg 12).")
     else:

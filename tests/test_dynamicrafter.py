@@ -229,3 +229,11 @@ def test_frame_counts_other_than_16(pack, pipelines, dc_files):
         out12["model"], out12["positive"], out12["negative"], out12["latent"], seed=inputs["seed"], steps=2,
         cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler="videocrafter_trailing", eta=1.0, denoise=1.0)
     assert samples["samples"].shape == (1, 4, 12, 8, 16) and torch.isfinite(samples["samples"]).all()
+
+
+def test_trainer_refuses_dynamicrafter(pack):
+    """Training DynamiCrafter is out of the trainer's scope: it says so before loading any model."""
+    training = comfy_host.pack("vc_models.training")
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    with pytest.raises(ckpt.CheckpointError, match="DynamiCrafter image animation 320x512 checkpoint: the trainer"):
+        training.load_training_state_dict(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))

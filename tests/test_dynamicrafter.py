@@ -141,26 +141,41 @@ def pipelines(pack, dc_files):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_ddim_sampling_and_decode(pack, pipelines, case):
-    """VideoCrafter KSampler, 'videocrafter_ddim' with the original's spacing, eta 0 and 1; decoded frames."""
+    """'videocrafter_ddim' with the original's spacing: eta 0 through the VideoCrafter KSampler, eta 1 (the
+    sampler's default) through the core KSampler; the decoded eta-0 frames."""
+    import nodes as core
     out, golden, meta = pipelines(case)
     inputs = meta["inputs"]
     model = sampling_model(pack, out["model"], meta)
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
-    errors = {}
-    for eta in (0.0, 1.0):
-        (samples,) = sampler.sample(model, out["positive"], out["negative"], out["latent"], seed=inputs["seed"],
-                                    steps=inputs["ddim_steps"], cfg=inputs["cfg"], sampler_name="videocrafter_ddim",
-                                    scheduler=SCHEDULERS[meta["sampling"]["timestep_spacing"]], eta=eta, denoise=1.0)
-        errors[eta] = rel_err(samples["samples"] * SCALE_FACTOR, golden[f"ddim_eta{int(eta)}_latent"])
-        if eta == 0.0:
-            eta0 = samples
-    print(case, errors)
-    assert all(v <= SAMPLE_TOL for v in errors.values()), errors
+    scheduler = SCHEDULERS[meta["sampling"]["timestep_spacing"]]
+    (eta0,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+        model, out["positive"], out["negative"], out["latent"], seed=inputs["seed"], steps=inputs["ddim_steps"],
+        cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler=scheduler, eta=0.0, denoise=1.0)
+    (eta1,) = core.KSampler().sample(model, inputs["seed"], inputs["ddim_steps"], inputs["cfg"], "videocrafter_ddim",
+                                     scheduler, out["positive"], out["negative"], out["latent"], denoise=1.0)
+    errors = {eta: rel_err(samples["samples"] * SCALE_FACTOR, golden[f"ddim_eta{eta}_latent"])
+              for eta, samples in ((0, eta0), (1, eta1))}
     (frames,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(eta0, out["vae"], frames_per_batch=8)
     video = golden["ddim_eta0_video"]
     b, _, t, h, w = video.shape
     expected = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(b * t, h, w, 3)
-    assert rel_err(frames, expected) <= SAMPLE_TOL
+    errors["frames"] = rel_err(frames, expected)
+    print(case, errors)
+    assert all(v <= SAMPLE_TOL for v in errors.values()), errors
+
+
+@pytest.mark.parametrize("case,sampler_name,scheduler", [("tiny_dc_256", "euler", "normal"),
+                                                          ("tiny_dc_512", "dpmpp_2m", "karras")])
+def test_core_samplercustom_runs_on_dynamicrafter(pack, pipelines, case, sampler_name, scheduler):
+    """Any ComfyUI sampler drives the same MODEL and conditionings (eps and v-prediction models)."""
+    from comfy_extras.nodes_custom_sampler import SamplerCustom, KSamplerSelect, BasicScheduler
+    out, golden, meta = pipelines(case)
+    (sampler,) = run_node(KSamplerSelect, sampler_name)
+    (sigmas,) = run_node(BasicScheduler, out["model"], scheduler, 3, 1.0)
+    result = run_node(SamplerCustom, out["model"], True, 1, 7.5, out["positive"], out["negative"], sampler, sigmas,
+                      out["latent"])
+    latent = result[0]["samples"]
+    assert latent.shape == golden["x_T"].shape and torch.isfinite(latent).all() and latent.abs().sum() > 0
 
 
 def run_node(node, *args):

@@ -52,6 +52,9 @@ class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.mode
             alphas_cumprod[-1] = ZSNR_LAST_ALPHAS_CUMPROD
         scale = torch.ones_like(alphas_cumprod) if scale_arr is None else scale_arr.double()[: len(alphas_cumprod)]
         self.num_timesteps = len(alphas_cumprod)
+        # the faithful DDIM's last step (to t = 0) re-scales x0 by the scale of t = 0 (VideoCrafter) or, as
+        # DynamiCrafter's sampler does, keeps the current step's scale (vc_models.sampling)
+        self.last_step_keeps_scale = False
         self.linear_start, self.linear_end = 0.00085, 0.012
         self.register_buffer("scale_arr", scale.float())
         self.set_sigmas((((1 - alphas_cumprod) / alphas_cumprod) ** 0.5 / scale).float())
@@ -138,6 +141,7 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         self.model_sampling = (ScaledVModelSampling if v_prediction else ScaledModelSampling)(alphas_cumprod, scale_arr)
         self.info = info
         if info.is_dynamicrafter:
+            self.model_sampling.last_step_keeps_scale = True
             self.concat_keys = ("concat_image",)  # ComfyUI's concat_cond builds c_concat from CONCAT_LATENT_KEY
 
     def concat_cond(self, **kwargs):

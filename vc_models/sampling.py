@@ -72,10 +72,12 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
         a_prev, s_prev = _alpha_and_scale(ms, sigma_next)
         ddim_sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0) ** 0.5
         to_y = 1.0 / (a_prev ** 0.5 * s_prev)
-        # The original re-scales x0 by the previous DDIM timestep's scale, and for its last step (to t=0)
-        # by the current one (ddim_scale_arr_prev[0] == ddim_scale_arr[0]); y-space holds x0 at the
-        # table's scale of sigma_next, hence the ratio. (0.907 vs 1 at t=124 for 8 trailing steps.)
-        x0_scale = s / s_prev if i == len(sigmas) - 2 else 1.0
+        # The originals re-scale x0 by the next DDIM timestep's scale; for the last step (to t=0)
+        # DynamiCrafter's sampler keeps the current one (its ddim_scale_arr_prev[0] == ddim_scale_arr[0]),
+        # while y-space holds x0 at the table's scale of sigma_next: hence the ratio (0.907 vs 1 at t=124
+        # for 8 trailing steps). VideoCrafter's goes to the scale of t=0, which y-space already is.
+        last_keeps_scale = getattr(ms, "last_step_keeps_scale", False) and i == len(sigmas) - 2
+        x0_scale = s / s_prev if last_keeps_scale else 1.0
         x = denoised * x0_scale + (1 - a_prev - ddim_sigma ** 2).clamp(min=0) ** 0.5 * to_y * eps
         if eta > 0:
             x = x + ddim_sigma * to_y * noise_sampler(sigma, sigma_next)

@@ -111,6 +111,17 @@ class ScaledVModelSampling(ScaledModelSampling):
         sigma = comfy.model_sampling.reshape_sigma(sigma, model_output.ndim)
         return model_input * alpha - model_output * sigma * alpha ** 0.5
 
+    def zero_snr_terminal(self, sigma, denoised, model_input):
+        """At the last timestep of a zero-terminal-SNR schedule the original has alpha exactly 0, where
+        eps = x_t and x0 = -v / s; the sigma table holds the clamped alpha instead. Returns
+        (x0 estimate in y-space, eps, alpha) as the original has them, or None at any other sigma."""
+        if not self.zsnr or sigma < self.sigmas[-1]:
+            return None
+        _, scale = self.alpha_and_scale(sigma)
+        v = self.model_output_from_denoised(sigma, denoised, model_input)
+        x_t = model_input * comfy.model_sampling.reshape_sigma(self.input_scale(sigma), model_input.ndim)
+        return -v / comfy.model_sampling.reshape_sigma(scale, v.ndim), x_t, torch.zeros_like(scale)
+
     def model_output_from_denoised(self, sigma, denoised, model_input):
         """The raw v back from an x0 estimate (the inverse of calculate_denoised)."""
         alpha, _ = self.alpha_and_scale(sigma)

@@ -69,6 +69,10 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
             continue
         eps = (x - denoised) / sigma
         a, s = _alpha_and_scale(ms, sigma)
+        terminal = getattr(ms, "zero_snr_terminal", None)
+        exact = terminal(sigma, denoised, x) if terminal is not None else None
+        if exact is not None:  # zero-SNR models: the first step as the original takes it, at alpha 0
+            denoised, eps, a = exact
         a_prev, s_prev = _alpha_and_scale(ms, sigma_next)
         ddim_sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0) ** 0.5
         to_y = 1.0 / (a_prev ** 0.5 * s_prev)

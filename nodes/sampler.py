@@ -61,7 +61,8 @@ class VideoCrafterKSampler:
             "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": SAMPLER_NAME,
                              "tooltip": "videocrafter_ddim reproduces the original sampler; any ComfyUI sampler works."}),
             "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": SCHEDULER_NAME,
-                          "tooltip": "videocrafter_uniform: the original's DDIM timesteps (ending at t=0)."}),
+                          "tooltip": "videocrafter_uniform: the original's DDIM timesteps (ending at t=0); "
+                                     "videocrafter_trailing: DynamiCrafter 512/1024's official spacing."}),
             "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                               "DDIM eta: 0 is deterministic, 1 (the original's default) adds fresh noise each step. "
                               "Also passed to ancestral/SDE samplers that take an eta."}),

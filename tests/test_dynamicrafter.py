@@ -252,3 +252,24 @@ def test_trainer_refuses_dynamicrafter(pack):
     ckpt = comfy_host.pack("vc_models.checkpoint")
     with pytest.raises(ckpt.CheckpointError, match="DynamiCrafter image animation 320x512 checkpoint: the trainer"):
         training.load_training_state_dict(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
+
+
+def test_image_size_and_batch_handling(pack, pipelines):
+    """A start image of another size is scaled and centre-cropped to width x height (here a 2x nearest-neighbour
+    enlargement comes back exactly); one image serves every video of the batch; a mismatched batch is refused."""
+    out, golden, meta = pipelines("tiny_dc_256")
+    inputs = meta["inputs"]
+    key = comfy_host.pack("vc_models.model_base").CONCAT_LATENT_KEY
+    image = golden_image(golden, "cond_image")
+    large = image.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
+    node = pack.NODE_CLASS_MAPPINGS["DynamiCrafterConditioning"]()
+    positive, negative, latent = node.encode(out["positive"], out["negative"], out["vae"], out["clip_vision"],
+                                             out["projector"], large, "i2v", inputs["width"], inputs["height"], 4, 2,
+                                             inputs["fs"])
+    assert latent["samples"].shape == (2, 4, 4, 8, 8)
+    concat = positive[0][1][key] * SCALE_FACTOR
+    assert concat.shape == (2, 4, 4, 8, 8)
+    assert rel_err(concat, golden["concat_latent"][:, :, :4].expand(2, -1, -1, -1, -1)) <= EMBED_TOL
+    with pytest.raises(ValueError, match="holds 3 images but batch_size is 2"):
+        node.encode(out["positive"], out["negative"], out["vae"], out["clip_vision"], out["projector"],
+                    image.expand(3, -1, -1, -1), "i2v", inputs["width"], inputs["height"], 4, 2, inputs["fs"])

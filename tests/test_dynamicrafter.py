@@ -197,7 +197,9 @@ def test_two_guidance_scales(pack, pipelines):
     (guider,) = mappings["DynamiCrafterTwoScaleGuider"]().get_guider(
         out["model"], out["positive"], out["negative"], inputs["cfg"], inputs["cfg_img"], meta["sampling"]["guidance_rescale"])
     samples, _ = run_node(SamplerCustomAdvanced, noise, guider, sampler, sigmas, out["latent"])
-    assert rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_multicond_eta0_latent"]) <= SAMPLE_TOL
+    err = rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_multicond_eta0_latent"])
+    print("two-scale latent", err)
+    assert err <= SAMPLE_TOL
     # the two scales matter: one-scale guidance is far from it
     assert rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_eta0_latent"]) > 10 * SAMPLE_TOL
 

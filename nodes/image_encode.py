@@ -1,9 +1,7 @@
 """VideoCrafter Image Encode: CLIP patch tokens of the conditioning image through the projector."""
-import torch
-
 import node_helpers
 
-from ..vc_models.encoders import image_tokens
+from ..vc_models.conditioning import projected_image_tokens, is_dynamicrafter_projector
 from ..vc_models.model_base import IMAGE_TOKENS_KEY
 from .loader import MissingImageComponents, PROJECTOR_TYPE
 
@@ -33,10 +31,10 @@ class VideoCrafterImageEncode:
                 raise ValueError(component.error())
         if image is None or image.ndim != 4 or image.shape[0] == 0:
             raise ValueError("VideoCrafter Image Encode needs an image (IMAGE [B,H,W,3]); got none.")
-        tokens = projector(image_tokens(clip_vision, image[..., :3]))
-        # an all-zero image in the model's [-1, 1] range is mid-grey in ComfyUI's [0, 1]
-        grey = torch.full_like(image[:1, ..., :3], 0.5)
-        uncond = projector(image_tokens(clip_vision, grey))
+        if is_dynamicrafter_projector(projector):
+            raise ValueError("This is a DynamiCrafter checkpoint's projector: DynamiCrafter also needs the image's "
+                             "latent beside the noise. Use 'DynamiCrafter Conditioning' instead of 'VideoCrafter Image Encode'.")
+        tokens, uncond = projected_image_tokens(clip_vision, projector, image)
         positive = node_helpers.conditioning_set_values(positive, {IMAGE_TOKENS_KEY: tokens.cpu()})
         negative = node_helpers.conditioning_set_values(negative, {IMAGE_TOKENS_KEY: uncond.expand(tokens.shape[0], -1, -1).cpu()})
         return (positive, negative)

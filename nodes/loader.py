@@ -54,8 +54,9 @@ class VideoCrafterCheckpointLoader:
         "Image-to-video only: the learned projector from CLIP image tokens to the 16 context tokens.",
     )
     FUNCTION = "load"
-    DESCRIPTION = ("Loads a VideoCrafter1/VideoCrafter2 checkpoint (.ckpt or .safetensors) and detects "
-                   "its variant: VC1 T2V 512/1024, VC2 T2V 512 or VC1 I2V 512.")
+    DESCRIPTION = ("Loads a VideoCrafter1/VideoCrafter2 or DynamiCrafter checkpoint (.ckpt or .safetensors) and "
+                   "detects its variant: VC1 T2V 512/1024, VC2 T2V 512, VC1 I2V 512, DynamiCrafter 256/512/1024 "
+                   "(and the 512 interpolation model, by 'interp' in its file name).")
 
     @classmethod
     def INPUT_TYPES(cls):

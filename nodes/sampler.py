@@ -61,7 +61,8 @@ class VideoCrafterKSampler:
             "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": SAMPLER_NAME,
                              "tooltip": "videocrafter_ddim reproduces the original sampler; any ComfyUI sampler works."}),
             "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": SCHEDULER_NAME,
-                          "tooltip": "videocrafter_uniform: the original's DDIM timesteps (ending at t=0)."}),
+                          "tooltip": "videocrafter_uniform: the original's DDIM timesteps (ending at t=0); "
+                                     "videocrafter_trailing: DynamiCrafter 512/1024's official spacing."}),
             "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
                               "DDIM eta: 0 is deterministic, 1 (the original's default) adds fresh noise each step. "
                               "Also passed to ancestral/SDE samplers that take an eta."}),
@@ -93,3 +94,27 @@ class VideoCrafterKSampler:
 
 NODE_CLASS_MAPPINGS = {"VideoCrafterKSampler": VideoCrafterKSampler}
 NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterKSampler": "VideoCrafter KSampler"}
+
+
+class VideoCrafterDDIMSampler:
+    """The faithful DDIM as a SAMPLER with its eta, for SamplerCustom / SamplerCustomAdvanced graphs
+    (e.g. DynamiCrafter's two guidance scales through core DualCFGGuider)."""
+    CATEGORY = "VideoCrafter/sampling"
+    RETURN_TYPES = ("SAMPLER",)
+    FUNCTION = "get_sampler"
+    DESCRIPTION = ("The original VideoCrafter/DynamiCrafter DDIM step as a SAMPLER for the custom-sampling nodes; "
+                   "pair it with BasicScheduler's 'videocrafter_uniform' or 'videocrafter_trailing'.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
+                              "DDIM eta: 0 is deterministic, 1 (the originals' default) adds fresh noise each step."}),
+        }}
+
+    def get_sampler(self, eta):
+        return (comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta}),)
+
+
+NODE_CLASS_MAPPINGS["VideoCrafterDDIMSampler"] = VideoCrafterDDIMSampler
+NODE_DISPLAY_NAME_MAPPINGS["VideoCrafterDDIMSampler"] = "VideoCrafter DDIM Sampler"

@@ -4,6 +4,7 @@
   python scripts/benchmark.py                       # tiny golden weights, CPU, 320x512, 16 frames
   python scripts/benchmark.py --full-size --gpu     # random weights at the released VC2 size on a GPU
   python scripts/benchmark.py --turbo               # + seconds per video: VC2 50 steps + CFG vs T2V-Turbo 4/8/16
+  python scripts/benchmark.py --dynamicrafter       # a DynamiCrafter 512 CFG step (tiny_dc_512 weights, CPU)
 
 Each measured step is one classifier-free-guidance step of the VideoCrafter KSampler (positive and
 negative batched into one UNet call by ComfyUI). Prints one line of numbers per run.
@@ -32,13 +33,17 @@ def full_size_state_dict(layout="t2v_512_v2.0"):
     sd["alphas_cumprod"] = torch.cumprod(1 - betas, 0).float()
     if "scale_arr" in sd:
         sd["scale_arr"] = torch.cat([torch.linspace(1, 0.7, 400), torch.full((1000,), 0.7)])
+    if layout.startswith("dynamicrafter") and "scale_arr" in sd:
+        sd["alphas_cumprod"][-1] = 0.0  # zero terminal SNR: detected as the v-prediction 512 model
     return sd
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ckpt", default=os.path.join(comfy_boot.GOLDEN, "tiny_t2v_v2.safetensors"))
-    parser.add_argument("--full-size", action="store_true", help="random weights at the released VC2 T2V size")
+    parser.add_argument("--ckpt", default=None, help="checkpoint (default: the tiny VC2, or tiny DynamiCrafter 512, golden weights)")
+    parser.add_argument("--full-size", action="store_true", help="random weights at the released VC2 T2V (or DynamiCrafter 512) size")
+    parser.add_argument("--dynamicrafter", action="store_true", help="a DynamiCrafter 512 image-to-video CFG step "
+                        "(DynamiCrafter Conditioning, trailing DDIM, cfg 7.5) instead of VideoCrafter2 text-to-video")
     parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default: --cpu)")
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=320)
@@ -62,16 +67,26 @@ def main():
     import nodes as core
     loader = comfy_boot.pack("vc_models.loader")
     ckpt = comfy_boot.pack("vc_models.checkpoint")
+    dc = args.dynamicrafter
     if args.full_size:
-        sd = full_size_state_dict()
-        bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "random VC2"), loader.WEIGHT_DTYPES[args.weight_dtype])
-        label = "VC2 T2V full size, random weights"
+        sd = full_size_state_dict("dynamicrafter_512_v1.0" if dc else "t2v_512_v2.0")
+        bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "random"), loader.WEIGHT_DTYPES[args.weight_dtype])
+        label = ("DynamiCrafter 512" if dc else "VC2 T2V") + " full size, random weights"
     else:
-        bundle = loader.load_videocrafter(args.ckpt, args.weight_dtype)
-        label = os.path.basename(args.ckpt)
+        path = args.ckpt or os.path.join(comfy_boot.GOLDEN, "tiny_dc_512.safetensors" if dc else "tiny_t2v_v2.safetensors")
+        bundle = loader.load_videocrafter(path, args.weight_dtype)
+        label = os.path.basename(path)
     (pos,) = core.CLIPTextEncode().encode(bundle.clip, "a corgi running on the beach")
     (neg,) = core.CLIPTextEncode().encode(bundle.clip, "")
-    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(args.width, args.height, args.frames, 1)
+    cfg, scheduler = 12.0, "videocrafter_uniform"
+    if dc:
+        image = torch.linspace(0, 1, args.width).view(1, 1, -1, 1).expand(1, args.height, args.width, 3).contiguous()
+        pos, neg, latent = pack.NODE_CLASS_MAPPINGS["DynamiCrafterConditioning"]().encode(
+            pos, neg, bundle.vae, bundle.clip_vision, bundle.projector, image, "i2v", args.width, args.height,
+            args.frames, 1, 24)
+        cfg, scheduler = 7.5, "videocrafter_trailing"
+    else:
+        (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(args.width, args.height, args.frames, 1)
     sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
 
     stamps = []
@@ -80,8 +95,8 @@ def main():
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    sampler.sample(bundle.model, pos, neg, latent, seed=0, steps=args.steps + 1, cfg=12.0,
-                   sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
+    sampler.sample(bundle.model, pos, neg, latent, seed=0, steps=args.steps + 1, cfg=cfg,
+                   sampler_name="videocrafter_ddim", scheduler=scheduler, eta=1.0, denoise=1.0)
     total = time.perf_counter() - start
     per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else total
     rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2

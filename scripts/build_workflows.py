@@ -29,6 +29,13 @@ NODE_TYPES = {
                                       [("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
                                       ["guidance_scale", "motion_guidance", "motion_gs", "percentage"]),
     "CreateVideo": ([("images", "IMAGE")], [("VIDEO", "VIDEO")], ["fps"]),
+    "DynamiCrafterConditioning": ([("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("vae", "VAE"),
+                                   ("clip_vision", "CLIP_VISION"), ("projector", "VIDEOCRAFTER_PROJECTOR"),
+                                   ("start_image", "IMAGE"), ("end_image", "IMAGE")],
+                                  [("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("latent", "LATENT")],
+                                  ["mode", "width", "height", "length", "batch_size", "fs"]),
+    "VideoCrafterGuidanceRescale": ([("model", "MODEL")], [("MODEL", "MODEL")], ["multiplier"]),
+    "ImageFromBatch": ([("image", "IMAGE")], [("IMAGE", "IMAGE")], ["batch_index", "length"]),
     "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
 }
 
@@ -41,7 +48,15 @@ MODELS = {
     "vc2_t2v_512": ("videocrafter2_t2v_512.safetensors", "https://huggingface.co/VideoCrafter/VideoCrafter2/resolve/main/model.ckpt"),
     "vc1_t2v_1024": ("videocrafter1_t2v_1024.safetensors", "https://huggingface.co/VideoCrafter/Text2Video-1024/resolve/main/model.ckpt"),
     "vc1_i2v_512": ("videocrafter1_i2v_512.safetensors", "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt"),
+    # DynamiCrafter: the name the model downloader writes into models/videocrafter/ (converted from model.ckpt)
+    "dc_256": ("dynamicrafter_256.safetensors", "https://huggingface.co/Doubiiu/DynamiCrafter/resolve/main/model.ckpt"),
+    "dc_512": ("dynamicrafter_512.safetensors", "https://huggingface.co/Doubiiu/DynamiCrafter_512/resolve/main/model.ckpt"),
+    "dc_1024": ("dynamicrafter_1024.safetensors", "https://huggingface.co/Doubiiu/DynamiCrafter_1024/resolve/main/model.ckpt"),
+    "dc_512_interp": ("dynamicrafter_512_interp.safetensors",
+                      "https://huggingface.co/Doubiiu/DynamiCrafter_512_Interp/resolve/main/model.ckpt"),
 }
+# workflows whose checkpoint is another workflow's
+WORKFLOW_MODEL = {"dc_512_loop": "dc_512_interp"}
 
 # T2V-Turbo-v2 UNets (bare state dicts, loaded onto the VideoCrafter2 MODEL): file name -> release
 TURBO_UNETS = {
@@ -51,7 +66,7 @@ TURBO_UNETS = {
 }
 MODELS["vc2_turbo_v2"] = MODELS["vc2_t2v_512"]  # the turbo workflow's checkpoint: VideoCrafter2 (CLIP, VAE)
 # downloader ids of the files a workflow loads, where they are not just the workflow's own id
-WORKFLOW_DOWNLOADS = {"vc2_turbo_v2": ["vc2_t2v_512", "turbo_v2_mg"]}
+WORKFLOW_DOWNLOADS = {"vc2_turbo_v2": ["vc2_t2v_512", "turbo_v2_mg"], "dc_512_loop": ["dc_512_interp"]}
 
 
 def model_note(variant, node_id, pos):
@@ -109,6 +124,41 @@ def turbo_graph(prompt, steps=8, fps=16):
     return nodes
 
 
+def dynamicrafter_graph(variant, prompt, width, height, fs, mode="i2v", rescale=0.7, scheduler="videocrafter_trailing"):
+    """A DynamiCrafter graph at the original's official settings (50 DDIM steps, eta 1, cfg 7.5; guidance
+    rescale 0.7 and trailing spacing for 512/1024); 'interpolate' adds an end image, 'loop' drops the
+    repeated last frame before saving."""
+    ckpt, _ = MODELS[WORKFLOW_MODEL.get(variant, variant)]
+    model = (1, 0)
+    conditioning_in = {"positive": (2, 0), "negative": (3, 0), "vae": (1, 2), "clip_vision": (1, 3),
+                       "projector": (1, 4), "start_image": (10, 0)}
+    nodes = {
+        1: ("VideoCrafterCheckpointLoader", [ckpt, "default", "none"], {}, "Load DynamiCrafter Checkpoint", (40, 200)),
+        2: ("CLIPTextEncode", [prompt], {"clip": (1, 1)}, "Prompt", (420, 80)),
+        3: ("CLIPTextEncode", [""], {"clip": (1, 1)}, "Negative prompt (empty, as the original)", (420, 330)),
+        10: ("LoadImage", ["example.png", "image"], {}, "Start image", (420, 560)),
+        11: ("DynamiCrafterConditioning", [mode, width, height, 16, 1, fs], conditioning_in,
+             "DynamiCrafter Conditioning", (840, 200)),
+    }
+    if mode == "interpolate":
+        nodes[12] = ("LoadImage", ["example.png", "image"], {}, "End image", (420, 900))
+        conditioning_in["end_image"] = (12, 0)
+    if rescale:
+        nodes[13] = ("VideoCrafterGuidanceRescale", [rescale], {"model": (1, 0)}, "Guidance rescale (original: 0.7)", (840, 20))
+        model = (13, 0)
+    nodes[6] = ("VideoCrafterKSampler", [123, "fixed", 50, 7.5, "videocrafter_ddim", scheduler, 1.0, 1.0],
+                {"model": model, "positive": (11, 0), "negative": (11, 1), "latent_image": (11, 2)},
+                "VideoCrafter KSampler", (1240, 200))
+    nodes[7] = ("VideoCrafterVAEDecode", [8], {"samples": (6, 0), "vae": (1, 2)}, "Decode frames", (1620, 200))
+    frames = (7, 0)
+    if mode == "loop":
+        nodes[14] = ("ImageFromBatch", [0, 15], {"image": (7, 0)}, "Drop the repeated last frame", (1900, 420))
+        frames = (14, 0)
+    nodes[8] = ("CreateVideo", [8.0], {"images": frames}, "Create Video", (2160, 200))
+    nodes[9] = ("SaveVideo", [f"videocrafter/{variant}", "auto", "auto"], {"video": (8, 0)}, "Save Video", (2440, 200))
+    return nodes
+
+
 def widget_values_for_api(node_type, widgets):
     names = NODE_TYPES[node_type][2]
     values = list(widgets)
@@ -151,7 +201,7 @@ def to_ui(nodes, variant):
             "widgets_values": list(widgets),
         }
         ui_nodes.append(node)
-    if variant in MODELS and any(n[0] == "VideoCrafterCheckpointLoader" for n in nodes.values()):
+    if (variant in MODELS or variant in WORKFLOW_DOWNLOADS) and any(n[0] == "VideoCrafterCheckpointLoader" for n in nodes.values()):
         ui_nodes.append(model_note(variant, max(nodes) + 1, (40, 20)))
     return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
@@ -162,6 +212,12 @@ WORKFLOWS = {
     "vc1_t2v_1024": graph("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed", 1024, 576, 28),
     "vc1_i2v_512": graph("vc1_i2v_512", "a boat sailing on the sea, waves moving", 512, 320, 8, image="example.png"),
     "vc2_turbo_v2": turbo_graph("a corgi running on the beach at sunset, high quality"),
+    "dc_512": dynamicrafter_graph("dc_512", "a boat sailing on the sea, waves moving", 512, 320, 24),
+    "dc_1024": dynamicrafter_graph("dc_1024", "a boat sailing on the sea, waves moving", 1024, 576, 10),
+    "dc_512_interp": dynamicrafter_graph("dc_512_interp", "a smooth transition, natural motion", 512, 320, 5,
+                                         mode="interpolate"),
+    "dc_512_loop": dynamicrafter_graph("dc_512_loop", "a seamless looping animation, natural motion", 512, 320, 5,
+                                       mode="loop"),
 }
 
 

@@ -23,12 +23,17 @@ sys.path.insert(0, os.path.join(ROOT, "tests"))
 from server_util import ComfyServer, GOLDEN, http_json  # noqa: E402  (the same launcher the tests use)
 import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process)
 
-SMOKE = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_i2v_512": "tiny_i2v_v1.safetensors"}
-# released model id -> the shipped workflow that renders it (a T2V graph takes any T2V checkpoint)
+SMOKE = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_i2v_512": "tiny_i2v_v1.safetensors",
+         "dc_512": "tiny_dc_512.safetensors"}
+# released model id -> the shipped workflow that renders it (a T2V graph takes any T2V checkpoint) and the
+# settings that differ from that workflow's
 MODEL_WORKFLOWS = {"vc2_t2v_512": "vc2_t2v_512", "vc1_t2v_512": "vc2_t2v_512", "vc1_t2v_1024": "vc1_t2v_1024",
-                   "vc1_i2v_512": "vc1_i2v_512"}
-SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "steps": 10}
-QUICK_SETTINGS = {"width": 128, "height": 64, "frames": 4, "steps": 2}  # --quick: a plumbing check in seconds
+                   "vc1_i2v_512": "vc1_i2v_512", "dc_512": "dc_512", "dc_1024": "dc_1024",
+                   "dc_512_interp": "dc_512_interp", "dc_256": "dc_512"}
+MODEL_SETTINGS = {"dc_256": {"width": 256, "height": 256, "fs": 3}}
+# length: DynamiCrafter's frames
+SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "length": 8, "steps": 10}
+QUICK_SETTINGS = {"width": 128, "height": 64, "frames": 4, "length": 4, "steps": 2}  # --quick: a plumbing check in seconds
 START_IMAGE = "videocrafter_demo_start.png"
 
 
@@ -42,6 +47,19 @@ def is_image_to_video(path):
     sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     sd = sd.get("state_dict", sd.get("module", sd))
     return any(".to_k_ip." in k for k in sd)
+
+
+def unet_input_channels(path):
+    """8 for DynamiCrafter (noise + image latent), 4 for VideoCrafter."""
+    key = "model.diffusion_model.input_blocks.0.0.weight"
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+        with safe_open(path, "pt") as f:
+            return f.get_slice(key).get_shape()[1]
+    import torch
+    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    sd = sd.get("state_dict", sd.get("module", sd))
+    return next(v for k, v in sd.items() if k.endswith(key)).shape[1]
 
 
 def fill(workflow, values):
@@ -120,8 +138,11 @@ def main():
             name = MODEL_WORKFLOWS[args.model]
         else:
             name = "vc1_i2v_512" if is_image_to_video(ckpt) else "vc2_t2v_512"
-        jobs = {name: {"ckpt_name": os.path.basename(ckpt), **(QUICK_SETTINGS if args.quick else {})}}
-        settings = f"the --quick settings {QUICK_SETTINGS}" if args.quick else "the papers' settings (16 frames, 50 DDIM steps, cfg 12)"
+            if unet_input_channels(ckpt) == 8:
+                name = "dc_512"  # DynamiCrafter (set width/height in the workflow for the 256/1024 models)
+        jobs = {name: {"ckpt_name": os.path.basename(ckpt), **MODEL_SETTINGS.get(args.model, {}),
+                       **(QUICK_SETTINGS if args.quick else {})}}
+        settings = f"the --quick settings {QUICK_SETTINGS}" if args.quick else "the papers' settings (16 frames, 50 DDIM steps)"
         print(f"{os.path.basename(ckpt)}: running {name} at {settings}.")
     else:
         if not comfy_boot.HAVE_REFERENCE:

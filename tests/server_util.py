@@ -22,7 +22,8 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 from comfy_boot import REPO, GOLDEN, comfyui_path  # noqa: E402  (no ComfyUI import: paths only)
-TINY_CHECKPOINTS = ("tiny_t2v_v2.safetensors", "tiny_t2v_v1.safetensors", "tiny_i2v_v1.safetensors")
+TINY_CHECKPOINTS = ("tiny_t2v_v2.safetensors", "tiny_t2v_v1.safetensors", "tiny_i2v_v1.safetensors",
+                    "tiny_dc_256.safetensors", "tiny_dc_512.safetensors")
 
 
 def venv_python():

@@ -17,7 +17,26 @@ LAYOUTS = {
     "t2v_1024_v1.0": "vc1_t2v_1024",
     "t2v_512_v2.0": "vc2_t2v_512",
     "i2v_512_v1.0": "vc1_i2v_512",
+    "dynamicrafter_256_v1.0": "dc_256",
+    "dynamicrafter_512_v1.0": "dc_512",
+    "dynamicrafter_1024_v1.0": "dc_1024",
 }
+# DynamiCrafter 512 and 1024 share one layout; the stored schedule values tell them apart (zero-terminal-SNR
+# alphas_cumprod, scale_arr floor 0.7 or 0.3), so those few buffers get their released values
+DYNAMICRAFTER_SCALE_FLOOR = {"dynamicrafter_512_v1.0": 0.7, "dynamicrafter_1024_v1.0": 0.3}
+
+
+def released_schedule(layout, sd):
+    """Fill the schedule buffers of a v-prediction DynamiCrafter layout as the released files hold them."""
+    floor = DYNAMICRAFTER_SCALE_FLOOR.get(layout)
+    if floor is None:
+        return sd
+    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    root = torch.cumprod(1 - betas, 0).sqrt()
+    root = (root - root[-1]) * root[0] / (root[0] - root[-1])  # zero terminal SNR
+    sd["alphas_cumprod"] = (root ** 2).float()
+    sd["scale_arr"] = torch.cat([torch.linspace(1.0, floor, 400), torch.full((1000,), floor)])
+    return sd
 
 
 def meta_state_dict(layout):
@@ -54,9 +73,12 @@ def test_built_model_matches_released_layout(pack, layout):
     encoders = comfy_host.pack("vc_models.encoders")
     projector_mod = comfy_host.pack("vc_models.projector")
 
-    sd = meta_state_dict(layout)
+    sd = released_schedule(layout, meta_state_dict(layout))
     info = ckpt.inspect_checkpoint(sd, layout)
     assert info.variant == LAYOUTS[layout]
+    if layout.startswith("dynamicrafter"):
+        v_model = layout in DYNAMICRAFTER_SCALE_FLOOR
+        assert (info.parameterization, info.zero_snr) == (("v", True) if v_model else ("eps", False))
     ignored = sorted(k for k in sd if ckpt.is_ignored_key(k))
     parts = ckpt.split_components({k: v for k, v in sd.items() if not ckpt.is_ignored_key(k)})
     used_prefixes = [ckpt.UNET_PREFIX, ckpt.VAE_PREFIX, ckpt.TEXT_PREFIX, ckpt.VISION_PREFIX, ckpt.PROJECTOR_PREFIX]
@@ -89,3 +111,15 @@ def test_built_model_matches_released_layout(pack, layout):
         assert_same_layout(parts[ckpt.PROJECTOR_PREFIX], projector.state_dict(), "projector")
     else:
         assert not parts[ckpt.VISION_PREFIX] and not parts[ckpt.PROJECTOR_PREFIX]
+
+
+def test_dynamicrafter_256_released_names(pack):
+    """The released 256 file spells the frame-stride embedding `framestride_embed.*`: it loads as `fps_embedding.*`."""
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    sd = meta_state_dict("dynamicrafter_256_v1.0")
+    released = {k.replace(".fps_embedding.", ".framestride_embed."): v for k, v in sd.items()}
+    assert sum(".framestride_embed." in k for k in released) == 4
+    info = ckpt.inspect_checkpoint(released, "dynamicrafter_256.ckpt")
+    assert info.variant == "dc_256" and info.parameterization == "eps" and info.unet.fps_cond
+    assert info.unet.in_channels == 8 and info.unet.image_attention_alpha
+    assert sorted(released) == sorted(sd)

@@ -140,3 +140,111 @@ def test_i2v_graph_with_a_t2v_checkpoint_explains(server):
     assert entry["status"]["status_str"] == "error"
     message = json.dumps(entry["status"]["messages"])
     assert "text-to-video" in message and "image-to-video checkpoint" in message, message
+
+
+# ---------------------------------------------------------------- DynamiCrafter
+DC_TINY_FOR = {"dc_512": "tiny_dc_512.safetensors", "dc_1024": "tiny_dc_512.safetensors",
+               "dc_512_interp": "tiny_dc_512.safetensors", "dc_512_loop": "tiny_dc_512.safetensors"}
+DC_NODES = ["DynamiCrafterConditioning", "VideoCrafterGuidanceRescale", "DynamiCrafterTwoScaleGuider",
+            "VideoCrafterDDIMSampler"]
+
+
+def small_dc(name, frames=4, **overrides):
+    """A shipped DynamiCrafter graph on the tiny 512 checkpoint, 4 frames, 2 steps (a loop keeps frames - 1)."""
+    values = {"ckpt_name": DC_TINY_FOR[name], "width": 128, "height": 64, "length": frames, "steps": 2,
+              "image": START_IMAGE, **overrides}
+    workflow = load_api(name)
+    for node in workflow.values():
+        for key in list(node["inputs"]):
+            if key in values and not isinstance(node["inputs"][key], list):
+                node["inputs"][key] = values[key]
+        if node["class_type"] == "ImageFromBatch":
+            node["inputs"]["length"] = frames - 1
+    return workflow
+
+
+def test_dynamicrafter_nodes_register(server):
+    info = server.object_info()
+    for node in DC_NODES:
+        assert node in info, f"{node} missing from /object_info; log:\n{server.log_tail()}"
+        assert info[node]["category"].startswith("VideoCrafter/") and info[node]["description"]
+        inputs = {**info[node]["input"]["required"], **info[node]["input"].get("optional", {})}
+        for name, spec in inputs.items():
+            assert len(spec) > 1 and spec[1].get("tooltip"), f"{node}.{name} has no tooltip"
+    conditioning = info["DynamiCrafterConditioning"]
+    assert conditioning["display_name"] == "DynamiCrafter Conditioning"
+    assert conditioning["category"] == "VideoCrafter/conditioning"
+    assert conditioning["output"] == ["CONDITIONING", "CONDITIONING", "LATENT"]
+    assert list(conditioning["input"]["required"]) == ["positive", "negative", "vae", "clip_vision", "projector",
+                                                       "start_image", "mode", "width", "height", "length",
+                                                       "batch_size", "fs"]
+    assert list(conditioning["input"]["optional"]) == ["end_image"]
+    assert "videocrafter_trailing" in info["KSampler"]["input"]["required"]["scheduler"][0]
+
+
+def test_dynamicrafter_ui_workflows(server):
+    """UI graphs: real nodes, one widget value per widget input, download links to the released files."""
+    info = server.object_info()
+    for name in DC_TINY_FOR:
+        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
+            ui = json.load(f)
+        for node in ui["nodes"]:
+            if node["type"] in FRONTEND_ONLY:
+                continue
+            spec = info[node["type"]]["input"]
+            widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
+                       if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+            extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
+                        or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
+            assert len(node["widgets_values"]) == len(widgets) + extra, (name, node["type"], widgets)
+        loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
+        note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
+        assert loader["widgets_values"][0] in note and "https://huggingface.co/Doubiiu/DynamiCrafter" in note
+        assert "download_models.py dc_512" in note  # the downloader writes the name the loader loads
+        sampler = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterKSampler")
+        assert sampler["widgets_values"][2:7] == [50, 7.5, "videocrafter_ddim", "videocrafter_trailing", 1.0]
+
+
+@pytest.mark.parametrize("name", sorted(DC_TINY_FOR))
+def test_dynamicrafter_workflow_makes_a_video(server, name):
+    import av
+    result, error = submit(server, small_dc(name))
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"])
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
+    assert len(files) == 1, entry["outputs"]
+    with av.open(os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])) as container:
+        frames = [f for f in container.decode(video=0)]
+    assert len(frames) == (3 if name == "dc_512_loop" else 4) and (frames[0].width, frames[0].height) == (128, 64)
+
+
+def test_dynamicrafter_bad_sizes_and_missing_images_are_rejected(server):
+    workflow = small_dc("dc_512", width=100)
+    result, error = submit(server, workflow)
+    node_id = next(i for i, n in workflow.items() if n["class_type"] == "DynamiCrafterConditioning")
+    assert result is None and "multiple of 64" in json.dumps(error["node_errors"][node_id])
+
+    workflow = small_dc("dc_512")
+    del workflow[node_id]["inputs"]["start_image"]
+    result, error = submit(server, workflow)
+    errors = error["node_errors"][node_id]["errors"]
+    assert any(e["extra_info"].get("input_name") == "start_image" for e in errors), errors
+
+
+@pytest.mark.parametrize("name,change,expected", [
+    ("dc_512_interp", {"mode": "i2v"}, ["end_image is connected but mode is 'i2v'"]),
+    ("dc_512", {"mode": "interpolate"}, ["'interpolate' needs an end_image"]),
+    ("dc_512", {"ckpt_name": "tiny_i2v_v1.safetensors"}, ["VideoCrafter1 image-to-video", "DynamiCrafter checkpoint"]),
+    ("vc1_i2v_512", {"ckpt_name": "tiny_dc_512.safetensors"}, ["DynamiCrafter Conditioning"]),
+])
+def test_dynamicrafter_wrong_inputs_explain(server, name, change, expected):
+    """An end image in i2v mode, interpolation without one, a VideoCrafter1 I2V checkpoint in a DynamiCrafter
+    graph and the reverse fail with a message that says what to change."""
+    workflow = small_dc(name, **change) if name in DC_TINY_FOR else small(load_api(name), name, **change)
+    result, error = submit(server, workflow)
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"])
+    assert entry["status"]["status_str"] == "error"
+    message = json.dumps(entry["status"]["messages"])
+    assert all(text in message for text in expected), message

@@ -53,6 +53,10 @@ VARIANTS = {
     "vc1_i2v_512": "VideoCrafter1 image-to-video 320x512",
     "turbo_v2_mg": "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512",
     "turbo_v2_nomg": "T2V-Turbo-v2 (VideoCrafter2 distilled, no motion guidance) 320x512",
+    "dc_256": "DynamiCrafter image animation 256x256",
+    "dc_512": "DynamiCrafter image animation 320x512",
+    "dc_1024": "DynamiCrafter image animation 576x1024",
+    "dc_512_interp": "DynamiCrafter interpolation 320x512",
 }
 
 # Sampling defaults of the original inference scripts, per variant: (height, width, fps)
@@ -63,7 +67,19 @@ VARIANT_DEFAULTS = {
     "vc1_i2v_512": (320, 512, 8),
     "turbo_v2_mg": (320, 512, 16),
     "turbo_v2_nomg": (320, 512, 16),
+    # DynamiCrafter: the third value is the fs condition (frame stride for 256, fps for 512/1024)
+    "dc_256": (256, 256, 3),
+    "dc_512": (320, 512, 24),
+    "dc_1024": (576, 1024, 10),
+    "dc_512_interp": (320, 512, 5),
 }
+
+DYNAMICRAFTER_VARIANTS = ("dc_256", "dc_512", "dc_1024", "dc_512_interp")
+# The DynamiCrafter Resampler emits `num_queries x video_length` tokens (16 x 16); frame i of a
+# 16-frame latent cross-attends to tokens 16i..16i+15. The split is not visible in the tensors.
+DYNAMICRAFTER_TOKENS_PER_FRAME = 16
+# The released 256 file names the frame-stride embedding as below; the original loader renames it.
+LEGACY_KEY_RENAMES = {UNET_PREFIX + "framestride_embed.": UNET_PREFIX + "fps_embedding."}
 
 
 @dataclass
@@ -76,10 +92,16 @@ class CheckpointInfo:
     default_width: int
     default_fps: int
     notes: list = field(default_factory=list)
+    parameterization: str = "eps"  # "v" for DynamiCrafter 512/1024
+    zero_snr: bool = False  # the stored schedule ends at alphas_cumprod == 0
 
     @property
     def description(self):
         return VARIANTS[self.variant]
+
+    @property
+    def is_dynamicrafter(self):
+        return self.variant in DYNAMICRAFTER_VARIANTS
 
 
 def _describe_found(sd):
@@ -115,7 +137,7 @@ def load_state_dict(path):
         raise CheckpointError(
             f"Could not read {name} ({size} bytes): {type(e).__name__}: {e}. The file is damaged or truncated "
             "(download it again) or is not a checkpoint.") from e
-    return sd
+    return rename_legacy_keys(sd)
 
 
 def _unwrap(obj, name):
@@ -129,6 +151,15 @@ def _unwrap(obj, name):
     if any(k.startswith(DEEPSPEED_PREFIX) for k in obj):
         obj = {k[len(DEEPSPEED_PREFIX):] if k.startswith(DEEPSPEED_PREFIX) else k: v for k, v in obj.items()}
     return obj
+
+
+def rename_legacy_keys(sd):
+    """The released names that differ from the layout the pack builds (DynamiCrafter 256's
+    `framestride_embed.*` is `fps_embedding.*`), renamed in place; returns sd."""
+    for old, new in LEGACY_KEY_RENAMES.items():
+        for key in [k for k in sd if k.startswith(old)]:
+            sd[new + key[len(old):]] = sd.pop(key)
+    return sd
 
 
 def split_components(sd):
@@ -210,6 +241,9 @@ def infer_unet_config(unet_sd):
         fps_cond="fps_embedding.0.weight" in unet_sd,
         image_cross_attention=bool(ip_keys),
         image_context_dim=unet_sd[ip_keys[0]].shape[1] if ip_keys else context_dim,
+        image_attention_alpha=any(k.endswith("attn2.alpha") for k in unet_sd),
+        # DynamiCrafter: the image latent rides on the input channels beside the noisy latent
+        image_tokens_per_frame=DYNAMICRAFTER_TOKENS_PER_FRAME if conv_in.shape[1] > unet_sd["out.2.weight"].shape[0] else 0,
         head_dim=head_dim,
         guidance_embed_dim=unet_sd["time_cond_proj.weight"].shape[1] if "time_cond_proj.weight" in unet_sd else 0,
         motion_guidance="motion_cond_proj.weight" in unet_sd,
@@ -219,8 +253,14 @@ def infer_unet_config(unet_sd):
 SD_UNET_HINT = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
 
 
+def _value(tensor):
+    """A stored tensor's values, or None for tensors without data (meta tensors of layout checks)."""
+    return None if tensor is None or tensor.is_meta else tensor.double()
+
+
 def inspect_checkpoint(sd, name="checkpoint"):
     """Detect the VideoCrafter variant; raise CheckpointError naming what was found otherwise."""
+    rename_legacy_keys(sd)
     parts = split_components(sd)
     unet = parts[UNET_PREFIX]
     expected = ("expected a VideoCrafter checkpoint: UNet under 'model.diffusion_model.' with temporal "
@@ -245,7 +285,25 @@ def inspect_checkpoint(sd, name="checkpoint"):
         raise CheckpointError(f"{name} has image cross-attention but lacks the image projector ('image_proj_model.') "
                               "or the CLIP vision tower ('embedder.model.visual.'): an incomplete image-to-video checkpoint.")
     has_scale = "scale_arr" in sd
-    if is_i2v:
+    parameterization, zero_snr = "eps", False
+    if cfg.in_channels > cfg.out_channels:
+        if not is_i2v:
+            raise CheckpointError(f"{name} has a UNet with {cfg.in_channels} input channels (a concatenated image latent) "
+                                  "but no image cross-attention: not a DynamiCrafter checkpoint this pack knows.")
+        # DynamiCrafter 512/1024 were trained with v-prediction on a zero-terminal-SNR schedule, 256 with eps;
+        # the stored schedule tells them apart (its last alphas_cumprod is exactly 0), scale_arr's floor 512 from 1024
+        alphas = _value(sd.get("alphas_cumprod"))
+        scale = _value(sd.get("scale_arr"))
+        # without stored values (a layout check on meta tensors) the released pairing holds: scale_arr <=> v
+        zero_snr = alphas[-1].item() < 1e-6 if alphas is not None else has_scale
+        parameterization = "v" if zero_snr else "eps"
+        if has_scale or zero_snr:
+            variant = "dc_1024" if scale is not None and scale[-1].item() < 0.5 else "dc_512"
+            if variant == "dc_512" and "interp" in name.lower():
+                variant = "dc_512_interp"  # same tensors as dc_512; only the file name and defaults differ
+        else:
+            variant = "dc_256"
+    elif is_i2v:
         variant = "vc1_i2v_512"
     elif cfg.temporal_conv:
         variant = "vc2_t2v_512"
@@ -257,7 +315,8 @@ def inspect_checkpoint(sd, name="checkpoint"):
     if not cfg.fps_cond:
         fps = 0
     return CheckpointInfo(variant=variant, unet=cfg, has_scale_arr=has_scale, is_i2v=is_i2v,
-                          default_height=h, default_width=w, default_fps=fps)
+                          default_height=h, default_width=w, default_fps=fps,
+                          parameterization=parameterization, zero_snr=zero_snr)
 
 
 def noise_schedule(sd, timesteps=1000, linear_start=0.00085, linear_end=0.012):

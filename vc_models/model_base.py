@@ -29,6 +29,12 @@ TURBO_GUIDANCE_KEY = "videocrafter_turbo_guidance"
 TURBO_MOTION_KEY = "videocrafter_turbo_motion"
 TURBO_DEFAULT_GUIDANCE = 7.5
 TURBO_DEFAULT_MOTION = (0.05, 0.5)
+# DynamiCrafter's image latent travels as core image-to-video nodes pass theirs: a VAE-space
+# latent [B, 4, T, h, w] under this key, scaled into the model's space by `process_latent_in`
+CONCAT_LATENT_KEY = "concat_latent_image"
+# ComfyUI's zero-terminal-SNR clamp (comfy.model_sampling.rescale_zero_terminal_snr_sigmas): the last
+# alphas_cumprod of such a schedule is 0 (infinite sigma), replaced by this to keep sigmas finite
+ZSNR_LAST_ALPHAS_CUMPROD = 4.8973451890853435e-08
 
 
 class VideoCrafterLatentFormat(comfy.latent_formats.SD15):
@@ -46,10 +52,15 @@ class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.mode
     def __init__(self, alphas_cumprod, scale_arr=None):
         torch.nn.Module.__init__(self)
         self.sigma_data = 1.0
-        alphas_cumprod = alphas_cumprod.double()
+        alphas_cumprod = alphas_cumprod.double().clone()
+        self.zsnr = bool(alphas_cumprod[-1] <= 0)
+        if self.zsnr:
+            alphas_cumprod[-1] = ZSNR_LAST_ALPHAS_CUMPROD
         scale = torch.ones_like(alphas_cumprod) if scale_arr is None else scale_arr.double()[: len(alphas_cumprod)]
         self.num_timesteps = len(alphas_cumprod)
-        self.zsnr = False
+        # the faithful DDIM's last step (to t = 0) re-scales x0 by the scale of t = 0 (VideoCrafter) or, as
+        # DynamiCrafter's sampler does, keeps the current step's scale (vc_models.sampling)
+        self.last_step_keeps_scale = False
         self.linear_start, self.linear_end = 0.00085, 0.012
         self.register_buffer("scale_arr", scale.float())
         self.set_sigmas((((1 - alphas_cumprod) / alphas_cumprod) ** 0.5 / scale).float())
@@ -86,6 +97,10 @@ class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.mode
             return noise / c_in + latent_image
         return noise * comfy.model_sampling.reshape_sigma(sigma, noise.ndim) + latent_image
 
+    def model_output_from_denoised(self, sigma, denoised, model_input):
+        """The raw eps back from an x0 estimate (the inverse of calculate_denoised)."""
+        return (model_input - denoised) / comfy.model_sampling.reshape_sigma(sigma, denoised.ndim)
+
     def inverse_noise_scaling(self, sigma, latent):
         # a schedule that ends above sigma 0 (the faithful DDIM ends at t=0) returns the model-space x_0
         return latent * comfy.model_sampling.reshape_sigma(self.input_scale(sigma), latent.ndim)
@@ -113,6 +128,36 @@ class ConsistencyModelSampling(ScaledModelSampling):
         return c_out * x0 + c_skip * x_t
 
 
+class ScaledVModelSampling(ScaledModelSampling):
+    """v-prediction (DynamiCrafter 512/1024) on the same scaled schedule. The original predicts
+    v = sqrt(a_t) eps - sqrt(1 - a_t) s_t x0, so in the sampler's y-space the x0 estimate is
+    a_t y - sigma sqrt(a_t) v (ComfyUI's V_PREDICTION with sigma_data 1 when s_t = 1)."""
+
+    def calculate_denoised(self, sigma, model_output, model_input):
+        alpha, _ = self.alpha_and_scale(sigma)
+        alpha = comfy.model_sampling.reshape_sigma(alpha, model_output.ndim)
+        sigma = comfy.model_sampling.reshape_sigma(sigma, model_output.ndim)
+        return model_input * alpha - model_output * sigma * alpha ** 0.5
+
+    def zero_snr_terminal(self, sigma, denoised, model_input):
+        """At the last timestep of a zero-terminal-SNR schedule the original has alpha exactly 0, where
+        eps = x_t and x0 = -v / s; the sigma table holds the clamped alpha instead. Returns
+        (x0 estimate in y-space, eps, alpha) as the original has them, or None at any other sigma."""
+        if not self.zsnr or sigma < self.sigmas[-1]:
+            return None
+        _, scale = self.alpha_and_scale(sigma)
+        v = self.model_output_from_denoised(sigma, denoised, model_input)
+        x_t = model_input * comfy.model_sampling.reshape_sigma(self.input_scale(sigma), model_input.ndim)
+        return -v / comfy.model_sampling.reshape_sigma(scale, v.ndim), x_t, torch.zeros_like(scale)
+
+    def model_output_from_denoised(self, sigma, denoised, model_input):
+        """The raw v back from an x0 estimate (the inverse of calculate_denoised)."""
+        alpha, _ = self.alpha_and_scale(sigma)
+        alpha = comfy.model_sampling.reshape_sigma(alpha, denoised.ndim)
+        sigma = comfy.model_sampling.reshape_sigma(sigma, denoised.ndim)
+        return (model_input * alpha - denoised) / (sigma * alpha ** 0.5)
+
+
 class VideoCrafterModelConfig(comfy.supported_models_base.BASE):
     latent_format = VideoCrafterLatentFormat
     unet_extra_config = {}
@@ -128,10 +173,26 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
     """BaseModel whose `extra_conds` turn CONDITIONING extras (fps, image tokens) into UNet inputs."""
 
     def __init__(self, model_config, alphas_cumprod, scale_arr, device=None):
-        super().__init__(model_config, comfy.model_base.ModelType.EPS, device=device, unet_model=VideoCrafterUNet)
-        consistency = model_config.info.unet.guidance_embed_dim > 0  # T2V-Turbo
-        self.model_sampling = (ConsistencyModelSampling if consistency else ScaledModelSampling)(alphas_cumprod, scale_arr)
-        self.info = model_config.info
+        info = model_config.info
+        v_prediction = info.parameterization == "v"
+        model_type = comfy.model_base.ModelType.V_PREDICTION if v_prediction else comfy.model_base.ModelType.EPS
+        super().__init__(model_config, model_type, device=device, unet_model=VideoCrafterUNet)
+        if info.unet.guidance_embed_dim > 0:  # T2V-Turbo: LCM's boundary condition on the plain schedule
+            sampling = ConsistencyModelSampling
+        else:
+            sampling = ScaledVModelSampling if v_prediction else ScaledModelSampling
+        self.model_sampling = sampling(alphas_cumprod, scale_arr)
+        self.info = info
+        if info.is_dynamicrafter:
+            self.model_sampling.last_step_keeps_scale = True
+            self.concat_keys = ("concat_image",)  # ComfyUI's concat_cond builds c_concat from CONCAT_LATENT_KEY
+
+    def concat_cond(self, **kwargs):
+        if self.info.is_dynamicrafter and kwargs.get(CONCAT_LATENT_KEY) is None:
+            raise ValueError(
+                "This DynamiCrafter model needs its start image as a latent: pass the positive and the negative "
+                "conditioning through 'DynamiCrafter Conditioning' before sampling.")
+        return super().concat_cond(**kwargs)
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)
@@ -142,9 +203,10 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         tokens = kwargs.get(IMAGE_TOKENS_KEY)
         if info.is_i2v:
             if tokens is None:
+                node = "DynamiCrafter Conditioning" if info.is_dynamicrafter else "VideoCrafter Image Encode"
                 raise ValueError(
                     "This image-to-video model needs an image: pass both the positive and the negative "
-                    "conditioning through 'VideoCrafter Image Encode' before sampling.")
+                    f"conditioning through '{node}' before sampling.")
             out["image_context"] = comfy.conds.CONDRegular(tokens)
         out.update(self._turbo_conds(kwargs))
         return out

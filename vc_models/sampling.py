@@ -13,6 +13,8 @@ SAMPLER_NAME = "videocrafter_ddim"
 SCHEDULER_NAME = "videocrafter_uniform"
 TURBO_SCHEDULER_NAME = "videocrafter_turbo"
 LCM_ORIGIN_STEPS = 200  # T2V-Turbo-v2's lcm_origin_steps
+# DynamiCrafter 512/1024's official spacing (`uniform_trailing`): 999, 979, ..., 19 for 50 steps
+TRAILING_SCHEDULER_NAME = "videocrafter_trailing"
 
 
 def videocrafter_timesteps(steps, num_timesteps=1000):
@@ -45,6 +47,18 @@ def turbo_sigmas(model_sampling, steps):
     return torch.cat([sigmas[turbo_timesteps(steps, num_timesteps=len(sigmas))], sigmas.new_zeros(1)]).float()
 
 
+def trailing_timesteps(steps, num_timesteps=1000):
+    """`uniform_trailing`, descending: round(arange(T, 0, -T / steps)) - 1 (always starts at T - 1)."""
+    steps = max(1, min(steps, num_timesteps))
+    return [int(round(num_timesteps - i * num_timesteps / steps)) - 1 for i in range(steps)]
+
+
+def videocrafter_trailing_sigmas(model_sampling, steps):
+    """Sigmas at the trailing timesteps, then t = 0 (the original's last step lands on alphas_cumprod[0])."""
+    sigmas = model_sampling.sigmas
+    return torch.cat([sigmas[trailing_timesteps(steps, len(sigmas))], sigmas[:1]]).float()
+
+
 @torch.no_grad()
 def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, noise_sampler=None):
     """DDIM with the latent-scale schedule, in the sampler's y-space (see vc_models.model_base).
@@ -71,11 +85,21 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
             x = denoised
             continue
         eps = (x - denoised) / sigma
-        a, _ = _alpha_and_scale(ms, sigma)
+        a, s = _alpha_and_scale(ms, sigma)
+        terminal = getattr(ms, "zero_snr_terminal", None)
+        exact = terminal(sigma, denoised, x) if terminal is not None else None
+        if exact is not None:  # zero-SNR models: the first step as the original takes it, at alpha 0
+            denoised, eps, a = exact
         a_prev, s_prev = _alpha_and_scale(ms, sigma_next)
         ddim_sigma = eta * ((1 - a_prev) / (1 - a) * (1 - a / a_prev)).clamp(min=0) ** 0.5
         to_y = 1.0 / (a_prev ** 0.5 * s_prev)
-        x = denoised + (1 - a_prev - ddim_sigma ** 2).clamp(min=0) ** 0.5 * to_y * eps
+        # The originals re-scale x0 by the next DDIM timestep's scale; for the last step (to t=0)
+        # DynamiCrafter's sampler keeps the current one (its ddim_scale_arr_prev[0] == ddim_scale_arr[0]),
+        # while y-space holds x0 at the table's scale of sigma_next: hence the ratio (0.907 vs 1 at t=124
+        # for 8 trailing steps). VideoCrafter's goes to the scale of t=0, which y-space already is.
+        last_keeps_scale = getattr(ms, "last_step_keeps_scale", False) and i == len(sigmas) - 2
+        x0_scale = s / s_prev if last_keeps_scale else 1.0
+        x = denoised * x0_scale + (1 - a_prev - ddim_sigma ** 2).clamp(min=0) ** 0.5 * to_y * eps
         if eta > 0:
             x = x + ddim_sigma * to_y * noise_sampler(sigma, sigma_next)
     return x
@@ -94,7 +118,8 @@ def register():
     for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES):
         if SAMPLER_NAME not in names:
             names.append(SAMPLER_NAME)
-    for name, handler in ((SCHEDULER_NAME, videocrafter_uniform_sigmas), (TURBO_SCHEDULER_NAME, turbo_sigmas)):
+    for name, handler in ((SCHEDULER_NAME, videocrafter_uniform_sigmas), (TURBO_SCHEDULER_NAME, turbo_sigmas),
+                          (TRAILING_SCHEDULER_NAME, videocrafter_trailing_sigmas)):
         if name not in comfy.samplers.SCHEDULER_HANDLERS:
             comfy.samplers.SCHEDULER_HANDLERS[name] = comfy.samplers.SchedulerHandler(handler)
         if name not in comfy.samplers.SCHEDULER_NAMES:

@@ -10,6 +10,7 @@ import comfy.model_management
 import comfy.ops
 
 from . import checkpoint as ckpt
+from .conditioning import projected_image_tokens
 from .encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
 from .i2v_upgrade import upgrade_t2v_to_i2v
 from .projector import ImageProjector, ProjectorConfig
@@ -21,10 +22,21 @@ log = logging.getLogger("vc_train")
 VAE_SCALE_FACTOR = 0.18215
 
 
+def refuse_dynamicrafter(info, name):
+    """The trainer implements VideoCrafter1 I2V's two stages; DynamiCrafter (concat latent, fs, v-prediction on a
+    zero-SNR schedule, 256 per-frame image tokens) is out of its scope, said before anything is loaded."""
+    if info.is_dynamicrafter:
+        raise ckpt.CheckpointError(
+            f"{name} is a {info.description} checkpoint: the trainer trains VideoCrafter1 image-to-video only "
+            "(DynamiCrafter's concatenated image latent, fs condition and v-prediction are not part of it). "
+            "Start from a VideoCrafter1 I2V or VideoCrafter2 checkpoint.")
+
+
 def load_training_state_dict(checkpoint_path, clip_vision_path="", projector_file="", seed=0):
     """The raw I2V state dict training starts from (a T2V checkpoint is upgraded with the CLIP vision file)."""
     sd = ckpt.load_state_dict(checkpoint_path)
     info = ckpt.inspect_checkpoint(sd, os.path.basename(checkpoint_path))
+    refuse_dynamicrafter(info, os.path.basename(checkpoint_path))
     if not info.is_i2v:
         if not clip_vision_path:
             raise ckpt.CheckpointError(
@@ -53,6 +65,7 @@ class VideoCrafterTrainingModels:
 
     def __init__(self, sd, name="checkpoint"):
         info = ckpt.inspect_checkpoint(sd, name)
+        refuse_dynamicrafter(info, name)
         if not info.is_i2v:
             raise ckpt.CheckpointError(f"{name} is not an image-to-video checkpoint (upgrade it first)")
         self.info = info
@@ -139,11 +152,10 @@ class VideoCrafterTrainingModels:
         model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
         try:
             with torch.no_grad():
-                tokens = self.image_tokens(image[None, ..., :3]).to(self.projector.latents.device)
-                grey = torch.full_like(image[None, ..., :3], 0.5)  # all-zero image in [-1, 1]: the negative
-                uncond_tokens = self.image_tokens(grey).to(self.projector.latents.device)
-                image_emb = self.projector(tokens.to(self.projector.latents.dtype)).float().cpu()
-                image_uncond = self.projector(uncond_tokens.to(self.projector.latents.dtype)).float().cpu()
+                def project(tokens):
+                    return self.projector(tokens.to(self.projector.latents)).float().cpu()
+                # the inference nodes' function: identical previews and sampled videos
+                image_emb, image_uncond = projected_image_tokens(self.clip_vision, project, image[None].float())
                 positive = [[self.encode_text([caption]).cpu(), {IMAGE_TOKENS_KEY: image_emb, FPS_KEY: fps}]]
                 negative = [[self.encode_text([""]).cpu(), {IMAGE_TOKENS_KEY: image_uncond, FPS_KEY: fps}]]
                 latent = torch.zeros([1, self.latent_channels, frames, height // 8, width // 8])

@@ -108,7 +108,7 @@ class Attention(nn.Module):
     """
 
     def __init__(self, query_dim, context_dim=None, heads=8, head_dim=HEAD_DIM, image_context_dim=None,
-                 max_relative_position=None, dtype=None, device=None, operations=ops):
+                 max_relative_position=None, image_attention_alpha=False, dtype=None, device=None, operations=ops):
         super().__init__()
         inner = heads * head_dim
         context_dim = context_dim or query_dim
@@ -123,6 +123,8 @@ class Attention(nn.Module):
             self.to_v_ip = operations.Linear(image_context_dim, inner, bias=False, dtype=dtype, device=device)
         else:
             self.to_k_ip = self.to_v_ip = None
+        # DynamiCrafter 256: the image attention is scaled by tanh(alpha) + 1, alpha learned per layer
+        self.alpha = nn.Parameter(torch.empty((), dtype=dtype, device=device)) if image_context_dim and image_attention_alpha else None
         if max_relative_position:
             self.relative_position_k = RelativePosition(head_dim, max_relative_position, dtype=dtype, device=device)
             self.relative_position_v = RelativePosition(head_dim, max_relative_position, dtype=dtype, device=device)
@@ -142,7 +144,10 @@ class Attention(nn.Module):
             if image_context is None:
                 raise ValueError("This image-to-video model needs image tokens: encode the image with "
                                  "'VideoCrafter Image Encode' for both the positive and the negative conditioning.")
-            out = out + comfy_attention.optimized_attention(q, self.to_k_ip(image_context), self.to_v_ip(image_context), self.heads)
+            out_ip = comfy_attention.optimized_attention(q, self.to_k_ip(image_context), self.to_v_ip(image_context), self.heads)
+            if self.alpha is not None:
+                out_ip = out_ip * (torch.tanh(comfy.ops.cast_to_input(self.alpha, out_ip)) + 1)
+            out = out + out_ip
         return self.to_out(out)
 
     def _relative_attention(self, q, k, v):
@@ -161,13 +166,14 @@ class TransformerBlock(nn.Module):
     """Self-attention, cross-attention (or a second self-attention), GEGLU feed-forward."""
 
     def __init__(self, dim, heads, head_dim, context_dim=None, image_context_dim=None,
-                 max_relative_position=None, dtype=None, device=None, operations=ops):
+                 max_relative_position=None, image_attention_alpha=False, dtype=None, device=None, operations=ops):
         super().__init__()
         kw = dict(heads=heads, head_dim=head_dim, max_relative_position=max_relative_position,
                   dtype=dtype, device=device, operations=operations)
         self.attn1 = Attention(dim, **kw)
         self.ff = FeedForward(dim, glu=True, dtype=dtype, device=device, operations=operations)
-        self.attn2 = Attention(dim, context_dim=context_dim, image_context_dim=image_context_dim, **kw)
+        self.attn2 = Attention(dim, context_dim=context_dim, image_context_dim=image_context_dim,
+                               image_attention_alpha=image_attention_alpha, **kw)
         self.norm1 = operations.LayerNorm(dim, dtype=dtype, device=device)
         self.norm2 = operations.LayerNorm(dim, dtype=dtype, device=device)
         self.norm3 = operations.LayerNorm(dim, dtype=dtype, device=device)
@@ -203,7 +209,7 @@ class SpatialTransformer(nn.Module):
     """Attention over the pixels of each frame, cross-attending to text (and image) tokens."""
 
     def __init__(self, channels, heads, head_dim, depth, context_dim, image_context_dim=None, use_linear=True,
-                 dtype=None, device=None, operations=ops):
+                 image_attention_alpha=False, dtype=None, device=None, operations=ops):
         super().__init__()
         inner = heads * head_dim
         self.use_linear = use_linear
@@ -211,7 +217,7 @@ class SpatialTransformer(nn.Module):
         self.proj_in, self.proj_out = projections(channels, inner, use_linear, operations.Conv2d, dtype, device, operations)
         self.transformer_blocks = nn.ModuleList([
             TransformerBlock(inner, heads, head_dim, context_dim=context_dim, image_context_dim=image_context_dim,
-                             dtype=dtype, device=device, operations=operations)
+                             image_attention_alpha=image_attention_alpha, dtype=dtype, device=device, operations=operations)
             for _ in range(depth)])
 
     def forward(self, x, context, image_context=None):
@@ -337,7 +343,8 @@ class VideoCrafterUNet(nn.Module):
         def transformers(ch):
             heads = ch // cfg.head_dim
             layers = [SpatialTransformer(ch, heads, cfg.head_dim, cfg.transformer_depth, cfg.context_dim,
-                                         image_context_dim=image_dim, use_linear=cfg.use_linear, **kw)]
+                                         image_context_dim=image_dim, use_linear=cfg.use_linear,
+                                         image_attention_alpha=cfg.image_attention_alpha, **kw)]
             if cfg.temporal_attention:
                 layers.append(TemporalTransformer(ch, heads, cfg.head_dim, cfg.temporal_transformer_depth,
                                                   use_linear=cfg.use_linear, max_relative_position=rel, **kw))
@@ -400,6 +407,16 @@ class VideoCrafterUNet(nn.Module):
         motion_cond = self.motion_cond_proj(guidance_embedding(scale, dim).to(dtype))
         return self.combine_proj(torch.cat([cond, motion_cond], dim=1))
 
+    def image_context_per_frame(self, image_context, num_frames):
+        """[B, N, D] -> [(B*T), n, D]. DynamiCrafter: when there is one group of tokens per frame
+        (N == T * tokens_per_frame, 256 for 16 frames) frame i gets group i; otherwise, as the
+        original, every frame attends to all N tokens."""
+        per_frame = self.config.image_tokens_per_frame
+        b, n, d = image_context.shape
+        if per_frame and n == num_frames * per_frame:
+            return image_context.reshape(b * num_frames, per_frame, d)
+        return image_context.repeat_interleave(num_frames, dim=0)
+
     def forward(self, x, timesteps, context=None, fps=None, image_context=None, transformer_options=None,
                 guidance=None, motion_guidance=None, **kwargs):
         """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; fps [B] or None; image_context [B, N, D];
@@ -423,7 +440,7 @@ class VideoCrafterUNet(nn.Module):
         emb = emb.repeat_interleave(t, dim=0)
         context = context.repeat_interleave(t, dim=0)
         if image_context is not None:
-            image_context = image_context.to(dtype).repeat_interleave(t, dim=0)
+            image_context = self.image_context_per_frame(image_context.to(dtype), t)
 
         h = video_to_frames(x)
         skips = []

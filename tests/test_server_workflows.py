@@ -200,7 +200,7 @@ def test_dynamicrafter_ui_workflows(server):
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
         note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
         assert loader["widgets_values"][0] in note and "https://huggingface.co/Doubiiu/DynamiCrafter" in note
-        assert "download_models.py dc_512" in note  # the downloader writes the name the loader loads
+        assert "download_models.py dc_" in note  # the downloader writes the name the loader loads
         sampler = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterKSampler")
         assert sampler["widgets_values"][2:7] == [50, 7.5, "videocrafter_ddim", "videocrafter_trailing", 1.0]
 

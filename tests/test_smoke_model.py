@@ -9,7 +9,8 @@ import torch
 import comfy_host
 from conftest import require_reference
 
-VARIANT = {"tiny_t2v_v1": "vc1_t2v_1024", "tiny_t2v_v2": "vc2_t2v_512", "tiny_i2v_v1": "vc1_i2v_512"}
+VARIANT = {"tiny_t2v_v1": "vc1_t2v_1024", "tiny_t2v_v2": "vc2_t2v_512", "tiny_i2v_v1": "vc1_i2v_512",
+           "tiny_dc_256": "dc_256", "tiny_dc_512": "dc_512"}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,13 @@ SMOKE_MODELS = {
     "tiny_t2v_v1": (dict(relative_position=True), (0.3, 1000), False),   # shrinks VideoCrafter1 T2V 1024
     "tiny_t2v_v2": (dict(temporal_conv=True), (0.7, 1400), False),        # shrinks VideoCrafter2 T2V 512
     "tiny_i2v_v1": (dict(temporal_conv=True, image_cross_attention=True, image_context_dim=64), (0.7, 1400), True),
+    # DynamiCrafter: 8 input channels (noise + image latent), 16 image tokens per frame (256 projector queries)
+    "tiny_dc_256": (dict(temporal_conv=True, image_cross_attention=True, image_context_dim=64, in_channels=8,
+                         image_attention_alpha=True), None, True),                  # eps, learned alpha
+    "tiny_dc_512": (dict(temporal_conv=True, image_cross_attention=True, image_context_dim=64, in_channels=8),
+                    (0.7, 1400), True),                                              # v, zero terminal SNR
 }
+ZERO_TERMINAL_SNR = ("tiny_dc_512",)  # v-prediction models: their stored schedule ends at alphas_cumprod 0
 TEXT_WIDTH, TEXT_LAYERS, VOCAB, TEXT_TOKENS = 64, 3, 49408, 77
 VISION_WIDTH, VISION_LAYERS, PATCH, GRID = 128, 2, 14, 16
 VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
@@ -52,15 +58,15 @@ def _text_shapes():
             "text_projection": [TEXT_WIDTH, TEXT_WIDTH], "logit_scale": []}
 
 
-def _vision_shapes():
+def _vision_shapes(with_text=True):
     shapes = {"visual." + k: v for k, v in _openclip_tower(VISION_WIDTH, VISION_LAYERS).items()}
     shapes.update({"visual.conv1.weight": [VISION_WIDTH, 3, PATCH, PATCH], "visual.class_embedding": [VISION_WIDTH],
                    "visual.positional_embedding": [GRID * GRID + 1, VISION_WIDTH],
                    "visual.ln_pre.weight": [VISION_WIDTH], "visual.ln_pre.bias": [VISION_WIDTH],
                    "visual.ln_post.weight": [VISION_WIDTH], "visual.ln_post.bias": [VISION_WIDTH],
                    "visual.proj": [VISION_WIDTH, TEXT_WIDTH]})
-    # the released embedder carries a few unused text tensors of the OpenCLIP model (as the tiny reference)
-    shapes.update(_text_shapes())
+    if with_text:  # the released embedder carries a few unused text tensors of the OpenCLIP model (as the tiny reference)
+        shapes.update(_text_shapes())
     return shapes
 
 
@@ -82,18 +88,27 @@ def smoke_shapes(name):
     shapes.update({VAE_PREFIX + k: v for k, v in _module_shapes(vae).items()})
     shapes.update({TEXT_PREFIX + k: v for k, v in {**_text_shapes(), **_openclip_tower(TEXT_WIDTH, TEXT_LAYERS)}.items()})
     if i2v:
-        shapes.update({VISION_PREFIX + k: v for k, v in _vision_shapes().items()})
-        projector = ImageProjector(ProjectorConfig(dim=64, depth=2, heads=2, head_dim=64, num_queries=16,
+        dynamicrafter = switches.get("in_channels", 4) == 8
+        # the tiny DynamiCrafter references leave the embedder's unused text tensors out
+        shapes.update({VISION_PREFIX + k: v for k, v in _vision_shapes(with_text=not dynamicrafter).items()})
+        queries = 256 if dynamicrafter else 16  # DynamiCrafter: 16 image tokens per frame x 16 frames
+        projector = ImageProjector(ProjectorConfig(dim=64, depth=2, heads=2, head_dim=64, num_queries=queries,
                                                    embedding_dim=VISION_WIDTH, output_dim=64, ff_mult=4), device="meta")
         shapes.update({PROJECTOR_PREFIX + k: v for k, v in _module_shapes(projector).items()})
     return shapes
 
 
-def schedule(scale=None, timesteps=1000, linear_start=0.00085, linear_end=0.012):
+def schedule(scale=None, timesteps=1000, linear_start=0.00085, linear_end=0.012, zero_terminal_snr=False):
     """The VideoCrafter noise schedule buffers as the released files carry them (scaled-linear betas, the
-    buffers derived from them; scale_arr falling linearly over 400 steps)."""
+    buffers derived from them; scale_arr falling linearly over 400 steps). zero_terminal_snr: DynamiCrafter
+    512/1024's rescaled betas (sqrt(alphas_cumprod) shifted to end at 0 and stretched to keep its start)."""
     betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
     acp = torch.cumprod(1.0 - betas, 0)
+    if zero_terminal_snr:
+        root = acp.sqrt()
+        root = (root - root[-1]) * root[0] / (root[0] - root[-1])
+        acp = root ** 2
+        betas = 1.0 - acp / torch.cat([torch.ones(1, dtype=torch.float64), acp[:-1]])
     prev = torch.cat([torch.ones(1, dtype=torch.float64), acp[:-1]])
     posterior_variance = betas * (1.0 - prev) / (1.0 - acp)
     # the buffers the released files carry beside betas/alphas_cumprod (derived from them; the loader ignores them)
@@ -104,6 +119,9 @@ def schedule(scale=None, timesteps=1000, linear_start=0.00085, linear_end=0.012)
            "posterior_log_variance_clipped": posterior_variance.clamp(min=1e-20).log(),
            "posterior_mean_coef1": betas * prev.sqrt() / (1.0 - acp),
            "posterior_mean_coef2": (1.0 - prev) * (1.0 - betas).sqrt() / (1.0 - acp)}
+    if zero_terminal_snr:  # 1/alphas_cumprod is infinite at the last step; the released v models store zeros
+        out["sqrt_recip_alphas_cumprod"] = torch.zeros_like(acp)
+        out["sqrt_recipm1_alphas_cumprod"] = torch.zeros_like(acp)
     out = {k: v.float() for k, v in out.items()}
     if scale is not None:
         base, length = scale
@@ -147,7 +165,7 @@ def build_smoke_state_dict(name, seed=0):
     gen = torch.Generator().manual_seed(seed)
     shapes = smoke_shapes(name)
     sd = {k: _random(k, shapes, gen).to(torch.float16) for k in sorted(shapes)}
-    sd.update(schedule(SMOKE_MODELS[name][1]))
+    sd.update(schedule(SMOKE_MODELS[name][1], zero_terminal_snr=name in ZERO_TERMINAL_SNR))
     return sd
 
 

@@ -20,6 +20,7 @@ import comfy.model_sampling
 import comfy.supported_models_base
 
 from .unet import VideoCrafterUNet
+from .freenoise import frames_of_context_window
 
 FPS_KEY = "fps"
 IMAGE_TOKENS_KEY = "videocrafter_image_tokens"
@@ -103,6 +104,11 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         super().__init__(model_config, comfy.model_base.ModelType.EPS, device=device, unet_model=VideoCrafterUNet)
         self.model_sampling = ScaledModelSampling(alphas_cumprod, scale_arr)
         self.info = model_config.info
+
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        # core Context Windows pass a latent-shaped concat conditioning whole: cut it to the window
+        c_concat = frames_of_context_window(c_concat, x.shape[2], transformer_options)
+        return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)

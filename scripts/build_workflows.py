@@ -25,6 +25,7 @@ NODE_TYPES = {
                              ["seed", "steps", "cfg", "sampler_name", "scheduler", "eta", "denoise"]),
     "VideoCrafterVAEDecode": ([("samples", "LATENT"), ("vae", "VAE")], [("IMAGE", "IMAGE")], ["frames_per_batch"]),
     "CreateVideo": ([("images", "IMAGE")], [("VIDEO", "VIDEO")], ["fps"]),
+    "VideoCrafterFreeNoise": ([("model", "MODEL")], [("MODEL", "MODEL")], ["window_size", "window_stride", "reschedule_noise"]),
     "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
 }
 
@@ -108,10 +109,30 @@ def to_ui(nodes, variant):
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
+def freenoise_graph(variant, prompt, width, height, frames=64):
+    """The text-to-video graph with FreeNoise between the loader and the sampler, at FreeNoise's
+    defaults (window 16, stride 4, fps 16, DDIM eta 0, cfg 12)."""
+    nodes = graph(variant, prompt, width, height, 16)
+    ntype, widgets, links, title, pos = nodes[5]
+    nodes[5] = (ntype, [width, height, frames, 1], links, f"Video size ({frames} frames = 16 + k x 4)", pos)
+    ntype, widgets, links, title, pos = nodes[6]
+    nodes[6] = (ntype, [123, "fixed", 50, 12.0, "videocrafter_ddim", "videocrafter_uniform", 0.0, 1.0],
+                {**links, "model": (12, 0)}, title, pos)
+    ntype, widgets, links, title, pos = nodes[8]
+    nodes[8] = (ntype, [16.0], links, title, pos)
+    nodes[12] = ("VideoCrafterFreeNoise", [16, 4, True], {"model": (1, 0)}, "FreeNoise (long video)", (840, 40))
+    return nodes
+
+
+# the FreeNoise workflow loads the same released checkpoint as its base graph
+MODELS["vc2_t2v_512_freenoise_64"] = MODELS["vc2_t2v_512"]
+
 WORKFLOWS = {
     "vc2_t2v_512": graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality", 512, 320, 28),
     "vc1_t2v_1024": graph("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed", 1024, 576, 28),
     "vc1_i2v_512": graph("vc1_i2v_512", "a boat sailing on the sea, waves moving", 512, 320, 8, image="example.png"),
+    "vc2_t2v_512_freenoise_64": freenoise_graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality",
+                                                512, 320),
 }
 
 

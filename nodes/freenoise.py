@@ -1,7 +1,7 @@
 """VideoCrafter FreeNoise: a MODEL patch for videos longer than the 16 trained frames."""
 import comfy.patcher_extension
 
-from ..vc_models.freenoise import WINDOWS_KEY, WRAPPER_KEY, NoiseRescheduler
+from ..vc_models.freenoise import WINDOWS_KEY, WRAPPER_KEY, FreeNoiseSampling
 from ..vc_models.model_base import VideoCrafterModel
 
 
@@ -43,8 +43,7 @@ class VideoCrafterFreeNoise:
         patched.model_options.setdefault("transformer_options", {})[WINDOWS_KEY] = (window_size, window_stride)
         outer = comfy.patcher_extension.WrappersMP.OUTER_SAMPLE
         patched.remove_wrappers_with_key(outer, WRAPPER_KEY)  # a second FreeNoise node replaces the first
-        if reschedule_noise:
-            patched.add_wrapper_with_key(outer, WRAPPER_KEY, NoiseRescheduler(window_size, window_stride))
+        patched.add_wrapper_with_key(outer, WRAPPER_KEY, FreeNoiseSampling(window_size, window_stride, reschedule_noise))
         return (patched,)
 
 

@@ -285,3 +285,14 @@ def test_context_window_cuts_a_per_frame_concat_conditioning(pack, graph):
                                 transformer_options={"context_window": window})
         plain = base.apply_model(x, sigma, c_crossattn=context, fps=fps, transformer_options={})
     assert torch.equal(ours, plain)
+
+
+def test_reschedule_noise_off_keeps_comfyui_noise(pack, graph):
+    import comfy.sample
+    m = pack.NODE_CLASS_MAPPINGS
+    (patched,) = m["VideoCrafterFreeNoise"]().patch(graph["model"], 16, 4, False)
+    model, noises = record_sampler_noise(patched)
+    (latent,) = m["EmptyVideoCrafterLatent"]().generate(64, 64, 20, 1)
+    m["VideoCrafterKSampler"]().sample(model, graph["positive"], graph["negative"], latent, seed=5, steps=1, cfg=7.5,
+                                       sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=0.0, denoise=1.0)
+    assert torch.equal(noises[0], comfy.sample.prepare_noise(latent["samples"], 5))

@@ -10,7 +10,7 @@ Two parts, both exactly as the reference README states:
    per frame and divided by the summed weights. The windows travel to the temporal layers in
    `transformer_options[WINDOWS_KEY]`; spatial layers never look at them.
 
-No ComfyUI imports here beyond what the wrapper signature needs, so the math is testable on its own.
+No ComfyUI imports: the math is testable on its own.
 """
 import logging
 import random
@@ -19,8 +19,8 @@ import torch
 
 # transformer_options key holding (window_size, window_stride); read by the UNet's temporal layers
 WINDOWS_KEY = "videocrafter_freenoise_windows"
-# key of the noise-rescheduling OUTER_SAMPLE wrapper on the ModelPatcher
-WRAPPER_KEY = "videocrafter_freenoise_noise"
+# key of the OUTER_SAMPLE wrapper (noise rescheduling, coverage warning) on the ModelPatcher
+WRAPPER_KEY = "videocrafter_freenoise"
 
 
 def window_starts(num_frames, size, stride):
@@ -116,15 +116,24 @@ def reschedule_noise(noise, size, stride, seed):
     return out
 
 
-class NoiseRescheduler:
-    """OUTER_SAMPLE wrapper: reschedules the sampler's initial noise with the sampler's seed."""
+class FreeNoiseSampling:
+    """OUTER_SAMPLE wrapper: once per sampling run, warns about frames no window covers and (if asked)
+    reschedules the sampler's initial noise with the sampler's seed."""
 
-    def __init__(self, size, stride):
+    def __init__(self, size, stride, reschedule=True):
         self.size = size
         self.stride = stride
+        self.reschedule = reschedule
 
     def __call__(self, executor, noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, *args, **kwargs):
-        if noise.ndim == 5 and noise.shape[2] > self.size:
+        frames = noise.shape[2] if noise.ndim == 5 else 0
+        tail = uncovered_frames(frames, self.size, self.stride) if frames > self.size else 0
+        if tail:
+            covered = frames - tail
+            logging.warning("FreeNoise: %d frames with window %d / stride %d leave the last %d frames without temporal "
+                            "attention (as the original); use %d or %d frames.", frames, self.size, self.stride, tail,
+                            covered, covered + self.stride)
+        if self.reschedule and frames > self.size:
             if seed is None:
                 logging.warning("FreeNoise: the sampler passed no seed; rescheduling the noise with seed 0.")
             noise = reschedule_noise(noise, self.size, self.stride, 0 if seed is None else seed)

@@ -296,3 +296,20 @@ def test_reschedule_noise_off_keeps_comfyui_noise(pack, graph):
     m["VideoCrafterKSampler"]().sample(model, graph["positive"], graph["negative"], latent, seed=5, steps=1, cfg=7.5,
                                        sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=0.0, denoise=1.0)
     assert torch.equal(noises[0], comfy.sample.prepare_noise(latent["samples"], 5))
+
+
+def test_relative_position_model_runs_windowed(pack, models_dir):
+    """VideoCrafter1 (relative position embeddings in the temporal attention) with FreeNoise: each window
+    gets the position table of a 16-frame clip, as in the original."""
+    import nodes as core
+    m = pack.NODE_CLASS_MAPPINGS
+    model, clip, *_ = m["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v1.safetensors", "default")
+    assert model.model.diffusion_model.config.relative_position
+    (patched,) = m["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
+    (positive,) = core.CLIPTextEncode().encode(clip, "a red ball")
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 20, 8, 8)
+    windowed = eps_through_model(patched, positive, x, 500)
+    plain = eps_through_model(model, positive, x, 500)
+    assert torch.isfinite(windowed).all()
+    assert 1e-3 < rel_err(windowed, plain) < 0.5

@@ -313,3 +313,32 @@ def test_relative_position_model_runs_windowed(pack, models_dir):
     plain = eps_through_model(model, positive, x, 500)
     assert torch.isfinite(windowed).all()
     assert 1e-3 < rel_err(windowed, plain) < 0.5
+
+
+def test_core_context_windows_keep_image_tokens_per_video(pack, models_dir):
+    """Image-to-video under core Context Windows: every window's UNet call gets 16 frames and the image
+    tokens (per video) whole, for the positive and the negative."""
+    import nodes as core
+    import comfy.patcher_extension
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+    m = pack.NODE_CLASS_MAPPINGS
+    model, clip, vae, clip_vision, projector = m["VideoCrafterCheckpointLoader"]().load("tiny_i2v_v1.safetensors", "default")
+    (positive,) = core.CLIPTextEncode().encode(clip, "a boat")
+    (negative,) = core.CLIPTextEncode().encode(clip, "")
+    image = torch.rand(1, 64, 64, 3)
+    positive, negative = m["VideoCrafterImageEncode"]().encode(clip_vision, projector, image, positive, negative)
+    (windowed,) = run_core(ContextWindowsManualNode, model, 16, 4, "standard_static", 1, False, "pyramid", 2)
+    calls = []
+
+    def check_call(executor, x, *args, **kwargs):
+        calls.append((x.shape[0], x.shape[2], tuple(kwargs["image_context"].shape)))
+        return executor(x, *args, **kwargs)
+
+    windowed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test_check", check_call)
+    (latent,) = m["EmptyVideoCrafterLatent"]().generate(64, 64, 28, 1)
+    (samples,) = m["VideoCrafterKSampler"]().sample(windowed, positive, negative, latent, seed=1, steps=1, cfg=7.5,
+                                                    sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform",
+                                                    eta=0.0, denoise=1.0)
+    assert samples["samples"].shape == (1, 4, 28, 8, 8) and torch.isfinite(samples["samples"]).all()
+    tokens = tuple(positive[0][1][comfy_host.pack("vc_models.model_base").IMAGE_TOKENS_KEY].shape[1:])
+    assert len(calls) >= 2 and all(c == (2, 16, (2,) + tokens) for c in calls), calls

@@ -267,8 +267,8 @@ class TemporalTransformer(nn.Module):
         windows = FrameWindows.from_options(transformer_options, t, device=x.device)
         y = self.norm(video).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
         out = torch.empty_like(y)
-        # with FreeNoise windows each pixel attends over windows x W frames: size the chunks by that,
-        # so the memory per chunk stays what 16 plain frames take however long the video is
+        # with FreeNoise windows each pixel attends over (windows x W) gathered frames: size the chunks
+        # by that, so a chunk's attention inputs stay within the same token budget however long the video
         step = max(1, self.max_tokens_per_chunk // (windows.gathered_frames if windows else t))
         for start in range(0, y.shape[0], step):
             out[start:start + step] = self._transform(y[start:start + step], windows)

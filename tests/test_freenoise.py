@@ -176,7 +176,7 @@ def test_batched_windows_equal_the_statement(pack, frames, size, stride):
 def test_noise_rescheduling_past_whole_strides(pack, golden):
     """28 frames give the golden; 30 frames keep those 28 and fill frames 28-29 from the next shuffle."""
     freenoise = comfy_host.pack("vc_models.freenoise")
-    tensors, meta = golden
+    tensors, _ = golden
     x = tensors["x_T"]
     assert torch.equal(freenoise.reschedule_noise(x, 16, 4, 42), tensors["x_T_rescheduled"])
     torch.manual_seed(1)
@@ -187,13 +187,11 @@ def test_noise_rescheduling_past_whole_strides(pack, golden):
     assert len(set(sources)) == 2
 
 
-def sample_plain_and_freenoise(pack, graph, frames, size=16, stride=4, steps=2, batch=1, weight_dtype="default"):
+def sample_plain_and_freenoise(pack, graph, frames, size=16, stride=4, steps=2):
     m = pack.NODE_CLASS_MAPPINGS
     model = graph["model"]
-    if weight_dtype != "default":
-        model = m["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", weight_dtype)[0]
     (patched,) = m["VideoCrafterFreeNoise"]().patch(model, size, stride, True)
-    (latent,) = m["EmptyVideoCrafterLatent"]().generate(128, 64, frames, batch)
+    (latent,) = m["EmptyVideoCrafterLatent"]().generate(128, 64, frames, 1)
     out = []
     for mdl in (model, patched):
         (samples,) = m["VideoCrafterKSampler"]().sample(mdl, graph["positive"], graph["negative"], latent, seed=7,
@@ -225,7 +223,7 @@ def test_batch_of_two_videos_each_as_alone(pack, graph, golden):
 
 def test_bf16_weights_with_freenoise(pack, graph, golden):
     """FreeNoise on bf16 weights stays near the float32 original (bf16 rounding only)."""
-    tensors, meta = golden
+    tensors, _ = golden
     model = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "bf16")[0]
     (patched,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
     err = rel_err(eps_through_model(patched, graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])

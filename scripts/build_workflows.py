@@ -120,6 +120,8 @@ def freenoise_graph(variant, prompt, width, height, frames=64):
                 {**links, "model": (12, 0)}, title, pos)
     ntype, widgets, links, title, pos = nodes[8]
     nodes[8] = (ntype, [16.0], links, title, pos)
+    ntype, widgets, links, title, pos = nodes[9]
+    nodes[9] = (ntype, [f"videocrafter/{variant}_freenoise"] + widgets[1:], links, title, pos)
     nodes[12] = ("VideoCrafterFreeNoise", [16, 4, True], {"model": (1, 0)}, "FreeNoise (long video)", (840, 40))
     return nodes
 

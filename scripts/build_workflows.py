@@ -36,6 +36,7 @@ NODE_TYPES = {
                                   ["mode", "width", "height", "length", "batch_size", "fs"]),
     "VideoCrafterGuidanceRescale": ([("model", "MODEL")], [("MODEL", "MODEL")], ["multiplier"]),
     "ImageFromBatch": ([("image", "IMAGE")], [("IMAGE", "IMAGE")], ["batch_index", "length"]),
+    "VideoCrafterFreeNoise": ([("model", "MODEL")], [("MODEL", "MODEL")], ["window_size", "window_stride", "reschedule_noise"]),
     "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
 }
 
@@ -207,6 +208,42 @@ def to_ui(nodes, variant):
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
+def freenoise_graph(variant, prompt, width, height, frames=64):
+    """The text-to-video graph with FreeNoise between the loader and the sampler, at FreeNoise's
+    defaults (window 16, stride 4, fps 16, DDIM eta 0, cfg 12)."""
+    nodes = graph(variant, prompt, width, height, 16)
+    ntype, widgets, links, title, pos = nodes[5]
+    nodes[5] = (ntype, [width, height, frames, 1], links, f"Video size ({frames} frames = 16 + k x 4)", pos)
+    ntype, widgets, links, title, pos = nodes[6]
+    nodes[6] = (ntype, [123, "fixed", 50, 12.0, "videocrafter_ddim", "videocrafter_uniform", 0.0, 1.0],
+                {**links, "model": (12, 0)}, title, pos)
+    ntype, widgets, links, title, pos = nodes[8]
+    nodes[8] = (ntype, [16.0], links, title, pos)
+    ntype, widgets, links, title, pos = nodes[9]
+    nodes[9] = (ntype, [f"videocrafter/{variant}_freenoise"] + widgets[1:], links, title, pos)
+    nodes[12] = ("VideoCrafterFreeNoise", [16, 4, True], {"model": (1, 0)}, "FreeNoise (long video)", (840, 40))
+    return nodes
+
+
+def dynamicrafter_freenoise_graph(prompt, frames=64, fs=24):
+    """DynamiCrafter 512 image animation over `frames` frames: FreeNoise (window 16, stride 4) after the
+    guidance rescale; the image latent stays per frame and, past 16 frames, every frame sees all 256 image
+    tokens, as the original."""
+    nodes = dynamicrafter_graph("dc_512", prompt, 512, 320, fs)
+    ntype, widgets, links, title, pos = nodes[11]
+    nodes[11] = (ntype, ["i2v", 512, 320, frames, 1, fs], links, f"DynamiCrafter Conditioning ({frames} frames)", pos)
+    nodes[15] = ("VideoCrafterFreeNoise", [16, 4, True], {"model": nodes[6][2]["model"]}, "FreeNoise (long video)", (1240, 20))
+    ntype, widgets, links, title, pos = nodes[6]
+    nodes[6] = (ntype, widgets, {**links, "model": (15, 0)}, title, pos)
+    ntype, widgets, links, title, pos = nodes[9]
+    nodes[9] = (ntype, ["videocrafter/dc_512_freenoise"] + widgets[1:], links, title, pos)
+    return nodes
+
+
+# the FreeNoise workflows load the same released checkpoints as their base graphs
+MODELS["vc2_t2v_512_freenoise_64"] = MODELS["vc2_t2v_512"]
+WORKFLOW_DOWNLOADS.update({"vc2_t2v_512_freenoise_64": ["vc2_t2v_512"], "dc_512_freenoise_64": ["dc_512"]})
+
 WORKFLOWS = {
     "vc2_t2v_512": graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality", 512, 320, 28),
     "vc1_t2v_1024": graph("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed", 1024, 576, 28),
@@ -218,6 +255,9 @@ WORKFLOWS = {
                                          mode="interpolate"),
     "dc_512_loop": dynamicrafter_graph("dc_512_loop", "a seamless looping animation, natural motion", 512, 320, 5,
                                        mode="loop"),
+    "dc_512_freenoise_64": dynamicrafter_freenoise_graph("a boat sailing on the sea, waves moving, gentle camera pan"),
+    "vc2_t2v_512_freenoise_64": freenoise_graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality",
+                                                512, 320),
 }
 
 

@@ -21,6 +21,7 @@ import comfy.model_sampling
 import comfy.supported_models_base
 
 from .unet import VideoCrafterUNet
+from .freenoise import frames_of_context_window
 
 FPS_KEY = "fps"
 IMAGE_TOKENS_KEY = "videocrafter_image_tokens"
@@ -193,6 +194,11 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
                 "This DynamiCrafter model needs its start image as a latent: pass the positive and the negative "
                 "conditioning through 'DynamiCrafter Conditioning' before sampling.")
         return super().concat_cond(**kwargs)
+
+    def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
+        # core Context Windows pass a latent-shaped concat conditioning whole: cut it to the window
+        c_concat = frames_of_context_window(c_concat, x.shape[2], transformer_options)
+        return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)

@@ -10,6 +10,9 @@ import comfy.k_diffusion.sampling as k_sampling
 import comfy.samplers
 
 SAMPLER_NAME = "videocrafter_ddim"
+# the same DDIM with eta 0, for nodes without an eta input (core KSampler, KSamplerSelect):
+# FreeNoise and DynamiCrafter-style deterministic sampling from the core nodes
+DETERMINISTIC_SAMPLER_NAME = "videocrafter_ddim_eta0"
 SCHEDULER_NAME = "videocrafter_uniform"
 TURBO_SCHEDULER_NAME = "videocrafter_turbo"
 LCM_ORIGIN_STEPS = 200  # T2V-Turbo-v2's lcm_origin_steps
@@ -112,12 +115,18 @@ def _alpha_and_scale(ms, sigma):
     return 1.0 / (1.0 + sigma.reshape(1) ** 2), one
 
 
+def sample_videocrafter_ddim_eta0(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    return sample_videocrafter_ddim(model, x, sigmas, extra_args, callback, disable, eta=0.0, noise_sampler=noise_sampler)
+
+
 def register():
-    """Add the sampler and scheduler to ComfyUI's lists (idempotent)."""
+    """Add the samplers and scheduler to ComfyUI's lists (idempotent)."""
     setattr(k_sampling, f"sample_{SAMPLER_NAME}", sample_videocrafter_ddim)
+    setattr(k_sampling, f"sample_{DETERMINISTIC_SAMPLER_NAME}", sample_videocrafter_ddim_eta0)
     for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES):
-        if SAMPLER_NAME not in names:
-            names.append(SAMPLER_NAME)
+        for name in (SAMPLER_NAME, DETERMINISTIC_SAMPLER_NAME):
+            if name not in names:
+                names.append(name)
     for name, handler in ((SCHEDULER_NAME, videocrafter_uniform_sigmas), (TURBO_SCHEDULER_NAME, turbo_sigmas),
                           (TRAILING_SCHEDULER_NAME, videocrafter_trailing_sigmas)):
         if name not in comfy.samplers.SCHEDULER_HANDLERS:

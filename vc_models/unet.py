@@ -15,6 +15,7 @@ from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Downsample,
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
 from .unet_config import UNetConfig, HEAD_DIM  # noqa: F401  (re-exported)
+from .freenoise import FrameWindows
 
 ops = comfy.ops.disable_weight_init
 
@@ -131,15 +132,16 @@ class Attention(nn.Module):
         else:
             self.relative_position_k = self.relative_position_v = None
 
-    def forward(self, x, context=None, image_context=None):
+    def forward(self, x, context=None, image_context=None, frame_windows=None):
+        """frame_windows: FreeNoise's sliding windows (temporal self-attention only)."""
         q = self.to_q(x)
         context = x if context is None else context
         k = self.to_k(context)
         v = self.to_v(context)
-        if self.relative_position_k is not None:
-            out = self._relative_attention(q, k, v)
+        if frame_windows is not None:
+            out = frame_windows.attend(self._attend, q, k, v)
         else:
-            out = comfy_attention.optimized_attention(q, k, v, self.heads)
+            out = self._attend(q, k, v)
         if self.to_k_ip is not None:
             if image_context is None:
                 raise ValueError("This image-to-video model needs image tokens: encode the image with "
@@ -149,6 +151,11 @@ class Attention(nn.Module):
                 out_ip = out_ip * (torch.tanh(comfy.ops.cast_to_input(self.alpha, out_ip)) + 1)
             out = out + out_ip
         return self.to_out(out)
+
+    def _attend(self, q, k, v):
+        if self.relative_position_k is not None:
+            return self._relative_attention(q, k, v)
+        return comfy_attention.optimized_attention(q, k, v, self.heads)
 
     def _relative_attention(self, q, k, v):
         n, t, _ = q.shape
@@ -182,9 +189,9 @@ class TransformerBlock(nn.Module):
     # activations never dominate peak memory (tokens are independent in a feed-forward).
     max_ff_tokens = 8192
 
-    def forward(self, x, context=None, image_context=None):
-        x = self.attn1(self.norm1(x)) + x
-        x = self.attn2(self.norm2(x), context=context, image_context=image_context) + x
+    def forward(self, x, context=None, image_context=None, frame_windows=None):
+        x = self.attn1(self.norm1(x), frame_windows=frame_windows) + x
+        x = self.attn2(self.norm2(x), context=context, image_context=image_context, frame_windows=frame_windows) + x
         return self._feed_forward(self.norm3(x)) + x
 
     def _feed_forward(self, x):
@@ -274,18 +281,21 @@ class TemporalTransformer(nn.Module):
     def forward(self, x, num_frames, transformer_options=None):
         video = frames_to_video(x, num_frames)
         b, c, t, h, w = video.shape
+        windows = FrameWindows.from_options(transformer_options, t, device=x.device)
         y = self.norm(video).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
         out = torch.empty_like(y)
-        step = max(1, self.max_tokens_per_chunk // t)
+        # with FreeNoise windows each pixel attends over (windows x W) gathered frames: size the chunks
+        # by that, so a chunk's attention inputs stay within the same token budget however long the video
+        step = max(1, self.max_tokens_per_chunk // (windows.gathered_frames if windows else t))
         for start in range(0, y.shape[0], step):
-            out[start:start + step] = self._transform(y[start:start + step])
+            out[start:start + step] = self._transform(y[start:start + step], windows)
         out = out.view(b, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, h, w)
         return out + x
 
-    def _transform(self, y):
+    def _transform(self, y, windows=None):
         y = self._project(self.proj_in, y)
         for block in self.transformer_blocks:
-            y = block(y)
+            y = block(y, frame_windows=windows)
         return self._project(self.proj_out, y)
 
 

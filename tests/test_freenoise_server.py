@@ -56,13 +56,15 @@ def test_node_registers_and_ui_workflow_matches_it(server):
     assert "videocrafter_ddim_eta0" in info["KSampler"]["input"]["required"]["sampler_name"][0]
     ui = load("ui")
     for ui_node in ui["nodes"]:
+        if ui_node["type"] == "Note":  # UI-only: how to get the model file
+            assert "download_models.py vc2_t2v_512" in ui_node["widgets_values"][0]
+            continue
         spec = {**info[ui_node["type"]]["input"]["required"], **info[ui_node["type"]]["input"].get("optional", {})}
         widgets = [k for k, v in spec.items() if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
         extra = sum(1 for k in widgets if spec[k][-1].get("control_after_generate"))
         assert len(ui_node["widgets_values"]) == len(widgets) + extra, (ui_node["type"], widgets)
     loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
-    assert loader["properties"]["models"][0]["name"] == loader["widgets_values"][0]
-    assert loader["properties"]["models"][0]["url"].startswith("https://huggingface.co/VideoCrafter/VideoCrafter2/")
+    assert loader["widgets_values"][0] == "videocrafter2_t2v_512.safetensors"  # the downloader's name
 
 
 def test_shipped_workflow_makes_a_long_video(server):

@@ -144,7 +144,10 @@ def test_i2v_graph_with_a_t2v_checkpoint_explains(server):
 
 # ---------------------------------------------------------------- DynamiCrafter
 DC_TINY_FOR = {"dc_512": "tiny_dc_512.safetensors", "dc_1024": "tiny_dc_512.safetensors",
-               "dc_512_interp": "tiny_dc_512.safetensors", "dc_512_loop": "tiny_dc_512.safetensors"}
+               "dc_512_interp": "tiny_dc_512.safetensors", "dc_512_loop": "tiny_dc_512.safetensors",
+               "dc_512_freenoise_64": "tiny_dc_512.safetensors"}
+# frames each workflow is run with: the FreeNoise one past its 16-frame window (16 + 1 stride)
+DC_TEST_FRAMES = {"dc_512_freenoise_64": 20}
 DC_NODES = ["DynamiCrafterConditioning", "VideoCrafterGuidanceRescale", "DynamiCrafterTwoScaleGuider",
             "VideoCrafterDDIMSampler"]
 
@@ -208,15 +211,17 @@ def test_dynamicrafter_ui_workflows(server):
 @pytest.mark.parametrize("name", sorted(DC_TINY_FOR))
 def test_dynamicrafter_workflow_makes_a_video(server, name):
     import av
-    result, error = submit(server, small_dc(name))
+    frames = DC_TEST_FRAMES.get(name, 4)
+    result, error = submit(server, small_dc(name, frames=frames))
     assert error is None, error
     entry = wait_history(server, result["prompt_id"])
     assert entry["status"]["status_str"] == "success", entry["status"]
     files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
     assert len(files) == 1, entry["outputs"]
     with av.open(os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])) as container:
-        frames = [f for f in container.decode(video=0)]
-    assert len(frames) == (3 if name == "dc_512_loop" else 4) and (frames[0].width, frames[0].height) == (128, 64)
+        decoded = [f for f in container.decode(video=0)]
+    assert len(decoded) == (frames - 1 if name == "dc_512_loop" else frames)
+    assert (decoded[0].width, decoded[0].height) == (128, 64)
 
 
 def test_dynamicrafter_bad_sizes_and_missing_images_are_rejected(server):

@@ -129,3 +129,24 @@ def rel_err(ours, ref):
     ours, ref = ours.detach().float().cpu(), ref.detach().float().cpu()
     assert ours.shape == ref.shape, f"shape {list(ours.shape)} != reference {list(ref.shape)}"
     return ((ours - ref).norm() / ref.norm()).item()
+
+
+def write_ckpt(sd, path, deepspeed=False):
+    """`sd` as a released file would hold it: a Lightning `.ckpt` ({"state_dict"}) or a DeepSpeed dump
+    ({"module"} with `_forward_module.` prefixes)."""
+    import torch
+    if deepspeed:
+        torch.save({"module": {"_forward_module." + k: v for k, v in sd.items()}}, path)
+    else:
+        torch.save({"state_dict": sd}, path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of tiny-model tests: on a shared 2-CPU box two OpenMP threads competing
+    with other processes ran the tiny UNet calls 4-9x slower (the goldens are met either way)."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import load_golden, rel_err
+from conftest import write_ckpt, load_golden, rel_err
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
@@ -19,20 +19,10 @@ CASES = {"tiny_dc_256": "tiny_dc_256", "tiny_dc_512": "tiny_dc_512", "tiny_dc_51
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # one thread: on a shared 2-CPU box two OpenMP threads competing with other processes ran the
-    # tiny UNet ~4x slower; the goldens are met either way
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """See conftest.one_torch_thread."""
 
 
-def write_ckpt(sd, path, deepspeed=False):
-    if deepspeed:
-        torch.save({"module": {"_forward_module." + k: v for k, v in sd.items()}}, path)
-    else:
-        torch.save({"state_dict": sd}, path)
 
 
 @pytest.fixture(scope="module")

@@ -54,15 +54,11 @@ def test_node_registers_and_ui_workflow_matches_it(server):
     assert all(spec[1].get("tooltip") for spec in node["input"]["required"].values())
     assert node["output"] == ["MODEL"]
     assert "videocrafter_ddim_eta0" in info["KSampler"]["input"]["required"]["sampler_name"][0]
+    from test_server_workflows import assert_widgets_match
     ui = load("ui")
-    for ui_node in ui["nodes"]:
-        if ui_node["type"] == "Note":  # UI-only: how to get the model file
-            assert "download_models.py vc2_t2v_512" in ui_node["widgets_values"][0]
-            continue
-        spec = {**info[ui_node["type"]]["input"]["required"], **info[ui_node["type"]]["input"].get("optional", {})}
-        widgets = [k for k, v in spec.items() if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-        extra = sum(1 for k in widgets if spec[k][-1].get("control_after_generate"))
-        assert len(ui_node["widgets_values"]) == len(widgets) + extra, (ui_node["type"], widgets)
+    assert_widgets_match(info, ui, NAME)
+    note = next(n for n in ui["nodes"] if n["type"] == "Note")  # UI-only: how to get the model file
+    assert "download_models.py vc2_t2v_512" in note["widgets_values"][0]
     loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
     assert loader["widgets_values"][0] == "videocrafter2_t2v_512.safetensors"  # the downloader's name
 

@@ -9,18 +9,13 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import VARIANTS, load_golden, rel_err
+from conftest import write_ckpt, VARIANTS, load_golden, rel_err
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
 SCALE_FACTOR = 0.18215
 
 
-def write_ckpt(sd, path, deepspeed=False):
-    if deepspeed:
-        torch.save({"module": {"_forward_module." + k: v for k, v in sd.items()}}, path)
-    else:
-        torch.save({"state_dict": sd}, path)
 
 
 @pytest.fixture(scope="module")

@@ -79,21 +79,27 @@ def test_every_node_registers_with_tooltips(server):
     assert "videocrafter_uniform" in info["KSampler"]["input"]["required"]["scheduler"][0]
 
 
+def assert_widgets_match(info, ui, label):
+    """Each node of a UI graph is a real node with one widget value per widget input (the frontend's order,
+    plus the seed's control_after_generate and LoadImage's upload widget); UI-only nodes are skipped."""
+    for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        spec = info[node["type"]]["input"]
+        widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
+                   if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
+        extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
+                    or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
+        assert len(node["widgets_values"]) == len(widgets) + extra, (label, node["type"], widgets)
+
+
 def test_ui_workflows_match_the_nodes(server):
     """Each UI graph names real nodes with one widget value per widget input (the frontend's order)."""
     info = server.object_info()
     for name in TINY_FOR:
         with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
             ui = json.load(f)
-        for node in ui["nodes"]:
-            if node["type"] in FRONTEND_ONLY:
-                continue
-            spec = info[node["type"]]["input"]
-            widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
-                       if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-            extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
-                        or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
-            assert len(node["widgets_values"]) == len(widgets) + extra, (name, node["type"], widgets)
+        assert_widgets_match(info, ui, name)
         # the file the downloader writes; no Missing Models entry (that dialog refuses the released .ckpt)
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
         assert loader["widgets_values"][0] == f"{DOWNLOAD_NAMES[name]}" and "models" not in loader["properties"]
@@ -191,15 +197,7 @@ def test_dynamicrafter_ui_workflows(server):
     for name in DC_TINY_FOR:
         with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
             ui = json.load(f)
-        for node in ui["nodes"]:
-            if node["type"] in FRONTEND_ONLY:
-                continue
-            spec = info[node["type"]]["input"]
-            widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
-                       if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-            extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
-                        or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
-            assert len(node["widgets_values"]) == len(widgets) + extra, (name, node["type"], widgets)
+        assert_widgets_match(info, ui, name)
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
         note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
         assert loader["widgets_values"][0] in note and "https://huggingface.co/Doubiiu/DynamiCrafter" in note

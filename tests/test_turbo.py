@@ -34,13 +34,8 @@ def turbo_dir(models_dir):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    # as tests/test_train_stages.py: on the shared 2-CPU box two OpenMP threads competing with other
-    # processes ran these tiny UNet calls up to 9x slower
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """See conftest.one_torch_thread."""
 
 
 @pytest.fixture(scope="module")
@@ -309,15 +304,10 @@ def test_shipped_turbo_workflow_makes_a_video(server):
 
     with open(os.path.join(REPO, "workflows", "vc2_turbo_v2.json")) as f:
         ui = json.load(f)
-    for node in ui["nodes"]:  # one widget value per widget input (plus the seed's control_after_generate)
-        if node["type"] == "Note":  # UI-only: how to get the model files
-            assert "download_models.py vc2_t2v_512 turbo_v2_mg" in node["widgets_values"][0]
-            continue
-        spec = info[node["type"]]["input"]
-        widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
-                   if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-        extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate"))
-        assert len(node["widgets_values"]) == len(widgets) + extra, (node["type"], widgets)
+    from test_server_workflows import assert_widgets_match
+    assert_widgets_match(info, ui, "vc2_turbo_v2")
+    note = next(n for n in ui["nodes"] if n["type"] == "Note")  # UI-only: how to get the model files
+    assert "download_models.py vc2_t2v_512 turbo_v2_mg" in note["widgets_values"][0]
     turbo_loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterTurboUNetLoader")
     assert turbo_loader["widgets_values"][0] == "t2v_turbo_v2_unet_mg.safetensors"  # the downloader's name
 

@@ -845,3 +845,21 @@ def test_three_servers_one_killed_every_job_exactly_once(server, tmp_path):
     finally:
         for s in extra:
             s.stop(kill=True)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("dc_512", {"image": "10", "frames": "11", "fs": "11", "mode": "11"}),
+    ("dc_512_interp", {"image": "10", "end_image": "12", "frames": "11", "fs": "11"}),
+    ("dc_512_loop", {"image": "10", "frames": "11"}),
+    ("dc_512_freenoise_64", {"image": "10", "frames": "11", "window_size": "15", "window_stride": "15"}),
+    ("vc2_t2v_512_freenoise_64", {"frames": "5", "window_size": "12"}),
+    ("vc2_turbo_v2", {"unet": "12", "steps": "6", "frames": "5"}),
+])
+def test_shipped_workflows_fill_by_role(name, expected):
+    """The shipped DynamiCrafter, FreeNoise and turbo workflows: each table column finds its node."""
+    wf = wfm.load_workflow(os.path.join(REPO, "workflows", "api", f"{name}.json"))
+    roles = wfm.find_roles(wf)
+    for role, node in expected.items():
+        assert [n for n, _ in roles[role]] == [node], (role, roles.get(role))
+    for role in ("prompt", "negative", "seed", "checkpoint", "output"):
+        assert roles[role], role

@@ -14,12 +14,13 @@ class VideoCrafterCheckpointToSafetensors:
     RETURN_NAMES = ("path",)
     OUTPUT_NODE = True
     FUNCTION = "convert"
-    DESCRIPTION = "Writes a .safetensors copy of a VideoCrafter checkpoint next to it in models/checkpoints."
+    DESCRIPTION = ("Writes a .safetensors copy of a VideoCrafter/DynamiCrafter checkpoint, or of a released T2V-Turbo "
+                   "UNet (.pt, kept with its own keys for the Turbo UNet Loader), into models/checkpoints.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "ckpt_name": (checkpoint_names(), {"tooltip": "The released model.ckpt to convert."}),
+            "ckpt_name": (checkpoint_names(), {"tooltip": "The released model.ckpt (or T2V-Turbo unet_*.pt) to convert."}),
             "fp16": ("BOOLEAN", {"default": True, "tooltip": "Store weights in fp16 (half the size; what the model runs in on GPUs)."}),
             "output_name": ("STRING", {"default": "videocrafter.safetensors",
                                        "tooltip": "File name to write in models/checkpoints (.safetensors is added if "

@@ -65,3 +65,20 @@ def test_conversion_never_silently_replaces_a_model(pack, tmp_path):
     assert convert.convert_checkpoint(str(src), str(dst), overwrite=True).variant == "vc2_t2v_512"
     assert "precious" not in safetensors.torch.load_file(str(dst))
     assert sorted(os.listdir(tmp_path)) == ["mine.safetensors", "model.ckpt"]
+
+
+def test_turbo_unet_pt_converts_with_its_own_keys(pack, tmp_path):
+    """A released T2V-Turbo UNet (bare state dict .pt) converts to the fp16 .safetensors the turbo loader reads."""
+    import tiny_turbo
+    convert = comfy_host.pack("vc_models.convert")
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    unet = tiny_turbo.tiny_turbo_unet("mg")
+    src = tmp_path / "unet_mg.pt"
+    torch.save(unet, src)
+    dst = tmp_path / "t2v_turbo_v2_unet_mg.safetensors"
+    info = convert.convert_checkpoint(str(src), str(dst), fp16=True)
+    assert info.variant == "turbo_v2_mg" and info.unet.motion_guidance
+    out = ckpt.load_state_dict(str(dst))
+    assert sorted(out) == sorted(unet)
+    assert all(out[k].dtype == torch.float16 and torch.equal(out[k], v.half()) for k, v in unet.items())
+    assert ckpt.inspect_turbo_unet(out)[1].guidance_embed_dim == info.unet.guidance_embed_dim

@@ -242,7 +242,9 @@ def test_node_downloads_with_progress_and_the_shipped_workflow_runs_unchanged(se
                 node["inputs"][name] = value
     prompt_id, messages = asyncio.run(run_and_watch(server, workflow))
     assert messages[-1]["type"] == "execution_success", messages[-1]
-    entry = http_json(f"{server.url}/history/{prompt_id}")[prompt_id]
+    # ComfyUI sends execution_success before it files the prompt in /history: wait for the entry
+    from test_server_workflows import wait_history
+    entry = wait_history(server, prompt_id)
     video = next(f for out in entry["outputs"].values() for f in out.get("images", []))
     with av.open(os.path.join(server.output_dir, video["subfolder"], video["filename"])) as container:
         assert len(list(container.decode(video=0))) == 4

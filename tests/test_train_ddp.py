@@ -79,6 +79,9 @@ def worker(rank, out, port):
         result["error"] = f"{type(e).__name__}: {e}"
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump(result, f)
+    # as vc_train.distributed does at the end: a process that exits with a live gloo group can abort
+    # ("terminate called without an active exception")
+    dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import node_helpers
 
 from ..vc_models import conditioning as image_cond
 from ..vc_models.model_base import CONCAT_LATENT_KEY, FPS_KEY, IMAGE_TOKENS_KEY
-from .latent import SIZE_MULTIPLE
+from .latent import SIZE_MULTIPLE, validate_size
 from .loader import MissingImageComponents, PROJECTOR_TYPE
 
 
@@ -65,12 +65,7 @@ class DynamiCrafterConditioning:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height):
-        for name, value in (("width", width), ("height", height)):
-            if value % SIZE_MULTIPLE:
-                lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
-                return (f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: the DynamiCrafter UNet halves the "
-                        f"latent three times. Use {lower} or {lower + SIZE_MULTIPLE}.")
-        return True
+        return validate_size(cls, width, height)
 
     def encode(self, positive, negative, vae, clip_vision, projector, start_image, mode, width, height, length,
                batch_size, fs, end_image=None):
@@ -79,7 +74,8 @@ class DynamiCrafterConditioning:
             raise ValueError(valid)
         for component in (clip_vision, projector):
             if isinstance(component, MissingImageComponents):
-                raise ValueError(component.error().replace("'VideoCrafter Image Encode'", "'DynamiCrafter Conditioning'"))
+                raise ValueError(component.error("DynamiCrafter Conditioning",
+                                                  "a DynamiCrafter checkpoint (dynamicrafter_256/512/1024[_interp])"))
         if not image_cond.is_dynamicrafter_projector(projector):
             raise ValueError(
                 f"This projector makes {image_cond.projector_token_count(projector)} image tokens: it belongs to the "

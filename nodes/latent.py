@@ -20,6 +20,18 @@ def size_error(name, value, low, high):
     return None
 
 
+def validate_size(node_class, width, height):
+    """VALIDATE_INPUTS of a node with width/height inputs: the multiple-of-64 rule and, because naming
+    width/height in VALIDATE_INPUTS makes ComfyUI skip its own min/max checks for them, the declared range.
+    A value linked from another node is None at validation time; the node checks it when it arrives."""
+    spec = node_class.INPUT_TYPES()["required"]
+    for name, value in (("width", width), ("height", height)):
+        error = size_error(name, value, spec[name][1]["min"], spec[name][1]["max"]) if value is not None else None
+        if error:
+            return error
+    return True
+
+
 class EmptyVideoCrafterLatent:
     CATEGORY = "VideoCrafter/latent"
     RETURN_TYPES = ("LATENT",)
@@ -40,15 +52,7 @@ class EmptyVideoCrafterLatent:
 
     @classmethod
     def VALIDATE_INPUTS(cls, width, height):
-        """The multiple-of-64 rule, checked before the graph runs. Naming width/height here makes
-        ComfyUI skip its own min/max checks for them, so the range is checked here too. A value linked
-        from another node is None at validation time; generate() checks it when it arrives."""
-        spec = cls.INPUT_TYPES()["required"]
-        for name, value in (("width", width), ("height", height)):
-            error = size_error(name, value, spec[name][1]["min"], spec[name][1]["max"]) if value is not None else None
-            if error:
-                return error
-        return True
+        return validate_size(cls, width, height)
 
     def generate(self, width, height, frames, batch_size=1):
         valid = self.VALIDATE_INPUTS(width, height)

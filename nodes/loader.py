@@ -20,10 +20,10 @@ class MissingImageComponents:
         self.description = description
         self.ckpt_name = ckpt_name
 
-    def error(self):
+    def error(self, node="VideoCrafter Image Encode", needs="the VideoCrafter1 image-to-video checkpoint (i2v_512_v1)"):
+        """The message for `node`, which needs `needs`."""
         return (f"'{self.ckpt_name}' is a {self.description} checkpoint: it has no image encoder or projector. "
-                "Image-to-video needs the VideoCrafter1 image-to-video checkpoint (i2v_512_v1); "
-                "for text-to-video remove the 'VideoCrafter Image Encode' node.")
+                f"Image-to-video needs {needs}; for text-to-video remove the '{node}' node.")
 
 
 def checkpoint_names():

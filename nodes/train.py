@@ -130,12 +130,10 @@ PROBABILITY = {"min": 0.0, "max": 1.0, "step": 0.01}
 def _node_input(name, options):
     """A TrainConfig field as a widget: its type and default from the dataclass, range and tooltip from INPUTS."""
     options = dict(options)
-    default = options.pop("default", getattr(TrainConfig(), name))
+    default = options.pop("default", CONFIG_FIELDS[name].default)
     if name in CHOICES:
         return (list(CHOICES[name]), {"default": default, **options})
-    kind = CONFIG_FIELDS[name].type
-    kind = kind if isinstance(kind, type) else {"int": int, "float": float, "bool": bool, "str": str}[kind]
-    return (WIDGET_TYPES[kind], {"default": default, **options})
+    return (WIDGET_TYPES[CONFIG_FIELDS[name].type], {"default": default, **options})
 
 
 # inputs that are not TrainConfig fields (the node maps them onto fields itself)

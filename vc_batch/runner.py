@@ -64,9 +64,8 @@ class Server:
     """One ComfyUI server of the batch and this run's view of it."""
 
     def __init__(self, url, client_id, request_timeout, max_queued):
-        self.url = url if "://" in url else "http://" + url
-        self.url = self.url.rstrip("/")
-        self.client = ComfyClient(self.url, client_id, request_timeout)
+        self.client = ComfyClient(url, client_id, request_timeout)
+        self.url = self.client.base  # scheme added, trailing slash dropped
         self.max_queued = max_queued
         self.inflight = {}  # prompt_id -> Planned
         self.uploaded = {}  # upload name -> name on this server
@@ -371,8 +370,7 @@ class BatchRunner:
             await self._each_server(self._probe, [s for s in self.servers if not s.up])
             if any(srv.up for srv in self.servers) or self.stop_requested:
                 for srv in self.servers:
-                    if not srv.up:
-                        self._mark_down(srv, "no answer")  # keeps its down_since
+                    if not srv.up:  # already marked down (keeps its down_since): probe it again later
                         srv.next_probe = time.monotonic() + srv.probe_delay
                 return
             waited = time.monotonic() - start

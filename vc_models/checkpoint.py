@@ -359,3 +359,12 @@ def inspect_turbo_unet(sd, name="UNet file"):
     except (KeyError, StopIteration, IndexError) as e:
         raise CheckpointError(f"{name} has 'time_cond_proj' but an incomplete UNet (missing {e}); {expected}.") from e
     return unet, cfg
+
+
+def turbo_unet_info(cfg):
+    """The CheckpointInfo of a T2V-Turbo UNet with configuration `cfg` (from `inspect_turbo_unet`): the
+    VideoCrafter2 text-to-video model on the plain schedule (no scale_arr), eps prediction."""
+    variant = "turbo_v2_mg" if cfg.motion_guidance else "turbo_v2_nomg"
+    h, w, fps = VARIANT_DEFAULTS[variant]
+    return CheckpointInfo(variant=variant, unet=cfg, has_scale_arr=False, is_i2v=False,
+                          default_height=h, default_width=w, default_fps=fps)

@@ -4,8 +4,8 @@ import os
 import torch
 
 from .atomic_file import write_safetensors, refuse_existing
-from .checkpoint import (load_state_dict, inspect_checkpoint, inspect_turbo_unet, CheckpointInfo, SCHEDULE_KEYS,
-                         DERIVED_SCHEDULE_KEYS, TURBO_KEY, UNET_PREFIX, VARIANT_DEFAULTS)
+from .checkpoint import (load_state_dict, inspect_checkpoint, inspect_turbo_unet, turbo_unet_info,
+                         SCHEDULE_KEYS, DERIVED_SCHEDULE_KEYS, TURBO_KEY, UNET_PREFIX)
 
 
 def save_safetensors_atomic(sd, path, metadata=None, overwrite=True):
@@ -26,22 +26,13 @@ def convert_checkpoint(src, dst, fp16=False, overwrite=False):
     sd = load_state_dict(src)
     if TURBO_KEY in sd and not any(k.startswith(UNET_PREFIX) for k in sd):
         # a released T2V-Turbo UNet (bare state dict): the same keys, for the turbo UNet loader
-        info = turbo_unet_info(sd, os.path.basename(src))
+        info = turbo_unet_info(inspect_turbo_unet(sd, os.path.basename(src))[1])
         out = safetensors_tensors(sd, fp16=fp16, keep_schedule=False)
     else:
         info = inspect_checkpoint(sd, os.path.basename(src))
         out = safetensors_tensors(sd, fp16=fp16)
     save_safetensors_atomic(out, dst, metadata={"videocrafter_variant": info.variant}, overwrite=overwrite)
     return info
-
-
-def turbo_unet_info(sd, name):
-    """CheckpointInfo of a bare T2V-Turbo UNet file (CheckpointError when it is not one)."""
-    _, cfg = inspect_turbo_unet(sd, name)
-    variant = "turbo_v2_mg" if cfg.motion_guidance else "turbo_v2_nomg"
-    h, w, fps = VARIANT_DEFAULTS[variant]
-    return CheckpointInfo(variant=variant, unet=cfg, has_scale_arr=False, is_i2v=False,
-                          default_height=h, default_width=w, default_fps=fps)
 
 
 def safetensors_tensors(sd, fp16=False, keep_schedule=True):

@@ -5,7 +5,6 @@ keys). Text encoder and VAE stay those of the VideoCrafter2 checkpoint the MODEL
 is the plain one without `scale_arr` (the distillation ran with it off) and carries LCM's boundary
 condition (`model_base.ConsistencyModelSampling`).
 """
-import dataclasses
 import gc
 import logging
 import os
@@ -55,10 +54,7 @@ def turbo_info(base_info, turbo_cfg, unet_name):
             f"'{unet_name}' is a T2V-Turbo-v2 UNet, distilled from VideoCrafter2, but the MODEL comes from a "
             f"{base_info.description} checkpoint, whose UNet differs ({', '.join(diff[:4])}). Load the VideoCrafter2 "
             "checkpoint (videocrafter2_t2v_512) with 'Load VideoCrafter Checkpoint' and connect its MODEL here.")
-    variant = "turbo_v2_mg" if turbo_cfg.motion_guidance else "turbo_v2_nomg"
-    h, w, fps = ckpt.VARIANT_DEFAULTS[variant]
-    return dataclasses.replace(base_info, variant=variant, unet=turbo_cfg, has_scale_arr=False, is_i2v=False,
-                               default_height=h, default_width=w, default_fps=fps, notes=[])
+    return ckpt.turbo_unet_info(turbo_cfg)
 
 
 def load_turbo_model(model_patcher, path, weight_dtype=None):

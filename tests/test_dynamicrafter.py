@@ -241,8 +241,8 @@ def test_frame_counts_other_than_16(pack, pipelines, dc_files):
 def test_trainer_refuses_dynamicrafter(pack):
     """Training DynamiCrafter is out of the trainer's scope: it says so before loading any model."""
     training = comfy_host.pack("vc_models.training")
-    ckpt = comfy_host.pack("vc_models.checkpoint")
-    with pytest.raises(ckpt.CheckpointError, match="DynamiCrafter image animation 320x512 checkpoint: the trainer"):
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    with pytest.raises(ckpt_file.CheckpointError, match="DynamiCrafter image animation 320x512 checkpoint: the trainer"):
         training.load_training_state_dict(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
 
 

@@ -24,11 +24,11 @@ def smoke_sd(pack):
 def test_same_layout_and_schedule_as_the_reference_tiny_model(smoke_sd, name):
     require_reference()
     from safetensors import safe_open
-    ckpt = comfy_host.pack("vc_models.checkpoint")
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     sd = smoke_sd(name)
     with safe_open(os.path.join(comfy_host.REFERENCE, "golden", f"{name}.safetensors"), "pt") as f:
         ref_shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-        schedule = ckpt.SCHEDULE_KEYS + ckpt.DERIVED_SCHEDULE_KEYS
+        schedule = ckpt_file.SCHEDULE_KEYS + ckpt_file.DERIVED_SCHEDULE_KEYS
         ref_schedule = {k: f.get_tensor(k).float() for k in schedule if k in f.keys()}
     assert {k: list(v.shape) for k, v in sd.items()} == ref_shapes
     for k, ref in ref_schedule.items():  # the reference stores them in fp16

@@ -4,8 +4,12 @@ description per graph, so the two never drift apart. Run after changing a graph:
 """
 import json
 import os
+import sys
+from dataclasses import replace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # the pack's `vc_models` package (no ComfyUI, no torch imported)
+from vc_models import registry  # noqa: E402
 
 # node type -> (input sockets (name, type) in order, outputs (name, type), widget input names in order)
 NODE_TYPES = {
@@ -41,41 +45,29 @@ NODE_TYPES = {
 }
 
 # Model files: the names `scripts/download_models.py` / the VideoCrafter Model Downloader node write into
-# models/videocrafter (vc_models/download.py RELEASED_MODELS), with the released file they come from.
+# models/videocrafter, and the released files they come from, are the registry's (vc_models/registry.py); so are
+# the workflows each model ships with and the original's settings they use.
 # No `properties.models` entry: ComfyUI's Missing Models dialog downloads only .safetensors/.sft files and the
 # releases are .ckpt pickles (naming the pickle URL with a .safetensors name would store a pickle under that
 # name). Each UI graph carries a Note saying how to get the file instead.
-MODELS = {
-    "vc2_t2v_512": ("videocrafter2_t2v_512.safetensors", "https://huggingface.co/VideoCrafter/VideoCrafter2/resolve/main/model.ckpt"),
-    "vc1_t2v_1024": ("videocrafter1_t2v_1024.safetensors", "https://huggingface.co/VideoCrafter/Text2Video-1024/resolve/main/model.ckpt"),
-    "vc1_i2v_512": ("videocrafter1_i2v_512.safetensors", "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt"),
-    # DynamiCrafter: the name the model downloader writes into models/videocrafter/ (converted from model.ckpt)
-    "dc_256": ("dynamicrafter_256.safetensors", "https://huggingface.co/Doubiiu/DynamiCrafter/resolve/main/model.ckpt"),
-    "dc_512": ("dynamicrafter_512.safetensors", "https://huggingface.co/Doubiiu/DynamiCrafter_512/resolve/main/model.ckpt"),
-    "dc_1024": ("dynamicrafter_1024.safetensors", "https://huggingface.co/Doubiiu/DynamiCrafter_1024/resolve/main/model.ckpt"),
-    "dc_512_interp": ("dynamicrafter_512_interp.safetensors",
-                      "https://huggingface.co/Doubiiu/DynamiCrafter_512_Interp/resolve/main/model.ckpt"),
-}
-# workflows whose checkpoint is another workflow's
-WORKFLOW_MODEL = {"dc_512_loop": "dc_512_interp"}
 
-# T2V-Turbo-v2 UNets (bare state dicts, loaded onto the VideoCrafter2 MODEL): file name -> release
-TURBO_UNETS = {
-    "turbo_v2_mg": ("t2v_turbo_v2_unet_mg.safetensors", "https://huggingface.co/jiachenli-ucsb/T2V-Turbo-v2/resolve/main/unet_mg.pt"),
-    "turbo_v2_nomg": ("t2v_turbo_v2_unet_no_mg.safetensors",
-                      "https://huggingface.co/jiachenli-ucsb/T2V-Turbo-v2-no-MG/resolve/main/unet_no_mg.pt"),
-}
-MODELS["vc2_turbo_v2"] = MODELS["vc2_t2v_512"]  # the turbo workflow's checkpoint: VideoCrafter2 (CLIP, VAE)
-# downloader ids of the files a workflow loads, where they are not just the workflow's own id
-WORKFLOW_DOWNLOADS = {"vc2_turbo_v2": ["vc2_t2v_512", "turbo_v2_mg"], "dc_512_loop": ["dc_512_interp"]}
+
+def shipped_workflows():
+    """{workflow name: (registry entry, registry.Workflow)} of every model's shipped graphs."""
+    return {w.name: (entry, w) for entry in registry.MODELS for w in entry.workflows}
+
+
+def downloads(entry):
+    """The registry entries whose files a workflow of `entry` loads: its base model's first (T2V-Turbo)."""
+    return [registry.entry(entry.base_model), entry] if entry.base_model else [entry]
 
 
 def model_note(variant, node_id, pos):
     """A UI-only Note node telling how to get the model files (the Missing Models dialog cannot)."""
-    ids = WORKFLOW_DOWNLOADS.get(variant, [variant])
-    files = {**MODELS, **TURBO_UNETS}
-    names = ", ".join(files[i][0] for i in ids)
-    urls = "\n".join(files[i][1] for i in ids)
+    entries = downloads(shipped_workflows()[variant][0])
+    ids = [e.id for e in entries]
+    names = ", ".join(e.release.file_name for e in entries)
+    urls = "\n".join(e.release.url for e in entries)
     text = (f"Models: {names} in ComfyUI/models/videocrafter/.\n\n"
             f"Get them once with the node 'VideoCrafter Model Downloader' (model {' and '.join(ids)}), then press R, "
             f"or on a server: python custom_nodes/ComfyUI-VideoCrafter/scripts/download_models.py {' '.join(ids)}\n"
@@ -85,17 +77,18 @@ def model_note(variant, node_id, pos):
             "widgets_values": [text], "color": "#432", "bgcolor": "#653"}
 
 
-def graph(variant, prompt, width, height, fps, image=None):
-    """Nodes as {id: (type, widgets, {input: (source id, output index)}, title, pos)} for one variant."""
-    ckpt, _ = MODELS[variant]
+def graph(variant, ckpt, prompt, d, image=None):
+    """Nodes as {id: (type, widgets, {input: (source id, output index)}, title, pos)} for one workflow at the
+    sampling defaults `d` (a registry.SamplingDefaults)."""
+    width, height, fps = d.width, d.height, d.fps
     sampler_in = {"model": (1, 0), "positive": (4, 0), "negative": (4, 1), "latent_image": (5, 0)}
     nodes = {
         1: ("VideoCrafterCheckpointLoader", [ckpt, "default", "none"], {}, "Load VideoCrafter Checkpoint", (40, 200)),
         2: ("CLIPTextEncode", [prompt], {"clip": (1, 1)}, "Prompt", (420, 80)),
         3: ("CLIPTextEncode", [""], {"clip": (1, 1)}, "Negative prompt (empty, as the original)", (420, 330)),
         4: ("VideoCrafterFPSConditioning", [fps], {"positive": (2, 0), "negative": (3, 0)}, "FPS condition", (840, 200)),
-        5: ("EmptyVideoCrafterLatent", [width, height, 16, 1], {}, "Video size", (840, 420)),
-        6: ("VideoCrafterKSampler", [123, "fixed", 50, 12.0, "videocrafter_ddim", "videocrafter_uniform", 1.0, 1.0],
+        5: ("EmptyVideoCrafterLatent", [width, height, d.frames, 1], {}, "Video size", (840, 420)),
+        6: ("VideoCrafterKSampler", [123, "fixed", d.steps, d.cfg, d.sampler, d.scheduler, d.eta, 1.0],
             sampler_in, "VideoCrafter KSampler", (1480, 200)),
         7: ("VideoCrafterVAEDecode", [8], {"samples": (6, 0), "vae": (1, 2)}, "Decode frames", (1860, 200)),
         8: ("CreateVideo", [8.0], {"images": (7, 0)}, "Create Video", (2160, 200)),
@@ -109,27 +102,28 @@ def graph(variant, prompt, width, height, fps, image=None):
     return nodes
 
 
-def turbo_graph(prompt, steps=8, fps=16):
+def turbo_graph(variant, base_ckpt, unet_name, prompt, d):
     """VideoCrafter2 + T2V-Turbo-v2 (MG): the turbo UNet on the VideoCrafter2 MODEL, guidance in the
     conditioning, LCM with the original's timesteps, cfg 1 (one UNet pass per step)."""
-    nodes = graph("vc2_turbo_v2", prompt, 512, 320, fps)
-    nodes[6] = ("VideoCrafterKSampler", [123, "fixed", steps, 1.0, "lcm", "videocrafter_turbo", 0.0, 1.0],
+    fps = d.fps
+    nodes = graph(variant, base_ckpt, prompt, d)
+    nodes[6] = ("VideoCrafterKSampler", [123, "fixed", d.steps, d.cfg, d.sampler, d.scheduler, d.eta, 1.0],
                 {"model": (12, 0), "positive": (13, 0), "negative": (13, 1), "latent_image": (5, 0)},
                 "VideoCrafter KSampler (LCM, cfg 1)", (1480, 200))
     nodes[3] = nodes[3][:3] + ("Negative prompt (unused at cfg 1)",) + nodes[3][4:]
     nodes[8] = ("CreateVideo", [float(fps)], {"images": (7, 0)}, "Create Video", (2160, 200))
-    nodes[12] = ("VideoCrafterTurboUNetLoader", [TURBO_UNETS["turbo_v2_mg"][0], "default"], {"model": (1, 0)},
+    nodes[12] = ("VideoCrafterTurboUNetLoader", [unet_name, "default"], {"model": (1, 0)},
                  "T2V-Turbo-v2 UNet", (420, 560))
     nodes[13] = ("VideoCrafterTurboConditioning", [7.5, True, 0.05, 0.5], {"positive": (4, 0), "negative": (4, 1)},
                  "Turbo guidance (MG)", (1160, 200))
     return nodes
 
 
-def dynamicrafter_graph(variant, prompt, width, height, fs, mode="i2v", rescale=0.7, scheduler="videocrafter_trailing"):
-    """A DynamiCrafter graph at the original's official settings (50 DDIM steps, eta 1, cfg 7.5; guidance
+def dynamicrafter_graph(variant, ckpt, prompt, d, mode="i2v"):
+    """A DynamiCrafter graph at the original's official settings `d` (50 DDIM steps, eta 1, cfg 7.5; guidance
     rescale 0.7 and trailing spacing for 512/1024); 'interpolate' adds an end image, 'loop' drops the
     repeated last frame before saving."""
-    ckpt, _ = MODELS[WORKFLOW_MODEL.get(variant, variant)]
+    width, height, fs, rescale = d.width, d.height, d.fps, d.guidance_rescale
     model = (1, 0)
     conditioning_in = {"positive": (2, 0), "negative": (3, 0), "vae": (1, 2), "clip_vision": (1, 3),
                        "projector": (1, 4), "start_image": (10, 0)}
@@ -138,7 +132,7 @@ def dynamicrafter_graph(variant, prompt, width, height, fs, mode="i2v", rescale=
         2: ("CLIPTextEncode", [prompt], {"clip": (1, 1)}, "Prompt", (420, 80)),
         3: ("CLIPTextEncode", [""], {"clip": (1, 1)}, "Negative prompt (empty, as the original)", (420, 330)),
         10: ("LoadImage", ["example.png", "image"], {}, "Start image", (420, 560)),
-        11: ("DynamiCrafterConditioning", [mode, width, height, 16, 1, fs], conditioning_in,
+        11: ("DynamiCrafterConditioning", [mode, width, height, d.frames, 1, fs], conditioning_in,
              "DynamiCrafter Conditioning", (840, 200)),
     }
     if mode == "interpolate":
@@ -147,7 +141,7 @@ def dynamicrafter_graph(variant, prompt, width, height, fs, mode="i2v", rescale=
     if rescale:
         nodes[13] = ("VideoCrafterGuidanceRescale", [rescale], {"model": (1, 0)}, "Guidance rescale (original: 0.7)", (840, 20))
         model = (13, 0)
-    nodes[6] = ("VideoCrafterKSampler", [123, "fixed", 50, 7.5, "videocrafter_ddim", scheduler, 1.0, 1.0],
+    nodes[6] = ("VideoCrafterKSampler", [123, "fixed", d.steps, d.cfg, d.sampler, d.scheduler, d.eta, 1.0],
                 {"model": model, "positive": (11, 0), "negative": (11, 1), "latent_image": (11, 2)},
                 "VideoCrafter KSampler", (1240, 200))
     nodes[7] = ("VideoCrafterVAEDecode", [8], {"samples": (6, 0), "vae": (1, 2)}, "Decode frames", (1620, 200))
@@ -202,16 +196,17 @@ def to_ui(nodes, variant):
             "widgets_values": list(widgets),
         }
         ui_nodes.append(node)
-    if (variant in MODELS or variant in WORKFLOW_DOWNLOADS) and any(n[0] == "VideoCrafterCheckpointLoader" for n in nodes.values()):
+    if variant in shipped_workflows() and any(n[0] == "VideoCrafterCheckpointLoader" for n in nodes.values()):
         ui_nodes.append(model_note(variant, max(nodes) + 1, (40, 20)))
     return {"last_node_id": max(n["id"] for n in ui_nodes), "last_link_id": link_id, "nodes": ui_nodes, "links": links,
             "groups": [], "config": {}, "extra": {}, "version": 0.4}
 
 
-def freenoise_graph(variant, prompt, width, height, frames=64):
+def freenoise_graph(variant, ckpt, prompt, d, frames=64):
     """The text-to-video graph with FreeNoise between the loader and the sampler, at FreeNoise's
     defaults (window 16, stride 4, fps 16, DDIM eta 0, cfg 12)."""
-    nodes = graph(variant, prompt, width, height, 16)
+    width, height = d.width, d.height
+    nodes = graph(variant, ckpt, prompt, replace(d, fps=16))
     ntype, widgets, links, title, pos = nodes[5]
     nodes[5] = (ntype, [width, height, frames, 1], links, f"Video size ({frames} frames = 16 + k x 4)", pos)
     ntype, widgets, links, title, pos = nodes[6]
@@ -225,40 +220,34 @@ def freenoise_graph(variant, prompt, width, height, frames=64):
     return nodes
 
 
-def dynamicrafter_freenoise_graph(prompt, frames=64, fs=24):
+def dynamicrafter_freenoise_graph(variant, ckpt, prompt, d, frames=64):
     """DynamiCrafter 512 image animation over `frames` frames: FreeNoise (window 16, stride 4) after the
     guidance rescale; the image latent stays per frame and, past 16 frames, every frame sees all 256 image
     tokens, as the original."""
-    nodes = dynamicrafter_graph("dc_512", prompt, 512, 320, fs)
+    nodes = dynamicrafter_graph(variant, ckpt, prompt, d)
     ntype, widgets, links, title, pos = nodes[11]
-    nodes[11] = (ntype, ["i2v", 512, 320, frames, 1, fs], links, f"DynamiCrafter Conditioning ({frames} frames)", pos)
+    nodes[11] = (ntype, ["i2v", d.width, d.height, frames, 1, d.fps], links, f"DynamiCrafter Conditioning ({frames} frames)",
+                 pos)
     nodes[15] = ("VideoCrafterFreeNoise", [16, 4, True], {"model": nodes[6][2]["model"]}, "FreeNoise (long video)", (1240, 20))
     ntype, widgets, links, title, pos = nodes[6]
     nodes[6] = (ntype, widgets, {**links, "model": (15, 0)}, title, pos)
     ntype, widgets, links, title, pos = nodes[9]
-    nodes[9] = (ntype, ["videocrafter/dc_512_freenoise"] + widgets[1:], links, title, pos)
+    nodes[9] = (ntype, [f"videocrafter/{variant}_freenoise"] + widgets[1:], links, title, pos)
     return nodes
 
 
-# the FreeNoise workflows load the same released checkpoints as their base graphs
-MODELS["vc2_t2v_512_freenoise_64"] = MODELS["vc2_t2v_512"]
-WORKFLOW_DOWNLOADS.update({"vc2_t2v_512_freenoise_64": ["vc2_t2v_512"], "dc_512_freenoise_64": ["dc_512"]})
-
-WORKFLOWS = {
-    "vc2_t2v_512": graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality", 512, 320, 28),
-    "vc1_t2v_1024": graph("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed", 1024, 576, 28),
-    "vc1_i2v_512": graph("vc1_i2v_512", "a boat sailing on the sea, waves moving", 512, 320, 8, image="example.png"),
-    "vc2_turbo_v2": turbo_graph("a corgi running on the beach at sunset, high quality"),
-    "dc_512": dynamicrafter_graph("dc_512", "a boat sailing on the sea, waves moving", 512, 320, 24),
-    "dc_1024": dynamicrafter_graph("dc_1024", "a boat sailing on the sea, waves moving", 1024, 576, 10),
-    "dc_512_interp": dynamicrafter_graph("dc_512_interp", "a smooth transition, natural motion", 512, 320, 5,
-                                         mode="interpolate"),
-    "dc_512_loop": dynamicrafter_graph("dc_512_loop", "a seamless looping animation, natural motion", 512, 320, 5,
-                                       mode="loop"),
-    "dc_512_freenoise_64": dynamicrafter_freenoise_graph("a boat sailing on the sea, waves moving, gentle camera pan"),
-    "vc2_t2v_512_freenoise_64": freenoise_graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality",
-                                                512, 320),
-}
+def workflow_graph(entry, workflow):
+    """The nodes of one shipped workflow of a registry entry: its family's graph, or a variation of it."""
+    d, ckpt, name = entry.defaults, entry.release.file_name, workflow.name
+    if workflow.variation == "freenoise":
+        build = dynamicrafter_freenoise_graph if entry.family == registry.DYNAMICRAFTER else freenoise_graph
+        return build(entry.id, ckpt, workflow.prompt, d)
+    if entry.family == registry.TURBO:
+        return turbo_graph(name, registry.entry(entry.base_model).release.file_name, ckpt, workflow.prompt, d)
+    if entry.family == registry.DYNAMICRAFTER:
+        mode = workflow.variation or ("interpolate" if entry.image_inputs == registry.START_END_IMAGES else "i2v")
+        return dynamicrafter_graph(name, ckpt, workflow.prompt, d, mode=mode)
+    return graph(name, ckpt, workflow.prompt, d, image="example.png" if entry.image_inputs else None)
 
 
 def write_json(path, data):
@@ -271,10 +260,11 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
-def main():
-    for name, nodes in WORKFLOWS.items():
-        write_json(os.path.join(ROOT, "workflows", f"{name}.json"), to_ui(nodes, name))
-        write_json(os.path.join(ROOT, "workflows", "api", f"{name}.json"), to_api(nodes))
+def main(folder=os.path.join(ROOT, "workflows")):
+    for name, (entry, workflow) in shipped_workflows().items():
+        nodes = workflow_graph(entry, workflow)
+        write_json(os.path.join(folder, f"{name}.json"), to_ui(nodes, name))
+        write_json(os.path.join(folder, "api", f"{name}.json"), to_api(nodes))
         print("wrote", name)
 
 

@@ -4,7 +4,6 @@ VideoCrafterTrainI2V node's own INPUT_TYPES, so the widget order never drifts fr
 
     .venv/bin/python scripts/build_train_workflow.py
 """
-import json
 import os
 import sys
 

@@ -102,6 +102,18 @@ def pack():
 
 
 @pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real ComfyUI server for the tests that only need one (a module needing another setup defines its
+    own `server`): the tiny checkpoints, the start image as server_util.START_IMAGE in its input folder."""
+    from server_util import ComfyServer, START_IMAGE
+    srv = ComfyServer(tmp_path_factory.mktemp("server"))
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
 def models_dir(pack, tmp_path_factory):
     """A models/videocrafter folder registered with ComfyUI holding the tiny checkpoints (the reference ones,
     or the smoke models without the reference data)."""

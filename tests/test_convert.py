@@ -35,7 +35,7 @@ def test_conversion_temp_file_is_never_listed_as_a_model(pack, tmp_path, monkeyp
     model extensions recursively, dot files included) and stayed there after a kill."""
     import folder_paths
     import safetensors.torch
-    convert = comfy_host.pack("vc_models.convert")
+    atomic_file = comfy_host.pack("vc_models.atomic_file")
     seen_while_writing = []
     real_save = safetensors.torch.save_file
 
@@ -46,7 +46,7 @@ def test_conversion_temp_file_is_never_listed_as_a_model(pack, tmp_path, monkeyp
             files, folder_paths.supported_pt_extensions)))
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_and_look)
-    comfy_host.pack("vc_models.atomic_file").write_safetensors({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    atomic_file.write_safetensors({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     (on_disk, listed), = seen_while_writing
     assert len(on_disk) == 1 and on_disk[0].startswith(".model.safetensors.")  # the temporary was there
     assert listed == []                                                           # but no model list showed it

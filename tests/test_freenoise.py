@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import comfy_host
+from model_util import model_output, run_node
 from conftest import rel_err
 
 EMBED_TOL = 1e-4
@@ -59,32 +60,13 @@ def record_sampler_noise(model):
     return clone, seen
 
 
-def eps_through_model(model, conditioning, x_t, t):
-    """One UNet call as ComfyUI's samplers make it, with the MODEL's transformer_options (the windows)."""
-    base = model.model
-    ms = base.model_sampling
-    sigma = ms.sigmas[t].reshape(1)
-    x = x_t / ms.input_scale(sigma).reshape(1, 1, 1, 1, 1)
-    conds = base.extra_conds(cross_attn=conditioning[0][0], noise=x, device=torch.device("cpu"), **conditioning[0][1])
-    kwargs = {k: v.process_cond(batch_size=x.shape[0], device=torch.device("cpu")).cond for k, v in conds.items()}
-    with torch.no_grad():
-        denoised = base.apply_model(x, sigma, transformer_options=model.model_options["transformer_options"], **kwargs)
-    return (x - denoised) / sigma
-
-
-def run_core(node, *args):
-    """Core nodes of the new API return NodeOutput, older ones tuples."""
-    result = node.execute(*args) if hasattr(node, "execute") else getattr(node, node.FUNCTION)(*args)
-    return result.result if hasattr(result, "result") else result
-
-
 def test_unet_outputs_with_windows_match_the_original(graph, golden):
     tensors, _ = golden
-    errors = {t: rel_err(eps_through_model(graph["freenoise"], graph["positive"], tensors["x_T_rescheduled"], t),
+    errors = {t: rel_err(model_output(graph["freenoise"], graph["positive"], tensors["x_T_rescheduled"], t),
                          tensors[f"eps_t{t}"]) for t in (999, 500, 1)}
     assert all(e <= EMBED_TOL for e in errors.values()), errors
     # the goldens tell windows from plain attention apart (about 8%): the plain MODEL must miss them
-    plain = rel_err(eps_through_model(graph["model"], graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
+    plain = rel_err(model_output(graph["model"], graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
     assert plain > 100 * EMBED_TOL, plain
 
 
@@ -119,17 +101,17 @@ def test_sampler_custom_advanced_reproduces_the_original(graph, golden):
     tensors, _ = golden
     inputs = graph["inputs"]
     model, noises = record_sampler_noise(graph["freenoise"])
-    (noise,) = run_core(RandomNoise, inputs["seed"])
-    (guider,) = run_core(CFGGuider, model, graph["positive"], graph["negative"], inputs["cfg"])
-    (sampler,) = run_core(KSamplerSelect, "videocrafter_ddim_eta0")
+    (noise,) = run_node(RandomNoise, inputs["seed"])
+    (guider,) = run_node(CFGGuider, model, graph["positive"], graph["negative"], inputs["cfg"])
+    (sampler,) = run_node(KSamplerSelect, "videocrafter_ddim_eta0")
     # The original's "6 steps" are 7 (range(0, 1000, 1000 // 6) has 7 entries, as the KSamplers do);
     # BasicScheduler keeps only the last steps + 1 sigmas of a schedule, so take the whole schedule
-    (sigmas,) = run_core(BasicScheduler, model, "videocrafter_uniform", inputs["ddim_steps"], 1.0)
+    (sigmas,) = run_node(BasicScheduler, model, "videocrafter_uniform", inputs["ddim_steps"], 1.0)
     full = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "videocrafter_uniform",
                                            inputs["ddim_steps"]).cpu()
     assert torch.equal(sigmas, full[-len(sigmas):])
     sigmas = full
-    output, _denoised = run_core(SamplerCustomAdvanced, noise, guider, sampler, sigmas, graph["latent"])
+    output, _denoised = run_node(SamplerCustomAdvanced, noise, guider, sampler, sigmas, graph["latent"])
     assert torch.equal(noises[0], tensors["x_T_rescheduled"])
     err = rel_err(output["samples"] * SCALE_FACTOR, tensors["ddim_eta0_latent"])
     assert err <= SAMPLE_TOL, err
@@ -215,9 +197,9 @@ def test_batch_of_two_videos_each_as_alone(pack, graph, golden):
     x = tensors["x_T_rescheduled"]
     batch = torch.cat([x, torch.flip(x, dims=[2])])
     positive = [[graph["positive"][0][0].repeat(2, 1, 1), graph["positive"][0][1]]]
-    eps = eps_through_model(graph["freenoise"], positive, batch, 500)
+    eps = model_output(graph["freenoise"], positive, batch, 500)
     assert rel_err(eps[:1], tensors["eps_t500"]) <= EMBED_TOL
-    alone = eps_through_model(graph["freenoise"], graph["positive"], batch[1:], 500)
+    alone = model_output(graph["freenoise"], graph["positive"], batch[1:], 500)
     assert rel_err(eps[1:], alone) <= EMBED_TOL
 
 
@@ -226,7 +208,7 @@ def test_bf16_weights_with_freenoise(pack, graph, golden):
     tensors, _ = golden
     model = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "bf16")[0]
     (patched,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
-    err = rel_err(eps_through_model(patched, graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
+    err = rel_err(model_output(patched, graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
     assert err < 0.05, err
 
 
@@ -242,7 +224,7 @@ def test_core_context_windows_make_a_64_frame_video(pack, graph):
     fps and text conditionings reach every window; the VAE decodes 64 frames."""
     from comfy_extras.nodes_context_windows import ContextWindowsManualNode
     m = pack.NODE_CLASS_MAPPINGS
-    (windowed,) = run_core(ContextWindowsManualNode, graph["model"], 16, 4, "standard_static", 1, False, "pyramid", 2)
+    (windowed,) = run_node(ContextWindowsManualNode, graph["model"], 16, 4, "standard_static", 1, False, "pyramid", 2)
     windows_seen = []
 
     def count_windows(executor, x, *args, **kwargs):
@@ -307,8 +289,8 @@ def test_relative_position_model_runs_windowed(pack, models_dir):
     (positive,) = core.CLIPTextEncode().encode(clip, "a red ball")
     torch.manual_seed(0)
     x = torch.randn(1, 4, 20, 8, 8)
-    windowed = eps_through_model(patched, positive, x, 500)
-    plain = eps_through_model(model, positive, x, 500)
+    windowed = model_output(patched, positive, x, 500)
+    plain = model_output(model, positive, x, 500)
     assert torch.isfinite(windowed).all()
     assert 1e-3 < rel_err(windowed, plain) < 0.5
 
@@ -325,7 +307,7 @@ def test_core_context_windows_keep_image_tokens_per_video(pack, models_dir):
     (negative,) = core.CLIPTextEncode().encode(clip, "")
     image = torch.rand(1, 64, 64, 3)
     positive, negative = m["VideoCrafterImageEncode"]().encode(clip_vision, projector, image, positive, negative)
-    (windowed,) = run_core(ContextWindowsManualNode, model, 16, 4, "standard_static", 1, False, "pyramid", 2)
+    (windowed,) = run_node(ContextWindowsManualNode, model, 16, 4, "standard_static", 1, False, "pyramid", 2)
     calls = []
 
     def check_call(executor, x, *args, **kwargs):

@@ -292,8 +292,7 @@ def server(tmp_path_factory):
 
 def test_shipped_turbo_workflow_makes_a_video(server):
     import av
-    from server_util import REPO
-    from test_server_workflows import submit, wait_history
+    from server_util import REPO, assert_widgets_match, submit, wait_history
     info = server.object_info()
     for node in ("VideoCrafterTurboUNetLoader", "VideoCrafterTurboConditioning"):
         assert info[node]["category"].startswith("VideoCrafter/")
@@ -303,7 +302,6 @@ def test_shipped_turbo_workflow_makes_a_video(server):
 
     with open(os.path.join(REPO, "workflows", "vc2_turbo_v2.json")) as f:
         ui = json.load(f)
-    from test_server_workflows import assert_widgets_match
     assert_widgets_match(info, ui, "vc2_turbo_v2")
     note = next(n for n in ui["nodes"] if n["type"] == "Note")  # UI-only: how to get the model files
     assert "download_models.py vc2_t2v_512 turbo_v2_mg" in note["widgets_values"][0]

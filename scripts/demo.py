@@ -5,7 +5,7 @@ write the videos to ./output/, printing paths and timings.
 Without --ckpt/--model it uses tiny checkpoints: the reference ones from ../shared (or $VIDEOCRAFTER_REFERENCE),
 else smoke models it generates from the pack's code (a SMOKE MODEL either way: random tiny weights, the frames
 are noise; sizes and steps are reduced so it takes a minute on a CPU). With --ckpt path/to/model.ckpt it runs
-the workflow that fits that checkpoint at the papers' settings; with --model vc2_t2v_512 (any id of
+the workflow that fits that checkpoint at the papers' settings; with --model ID (any id of
 scripts/download_models.py --list but the T2V-Turbo UNets) it first downloads and converts the released model
 into --models-dir (once; HF_ENDPOINT is honoured), then renders at the papers' settings.
 """
@@ -20,7 +20,7 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from server_util import ComfyServer, GOLDEN, http_json  # noqa: E402  (the same launcher the tests use)
+from server_util import ComfyServer, GOLDEN, fill_inputs, http_json  # noqa: E402  (the same launcher the tests use)
 import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process)
 sys.path.insert(0, ROOT)  # vc_models without ComfyUI, as scripts/download_models.py
 from vc_models import registry  # noqa: E402
@@ -59,17 +59,9 @@ def detected_entry(path):
     return inspect_checkpoint(read_layout(path), os.path.basename(path)).entry
 
 
-def fill(workflow, values):
-    for node in workflow.values():
-        for key in list(node["inputs"]):
-            if key in values and not isinstance(node["inputs"][key], list):
-                node["inputs"][key] = values[key]
-    return workflow
-
-
 def run(server, name, values, out_dir):
     with open(os.path.join(ROOT, "workflows", "api", f"{name}.json")) as f:
-        workflow = fill(json.load(f), values)
+        workflow = fill_inputs(json.load(f), values)
     start = time.time()
     try:
         prompt_id = http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex})["prompt_id"]
@@ -143,9 +135,10 @@ def main():
             os.symlink(os.path.join(GOLDEN, tiny), os.path.join(checkpoints, tiny))
             name, _ = workflow_for(detected_entry(os.path.join(GOLDEN, tiny)))
             jobs[name] = {"ckpt_name": tiny, **SMOKE_SETTINGS}
+        example = registry.released()[0]
         print("SMOKE MODEL: tiny random-weight checkpoints — the videos are noise. For a real video run "
-              "`make demo MODEL=vc2_t2v_512` (downloads the released VideoCrafter2, about 10 GB, once) or "
-              "`make demo CKPT=path/to/model.ckpt`.")
+              f"`make demo MODEL={example.id}` (downloads the released {example.description} once; "
+              "scripts/download_models.py --list names the others) or `make demo CKPT=path/to/model.ckpt`.")
     if not os.path.exists(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png")):
         comfy_boot.ensure_smoke_models(GOLDEN)  # the start image comes with the smoke models
     shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(server.input_dir, START_IMAGE))

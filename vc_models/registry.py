@@ -100,6 +100,8 @@ class ModelEntry:
     image_inputs: tuple = NO_IMAGE
     # the node that adds the image conditioning (named in the error when it is missing)
     image_node: str = ""
+    # the start image's latent rides on the UNet's input channels (DynamiCrafter's concat conditioning)
+    concat_latent: bool = False
     # the faithful DDIM's last step keeps the current step's latent scale (DynamiCrafter's sampler)
     last_step_keeps_scale: bool = False
     # UNetConfig switches the tensors do not show, as (field, value) pairs
@@ -121,10 +123,6 @@ class ModelEntry:
     @property
     def zero_snr(self):
         return self.schedule == SCALED_V
-
-    @property
-    def concat_latent(self):
-        return self.family == DYNAMICRAFTER
 
 
 def _video_conditioned(f):
@@ -148,7 +146,7 @@ def _dynamicrafter_512(f):
 _T2V_PROMPT = "a corgi running on the beach at sunset, high quality"
 _BOAT_PROMPT = "a boat sailing on the sea, waves moving"
 _DC_512 = SamplingDefaults(320, 512, 24, cfg=7.5, scheduler="videocrafter_trailing", guidance_rescale=0.7)
-_DC = dict(family=DYNAMICRAFTER, image_inputs=START_IMAGE, image_node="DynamiCrafter Conditioning",
+_DC = dict(family=DYNAMICRAFTER, image_inputs=START_IMAGE, image_node="DynamiCrafter Conditioning", concat_latent=True,
            last_step_keeps_scale=True, unet_switches=(("image_tokens_per_frame", DYNAMICRAFTER_TOKENS_PER_FRAME),))
 # T2V-Turbo-v2: LCM with the original's timesteps, the guidance scale in the UNet's embedding (so cfg 1)
 _TURBO_DEFAULTS = SamplingDefaults(320, 512, 16, steps=8, cfg=1.0, eta=0.0, sampler="lcm", scheduler="videocrafter_turbo")
@@ -189,6 +187,10 @@ MODELS = [
                           Workflow("dc_512_freenoise_64", "a boat sailing on the sea, waves moving, gentle camera pan",
                                    "freenoise")),
                **_DC),
+    ModelEntry("dc_1024", "DynamiCrafter image animation 576x1024", matches=_dynamicrafter_1024,
+               defaults=replace(_DC_512, height=576, width=1024, fps=10),
+               schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_1024", "dynamicrafter_1024.safetensors"),
+               workflows=(Workflow("dc_1024", _BOAT_PROMPT),), **_DC),
     # the same tensors as dc_512; only the file name and the defaults differ
     ModelEntry("dc_512_interp", "DynamiCrafter interpolation / loops 320x512",
                matches=lambda f: _dynamicrafter_512(f) and "interp" in f.file_name.lower(), refines="dc_512",
@@ -197,10 +199,6 @@ MODELS = [
                workflows=(Workflow("dc_512_interp", "a smooth transition, natural motion"),
                           Workflow("dc_512_loop", "a seamless looping animation, natural motion", "loop")),
                **{**_DC, "image_inputs": START_END_IMAGES}),
-    ModelEntry("dc_1024", "DynamiCrafter image animation 576x1024", matches=_dynamicrafter_1024,
-               defaults=replace(_DC_512, height=576, width=1024, fps=10),
-               schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_1024", "dynamicrafter_1024.safetensors"),
-               workflows=(Workflow("dc_1024", _BOAT_PROMPT),), **_DC),
     ModelEntry("turbo_v2_mg", "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512", TURBO,
                lambda f: f.guidance_embed and f.motion_guidance,
                _TURBO_DEFAULTS,

@@ -14,7 +14,7 @@ from comfy.ldm.modules.attention import FeedForward
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Downsample, Upsample
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
-from .unet_config import UNetConfig, HEAD_DIM  # noqa: F401  (re-exported)
+from .unet_config import UNetConfig, HEAD_DIM
 from .freenoise import FrameWindows
 
 ops = comfy.ops.disable_weight_init

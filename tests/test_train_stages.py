@@ -351,26 +351,6 @@ def test_ctrl_c_on_the_command_line_saves_a_state(mods, tmp_path, data_dir, monk
     assert list(run_folders(cfg).values()) == [["step_00000002"]]
 
 
-def test_states_of_the_layout_without_run_folders_still_resume(mods, tmp_path, data_dir):
-    """States written before runs had folders (`states/step_*`) are moved into a run and continued."""
-    import shutil
-    state = mods["state"]
-    cfg, models = build(mods, tmp_path, data_dir, projector_steps=2, save_every=1)
-    first = mods["trainer"].train(cfg, models)
-    states = os.path.join(cfg.output_dir, "states")
-    for name in os.listdir(os.path.join(states, first.summary["run_id"])):  # the earlier layout
-        shutil.move(os.path.join(states, first.summary["run_id"], name), os.path.join(states, name))
-    os.rmdir(os.path.join(states, first.summary["run_id"]))
-    result = first.outputs["projector_file"]  # and a result as that trainer wrote it: no run id
-    with safetensors.safe_open(result, "pt") as f:
-        metadata = {k: v for k, v in f.metadata().items() if k != mods["trainer"].RUN_METADATA_KEY}
-    safetensors.torch.save_file(safetensors.torch.load_file(result), result, metadata=metadata)
-    cfg, models = build(mods, tmp_path, data_dir, projector_steps=3, save_every=1)
-    resumed = mods["trainer"].train(cfg, models)
-    assert [r["step"] for r in resumed.history] == [1, 2, 3] and resumed.history[:2] == first.history
-    assert run_folders(cfg) == {state.LEGACY_RUN: ["step_00000002", "step_00000003"]}
-
-
 def test_interrupt_while_writing_a_stage_result_keeps_the_stage(mods, tmp_path, data_dir):
     """Cancel while the stage result is written: the stage's steps are kept and a resume writes the result."""
     cfg, models = build(mods, tmp_path, data_dir, projector_steps=2)

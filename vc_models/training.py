@@ -77,6 +77,7 @@ class VideoCrafterTrainingModels:
         parts = ckpt_file.split_components(sd)
         self.alphas_cumprod, self.scale_arr = ckpt_file.noise_schedule(sd)
         self.latent_channels = info.unet.in_channels
+        self.train_stages = info.entry.train_stages
         # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)
         self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
         self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt_file.UNET_PREFIX].items()}, strict=True)

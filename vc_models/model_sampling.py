@@ -20,7 +20,6 @@ from . import registry
 ZSNR_LAST_ALPHAS_CUMPROD = 4.8973451890853435e-08
 
 
-
 class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
     """Discrete eps schedule from the checkpoint's `alphas_cumprod`, with the latent-scale schedule."""
 

@@ -15,6 +15,7 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.supported_models_base
 
+from . import core_patches
 from .unet import VideoCrafterUNet
 from .freenoise import frames_of_context_window
 from .model_sampling import model_sampling_for
@@ -46,8 +47,13 @@ class VideoCrafterModelConfig(comfy.supported_models_base.BASE):
     memory_usage_factor = 2.0
     supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
 
+    # the unet_config entries core code reads of an SD-style UNet (FreeU: model_channels); the UNet takes them
+    # as overrides of equal value. Not num_res_blocks / transformer_depth: core LoRA loading would map
+    # diffusers names from those with SD's layout.
+    CORE_UNET_KEYS = ("model_channels", "in_channels", "out_channels")
+
     def __init__(self, info):
-        super().__init__({"config": info.unet})
+        super().__init__({"config": info.unet, **{key: getattr(info.unet, key) for key in self.CORE_UNET_KEYS}})
         self.info = info
 
 
@@ -151,5 +157,7 @@ def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=N
     if missing or unexpected:
         raise ValueError(f"UNet tensors do not fit the inferred architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
     logging.info("VideoCrafter: %s, UNet weights %s (compute %s)", info.description, unet_dtype, manual_cast or unet_dtype)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                            offload_device=comfy.model_management.unet_offload_device())
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
+                                               offload_device=comfy.model_management.unet_offload_device())
+    core_patches.install(patcher)
+    return patcher

@@ -4,17 +4,30 @@
 
 A Ray actor process that dies (killed, node lost, the batch stopped) cannot clean up its
 children; this small watcher, started by the actor, ends ComfyUI as soon as its parent is
-gone, and exits with ComfyUI's exit code when ComfyUI ends.  Portable: it polls the parent pid
-instead of using a Linux-only parent-death signal.
+gone, and exits with ComfyUI's exit code when ComfyUI ends.  It polls the parent pid (any OS).
+Ray itself SIGKILLs the processes an ended worker leaves, the watcher among them: on Linux
+ComfyUI therefore also gets a parent-death signal, so it never outlives the watcher.
 """
 import os
+import signal
 import subprocess
 import sys
 
 
+def _quit(*_):
+    raise SystemExit(1)  # runs the `finally` below: ComfyUI ends with its watcher
+
+
+def _die_with_parent():
+    """Linux: SIGKILL this process when the (single-threaded) watcher ends."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
 def main(argv):
     parent, cwd, cmd = int(argv[0]), argv[1], argv[2:]
-    child = subprocess.Popen(cmd, cwd=cwd)
+    signal.signal(signal.SIGTERM, _quit)
+    child = subprocess.Popen(cmd, cwd=cwd, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
     try:
         while True:
             try:

@@ -220,7 +220,7 @@ class RayExecutor:
             info = self.ray.get(ref)
         except self.ray.exceptions.RayError as e:
             w.state = "dead"
-            self.log(f"worker {w.name} is gone: {first_line(e)}")
+            self.log(f"worker {w.name} is gone: {last_lines(e)}")
             for p in w.adopted:
                 self._requeue(p, f"{w.url} did not answer", counted=p.may_have_run)
             w.adopted = []
@@ -332,6 +332,11 @@ class RayExecutor:
         self.log(f"FAILED {p.name}: {error}")
         if self.bar is not None:
             self.bar.update(1)
+
+
+def last_lines(error, n=12):
+    """The end of a worker's error: where its own exception (and ComfyUI's log) is."""
+    return "\n".join(str(error).strip().splitlines()[-n:])
 
 
 def first_line(error):

@@ -38,21 +38,18 @@ def free_port():
 
 
 class ComfyWorker:
+    """The Ray actor: synchronous methods (Ray runs them in threads, max_concurrency 2 lets
+    cancel() in while run() waits); the asyncio work is ComfyJobs'."""
+
     def __init__(self, name, *, server=None, comfyui=None, comfyui_python=None, comfyui_args="", work_dir=None,
                  retry_timeout=600.0, poll_interval=1.0, request_timeout=120.0, start_timeout=300.0):
         self.name = name
-        self.retry_timeout = retry_timeout
-        self.poll_interval = poll_interval
-        self.request_timeout = request_timeout
-        self.client_id = uuid.uuid4().hex
-        self.proc = None
-        self.cancelled = set()
-        if comfyui:
-            self.url = self._launch(comfyui, comfyui_python or sys.executable, comfyui_args, work_dir)
-        else:
-            self.url = ComfyClient(server, self.client_id).base
+        self.proc = self.log_path = None
+        url = (self._launch(comfyui, comfyui_python or sys.executable, comfyui_args, work_dir) if comfyui
+               else ComfyClient(server, "").base)
+        self.jobs = ComfyJobs(self, url, retry_timeout, poll_interval, request_timeout)
         try:
-            asyncio.run(self._wait_up(start_timeout if comfyui else retry_timeout))
+            asyncio.run(self.jobs.wait_up(start_timeout if comfyui else retry_timeout))
         except WorkerGone:
             self._stop()
             raise
@@ -70,16 +67,24 @@ class ComfyWorker:
                "--temp-directory", dirs["temp"], "--user-directory", dirs["user"], *shlex.split(extra_args)]
         self.log_path = os.path.join(root, "comfyui.log")
         with open(self.log_path, "ab") as log:
+            # its own session: Ray ends a worker by killing its process group, which would take the
+            # watcher along before it could end ComfyUI
             self.proc = subprocess.Popen([python, WATCHER, str(os.getpid()), os.path.abspath(comfyui), *cmd],
-                                         stdout=log, stderr=subprocess.STDOUT)
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return f"http://127.0.0.1:{port}"
 
-    def _log_tail(self):
+    def log_tail(self):
+        if self.log_path is None:
+            return ""
         try:
             with open(self.log_path, "rb") as f:
                 return f.read()[-3000:].decode(errors="replace")
-        except (OSError, AttributeError):
+        except OSError:
             return ""
+
+    def ended(self):
+        """The launched ComfyUI's exit code once it has ended (None: running, or not launched)."""
+        return None if self.proc is None else self.proc.poll()
 
     def _stop(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -89,51 +94,64 @@ class ComfyWorker:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
 
-    async def _wait_up(self, timeout):
-        """Until the server answers; WorkerGone when the launched process ended or `timeout` passed."""
-        deadline = time.monotonic() + timeout
-        delay = 0.5
-        async with ComfyClient(self.url, self.client_id, self.request_timeout) as c:
-            while True:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise WorkerGone(f"{self.name}: ComfyUI ended with exit code {self.proc.returncode}; "
-                                     f"its log ends:\n{self._log_tail()}")
-                try:
-                    await c.system_stats()
-                    return
-                except ServerDown as e:
-                    if time.monotonic() > deadline:
-                        raise WorkerGone(f"{self.name}: {self.url} did not answer for {timeout:.0f}s ({e})") from None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
     # -- actor methods ---------------------------------------------------------------------
     def info(self):
         """Where this worker runs (the driver shows and records it)."""
-        return {"worker": self.name, "url": self.url, "node": socket.gethostname(), "pid": os.getpid(),
-                "comfyui_pid": None if self.proc is None else self.proc.pid}
+        return {"worker": self.name, "url": self.jobs.url, "node": socket.gethostname(), "pid": os.getpid()}
 
     def run(self, job):
         """Run one job: {"name", "prompt_id", "planned", "images": {upload name: bytes}}.  Returns
         {"status": "done"|"failed"|"interrupted", "prompt_id", "error", "seconds", "files": [(name, bytes)]}."""
         try:
-            return asyncio.run(self._run(job))
+            return asyncio.run(self.jobs.run(job))
         except WorkerGone:
             self._stop()
             os._exit(1)  # an actor that dies is restarted by Ray (max_restarts); the driver retries the job
 
     def cancel(self, prompt_id):
         """Ctrl-C on the driver: remove this batch's prompt from the server (called while run() waits)."""
-        self.cancelled.add(prompt_id)
+        self.jobs.cancelled.add(prompt_id)
 
-    async def _run(self, job):
+
+class ComfyJobs:
+    """One job at a time on one ComfyUI server, over its HTTP API."""
+
+    def __init__(self, worker, url, retry_timeout, poll_interval, request_timeout):
+        self.worker = worker
+        self.url = url
+        self.retry_timeout = retry_timeout
+        self.poll_interval = poll_interval
+        self.request_timeout = request_timeout
+        self.client_id = uuid.uuid4().hex
+        self.cancelled = set()
+
+    async def wait_up(self, timeout):
+        """Until the server answers; WorkerGone when the launched process ended or `timeout` passed."""
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        async with ComfyClient(self.url, self.client_id, self.request_timeout) as c:
+            while True:
+                code = self.worker.ended()
+                if code is not None:
+                    raise WorkerGone(f"{self.worker.name}: ComfyUI ended with exit code {code}; "
+                                     f"its log ends:\n{self.worker.log_tail()}")
+                try:
+                    await c.system_stats()
+                    return
+                except ServerDown as e:
+                    if time.monotonic() > deadline:
+                        raise WorkerGone(f"{self.worker.name}: {self.url} did not answer for {timeout:.0f}s ({e})") from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def run(self, job):
         pid = job["prompt_id"]
         while True:
             try:
                 async with ComfyClient(self.url, self.client_id, self.request_timeout) as c:
                     return await self._attempt(c, job, pid)
             except ServerDown:
-                await self._wait_up(self.retry_timeout)  # WorkerGone when it does not come back
+                await self.wait_up(self.retry_timeout)  # WorkerGone when it does not come back
 
     async def _attempt(self, c, job, pid):
         running, pending = await c.queue()

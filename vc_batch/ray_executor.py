@@ -125,6 +125,7 @@ class RayExecutor:
                     work_dir=work_dir, **common)))
         self.pending = collections.deque()
         self.refs = {}  # object ref -> (kind, Worker)
+        self.asks = []  # (monotonic time, Worker): ask a restarting worker whether it is ready then
         self.counts = collections.Counter()
         self.stop_requested = False
         self.bar = None
@@ -149,8 +150,8 @@ class RayExecutor:
             if w is not None:  # an existing server: it may still have (or have finished) the prompt
                 w.adopted.append(p)
             else:  # a launched ComfyUI that ended with the earlier run: its prompt is gone
-                self._requeue(p, f"{self.manifest.get(p.name).get('worker') or p.server_url} ended with the "
-                                 "earlier run", counted=p.may_have_run)
+                self._requeue(p, f"{self.manifest.get(p.name).get('worker') or p.server_url} (prompt "
+                                 f"{p.prompt_id[:8]}) ended with the earlier run", counted=p.may_have_run)
         total, done_before = len(self.planner.jobs), self.planner.done_count()
         if done_before:
             self.log(f"resuming: {done_before} of {total} job(s) already done")
@@ -192,6 +193,13 @@ class RayExecutor:
             if all(w.state == "dead" for w in self.workers):
                 return self._end(3, "giving up: every worker is gone (see the errors above); "
                                     "run the same command again to resume")
+            now = time.monotonic()
+            for due, w in [a for a in self.asks if a[0] <= now]:
+                self.asks.remove((due, w))
+                self.refs[w.actor.info.remote()] = ("info", w)
+            if not self.refs:  # only restarting workers to ask later
+                time.sleep(self.poll_interval)
+                continue
             ready, _ = self.ray.wait(list(self.refs), num_returns=1, timeout=self.poll_interval)
             for ref in ready:
                 kind, w = self.refs.pop(ref)
@@ -218,6 +226,11 @@ class RayExecutor:
     def _on_info(self, w, ref):
         try:
             info = self.ray.get(ref)
+        except self.ray.exceptions.ActorUnavailableError:
+            # restarting (calls to it fail meanwhile instead of waiting): ask again shortly
+            w.state = "restarting"
+            self.asks.append((time.monotonic() + self.poll_interval, w))
+            return
         except self.ray.exceptions.RayError as e:
             w.state = "dead"
             self.log(f"worker {w.name} is gone: {last_lines(e)}")

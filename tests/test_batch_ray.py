@@ -138,7 +138,10 @@ def test_ray_workers_launch_comfyui_one_killed_then_the_driver(tmp_path):
         killed_job, killed_url, killed_pid = wait_for(lambda: _running_job(out), 300, "a job running on a worker",
                                                       interval=0.05)
         port = int(killed_url.rsplit(":", 1)[1])
+        worker = read_manifest(out)[killed_job]["worker"].split("@")[0]
         os.kill(wait_for(lambda: _listening_pid(port), 10, "the ComfyUI pid"), signal.SIGKILL)
+        # Ray restarts that worker: a new actor process launching a fresh ComfyUI in its own folder
+        wait_for(lambda: len(glob.glob(os.path.join(work, f"{worker}-*"))) == 2, 120, "the worker restarted")
         # 2) the driver dies once the killed job is done again and some others are
         wait_for(lambda: read_manifest(out)[killed_job]["status"] == "done"
                  and sum(e["status"] == "done" for e in read_manifest(out).values()) >= 4, 300,
@@ -161,7 +164,6 @@ def test_ray_workers_launch_comfyui_one_killed_then_the_driver(tmp_path):
         assert m[n] == first[n], n  # finished before the driver died: untouched by the rerun
     killed = m[killed_job]
     assert killed["attempts"] == 2 and any("died" in line for line in killed["attempt_log"]), killed
-    assert "restart 1" in output, output
     # each job ran to its end once over all the ComfyUIs of both runs (each wrote its videos in
     # its own output folder)
     runs = {row["name"]: len(glob.glob(os.path.join(work, "*", "output", "vc_batch", row["name"], "*.mp4")))

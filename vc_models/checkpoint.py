@@ -109,6 +109,10 @@ def _describe_found(sd):
     return f"{len(sd)} tensors with top-level names {prefixes}"
 
 
+# the files load_state_dict reads: the model folders list only these
+LOADABLE_EXTENSIONS = frozenset({".safetensors", ".ckpt", ".pt", ".pth"})
+
+
 def load_state_dict(path):
     """Read a `.safetensors`, `.ckpt`/`.pt`/`.pth` (Lightning `state_dict` or DeepSpeed `module`).
 

@@ -47,6 +47,10 @@ class CheckpointError(ValueError):
 LEGACY_KEY_RENAMES = {UNET_PREFIX + "framestride_embed.": UNET_PREFIX + "fps_embedding."}
 
 
+# the files load_state_dict reads: the model folders list only these
+LOADABLE_EXTENSIONS = frozenset({".safetensors", ".ckpt", ".pt", ".pth"})
+
+
 def load_state_dict(path):
     """Read a `.safetensors`, `.ckpt`/`.pt`/`.pth` (Lightning `state_dict` or DeepSpeed `module`).
 

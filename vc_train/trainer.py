@@ -9,7 +9,6 @@ import hashlib
 import logging
 import math
 import os
-import resource
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -19,6 +18,7 @@ import torch
 from . import stages
 from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
+from ..vc_models.process_memory import peak_rss_bytes
 from .data import VideoDataset, SampleStream, list_videos, DatasetError, dataset_digest
 from .distributed import Distributed
 from .objective import NoiseSchedule, step_generator, eps_loss, dropout_mask
@@ -567,7 +567,7 @@ class Trainer:
         samples = self.dist.gather(sorted(self.epoch0_samples))
         timed = self.step_times[1:] or self.step_times
         per_step = sum(timed) / len(timed) if timed else float("nan")
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = peak_rss_bytes() / 2**20
         summary = {
             "step": self.step, "world_size": self.dist.world_size, "device": str(self.device),
             "samples_per_sec": (self.cfg.batch_size * self.cfg.grad_accum * self.dist.world_size / per_step

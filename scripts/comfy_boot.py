@@ -1,4 +1,4 @@
-"""Import the ComfyUI host (from $COMFYUI_PATH or .venv/comfyui-path) into a plain Python process
+"""Import the ComfyUI host (from $COMFYUI_PATH or the running venv's comfyui-path) into a plain Python process
 and load this pack as the module `comfyui_videocrafter`, as tests/comfy_host.py does for tests.
 
 The repository root is the pack itself, so it must never go on sys.path (its `nodes/` package
@@ -50,9 +50,10 @@ SMOKE_COMPLETE = ".complete"  # written by scripts/make_smoke_models.py once eve
 
 
 def comfyui_path():
+    """$COMFYUI_PATH, else the host scripts/setup_host.sh built for the running venv (each host has its own)."""
     path = os.environ.get("COMFYUI_PATH")
     if not path:
-        marker = os.path.join(REPO, ".venv", "comfyui-path")
+        marker = os.path.join(sys.prefix, "comfyui-path")
         path = open(marker).read().strip() if os.path.exists(marker) else os.path.join(REPO, ".host", "ComfyUI")
     if not os.path.isfile(os.path.join(path, "main.py")):
         raise SystemExit(f"No ComfyUI at {path}: set COMFYUI_PATH or run scripts/setup_host.sh")

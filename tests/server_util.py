@@ -1,4 +1,4 @@
-"""Start and stop a real ComfyUI server (the host from `.venv/comfyui-path`) for tests.
+"""Start and stop a real ComfyUI server (the host of the running venv, see comfy_boot.comfyui_path) for tests.
 
 Usage:
     srv = ComfyServer(tmp_path).start()      # free port, temp input/output dirs, tiny checkpoints

@@ -6,6 +6,7 @@ would shadow ComfyUI's `nodes.py`); the pack is loaded from its __init__.py by f
 """
 import importlib
 import importlib.util
+import json
 import os
 import sys
 
@@ -94,3 +95,28 @@ def boot(cpu=None, extra_args=()):
 def pack(submodule):
     boot()
     return importlib.import_module(f"{PACK_MODULE}.{submodule}")
+
+
+def object_info(node_types):
+    """`node_types`' definitions as the host's /object_info serves them (inputs in order, outputs), read
+    in-process from the node classes: core nodes, the built-in extra nodes and this pack's."""
+    import asyncio
+    module = boot(cpu=True)
+    # main.py imports the host's `utils` package first; without it a core module's `import utils` can bind
+    # comfy/utils.py under that name and the server module (imported by some extra nodes) fails
+    importlib.import_module("utils.install_util")
+    import nodes
+    if not set(node_types) <= set(nodes.NODE_CLASS_MAPPINGS) | set(module.NODE_CLASS_MAPPINGS):
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    classes = {**nodes.NODE_CLASS_MAPPINGS, **module.NODE_CLASS_MAPPINGS}
+    info = {}
+    for name in node_types:
+        cls = classes[name]
+        if hasattr(cls, "GET_NODE_INFO_V1"):  # a node of the new API (comfy_api)
+            info[name] = cls.GET_NODE_INFO_V1()
+        else:
+            inputs = cls.INPUT_TYPES()
+            info[name] = {"input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
+                          "output": list(cls.RETURN_TYPES),
+                          "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))}
+    return json.loads(json.dumps(info))  # lists where the classes have tuples, as the server sends them

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from server_util import ComfyServer, GOLDEN, REPO, http_json
+import build_workflows  # noqa: E402  (scripts/, on the path through server_util)
 
 WORKFLOWS = os.path.join(REPO, "workflows")
 TINY_FOR = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_t2v_1024": "tiny_t2v_v1.safetensors",
@@ -80,17 +81,38 @@ def test_every_node_registers_with_tooltips(server):
 
 
 def assert_widgets_match(info, ui, label):
-    """Each node of a UI graph is a real node with one widget value per widget input (the frontend's order,
-    plus the seed's control_after_generate and LoadImage's upload widget); UI-only nodes are skipped."""
+    """Each node of a UI graph is a node of this host whose frontend reads its widget values as the builder
+    meant (one per widget, in the frontend's order, each one its widget can hold; scripts/build_workflows.py
+    ui_widgets) and whose links end on the sockets of those names; UI-only nodes are skipped."""
+    problems = []
     for node in ui["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
-        spec = info[node["type"]]["input"]
-        widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
-                   if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-        extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
-                    or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
-        assert len(node["widgets_values"]) == len(widgets) + extra, (label, node["type"], widgets)
+        assert node["type"] in info, (label, node["type"], "not a node of this host")
+        problems += build_workflows.widget_problems(info[node["type"]], node["type"], node["widgets_values"])
+        sockets = [name for name, _ in build_workflows.ui_sockets(info[node["type"]])[0]]
+        problems += [f"{node['type']} input {i} is {slot['name']}, this host's is {sockets[i:i + 1]}"
+                     for i, slot in enumerate(node["inputs"]) if sockets[i:i + 1] != [slot["name"]]]
+    assert not problems, (label, problems)
+
+
+def test_every_shipped_ui_workflow_reads_on_this_host(server):
+    """Every shipped UI graph on this host: its widget values read as meant; each node at least the size this
+    host's frontend draws it (else it grows onto a neighbour); no two node rectangles overlap, no link runs
+    under a node and the Note covers nothing."""
+    info = server.object_info()
+    names = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
+    assert len(names) >= 11, names
+    for name in names:
+        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
+            ui = json.load(f)
+        assert_widgets_match(info, ui, name)
+        for node in ui["nodes"]:
+            if node["type"] not in FRONTEND_ONLY:
+                needed = build_workflows.node_size(info[node["type"]], node["widgets_values"])
+                assert node["size"][0] >= needed[0] and node["size"][1] >= needed[1], (name, node["title"], needed)
+        assert build_workflows.layout_problems(ui) == [], name
+        assert sum(n["type"] == "Note" for n in ui["nodes"]) == 1, name
 
 
 def test_ui_workflows_match_the_nodes(server):

@@ -37,9 +37,10 @@ NODE_TYPES = {
 
 # Model files: the names `scripts/download_models.py` / the VideoCrafter Model Downloader node write into
 # models/videocrafter (vc_models/download.py RELEASED_MODELS), with the released file they come from.
-# No `properties.models` entry: ComfyUI's Missing Models dialog downloads only .safetensors/.sft files and the
-# releases are .ckpt pickles (naming the pickle URL with a .safetensors name would store a pickle under that
-# name). Each UI graph carries a Note saying how to get the file instead.
+# ComfyUI's Missing Models dialog downloads only .safetensors/.sft files and the releases are .ckpt pickles
+# (naming the pickle URL with a .safetensors name would store a pickle under that name), so a loader's
+# `properties.models` entry names the folder (0.33's panel lists it instead of "Unknown") and, as its URL,
+# the README's instructions (no download: not a model host); each UI graph also carries a Note saying how.
 MODELS = {
     "vc2_t2v_512": ("videocrafter2_t2v_512.safetensors", "https://huggingface.co/VideoCrafter/VideoCrafter2/resolve/main/model.ckpt"),
     "vc1_t2v_1024": ("videocrafter1_t2v_1024.safetensors", "https://huggingface.co/VideoCrafter/Text2Video-1024/resolve/main/model.ckpt"),
@@ -63,6 +64,17 @@ TURBO_UNETS = {
 MODELS["vc2_turbo_v2"] = MODELS["vc2_t2v_512"]  # the turbo workflow's checkpoint: VideoCrafter2 (CLIP, VAE)
 # downloader ids of the files a workflow loads, where they are not just the workflow's own id
 WORKFLOW_DOWNLOADS = {"vc2_turbo_v2": ["vc2_t2v_512", "turbo_v2_mg"], "dc_512_loop": ["dc_512_interp"]}
+
+
+MODEL_FOLDER = "videocrafter"
+MODELS_GUIDE_URL = "https://github.com/comfyui-videocrafter/ComfyUI-VideoCrafter#getting-the-models"
+
+
+def model_entries(widgets):
+    """The `properties.models` entries of a node whose widget values name model files of the downloader."""
+    files = {name for name, _url in {**MODELS, **TURBO_UNETS}.values()}
+    return [{"name": value, "url": MODELS_GUIDE_URL, "directory": MODEL_FOLDER}
+            for value in widgets if isinstance(value, str) and value in files]
 
 
 def model_note(variant, node_id):
@@ -383,6 +395,9 @@ def to_ui(nodes, variant, object_info):
         if problems:
             raise ValueError(f"workflow {variant}: " + "; ".join(problems))
         in_sockets, outs = sockets[nid]
+        properties = {"Node name for S&R": ntype}
+        if model_entries(widgets):
+            properties["models"] = model_entries(widgets)
         ui_nodes.append({
             "id": nid, "type": ntype, "pos": list(pos), "flags": {},
             # room for one optional widget a newer host adds (0.33's Create Video bit_depth)
@@ -391,7 +406,7 @@ def to_ui(nodes, variant, object_info):
             "inputs": [{"name": n, "type": t, "link": link_of.get((nid, i))} for i, (n, t) in enumerate(in_sockets)],
             "outputs": [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}
                         for i, (n, t) in enumerate(outs)],
-            "properties": {"Node name for S&R": ntype},
+            "properties": properties,
             "widgets_values": list(widgets),
         })
     if variant in MODELS or variant in WORKFLOW_DOWNLOADS:

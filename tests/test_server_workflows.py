@@ -122,9 +122,13 @@ def test_ui_workflows_match_the_nodes(server):
         with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
             ui = json.load(f)
         assert_widgets_match(info, ui, name)
-        # the file the downloader writes; no Missing Models entry (that dialog refuses the released .ckpt)
+        # the file the downloader writes; its Missing Models entry names the folder and the instructions, never
+        # a download (the released file is a .ckpt pickle, the dialog would store it under the .safetensors name)
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
-        assert loader["widgets_values"][0] == f"{DOWNLOAD_NAMES[name]}" and "models" not in loader["properties"]
+        assert loader["widgets_values"][0] == f"{DOWNLOAD_NAMES[name]}"
+        assert loader["properties"]["models"] == [{"name": DOWNLOAD_NAMES[name], "directory": "videocrafter",
+                                                   "url": build_workflows.MODELS_GUIDE_URL}]
+        assert not build_workflows.MODELS_GUIDE_URL.startswith("https://huggingface.co/")
         note = next(n for n in ui["nodes"] if n["type"] == "Note")
         assert f"download_models.py {name}" in note["widgets_values"][0]
 

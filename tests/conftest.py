@@ -162,3 +162,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def core_context_windows(model, **overrides):
+    """The MODEL through core 'Context Windows (Manual)' on the frame axis (dim 2), every other input at this
+    host's default (0.33 added `freenoise`, `causal_window_fix` and the retain/split inputs; older hosts lack
+    them): `overrides` set inputs by name, and one this host does not have is an error."""
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode as node
+    spec = node.INPUT_TYPES()
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    unknown = set(overrides) - set(inputs)
+    assert not unknown, f"Context Windows (Manual) of this host has no input {sorted(unknown)}"
+    values = {name: s[1]["default"] if "default" in s[1] else (s[0] if isinstance(s[0], list) else s[1]["options"])[0]
+              for name, s in inputs.items() if name != "model"}
+    values.update(dim=2, **overrides)
+    result = node.execute(model, **values) if hasattr(node, "execute") else getattr(node(), node.FUNCTION)(model, **values)
+    return (result.result if hasattr(result, "result") else result)[0]
+
+
+def has_core_input(node, name):
+    """Whether this host's core node class takes input `name` (inputs differ between supported hosts)."""
+    spec = node.INPUT_TYPES()
+    return name in {**spec["required"], **spec.get("optional", {})}

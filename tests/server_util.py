@@ -1,4 +1,4 @@
-"""Start and stop a real ComfyUI server (the host from `.venv/comfyui-path`) for tests.
+"""Start and stop a real ComfyUI server (the host of the running venv, see comfy_boot.comfyui_path) for tests.
 
 Usage:
     srv = ComfyServer(tmp_path).start()      # free port, temp input/output dirs, tiny checkpoints
@@ -214,14 +214,17 @@ FRONTEND_ONLY = {"Note", "MarkdownNote"}  # UI nodes the server does not know
 
 
 def assert_widgets_match(info, ui, label):
-    """Each node of a UI graph is a real node with one widget value per widget input (the frontend's order,
-    plus the seed's control_after_generate and LoadImage's upload widget); UI-only nodes are skipped."""
+    """Each node of a UI graph is a node of this host whose frontend reads its widget values as the builder
+    meant (one per widget, in the frontend's order, each one its widget can hold; scripts/build_workflows.py
+    ui_widgets) and whose links end on the sockets of those names; UI-only nodes are skipped."""
+    import build_workflows  # scripts/ (on the path above): the builder's own reading of a node definition
+    problems = []
     for node in ui["nodes"]:
         if node["type"] in FRONTEND_ONLY:
             continue
-        spec = info[node["type"]]["input"]
-        widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
-                   if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-        extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
-                    or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
-        assert len(node["widgets_values"]) == len(widgets) + extra, (label, node["type"], widgets)
+        assert node["type"] in info, (label, node["type"], "not a node of this host")
+        problems += build_workflows.widget_problems(info[node["type"]], node["type"], node["widgets_values"])
+        sockets = [name for name, _ in build_workflows.ui_sockets(info[node["type"]])[0]]
+        problems += [f"{node['type']} input {i} is {slot['name']}, this host's is {sockets[i:i + 1]}"
+                     for i, slot in enumerate(node["inputs"]) if sockets[i:i + 1] != [slot["name"]]]
+    assert not problems, (label, problems)

@@ -5,8 +5,9 @@ import sys
 
 import pytest
 
-from server_util import (REPO, START_IMAGE, assert_widgets_match, fill_inputs, load_workflow, output_files, submit,
+from server_util import (FRONTEND_ONLY, REPO, START_IMAGE, assert_widgets_match, fill_inputs, load_workflow, output_files, submit,
                          wait_history)
+import build_workflows  # noqa: E402  (scripts/, on the path through server_util)
 
 sys.path.insert(0, REPO)
 from vc_models import registry  # noqa: E402  (the pack's model list; no ComfyUI import)
@@ -36,6 +37,25 @@ def test_every_node_registers_with_tooltips(server):
     assert "videocrafter_uniform" in info["KSampler"]["input"]["required"]["scheduler"][0]
 
 
+def test_every_shipped_ui_workflow_reads_on_this_host(server):
+    """Every shipped UI graph on this host: its widget values read as meant; each node at least the size this
+    host's frontend draws it (else it grows onto a neighbour); no two node rectangles overlap, no link runs
+    under a node and the Note covers nothing."""
+    info = server.object_info()
+    names = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
+    assert len(names) >= 11, names
+    for name in names:
+        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
+            ui = json.load(f)
+        assert_widgets_match(info, ui, name)
+        for node in ui["nodes"]:
+            if node["type"] not in FRONTEND_ONLY:
+                needed = build_workflows.node_size(info[node["type"]], node["widgets_values"])
+                assert node["size"][0] >= needed[0] and node["size"][1] >= needed[1], (name, node["title"], needed)
+        assert build_workflows.layout_problems(ui) == [], name
+        assert sum(n["type"] == "Note" for n in ui["nodes"]) == 1, name
+
+
 def test_ui_workflows_match_the_nodes(server):
     """Each UI graph names real nodes with one widget value per widget input (the frontend's order)."""
     info = server.object_info()
@@ -43,9 +63,14 @@ def test_ui_workflows_match_the_nodes(server):
         with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
             ui = json.load(f)
         assert_widgets_match(info, ui, name)
-        # the file the downloader writes; no Missing Models entry (that dialog refuses the released .ckpt)
+        # the file the downloader writes; its Missing Models entry names the folder and the instructions, never
+        # a download (the released file is a .ckpt pickle, the dialog would store it under the .safetensors name)
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
-        assert loader["widgets_values"][0] == registry.entry(name).release.file_name and "models" not in loader["properties"]
+        name_ = registry.entry(name).release.file_name
+        assert loader["widgets_values"][0] == name_
+        assert loader["properties"]["models"] == [{"name": name_, "directory": "videocrafter",
+                                                   "url": build_workflows.MODELS_GUIDE_URL}]
+        assert not build_workflows.MODELS_GUIDE_URL.startswith("https://huggingface.co/")
         note = next(n for n in ui["nodes"] if n["type"] == "Note")
         assert f"download_models.py {name}" in note["widgets_values"][0]
 

@@ -77,9 +77,21 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         return super().concat_cond(**kwargs)
 
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        # core Context Windows pass a latent-shaped concat conditioning whole: cut it to the window
+        # 0.3.75's Context Windows pass a latent-shaped concat conditioning whole: cut it to the window (on 0.33
+        # resize_cond_for_context_window cut it already, and one of the window's length is left alone)
         c_concat = frames_of_context_window(c_concat, x.shape[2], transformer_options)
         return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
+        """ComfyUI 0.33's Context Windows ask the model first how to cut a conditioning to a window (and would
+        otherwise cut any whose dim 2 matches the frame count, a 64-wide text embedding of 64 frames too).
+        On the frame axis only the concat latent is per frame; text, image tokens, fps and turbo guidance are
+        per video and stay whole. 0.3.75 never asks: `_apply_model` cuts the concat latent there."""
+        if window.dim != 2:
+            return None  # windows over another axis: core's own rule
+        if cond_key == "c_concat":
+            return cond_value._copy_with(window.get_tensor(cond_value.cond, device, retain_index_list=retain_index_list))
+        return cond_value
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)

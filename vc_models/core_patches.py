@@ -100,7 +100,7 @@ def _scales(patches):
 
 
 def _check_model_sampling(patcher):
-    from .model_base import ScaledModelSampling
+    from .model_sampling import ScaledModelSampling
     replacement = patcher.object_patches.get("model_sampling")
     if replacement is None or isinstance(replacement, ScaledModelSampling):
         return
@@ -117,7 +117,7 @@ def _check_model_sampling(patcher):
 
 def _process(model_sampling):
     """This model's process in words (what a replacement would have to compute)."""
-    from .model_base import ConsistencyModelSampling, ScaledVModelSampling
+    from .model_sampling import ConsistencyModelSampling, ScaledVModelSampling
     if isinstance(model_sampling, ConsistencyModelSampling):
         return "LCM boundary condition on the plain eps schedule"
     parts = ["v-prediction" if isinstance(model_sampling, ScaledVModelSampling) else "eps-prediction"]

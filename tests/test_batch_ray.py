@@ -191,8 +191,6 @@ def test_ray_workers_on_existing_servers_driver_then_a_server_killed(tmp_path):
     try:
         assert keep.alive() and victim.alive(), keep.log_tail() + victim.log_tail()
         rows = [t2v_row(f"s{i}", 200 + i) for i in range(8)]
-        for r in rows:
-            r["steps"] = 3
         table = write_table(tmp_path / "jobs.csv", rows)
         out = str(tmp_path / "out")
         args = _cli(table, "--out", out, "--ray", "local", "--server", keep.url, "--server", victim.url,
@@ -216,7 +214,7 @@ def test_ray_workers_on_existing_servers_driver_then_a_server_killed(tmp_path):
             wait_for(lambda: _running_job(out, servers={victim.url}), 300, "a job running on the second server",
                      interval=0.05)
             victim.stop(kill=True)
-            proc.wait(300)
+            proc.wait(600)
         finally:
             _stop(proc)
             log.close()
@@ -239,7 +237,10 @@ def test_ray_workers_on_existing_servers_driver_then_a_server_killed(tmp_path):
         for n in left_on_servers:
             if m[n]["server"] == keep.url and first[n]["server"] == keep.url:
                 assert m[n]["prompt_id"] == first[n]["prompt_id"] and m[n]["attempts"] == 1, (m[n], first[n])
-        assert any("died" in line for e in m.values() for line in e.get("attempt_log") or []), output
+        # the job the victim was running is on record as lost there (its worker died, or never
+        # got its server back) and was done on the other
+        lost = [n for n, e in m.items() if any(victim.url in line for line in e.get("attempt_log") or [])]
+        assert lost and all(m[n]["server"] == keep.url for n in lost), output
     finally:
         _stop(proc)
         for s in servers:

@@ -74,7 +74,8 @@ def connect(address, num_cpus=None, timeout=10.0):
     try:
         ray.init(runtime_env=runtime_env, log_to_driver=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RayUnavailable(f"--ray {address}: could not connect to Ray: {e}") from None
+        raise RayUnavailable(f"--ray {address}: could not connect to Ray: {e} (start a cluster with "
+                             "`ray start --head`, or use --ray local)") from None
     return ray
 
 
@@ -348,8 +349,13 @@ class RayExecutor:
 
 
 def last_lines(error, n=12):
-    """The end of a worker's error: where its own exception (and ComfyUI's log) is."""
-    return "\n".join(str(error).strip().splitlines()[-n:])
+    """What a worker that could not start said: its WorkerGone message (with the end of ComfyUI's
+    log) when it gave one, else the end of Ray's error."""
+    text = str(error).strip()
+    marker = "WorkerGone: "
+    if marker in text:
+        return text[text.rindex(marker) + len(marker):]
+    return "\n".join(text.splitlines()[-n:])
 
 
 def first_line(error):

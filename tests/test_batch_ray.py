@@ -21,7 +21,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from server_util import ComfyServer, comfyui_path, free_port, http_json, venv_python  # noqa: E402
-from batch_util import (CLI, T2V_WF, assert_video, history_of, job_files, read_manifest,  # noqa: E402
+from batch_util import (CLI, assert_video, history_of, job_files, read_manifest,  # noqa: E402
                         runs_per_job, t2v_row, wait_for, write_table)
 
 NO_RAY = ("import runpy, sys; sys.modules['ray'] = None; sys.argv = sys.argv[1:]; "
@@ -191,8 +191,6 @@ def test_ray_workers_on_existing_servers_driver_then_a_server_killed(tmp_path):
     try:
         assert keep.alive() and victim.alive(), keep.log_tail() + victim.log_tail()
         rows = [t2v_row(f"s{i}", 200 + i) for i in range(8)]
-        for r in rows:
-            r["steps"] = 3
         table = write_table(tmp_path / "jobs.csv", rows)
         out = str(tmp_path / "out")
         args = _cli(table, "--out", out, "--ray", "local", "--server", keep.url, "--server", victim.url,
@@ -216,7 +214,7 @@ def test_ray_workers_on_existing_servers_driver_then_a_server_killed(tmp_path):
             wait_for(lambda: _running_job(out, servers={victim.url}), 300, "a job running on the second server",
                      interval=0.05)
             victim.stop(kill=True)
-            proc.wait(300)
+            proc.wait(600)
         finally:
             _stop(proc)
             log.close()
@@ -239,8 +237,39 @@ def test_ray_workers_on_existing_servers_driver_then_a_server_killed(tmp_path):
         for n in left_on_servers:
             if m[n]["server"] == keep.url and first[n]["server"] == keep.url:
                 assert m[n]["prompt_id"] == first[n]["prompt_id"] and m[n]["attempts"] == 1, (m[n], first[n])
-        assert any("died" in line for e in m.values() for line in e.get("attempt_log") or []), output
+        # the job the victim was running is on record as lost there (its worker died, or never
+        # got its server back) and was done on the other
+        lost = [n for n, e in m.items() if any(victim.url in line for line in e.get("attempt_log") or [])]
+        assert lost and all(m[n]["server"] == keep.url for n in lost), output
     finally:
         _stop(proc)
         for s in servers:
             s.stop(kill=True)
+
+
+def test_ray_ctrl_c_cancels_the_running_job(tmp_path):
+    """Ctrl-C: the worker removes the batch's prompt from its ComfyUI, the job is `cancelled`
+    (it runs on the next start), the command exits 130 and its ComfyUI ends."""
+    pytest.importorskip("ray", reason='needs Ray: pip install -r requirements-cluster.txt')
+    models = ComfyServer(tmp_path / "models")
+    rows = [t2v_row(f"c{i}", 300 + i) for i in range(3)]
+    for r in rows:
+        r["steps"] = 12  # long enough to be caught running
+    table = write_table(tmp_path / "jobs.csv", rows)
+    out, work = str(tmp_path / "out"), str(tmp_path / "workers")
+    proc = subprocess.Popen(_cli(table, "--out", out, "--ray", "local", "--workers", "1", "--comfyui", comfyui_path(),
+                                 "--worker-dir", work,
+                                 "--comfyui-args", f"--cpu --extra-model-paths-config {models.yaml_path}"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _, url, _ = wait_for(lambda: _running_job(out), 300, "a job running", interval=0.1)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        _stop(proc)
+    assert proc.returncode == 130, output
+    m = read_manifest(out)
+    assert sorted(e["status"] for e in m.values()) == ["cancelled", "pending", "pending"], (m, output)
+    assert all(job_files(out, r["name"]) == [] for r in rows)
+    port = int(url.rsplit(":", 1)[1])
+    wait_for(lambda: not _listening_pid(port), 60, "the worker's ComfyUI to end")

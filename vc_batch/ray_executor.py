@@ -19,12 +19,8 @@ import time
 import uuid
 
 from .client import ComfyClient, open_part
+from .ledger import Ledger
 from .worker import ComfyWorker
-
-try:
-    from tqdm import tqdm
-except ImportError:  # pragma: no cover - tqdm comes with ComfyUI
-    tqdm = None
 
 INSTALL = 'pip install "ray[default]"  (or: pip install -r requirements-cluster.txt)'
 
@@ -74,7 +70,8 @@ def connect(address, num_cpus=None, timeout=10.0):
     try:
         ray.init(runtime_env=runtime_env, log_to_driver=False, **kwargs)
     except (ConnectionError, RuntimeError, ValueError) as e:
-        raise RayUnavailable(f"--ray {address}: could not connect to Ray: {e}") from None
+        raise RayUnavailable(f"--ray {address}: could not connect to Ray: {e} (start a cluster with "
+                             "`ray start --head`, or use --ray local)") from None
     return ray
 
 
@@ -92,19 +89,15 @@ class Worker:
         self.restarts = 0
 
 
-class RayExecutor:
+class RayExecutor(Ledger):
     def __init__(self, planner, out_dir, *, ray, workers=None, servers=(), comfyui=None, comfyui_python=None,
                  comfyui_args="", work_dir=None, cpus_per_worker=1.0, gpus_per_worker=None, max_restarts=3,
                  max_attempts=3, retry_timeout=600.0, poll_interval=1.0, request_timeout=120.0, progress=None,
                  log=None):
-        self.planner = planner
-        self.manifest = planner.manifest
+        super().__init__(planner, max_attempts, progress, log)
         self.out_dir = os.path.abspath(out_dir)
         self.ray = ray
-        self.max_attempts = max(1, int(max_attempts))
         self.poll_interval = poll_interval
-        self.progress = progress
-        self._log = log
         if gpus_per_worker is None:  # one GPU each where the cluster has GPUs
             gpus_per_worker = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         options = dict(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker, max_restarts=max_restarts,
@@ -126,17 +119,7 @@ class RayExecutor:
         self.pending = collections.deque()
         self.refs = {}  # object ref -> (kind, Worker)
         self.asks = []  # (monotonic time, Worker): ask a restarting worker whether it is ready then
-        self.counts = collections.Counter()
         self.stop_requested = False
-        self.bar = None
-
-    def log(self, msg):
-        if self._log:
-            self._log(msg)
-        elif tqdm is not None:
-            tqdm.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr, flush=True)
 
     # -- main ----------------------------------------------------------------------------
     def run(self):
@@ -152,13 +135,7 @@ class RayExecutor:
             else:  # a launched ComfyUI that ended with the earlier run: its prompt is gone
                 self._requeue(p, f"{self.manifest.get(p.name).get('worker') or p.server_url} (prompt "
                                  f"{p.prompt_id[:8]}) ended with the earlier run", counted=p.may_have_run)
-        total, done_before = len(self.planner.jobs), self.planner.done_count()
-        if done_before:
-            self.log(f"resuming: {done_before} of {total} job(s) already done")
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
-        if tqdm is not None and show:
-            self.bar = tqdm(total=total, initial=done_before, unit="job", desc="jobs", dynamic_ncols=True,
-                            file=sys.stderr)
+        self.open_bar()
         for w in self.workers:
             self.refs[w.actor.info.remote()] = ("info", w)
         previous = signal.getsignal(signal.SIGINT)
@@ -187,12 +164,12 @@ class RayExecutor:
                     w.actor.cancel.remote(w.job.prompt_id)
                 cancel_sent = True
             if self.stop_requested and not busy:
-                return self._end(130)
+                return self.end(130, "stopped; run the same command again to resume")
             if not self.pending and not busy and not any(w.adopted for w in self.workers):
-                return self._end(1 if self.counts["failed"] else 0)
+                return self.end(self.exit_code())
             if all(w.state == "dead" for w in self.workers):
-                return self._end(3, "giving up: every worker is gone (see the errors above); "
-                                    "run the same command again to resume")
+                return self.end(3, "giving up: every worker is gone (see the errors above); "
+                                   "run the same command again to resume")
             now = time.monotonic()
             for due, w in [a for a in self.asks if a[0] <= now]:
                 self.asks.remove((due, w))
@@ -208,14 +185,6 @@ class RayExecutor:
                 elif kind == "job":
                     self._on_result(w, ref)
             self._show()
-
-    def _end(self, code, message=None):
-        if code == 130:
-            self.log("stopped; run the same command again to resume")
-        if message:
-            self.log(message)
-        self.log(self.planner.summary())
-        return code
 
     def _show(self):
         if self.bar is not None:
@@ -261,18 +230,14 @@ class RayExecutor:
                 with open(local, "rb") as f:
                     images[name] = f.read()
         except OSError as e:
-            self._fail(p, f"image could not be read: {e}")
+            self.fail(p, f"image could not be read: {e}")
             return
         if resume:
             self.log(f"{p.name}: looking for its prompt {p.prompt_id[:8]} on {w.url} (submitted by an earlier run)")
+        elif self.out_of_attempts(p):
+            return
         else:
-            entry = self.manifest.get(p.name) or {}
-            attempts = entry.get("attempts") or 0
-            if attempts >= self.max_attempts:
-                log = "; ".join(entry.get("attempt_log") or [])
-                self._fail(p, f"gave up after {attempts} attempt(s) (--max-attempts {self.max_attempts})"
-                              + (f": {log}" if log else ""))
-                return
+            attempts = self.attempts(p)
             p.prompt_id = str(uuid.uuid4())
             self.manifest.update(p.name, status="queued", prompt_id=p.prompt_id, server=w.url,
                                  worker=f"{w.name}@{w.node}", attempts=attempts + 1, fingerprint=p.fingerprint,
@@ -295,7 +260,7 @@ class RayExecutor:
             return
         except self.ray.exceptions.RayError as e:
             w.state = "idle"
-            self._fail(p, f"worker {w.name}: {first_line(e)}")
+            self.fail(p, f"worker {w.name}: {first_line(e)}")
             return
         w.state = "idle"
         if result["status"] == "done":
@@ -305,19 +270,11 @@ class RayExecutor:
         elif result["status"] == "interrupted":
             self._requeue(p, f"{w.url} prompt {p.prompt_id[:8]}: {result['error']}", counted=True)
         else:
-            self._fail(p, result["error"])
+            self.fail(p, result["error"])
 
     def _requeue(self, p, why, counted):
-        """Submit p again (a new attempt) on the next free worker; `counted`: the attempt that ended
-        may have run (it may be what killed the worker), so it counts against --max-attempts."""
-        entry = self.manifest.get(p.name) or {}
-        attempts = entry.get("attempts") or 0
-        note = why + ("" if counted else " before it ran (not counted)")
-        self.manifest.update(p.name, status="pending", attempts=attempts if counted else max(0, attempts - 1),
-                             attempt_log=(entry.get("attempt_log") or []) + [note], error=why)
-        self.log(f"{p.name}: {note}; submitting it again")
-        p.prompt_id = None
-        p.may_have_run = False
+        """Submit p again (a new attempt) on the next free worker."""
+        self.retry(p, why, counted)
         self.pending.appendleft(p)
 
     def _done(self, w, p, result):
@@ -332,24 +289,17 @@ class RayExecutor:
         seconds = result["seconds"]
         if seconds is None:
             seconds = round(time.monotonic() - p.submitted, 3)
-        self.manifest.update(p.name, status="done", prompt_id=result["prompt_id"], files=files, seconds=seconds,
-                             error=None)
-        self.counts["done"] += 1
-        self.log(f"done {p.name}: {', '.join(files)} ({seconds}s, {w.name})")
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def _fail(self, p, error):
-        self.manifest.update(p.name, status="failed", error=error)
-        self.counts["failed"] += 1
-        self.log(f"FAILED {p.name}: {error}")
-        if self.bar is not None:
-            self.bar.update(1)
+        self.done(p, files, seconds, f", {w.name}", prompt_id=result["prompt_id"])
 
 
 def last_lines(error, n=12):
-    """The end of a worker's error: where its own exception (and ComfyUI's log) is."""
-    return "\n".join(str(error).strip().splitlines()[-n:])
+    """What a worker that could not start said: its WorkerGone message (with the end of ComfyUI's
+    log) when it gave one, else the end of Ray's error."""
+    text = str(error).strip()
+    marker = "WorkerGone: "
+    if marker in text:
+        return text[text.rindex(marker) + len(marker):]
+    return "\n".join(text.splitlines()[-n:])
 
 
 def first_line(error):

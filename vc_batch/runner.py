@@ -15,6 +15,7 @@ import aiohttp
 
 from .client import (NO_OUTPUT, ComfyClient, PromptRejected, RequestFailed, ServerDown, output_file_names,
                      parse_history, partial_rejection)
+from .ledger import Ledger
 
 try:
     from tqdm import tqdm
@@ -49,37 +50,22 @@ class Server:
         return self.max_queued - len(self.inflight) if self.up else 0
 
 
-class BatchRunner:
+class BatchRunner(Ledger):
     """Runs the planned jobs on one ComfyUI server (several workers: ray_executor.RayExecutor)."""
 
     def __init__(self, planner, out_dir, *, server="http://127.0.0.1:8188", max_queued=2, retry_timeout=600.0,
                  max_attempts=3, poll_interval=2.0, request_timeout=60.0, progress=None, log=None):
-        self.planner = planner
-        self.jobs = planner.jobs
-        self.manifest = planner.manifest
+        super().__init__(planner, max_attempts, progress, log)
         self.out_dir = os.path.abspath(out_dir)
         self.client_id = uuid.uuid4().hex
         self.srv = Server(server, self.client_id, request_timeout, max(1, int(max_queued)))
         self.retry_timeout = retry_timeout
-        self.max_attempts = max(1, int(max_attempts))
         self.poll_interval = poll_interval
-        self.progress = progress  # None: auto (on a terminal)
-        self._log = log
         self.pending = collections.deque()
         self.stop_requested = False
         self.wake = None
-        self.counts = collections.Counter()
-        self.bar = self.step_bar = None
+        self.step_bar = None
         self._closing = False
-
-    # -- output --------------------------------------------------------------------------
-    def log(self, msg):
-        if self._log:
-            self._log(msg)
-        elif tqdm is not None:
-            tqdm.write(msg, file=sys.stderr)
-        else:
-            print(msg, file=sys.stderr, flush=True)
 
     # -- main ----------------------------------------------------------------------------
     async def run(self):
@@ -90,16 +76,9 @@ class BatchRunner:
         self._install_signals(loop, main_task)
         todo, adopt, failed = self.planner.select()
         self.counts["failed"] += failed
-        total = len(self.jobs)
-        done_before = self.planner.done_count()
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
-        if tqdm is not None and show:
-            self.bar = tqdm(total=total, initial=done_before, unit="job", position=0, desc="jobs",
-                            dynamic_ncols=True, file=sys.stderr)
+        if self.open_bar() is not None:
             self.step_bar = tqdm(total=1, unit="step", position=1, leave=False, desc="waiting",
                                  dynamic_ncols=True, file=sys.stderr)
-        if done_before:
-            self.log(f"resuming: {done_before} of {total} job(s) already done")
         srv = self.srv
         try:
             async with srv.client:
@@ -133,7 +112,7 @@ class BatchRunner:
         try:
             await self._wait_server()
         except GiveUp as g:
-            return self._end(3, str(g))
+            return self.end(3, str(g))
         if srv.inflight:
             self.log(f"checking {len(srv.inflight)} prompt(s) submitted by an earlier run")
         while True:
@@ -158,17 +137,11 @@ class BatchRunner:
                 self.log(f"warning: {e}")
                 await self._sleep(self.poll_interval)
             except GiveUp as g:
-                return self._end(3, str(g))
+                return self.end(3, str(g))
         if self.stop_requested:
             await self._cancel_ours()
-            return self._end(130)
-        return self._end(1 if self.counts["failed"] else 0)
-
-    def _end(self, code, message=None):
-        if message:
-            self.log(message)
-        self.log(self.planner.summary())
-        return code
+            return self.end(130)
+        return self.end(self.exit_code())
 
     async def _sleep(self, seconds):
         try:
@@ -216,15 +189,7 @@ class BatchRunner:
         """p's prompt is gone from srv (server restarted): queue the job again.  The attempt
         counts only if the prompt was seen running (it may be what killed the server)."""
         del srv.inflight[p.prompt_id]
-        entry = self.manifest.get(p.name) or {}
-        attempts = entry.get("attempts") or 0
-        ran = p.started is not None or p.may_have_run
-        note = f"{srv.url} prompt {p.prompt_id[:8]}: {why}" + ("" if ran else " before it ran (not counted)")
-        self.manifest.update(p.name, status="pending", attempts=attempts if ran else max(0, attempts - 1),
-                             attempt_log=(entry.get("attempt_log") or []) + [note], error=why)
-        self.log(f"{p.name}: {note}; submitting it again")
-        p.prompt_id = None
-        p.may_have_run = False
+        self.retry(p, f"{srv.url} prompt {p.prompt_id[:8]}: {why}", counted=p.started is not None or p.may_have_run)
         self.pending.appendleft(p)
 
     # -- submitting ------------------------------------------------------------------------
@@ -240,13 +205,9 @@ class BatchRunner:
                 raise
 
     async def _submit(self, srv, p):
-        entry = self.manifest.get(p.name) or {}
-        attempts = entry.get("attempts") or 0
-        if attempts >= self.max_attempts:
-            log = "; ".join(entry.get("attempt_log") or [])
-            self._fail(p, f"gave up after {attempts} attempt(s) (--max-attempts {self.max_attempts})"
-                          + (f": {log}" if log else ""))
+        if self.out_of_attempts(p):
             return
+        attempts = self.attempts(p)
         names = {}
         for role, (local, name) in p.uploads.items():
             if name not in srv.uploaded:
@@ -254,7 +215,7 @@ class BatchRunner:
                     with open(local, "rb") as f:
                         srv.uploaded[name] = await srv.client.upload_image(f.read(), name)
                 except (RequestFailed, OSError) as e:
-                    self._fail(p, f"{role} upload failed: {e}")
+                    self.fail(p, f"{role} upload failed: {e}")
                     return
             names[name] = srv.uploaded[name]
         wf = p.workflow_for(names)  # the final workflow, with this server's image names
@@ -269,7 +230,7 @@ class BatchRunner:
             got, node_errors = await srv.client.submit(wf, pid)
         except (PromptRejected, RequestFailed) as e:
             del srv.inflight[pid]
-            self._fail(p, f"rejected by the server: {e}" if isinstance(e, PromptRejected) else str(e))
+            self.fail(p, f"rejected by the server: {e}" if isinstance(e, PromptRejected) else str(e))
             return
         if got != pid:  # a server that ignores client prompt ids
             del srv.inflight[pid]
@@ -281,14 +242,7 @@ class BatchRunner:
             await srv.client.delete_queued([got])
             await srv.client.interrupt(got)
             del srv.inflight[got]
-            self._fail(p, partial_rejection(node_errors, wf))
-
-    def _fail(self, p, error):
-        self.manifest.update(p.name, status="failed", error=error)
-        self.counts["failed"] += 1
-        self.log(f"FAILED {p.name}: {error}")
-        if self.bar is not None:
-            self.bar.update(1)
+            self.fail(p, partial_rejection(node_errors, wf))
 
     # -- checking ----------------------------------------------------------------------------
     async def _check_inflight(self, srv):
@@ -324,12 +278,12 @@ class BatchRunner:
                 self.manifest.update(p.name, status="pending", error=result.error)
                 self.pending.append(p)
                 return
-            self._fail(p, result.error if not result.interrupted else
+            self.fail(p, result.error if not result.interrupted else
                        f"{result.error}, {attempts} time(s) (--max-attempts {self.max_attempts})")
             return
         if not result.outputs:
             del srv.inflight[p.prompt_id]
-            self._fail(p, NO_OUTPUT)
+            self.fail(p, NO_OUTPUT)
             return
         job_dir = os.path.join(self.out_dir, p.name)
         os.makedirs(job_dir, exist_ok=True)
@@ -339,18 +293,14 @@ class BatchRunner:
                 await srv.client.download(it, os.path.join(job_dir, fname))  # ServerDown propagates
             except RequestFailed as e:
                 del srv.inflight[p.prompt_id]
-                self._fail(p, f"could not download its output: {e}")
+                self.fail(p, f"could not download its output: {e}")
                 return
             files.append(os.path.join(p.name, fname))
         del srv.inflight[p.prompt_id]
         seconds = result.seconds
         if seconds is None and p.submitted is not None:
             seconds = round(time.monotonic() - p.submitted, 3)
-        self.manifest.update(p.name, status="done", files=files, seconds=seconds, error=None)
-        self.counts["done"] += 1
-        self.log(f"done {p.name}: {', '.join(files)} ({seconds}s)")
-        if self.bar is not None:
-            self.bar.update(1)
+        self.done(p, files, seconds)
 
     # -- websocket -------------------------------------------------------------------------
     async def _ws_loop(self, srv):

@@ -54,6 +54,18 @@ def test_model_uses_the_patcher_class_core_picks(pack, models_dir, core_patcher)
     assert torch.isfinite(samples).all() and samples.shape == (1, 4, 2, 8, 8)
 
 
+def test_dynamic_patcher_class_on_the_cpu(pack, models_dir, monkeypatch):
+    """With 0.33's main.py swap in place (CoreModelPatcher = ModelPatcherDynamic), a CPU load device gets core's
+    reroute to the plain ModelPatcher: the pack's MODEL takes it and is not dynamic."""
+    import comfy.model_patcher
+    if not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
+        pytest.skip("this ComfyUI has no dynamic-VRAM patcher (0.33+)")
+    monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcherDynamic)
+    model, *_ = load(pack, models_dir)
+    assert type(model) is comfy.model_patcher.ModelPatcher and not model.is_dynamic()
+    assert model.load_device == torch.device("cpu")
+
+
 def test_dynamic_patcher_keeps_the_loaded_tensors(pack, models_dir, monkeypatch):
     """A dynamic patcher (0.33) maps weights on demand instead of copying them: core loads with assign=True,
     and so does the pack. On the CPU core reroutes ModelPatcherDynamic to ModelPatcher, so a patcher that

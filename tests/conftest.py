@@ -29,6 +29,19 @@ def require_reference():
         pytest.skip(REFERENCE_MISSING)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped without it (scripts/gpu_check.sh runs them where a GPU is lent)."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if not gpu_tests:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these where one is lent)")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 def pytest_sessionstart(session):
     if comfy_host.HAVE_REFERENCE:
         return

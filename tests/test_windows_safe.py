@@ -165,9 +165,8 @@ def _vc_batch_child(code, block_filelock=False):
                           timeout=60)
 
 
-def test_manifest_lock_holds_across_processes(tmp_path):
-    sys.path.insert(0, REPO)
-    from vc_batch.manifest import Manifest
+def test_manifest_lock_holds_across_processes(pack, tmp_path):
+    Manifest = comfy_host.pack("vc_batch.manifest").Manifest  # REPO on sys.path here would shadow ComfyUI's `nodes`
     path = str(tmp_path / "runs" / "manifest.jsonl")
     held = Manifest(path).lock()
     try:

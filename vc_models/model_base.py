@@ -52,9 +52,14 @@ class VideoCrafterModelConfig(comfy.supported_models_base.BASE):
     # diffusers names from those with SD's layout.
     CORE_UNET_KEYS = ("model_channels", "in_channels", "out_channels")
 
-    def __init__(self, info):
+    def __init__(self, info, alphas_cumprod, scale_arr):
         super().__init__({"config": info.unet, **{key: getattr(info.unet, key) for key in self.CORE_UNET_KEYS}})
         self.info = info
+        self.alphas_cumprod, self.scale_arr = alphas_cumprod, scale_arr
+
+    def get_model(self, state_dict, prefix="", device=None):
+        """The model with its weights still to load (`load_model_weights`), as core's model configs build theirs."""
+        return VideoCrafterModel(self, self.alphas_cumprod, self.scale_arr, device=device)
 
 
 class VideoCrafterModel(comfy.model_base.BaseModel):
@@ -68,6 +73,16 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         self.info = info
         if info.entry.concat_latent:
             self.concat_keys = ("concat_image",)  # ComfyUI's concat_cond builds c_concat from CONCAT_LATENT_KEY
+
+    def load_model_weights(self, sd, unet_prefix="", assign=False):
+        """Core's weight loading (`assign` as core passes it: a dynamic-VRAM patcher keeps the loaded tensors),
+        but strict: tensors that do not fit the detected architecture are an error, not a logged warning."""
+        unet_sd = {k[len(unet_prefix):]: v for k, v in sd.items() if k.startswith(unet_prefix)}
+        missing, unexpected = self.diffusion_model.load_state_dict(unet_sd, strict=False, assign=assign)
+        if missing or unexpected:
+            raise ValueError(f"UNet tensors do not fit the inferred architecture: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        return self
 
     def concat_cond(self, **kwargs):
         if self.info.entry.concat_latent and kwargs.get(CONCAT_LATENT_KEY) is None:
@@ -149,9 +164,17 @@ def cpu_computes_bf16(device):
         return False
 
 
+def core_model_patcher_class():
+    """The ModelPatcher class core gives its own models now: ComfyUI 0.33 has `CoreModelPatcher`, which its
+    main.py swaps for the dynamic-VRAM `ModelPatcherDynamic` on a GPU with comfy-aimdo; 0.3.x has only ModelPatcher."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
 def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=None):
-    """ModelPatcher around a VideoCrafterModel, dtypes and devices chosen by ComfyUI's model management."""
-    config = VideoCrafterModelConfig(info)
+    """The MODEL for a VideoCrafter UNet, built the way core loads a checkpoint (comfy.sd.load_state_dict_guess_config
+    of both hosts): dtypes and devices from model management, the config's get_model, core's patcher class
+    (dynamic VRAM on 0.33), then the weights, loaded straight to the GPU when model management says so."""
+    config = VideoCrafterModelConfig(info, alphas_cumprod, scale_arr)
     load_device = comfy.model_management.get_torch_device()
     params = sum(v.numel() for v in unet_sd.values())
     stored = next(iter(unet_sd.values())).dtype
@@ -164,12 +187,14 @@ def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=N
         manual_cast = None
     config.set_inference_dtype(unet_dtype, manual_cast)
     initial_device = comfy.model_management.unet_inital_load_device(params, unet_dtype)
-    model = VideoCrafterModel(config, alphas_cumprod, scale_arr, device=initial_device)
-    missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"UNet tensors do not fit the inferred architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    logging.info("VideoCrafter: %s, UNet weights %s (compute %s)", info.description, unet_dtype, manual_cast or unet_dtype)
-    patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                               offload_device=comfy.model_management.unet_offload_device())
+    model = config.get_model(unet_sd, device=initial_device)
+    patcher = core_model_patcher_class()(model, load_device=load_device,
+                                         offload_device=comfy.model_management.unet_offload_device())
     core_patches.install(patcher)
+    dynamic = getattr(patcher, "is_dynamic", lambda: False)()  # 0.3.x patchers are never dynamic
+    model.load_model_weights(unet_sd, assign=dynamic)
+    logging.info("VideoCrafter: %s, UNet weights %s (compute %s)%s", info.description, unet_dtype,
+                 manual_cast or unet_dtype, ", dynamic VRAM" if dynamic else "")
+    if initial_device != torch.device("cpu"):
+        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
     return patcher

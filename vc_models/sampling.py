@@ -64,12 +64,24 @@ def videocrafter_trailing_sigmas(model_sampling, steps):
     return torch.cat([sigmas[trailing_timesteps(steps, len(sigmas))], sigmas[:1]]).float()
 
 
+def seeded_step_noise(x, seed):
+    """The reference's per-step noise: a generator on x's device seeded with the sampler's seed, one randn per
+    step. ComfyUI 0.3.x's default_noise_sampler draws it so; 0.33's adds 1 to the seed on the CPU, which would
+    give every eta > 0 video of a seed another result on each host."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(seed)
+    return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device,
+                                                 generator=generator)
+
+
 @torch.no_grad()
 def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, noise_sampler=None):
     """DDIM with the latent-scale schedule, in the sampler's y-space (see vc_models.model_base).
 
     Starts from unit-variance noise in the model's space when the latent is empty (as the
-    original's x_T), per-step noise from ComfyUI's seeded generator (ancestral convention).
+    original's x_T), per-step noise from a generator seeded with the sampler's seed (`seeded_step_noise`).
     """
     extra_args = {} if extra_args is None else extra_args
     ms = model.inner_model.inner_model.model_sampling
@@ -80,7 +92,7 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
         c_in = ms.input_scale(sigmas[:1].to(x.device)).reshape(())
         x = raw_noise.to(x) / c_in
     seed = extra_args.get("seed")
-    noise_sampler = noise_sampler or k_sampling.default_noise_sampler(x, seed=seed)
+    noise_sampler = noise_sampler or seeded_step_noise(x, seed)
     s_in = x.new_ones([x.shape[0]])
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]

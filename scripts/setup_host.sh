@@ -75,10 +75,11 @@ PYEOF
   mv "$staging" "$HOST_DIR"
 fi
 
-if [ ! -f "$STAMP" ] || [ "$HOST_PATH/requirements.txt" -nt "$STAMP" ] || [ requirements.txt -nt "$STAMP" ] || [ requirements-dev.txt -nt "$STAMP" ]; then
-  echo "== installing ComfyUI's requirements (less torch/torchvision/torchaudio/spandrel) and the pack's"
+if [ ! -f "$STAMP" ] || [ "$HOST_PATH/requirements.txt" -nt "$STAMP" ] || [ requirements.txt -nt "$STAMP" ] || [ requirements-dev.txt -nt "$STAMP" ] || [ requirements-cluster.txt -nt "$STAMP" ]; then
+  # requirements-cluster.txt (Ray) is optional for users (`vc_batch --ray`); the tests run the Ray executor
+  echo "== installing ComfyUI's requirements (less torch/torchvision/torchaudio/spandrel), the pack's and Ray"
   grep -v -i -E '^\s*(torch|torchvision|torchaudio|spandrel)\s*([<>=!~;].*)?$' "$HOST_PATH/requirements.txt" > "$VENV/host-requirements.txt"
-  $PIP install -q -r "$VENV/host-requirements.txt" -r requirements.txt -r requirements-dev.txt
+  $PIP install -q -r "$VENV/host-requirements.txt" -r requirements.txt -r requirements-dev.txt -r requirements-cluster.txt
   touch "$STAMP"
 fi
 

@@ -168,6 +168,14 @@ def test_model_sampling_refusal_says_why(graphs):
         sample(patched, positive, negative, latent)
 
 
+def test_model_sampling_that_describes_the_process_samples(graphs, unpatched):
+    """On DynamiCrafter 256 (plain eps, no scale_arr) core ModelSamplingDiscrete eps computes the model's own
+    process: it is kept, and samples what the model's own schedule samples."""
+    model, positive, negative, latent = graphs["tiny_dc_256"]
+    (patched,) = run_node("ModelSamplingDiscrete", model=model, sampling="eps", zsnr=False)
+    assert rel_err(sample(patched, positive, negative, latent), unpatched["tiny_dc_256"]) < 1e-4
+
+
 def core_unet(config):
     """ComfyUI's own SD UNet at the tiny model's sizes (same blocks, channels, heads, context)."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel

@@ -168,6 +168,14 @@ def test_model_sampling_refusal_says_why(graphs):
         sample(patched, positive, negative, latent)
 
 
+def test_hook_kinds_the_unet_does_not_apply_are_refused(graphs):
+    model, positive, negative, latent = graphs["tiny_t2v_v2"]
+    patched = model.clone()
+    patched.set_model_patch(lambda *args: args[0], "forward_timestep_embed_patch")
+    with pytest.raises(ValueError, match="forward_timestep_embed_patch"):
+        sample(patched, positive, negative, latent)
+
+
 def test_model_sampling_that_describes_the_process_samples(graphs, unpatched):
     """On DynamiCrafter 256 (plain eps, no scale_arr) core ModelSamplingDiscrete eps computes the model's own
     process: it is kept, and samples what the model's own schedule samples."""

@@ -30,7 +30,7 @@ _MODEL_SAMPLING_RTOL = 1e-4
 
 
 class UnsupportedPatchError(ValueError):
-    pass
+    """A core patch on a VideoCrafter MODEL that the model cannot honour."""
 
 
 def install(patcher):

@@ -3,8 +3,8 @@
 The UNet honours ComfyUI's hooks as core's SD UNet does (see `vc_models.unet`); what is left is refused
 here rather than run as a silent no-op or a different result:
 - a replaced `model_sampling` (core ModelSamplingDiscrete, ModelSamplingContinuousEDM, ...) that does not
-  describe this model's process (the latent-scale schedule, zero-terminal-SNR v, LCM's boundary condition);
-  one that computes the same (e.g. plain eps on a model without `scale_arr`) samples as it is;
+  describe this model's process (its alphas_cumprod, the latent-scale schedule, zero-terminal-SNR v, LCM's
+  boundary condition); one that computes the same (plain eps on the model's own sigmas) samples as it is;
 - patches written for 4-D image latents that cannot run on [B, C, T, H, W] (SelfAttentionGuidance);
 - UNetTemporalAttentionMultiply, which addresses SVD's `.time_stack.` layers (none here: its temporal
   factors would be dropped and its structural ones applied to the temporal attention);

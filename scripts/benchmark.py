@@ -6,6 +6,7 @@
   python scripts/benchmark.py --turbo               # + seconds per video: VC2 50 steps + CFG vs T2V-Turbo 4/8/16
   python scripts/benchmark.py --dynamicrafter       # a DynamiCrafter 512 CFG step (tiny_dc_512 weights, CPU)
   python scripts/benchmark.py --freenoise-memory    # peak memory per frame: 64 frames FreeNoise vs 16 plain
+  python scripts/benchmark.py --caches              # core EasyCache / LazyCache on a 50-step video vs uncached
 
 Each measured step is one classifier-free-guidance step of the VideoCrafter KSampler (positive and
 negative batched into one UNet call by ComfyUI). Prints one line of numbers per run.
@@ -63,6 +64,9 @@ def main():
     parser.add_argument("--freenoise-memory", action="store_true",
                         help="one line: sampling memory per frame of 64 frames with FreeNoise vs 16 frames plain "
                              "(each in its own process; other options pass through)")
+    parser.add_argument("--caches", action="store_true",
+                        help="one line each for core EasyCache and LazyCache (default settings) on a 50-step video: "
+                             "fraction of UNet passes skipped, wall time and relative L2 of the latent vs uncached")
     args = parser.parse_args()
     if args.turbo and args.full_size and not args.turbo_unet:
         parser.error("--turbo with --full-size needs --turbo-unet (a released T2V-Turbo UNet file)")
@@ -121,6 +125,8 @@ def main():
     print("RESULT " + json.dumps({"frames": args.frames, "sampling_peak_bytes": sampling_peak, "seconds_per_step": per_step}))
     if args.turbo:
         turbo_benchmark(args, pack, bundle, pos, neg, latent, per_step, label)
+    if args.caches:
+        cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label)
 
 
 def seconds_per_step(sampler, model, pos, neg, latent, steps, cfg, sampler_name, scheduler):
@@ -150,6 +156,36 @@ def turbo_benchmark(args, pack, bundle, pos, neg, latent, cfg_step, label):
     print(f"{label} + T2V-Turbo-v2 UNet: {args.width}x{args.height}x{args.frames}, seconds per video (from per-step "
           f"timings: {cfg_step:.3f} s per CFG step, {turbo_step:.3f} s per turbo pass): VideoCrafter2 50 steps + CFG "
           f"{vc2:.1f} s; {videos}")
+
+
+def cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label, steps=50):
+    """Core EasyCache / LazyCache at their defaults against the same 50-step video uncached. UNet passes are
+    counted by a DIFFUSION_MODEL wrapper inside the caches' own, so a skipped pass is not counted."""
+    import comfy.patcher_extension
+    from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
+    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+
+    def run(patched):
+        passes = []
+
+        def count(executor, *a, **k):
+            passes.append(1)
+            return executor(*a, **k)
+        counted = patched.clone()
+        counted.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "benchmark_count", count)
+        start = time.perf_counter()
+        (out,) = sampler.sample(counted, pos, neg, latent, seed=0, steps=steps, cfg=cfg, sampler_name="videocrafter_ddim",
+                                scheduler=scheduler, eta=1.0, denoise=1.0)
+        return out["samples"], len(passes), time.perf_counter() - start
+
+    reference, reference_passes, reference_time = run(model)
+    for node in (EasyCacheNode, LazyCacheNode):
+        result = node.execute(model, reuse_threshold=0.2, start_percent=0.15, end_percent=0.95, verbose=False)
+        samples, passes, seconds = run(result.result[0] if hasattr(result, "result") else result[0])
+        error = ((samples - reference).norm() / reference.norm()).item()
+        print(f"{node.__name__[:-4]} on {label}: {args.width}x{args.height}x{args.frames}, {steps} steps with CFG: skipped "
+              f"{1 - passes / reference_passes:.0%} of UNet passes ({passes}/{reference_passes} run), {seconds:.1f} s vs "
+              f"{reference_time:.1f} s uncached ({reference_time / seconds:.2f}x), relative L2 vs uncached {error:.3f}")
 
 
 def reset_peak_memory(torch):

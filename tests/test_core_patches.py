@@ -168,6 +168,33 @@ def test_model_sampling_refusal_says_why(graphs):
         sample(patched, positive, negative, latent)
 
 
+def test_hook_kinds_the_unet_does_not_apply_are_refused(graphs):
+    model, positive, negative, latent = graphs["tiny_t2v_v2"]
+    patched = model.clone()
+    patched.set_model_patch(lambda *args: args[0], "forward_timestep_embed_patch")
+    with pytest.raises(ValueError, match="forward_timestep_embed_patch"):
+        sample(patched, positive, negative, latent)
+
+
+def test_model_sampling_that_describes_the_process_samples(graphs, unpatched):
+    """A core ModelSamplingDiscrete (eps) on DynamiCrafter 256's own sigmas (plain eps, no scale_arr) computes the
+    model's process: it is kept and samples what the model's schedule samples. Core's default betas differ from
+    the tiny checkpoint's alphas_cumprod (7 % in sigma), so the ModelSamplingDiscrete node itself is refused."""
+    import comfy.model_sampling
+
+    class Replacement(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
+        pass
+    model, positive, negative, latent = graphs["tiny_dc_256"]
+    replacement = Replacement(model.model.model_config)
+    replacement.set_sigmas(model.model.model_sampling.sigmas.clone())
+    patched = model.clone()
+    patched.add_object_patch("model_sampling", replacement)
+    assert rel_err(sample(patched, positive, negative, latent), unpatched["tiny_dc_256"]) < 1e-4
+    (node_patched,) = run_node("ModelSamplingDiscrete", model=model, sampling="eps", zsnr=False)
+    with pytest.raises(ValueError, match="alphas_cumprod"):
+        sample(node_patched, positive, negative, latent)
+
+
 def core_unet(config):
     """ComfyUI's own SD UNet at the tiny model's sizes (same blocks, channels, heads, context)."""
     from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel

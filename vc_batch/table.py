@@ -98,7 +98,6 @@ def _jsonl_rows(path, f, extra_roles, warn):
             if canon is None:
                 unknown.add(str(key))
                 continue
-            known_any = True
             if canon in row:
                 raise TableError(f"{path}:{n}: {key!r} and another key both set column {canon!r}")
             row[canon] = val

@@ -15,6 +15,8 @@ import torch
 
 import comfy.patcher_extension
 
+from .model_sampling import ConsistencyModelSampling, ScaledModelSampling, ScaledVModelSampling
+
 CHECK_WRAPPER_KEY = "videocrafter_patch_check"
 # the transformer_options hooks vc_models.unet applies (core's UNetModel / BasicTransformerBlock names)
 HONOURED_PATCHES = {"attn1_patch", "attn2_patch", "attn1_output_patch", "attn2_output_patch", "middle_patch",
@@ -100,7 +102,6 @@ def _scales(patches):
 
 
 def _check_model_sampling(patcher):
-    from .model_sampling import ScaledModelSampling
     replacement = patcher.object_patches.get("model_sampling")
     if replacement is None or isinstance(replacement, ScaledModelSampling):
         return
@@ -117,7 +118,6 @@ def _check_model_sampling(patcher):
 
 def _process(model_sampling):
     """This model's process in words (what a replacement would have to compute)."""
-    from .model_sampling import ConsistencyModelSampling, ScaledVModelSampling
     if isinstance(model_sampling, ConsistencyModelSampling):
         return "LCM boundary condition on the plain eps schedule of the checkpoint's alphas_cumprod"
     parts = [("v" if isinstance(model_sampling, ScaledVModelSampling) else "eps") + "-prediction on the checkpoint's own alphas_cumprod"]

@@ -82,7 +82,7 @@ def read_rows(path, delimiter=",", extra_roles=(), warn=print):
 
 
 def _jsonl_rows(path, f, extra_roles, warn):
-    unknown, known_any, n = set(), False, 0
+    unknown, n = set(), 0
     for n, line in enumerate(f, 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue

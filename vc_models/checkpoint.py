@@ -57,6 +57,7 @@ VARIANTS = {
     "dc_512": "DynamiCrafter image animation 320x512",
     "dc_1024": "DynamiCrafter image animation 576x1024",
     "dc_512_interp": "DynamiCrafter interpolation 320x512",
+    "toon_512": "ToonCrafter cartoon interpolation 320x512 (dual-reference decoder)",
 }
 
 # Sampling defaults of the original inference scripts, per variant: (height, width, fps)
@@ -72,9 +73,25 @@ VARIANT_DEFAULTS = {
     "dc_512": (320, 512, 24),
     "dc_1024": (576, 1024, 10),
     "dc_512_interp": (320, 512, 5),
+    "toon_512": (320, 512, 10),
 }
 
-DYNAMICRAFTER_VARIANTS = ("dc_256", "dc_512", "dc_1024", "dc_512_interp")
+DYNAMICRAFTER_VARIANTS = ("dc_256", "dc_512", "dc_1024", "dc_512_interp", "toon_512")
+
+# ToonCrafter (Doubiiu/ToonCrafter): DynamiCrafter 512 interpolation with a VAE decoder that looks at the
+# two key frames. Its file is DynamiCrafter 512's layout plus decoder tensors only it has.
+TOONCRAFTER_VARIANT = "toon_512"
+TOONCRAFTER_DECODER_MARKS = (".time_stack.", ".mix_factor", "attn_refinement.", "conv_out.time_mix_conv.")
+# the original's scripts/run.sh (also the Gradio defaults)
+TOONCRAFTER_SAMPLING = {"width": 512, "height": 320, "frames": 16, "steps": 50, "eta": 1.0, "cfg": 7.5, "fs": 10,
+                        "scheduler": "videocrafter_trailing", "guidance_rescale": 0.7}
+
+
+def has_dualref_decoder(vae_sd):
+    """True when the VAE tensors (prefix `first_stage_model.` stripped) hold ToonCrafter's dual-reference
+    decoder: temporal ResBlocks (`time_stack`, `mix_factor`), the key-frame refinement (`attn_refinement`)
+    or the temporal output conv (`conv_out.time_mix_conv`)."""
+    return any(k.startswith("decoder.") and any(m in k for m in TOONCRAFTER_DECODER_MARKS) for k in vae_sd)
 # The DynamiCrafter Resampler emits `num_queries x video_length` tokens (16 x 16); frame i of a
 # 16-frame latent cross-attends to tokens 16i..16i+15. The split is not visible in the tensors.
 DYNAMICRAFTER_TOKENS_PER_FRAME = 16
@@ -102,6 +119,10 @@ class CheckpointInfo:
     @property
     def is_dynamicrafter(self):
         return self.variant in DYNAMICRAFTER_VARIANTS
+
+    @property
+    def is_tooncrafter(self):
+        return self.variant == TOONCRAFTER_VARIANT
 
 
 def _describe_found(sd):
@@ -303,6 +324,11 @@ def inspect_checkpoint(sd, name="checkpoint"):
                 variant = "dc_512_interp"  # same tensors as dc_512; only the file name and defaults differ
         else:
             variant = "dc_256"
+        if has_dualref_decoder(parts[VAE_PREFIX]):
+            if variant not in ("dc_512", "dc_512_interp"):
+                raise CheckpointError(f"{name} has ToonCrafter's dual-reference VAE decoder but a {VARIANTS[variant]} "
+                                      "UNet; ToonCrafter's UNet is DynamiCrafter 512's (v-prediction, scale_arr 0.7).")
+            variant = TOONCRAFTER_VARIANT
     elif is_i2v:
         variant = "vc1_i2v_512"
     elif cfg.temporal_conv:

@@ -68,6 +68,8 @@ RELEASED_MODELS = {m.id: m for m in (
                   "model.ckpt", "dynamicrafter_1024.safetensors"),
     ReleasedModel("dc_512_interp", "DynamiCrafter interpolation / loops 320x512", "Doubiiu/DynamiCrafter_512_Interp",
                   "model.ckpt", "dynamicrafter_512_interp.safetensors"),
+    ReleasedModel("toon_512", "ToonCrafter cartoon interpolation 320x512", "Doubiiu/ToonCrafter",
+                  "model.ckpt", "tooncrafter_512.safetensors"),
     ReleasedModel("turbo_v2_mg", "T2V-Turbo-v2 UNet with motion guidance (needs VideoCrafter2 for text/VAE)",
                   "jiachenli-ucsb/T2V-Turbo-v2", "unet_mg.pt", "t2v_turbo_v2_unet_mg.safetensors", bare_unet=True),
     ReleasedModel("turbo_v2_nomg", "T2V-Turbo-v2 UNet without motion guidance (needs VideoCrafter2 for text/VAE)",

@@ -10,6 +10,7 @@ import torch
 import comfy.model_management
 
 from . import checkpoint as ckpt
+from .dualref_vae import DualRefVAE
 from .encoders import build_text_encoder, build_clip_vision, build_vae, ImageProjectorModel
 from .model_base import build_model_patcher
 from .projector_file import apply_projector_file
@@ -57,7 +58,7 @@ def build_bundle(sd, info, weight_dtype=None):
     alphas_cumprod, scale_arr = ckpt.noise_schedule(sd)
     model = build_model_patcher(info, parts[ckpt.UNET_PREFIX], alphas_cumprod, scale_arr, weight_dtype)
     clip = build_text_encoder(parts[ckpt.TEXT_PREFIX])
-    vae = build_vae(parts[ckpt.VAE_PREFIX])
+    vae = (DualRefVAE if info.is_tooncrafter else build_vae)(parts[ckpt.VAE_PREFIX])
     clip_vision = projector = None
     if info.is_i2v:
         visual = {k[len("visual."):]: v for k, v in parts[ckpt.VISION_PREFIX].items() if k.startswith("visual.")}

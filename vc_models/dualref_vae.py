@@ -40,6 +40,13 @@ class DualRefDecodeError(ValueError):
     """ToonCrafter's decoder was asked to decode without its key frames."""
 
 
+def refuse_bare_decode():
+    raise DualRefDecodeError(
+        "ToonCrafter's VAE decoder needs the two key frames: decode with 'VideoCrafter VAE Decode' the "
+        "LATENT that came through 'DynamiCrafter Conditioning' (mode interpolate or loop), or connect its "
+        "start_image and end_image. The core VAE Decode cannot give it the key frames.")
+
+
 def _frames_to_video(x, frames):
     """[(b t), c, h, w] -> [b, c, t, h, w]"""
     return x.unflatten(0, (-1, frames)).transpose(1, 2)
@@ -141,10 +148,7 @@ class DualRefDecoder(sd_vae.Decoder):
         """z [(b t), 4, h, w] (VAE space, no post_quant_conv); reference: the encoder's five feature maps
         [b, 2, c, h, w] (levels 0..3, then conv_in); frames: t, the chunk's length."""
         if reference is None or frames is None:
-            raise DualRefDecodeError(
-                "ToonCrafter's VAE decoder needs the two key frames: decode with 'VideoCrafter VAE Decode' the "
-                "LATENT that came through 'DynamiCrafter Conditioning' (mode interpolate or loop), or connect its "
-                "start_image and end_image. The core VAE Decode cannot give it the key frames.")
+            refuse_bare_decode()
         h = self.conv_in(z)
         h = self.mid.block_1(h, None, frames)
         h = self.mid.attn_1(h)
@@ -184,10 +188,10 @@ class DualRefVAE(comfy.sd.VAE):
                                                         offload_device=comfy.model_management.vae_offload_device())
 
     def decode(self, samples_in, vae_options={}):
-        self.first_stage_model.decoder()  # raises DualRefDecodeError, which says what to do
+        refuse_bare_decode()
 
     def decode_tiled(self, samples, *args, **kwargs):
-        self.first_stage_model.decoder()
+        refuse_bare_decode()
 
     def reference_features(self, images):
         """The encoder's features the decoder consumes, of IMAGE pixels [2 b, H, W, 3] (start and end of each

@@ -165,3 +165,9 @@ def test_decodes_without_key_frames_are_refused(pack, pipeline, models_dir):
     with pytest.raises(ValueError, match="read by ToonCrafter's decoder only"):
         decode.decode(latent, plain_vae, start_image=golden_image(golden, "cond_image"),
                       end_image=golden_image(golden, "cond_image_last"))
+
+
+def test_downloader_knows_the_released_file(pack):
+    """The downloader's id for the released ToonCrafter file (Hugging Face Doubiiu/ToonCrafter, model.ckpt)."""
+    model = comfy_host.pack("vc_models.download").released_model("toon_512")
+    assert (model.repo_id, model.filename, model.bare_unet) == ("Doubiiu/ToonCrafter", "model.ckpt", False)

@@ -150,3 +150,24 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def tiny_toon_state_dict():
+    """The tiny ToonCrafter: with the reference, tiny_dc_512 updated with the decoder delta (as its README
+    rebuilds it); without, the smoke model of the same architecture."""
+    import safetensors.torch
+    if not comfy_host.HAVE_REFERENCE:
+        return safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_toon_512.safetensors"))
+    sd = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
+    sd.update(safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_toon_512.delta.safetensors")))
+    return sd
+
+
+@pytest.fixture(scope="session")
+def tiny_toon_file(models_dir):
+    """The tiny ToonCrafter (see tiny_toon_state_dict) as models/videocrafter/tiny_toon_512.safetensors."""
+    import safetensors.torch
+    name = "tiny_toon_512.safetensors"
+    if not os.path.exists(models_dir / name):
+        safetensors.torch.save_file(tiny_toon_state_dict(), models_dir / name)
+    return name

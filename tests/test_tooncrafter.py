@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import write_ckpt, load_golden, rel_err, require_reference
+from conftest import write_ckpt, load_golden, rel_err, tiny_toon_state_dict
 from test_dynamicrafter import golden_image, model_output, run_pipeline, sampling_model, SCHEDULERS
 
 EMBED_TOL = 1e-4
@@ -25,22 +25,12 @@ def _one_thread(one_torch_thread):
     """See conftest.one_torch_thread."""
 
 
-def tiny_toon_state_dict():
-    """The tiny ToonCrafter as the reference README rebuilds it: tiny_dc_512 updated with the decoder delta."""
-    require_reference()
-    import safetensors.torch
-    sd = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
-    sd.update(safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, f"{CASE}.delta.safetensors")))
-    return sd
-
-
 @pytest.fixture(scope="module")
-def toon_files(models_dir):
+def toon_files(models_dir, tiny_toon_file):
     """The tiny ToonCrafter as .safetensors, released .ckpt and DeepSpeed dump, in models/videocrafter."""
-    import safetensors.torch
     sd = tiny_toon_state_dict()
     names = {fmt: f"{CASE}.{ext}" for fmt, ext in zip(FORMATS, ("safetensors", "ckpt", "deepspeed.ckpt"))}
-    safetensors.torch.save_file(sd, models_dir / names["safetensors"])
+    assert names["safetensors"] == tiny_toon_file
     write_ckpt(sd, models_dir / names["ckpt"])
     write_ckpt(sd, models_dir / names["deepspeed"], deepspeed=True)
     return names

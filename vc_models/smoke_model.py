@@ -31,7 +31,10 @@ SMOKE_MODELS = {
     "tiny_dc_512": (dict(temporal_conv=True, image_cross_attention=True, image_context_dim=64, in_channels=8),
                     (0.7, 1400), True),                                              # v, zero terminal SNR
 }
-ZERO_TERMINAL_SNR = ("tiny_dc_512",)  # v-prediction models: their stored schedule ends at alphas_cumprod 0
+# ToonCrafter: tiny_dc_512 with the dual-reference VAE decoder (fusion at levels 2 and 3, as released)
+SMOKE_MODELS["tiny_toon_512"] = SMOKE_MODELS["tiny_dc_512"]
+DUALREF_DECODER = {"tiny_toon_512": (2, 3)}
+ZERO_TERMINAL_SNR = ("tiny_dc_512", "tiny_toon_512")  # v-prediction models: their stored schedule ends at alphas_cumprod 0
 TEXT_WIDTH, TEXT_LAYERS, VOCAB, TEXT_TOKENS = 64, 3, 49408, 77
 VISION_WIDTH, VISION_LAYERS, PATCH, GRID = 128, 2, 14, 16
 VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
@@ -85,6 +88,9 @@ def smoke_shapes(name):
     shapes = {UNET_PREFIX + k: v for k, v in _module_shapes(unet).items()}
     with torch.device("meta"):
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=4)
+        if name in DUALREF_DECODER:
+            from .dualref_vae import DualRefDecoder
+            vae.decoder = DualRefDecoder(DUALREF_DECODER[name], **VAE_DDCONFIG)
     shapes.update({VAE_PREFIX + k: v for k, v in _module_shapes(vae).items()})
     shapes.update({TEXT_PREFIX + k: v for k, v in {**_text_shapes(), **_openclip_tower(TEXT_WIDTH, TEXT_LAYERS)}.items()})
     if i2v:

@@ -38,7 +38,16 @@ NODE_TYPES = {
     "ImageFromBatch": ([("image", "IMAGE")], [("IMAGE", "IMAGE")], ["batch_index", "length"]),
     "VideoCrafterFreeNoise": ([("model", "MODEL")], [("MODEL", "MODEL")], ["window_size", "window_stride", "reschedule_noise"]),
     "SaveVideo": ([("video", "VIDEO")], [], ["filename_prefix", "format", "codec"]),
+    "ImageBatch": ([("image1", "IMAGE"), ("image2", "IMAGE")], [("IMAGE", "IMAGE")], []),
+    "VideoCrafterKeyFrameSequence": ([("model", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                                      ("vae", "VAE"), ("clip_vision", "CLIP_VISION"),
+                                      ("projector", "VIDEOCRAFTER_PROJECTOR"), ("key_frames", "IMAGE")],
+                                     [("IMAGE", "IMAGE")],
+                                     ["loop", "width", "height", "length", "fs", "seed", "steps", "cfg", "sampler_name",
+                                      "scheduler", "eta", "segments_per_batch"]),
 }
+# position of the frontend's "control after generate" widget value (after the seed), which is not an input
+SEED_CONTROL_INDEX = {"VideoCrafterKSampler": 1, "VideoCrafterKeyFrameSequence": 6}
 
 # Model files: the names `scripts/download_models.py` / the VideoCrafter Model Downloader node write into
 # models/videocrafter (vc_models/download.py RELEASED_MODELS), with the released file they come from.
@@ -55,9 +64,11 @@ MODELS = {
     "dc_1024": ("dynamicrafter_1024.safetensors", "https://huggingface.co/Doubiiu/DynamiCrafter_1024/resolve/main/model.ckpt"),
     "dc_512_interp": ("dynamicrafter_512_interp.safetensors",
                       "https://huggingface.co/Doubiiu/DynamiCrafter_512_Interp/resolve/main/model.ckpt"),
+    "toon_512": ("tooncrafter_512.safetensors", "https://huggingface.co/Doubiiu/ToonCrafter/resolve/main/model.ckpt"),
 }
 # workflows whose checkpoint is another workflow's
-WORKFLOW_MODEL = {"dc_512_loop": "dc_512_interp"}
+WORKFLOW_MODEL = {"dc_512_loop": "dc_512_interp", "toon_512_interp": "toon_512", "toon_512_keyframes": "toon_512",
+                  "dc_512_keyframes": "dc_512_interp"}
 
 # T2V-Turbo-v2 UNets (bare state dicts, loaded onto the VideoCrafter2 MODEL): file name -> release
 TURBO_UNETS = {
@@ -67,7 +78,9 @@ TURBO_UNETS = {
 }
 MODELS["vc2_turbo_v2"] = MODELS["vc2_t2v_512"]  # the turbo workflow's checkpoint: VideoCrafter2 (CLIP, VAE)
 # downloader ids of the files a workflow loads, where they are not just the workflow's own id
-WORKFLOW_DOWNLOADS = {"vc2_turbo_v2": ["vc2_t2v_512", "turbo_v2_mg"], "dc_512_loop": ["dc_512_interp"]}
+WORKFLOW_DOWNLOADS = {"vc2_turbo_v2": ["vc2_t2v_512", "turbo_v2_mg"], "dc_512_loop": ["dc_512_interp"],
+                      "toon_512_interp": ["toon_512"], "toon_512_keyframes": ["toon_512"],
+                      "dc_512_keyframes": ["dc_512_interp"]}
 
 
 def model_note(variant, node_id, pos):
@@ -163,8 +176,8 @@ def dynamicrafter_graph(variant, prompt, width, height, fs, mode="i2v", rescale=
 def widget_values_for_api(node_type, widgets):
     names = NODE_TYPES[node_type][2]
     values = list(widgets)
-    if node_type == "VideoCrafterKSampler":
-        values.pop(1)  # the frontend's "control after generate" value is not an input
+    if node_type in SEED_CONTROL_INDEX:
+        values.pop(SEED_CONTROL_INDEX[node_type])
     if node_type == "LoadImage":
         values = values[:1]
     return dict(zip(names, values))
@@ -240,6 +253,33 @@ def dynamicrafter_freenoise_graph(prompt, frames=64, fs=24):
     return nodes
 
 
+def keyframes_graph(variant, prompt, fs, images=4):
+    """`images` key frames (LoadImage nodes batched with core Image Batch) through VideoCrafter Key-Frame Sequence
+    at the originals' settings (50 DDIM steps, eta 1, cfg 7.5, trailing spacing, guidance rescale 0.7)."""
+    ckpt, _ = MODELS[WORKFLOW_MODEL[variant]]
+    nodes = {
+        1: ("VideoCrafterCheckpointLoader", [ckpt, "default", "none"], {}, "Load checkpoint", (40, 200)),
+        2: ("CLIPTextEncode", [prompt], {"clip": (1, 1)}, "Prompt", (420, 80)),
+        3: ("CLIPTextEncode", [""], {"clip": (1, 1)}, "Negative prompt (empty, as the original)", (420, 330)),
+        13: ("VideoCrafterGuidanceRescale", [0.7], {"model": (1, 0)}, "Guidance rescale (original: 0.7)", (840, 20)),
+    }
+    batch = None
+    for i in range(images):
+        nodes[20 + i] = ("LoadImage", ["example.png", "image"], {}, f"Key frame {i + 1}", (40, 560 + 330 * i))
+        if batch is None:
+            batch = (20 + i, 0)
+        else:
+            nodes[30 + i] = ("ImageBatch", [], {"image1": batch, "image2": (20 + i, 0)}, "Image Batch", (420, 560 + 330 * i))
+            batch = (30 + i, 0)
+    nodes[6] = ("VideoCrafterKeyFrameSequence",
+                [False, 512, 320, 16, fs, 123, "fixed", 50, 7.5, "videocrafter_ddim", "videocrafter_trailing", 1.0, 4],
+                {"model": (13, 0), "positive": (2, 0), "negative": (3, 0), "vae": (1, 2), "clip_vision": (1, 3),
+                 "projector": (1, 4), "key_frames": batch}, "VideoCrafter Key-Frame Sequence", (1240, 200))
+    nodes[8] = ("CreateVideo", [8.0], {"images": (6, 0)}, "Create Video", (2160, 200))
+    nodes[9] = ("SaveVideo", [f"videocrafter/{variant}", "auto", "auto"], {"video": (8, 0)}, "Save Video", (2440, 200))
+    return nodes
+
+
 # the FreeNoise workflows load the same released checkpoints as their base graphs
 MODELS["vc2_t2v_512_freenoise_64"] = MODELS["vc2_t2v_512"]
 WORKFLOW_DOWNLOADS.update({"vc2_t2v_512_freenoise_64": ["vc2_t2v_512"], "dc_512_freenoise_64": ["dc_512"]})
@@ -258,6 +298,9 @@ WORKFLOWS = {
     "dc_512_freenoise_64": dynamicrafter_freenoise_graph("a boat sailing on the sea, waves moving, gentle camera pan"),
     "vc2_t2v_512_freenoise_64": freenoise_graph("vc2_t2v_512", "a corgi running on the beach at sunset, high quality",
                                                 512, 320),
+    "toon_512_interp": dynamicrafter_graph("toon_512_interp", "an anime scene", 512, 320, 10, mode="interpolate"),
+    "toon_512_keyframes": keyframes_graph("toon_512_keyframes", "an anime scene", 10),
+    "dc_512_keyframes": keyframes_graph("dc_512_keyframes", "a smooth transition, natural motion", 5),
 }
 
 

@@ -1,0 +1,79 @@
+"""The shipped ToonCrafter and key-frame workflows in a real ComfyUI server, on the tiny models (or their smoke
+models): they validate, run, and save a video of the expected length; the UI graphs match the nodes."""
+import json
+import os
+import shutil
+
+import pytest
+
+from comfy_boot import GOLDEN
+from conftest import tiny_toon_state_dict
+from server_util import ComfyServer
+from test_server_workflows import WORKFLOWS, assert_widgets_match, load_api, submit, wait_history
+
+START_IMAGE = "videocrafter_start.png"
+TINY_FOR = {"toon_512_interp": "tiny_toon_512.safetensors", "toon_512_keyframes": "tiny_toon_512.safetensors",
+            "dc_512_keyframes": "tiny_dc_512.safetensors"}
+FRAMES = 4
+# saved frames for 4 frames per segment: one pair; or 4 key frames, 3 segments joined without repeating key frames
+EXPECTED_FRAMES = {"toon_512_interp": FRAMES, "toon_512_keyframes": 3 * (FRAMES - 1) + 1,
+                   "dc_512_keyframes": 3 * (FRAMES - 1) + 1}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    import safetensors.torch
+    srv = ComfyServer(tmp_path_factory.mktemp("toon_server"), checkpoints=["tiny_dc_512.safetensors"])
+    safetensors.torch.save_file(tiny_toon_state_dict(), os.path.join(srv.models_dir, "checkpoints", TINY_FOR["toon_512_interp"]))
+    shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def small(name):
+    values = {"ckpt_name": TINY_FOR[name], "width": 128, "height": 64, "length": FRAMES, "steps": 2, "image": START_IMAGE}
+    workflow = load_api(name)
+    for node in workflow.values():
+        for key in list(node["inputs"]):
+            if key in values and not isinstance(node["inputs"][key], list):
+                node["inputs"][key] = values[key]
+    return workflow
+
+
+def test_ui_workflows_match_the_nodes(server):
+    info = server.object_info()
+    for name in TINY_FOR:
+        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
+            ui = json.load(f)
+        assert_widgets_match(info, ui, name)
+        note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
+        assert "https://huggingface.co/Doubiiu/" in note
+
+
+@pytest.mark.parametrize("name", sorted(TINY_FOR))
+def test_workflow_makes_a_video(server, name):
+    import av
+    result, error = submit(server, small(name))
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"], timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
+    assert len(files) == 1, entry["outputs"]
+    with av.open(os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])) as container:
+        decoded = [f for f in container.decode(video=0)]
+    assert len(decoded) == EXPECTED_FRAMES[name] and (decoded[0].width, decoded[0].height) == (128, 64)
+
+
+def test_toon_latent_into_core_vae_decode_explains(server):
+    """The ToonCrafter graph with the core VAE Decode in place of VideoCrafter VAE Decode: a clear error."""
+    workflow = small("toon_512_interp")
+    decode = next(k for k, n in workflow.items() if n["class_type"] == "VideoCrafterVAEDecode")
+    workflow[decode] = {"class_type": "VAEDecode", "inputs": {"samples": workflow[decode]["inputs"]["samples"],
+                                                             "vae": workflow[decode]["inputs"]["vae"]}}
+    result, error = submit(server, workflow)
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"], timeout=600)
+    assert entry["status"]["status_str"] == "error"
+    message = json.dumps(entry["status"]["messages"])
+    assert "needs the two key frames" in message and "VideoCrafter VAE Decode" in message, message

@@ -24,12 +24,12 @@ from server_util import ComfyServer, GOLDEN, http_json  # noqa: E402  (the same 
 import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process)
 
 SMOKE = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_i2v_512": "tiny_i2v_v1.safetensors",
-         "dc_512": "tiny_dc_512.safetensors"}
+         "dc_512": "tiny_dc_512.safetensors", "toon_512_interp": "tiny_toon_512.safetensors"}
 # released model id -> the shipped workflow that renders it (a T2V graph takes any T2V checkpoint) and the
 # settings that differ from that workflow's
 MODEL_WORKFLOWS = {"vc2_t2v_512": "vc2_t2v_512", "vc1_t2v_512": "vc2_t2v_512", "vc1_t2v_1024": "vc1_t2v_1024",
                    "vc1_i2v_512": "vc1_i2v_512", "dc_512": "dc_512", "dc_1024": "dc_1024",
-                   "dc_512_interp": "dc_512_interp", "dc_256": "dc_512"}
+                   "dc_512_interp": "dc_512_interp", "dc_256": "dc_512", "toon_512": "toon_512_interp"}
 MODEL_SETTINGS = {"dc_256": {"width": 256, "height": 256, "fs": 3}}
 # length: DynamiCrafter's frames
 SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "length": 8, "steps": 10}
@@ -37,29 +37,37 @@ QUICK_SETTINGS = {"width": 128, "height": 64, "frames": 4, "length": 4, "steps":
 START_IMAGE = "videocrafter_demo_start.png"
 
 
-def is_image_to_video(path):
-    """True for a VideoCrafter I2V checkpoint (it carries the image key/value projections)."""
+def checkpoint_shapes(path):
+    """{tensor name: shape} of a checkpoint (.safetensors, or a .ckpt/.pt as released), without reading its values."""
     if path.endswith(".safetensors"):
         from safetensors import safe_open
         with safe_open(path, "pt") as f:
-            return any(".to_k_ip." in k for k in f.keys())
+            return {k: f.get_slice(k).get_shape() for k in f.keys()}
     import torch
     sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     sd = sd.get("state_dict", sd.get("module", sd))
-    return any(".to_k_ip." in k for k in sd)
+    return {k.removeprefix("_forward_module."): list(v.shape) for k, v in sd.items()}
 
 
-def unet_input_channels(path):
-    """8 for DynamiCrafter (noise + image latent), 4 for VideoCrafter."""
-    key = "model.diffusion_model.input_blocks.0.0.weight"
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-        with safe_open(path, "pt") as f:
-            return f.get_slice(key).get_shape()[1]
-    import torch
-    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    sd = sd.get("state_dict", sd.get("module", sd))
-    return next(v for k, v in sd.items() if k.endswith(key)).shape[1]
+def workflow_for(path):
+    """The shipped workflow that fits a checkpoint: ToonCrafter (its decoder's temporal layers), DynamiCrafter
+    (8 UNet input channels: noise + image latent; set width/height for the 256/1024 models), VideoCrafter1
+    I2V (image key/value projections) or text-to-video."""
+    shapes = checkpoint_shapes(path)
+    if any(k.startswith("first_stage_model.decoder.") and ".time_stack." in k for k in shapes):
+        return "toon_512_interp"
+    if shapes["model.diffusion_model.input_blocks.0.0.weight"][1] == 8:
+        return "dc_512"
+    return "vc1_i2v_512" if any(".to_k_ip." in k for k in shapes) else "vc2_t2v_512"
+
+
+def write_tiny_toon(path):
+    """The reference's tiny ToonCrafter as one .safetensors (in a child process: this one stays free of ComfyUI)."""
+    import subprocess
+    code = ("import sys, comfy_boot, safetensors.torch; comfy_boot.boot(cpu=True); "
+            "sd = comfy_boot.pack('vc_models.smoke_model').tiny_toon_state_dict(comfy_boot.GOLDEN); "
+            "safetensors.torch.save_file(sd, sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, path], check=True, cwd=os.path.join(ROOT, "scripts"))
 
 
 def fill(workflow, values):
@@ -137,9 +145,7 @@ def main():
         if args.model:
             name = MODEL_WORKFLOWS[args.model]
         else:
-            name = "vc1_i2v_512" if is_image_to_video(ckpt) else "vc2_t2v_512"
-            if unet_input_channels(ckpt) == 8:
-                name = "dc_512"  # DynamiCrafter (set width/height in the workflow for the 256/1024 models)
+            name = workflow_for(ckpt)
         jobs = {name: {"ckpt_name": os.path.basename(ckpt), **MODEL_SETTINGS.get(args.model, {}),
                        **(QUICK_SETTINGS if args.quick else {})}}
         settings = f"the --quick settings {QUICK_SETTINGS}" if args.quick else "the papers' settings (16 frames, 50 DDIM steps)"
@@ -150,7 +156,10 @@ def main():
             comfy_boot.ensure_smoke_models(GOLDEN)
         jobs = {}
         for name, tiny in SMOKE.items():
-            os.symlink(os.path.join(GOLDEN, tiny), os.path.join(checkpoints, tiny))
+            if os.path.exists(os.path.join(GOLDEN, tiny)):
+                os.symlink(os.path.join(GOLDEN, tiny), os.path.join(checkpoints, tiny))
+            else:  # the reference's tiny ToonCrafter is tiny_dc_512 + a decoder delta: written out once per demo
+                write_tiny_toon(os.path.join(checkpoints, tiny))
             jobs[name] = {"ckpt_name": tiny, **SMOKE_SETTINGS}
         print("SMOKE MODEL: tiny random-weight checkpoints — the videos are noise. For a real video run "
               "`make demo MODEL=vc2_t2v_512` (downloads the released VideoCrafter2, about 10 GB, once) or "

@@ -155,12 +155,7 @@ def one_torch_thread():
 def tiny_toon_state_dict():
     """The tiny ToonCrafter: with the reference, tiny_dc_512 updated with the decoder delta (as its README
     rebuilds it); without, the smoke model of the same architecture."""
-    import safetensors.torch
-    if not comfy_host.HAVE_REFERENCE:
-        return safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_toon_512.safetensors"))
-    sd = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
-    sd.update(safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_toon_512.delta.safetensors")))
-    return sd
+    return comfy_host.pack("vc_models.smoke_model").tiny_toon_state_dict(comfy_host.GOLDEN)
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,9 @@ import comfy_host
 from conftest import rel_err
 
 FRAMES, SIZE, STEPS, SEED, FS = 16, 64, 2, 7, 10
-SAME_TOL = 1e-4  # batched against one-video computation: float rounding only (measured 2e-5 - 5e-5)
+# batched against one-video computation: the README's tolerance for sampled videos. Measured 2e-5 - 1.2e-4 (float
+# rounding of batched convolutions, grown over the steps by the random tiny UNets); two segments are > 1e-2 apart.
+SAME_TOL = 1e-3
 
 
 @pytest.fixture(scope="module", autouse=True)

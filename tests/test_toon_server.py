@@ -21,7 +21,7 @@ EXPECTED_FRAMES = {"toon_512_interp": FRAMES, "toon_512_keyframes": 3 * (FRAMES 
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(pack, tmp_path_factory):
     import safetensors.torch
     srv = ComfyServer(tmp_path_factory.mktemp("toon_server"), checkpoints=["tiny_dc_512.safetensors"])
     safetensors.torch.save_file(tiny_toon_state_dict(), os.path.join(srv.models_dir, "checkpoints", TINY_FOR["toon_512_interp"]))

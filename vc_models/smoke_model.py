@@ -175,6 +175,18 @@ def build_smoke_state_dict(name, seed=0):
     return sd
 
 
+def tiny_toon_state_dict(golden):
+    """The tiny ToonCrafter from folder `golden`: its smoke model there, else the reference's recipe (tiny_dc_512
+    updated with the decoder delta `tiny_toon_512.delta.safetensors`)."""
+    import safetensors.torch
+    smoke = os.path.join(golden, "tiny_toon_512.safetensors")
+    if os.path.exists(smoke):
+        return safetensors.torch.load_file(smoke)
+    sd = safetensors.torch.load_file(os.path.join(golden, "tiny_dc_512.safetensors"))
+    sd.update(safetensors.torch.load_file(os.path.join(golden, "tiny_toon_512.delta.safetensors")))
+    return sd
+
+
 def write_cond_image(path):
     """A deterministic 128x64 start image (smooth colour gradient with a disc), as a PNG."""
     from PIL import Image

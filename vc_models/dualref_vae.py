@@ -28,6 +28,7 @@ from .encoders import vae_config
 ops = comfy.ops.disable_weight_init
 
 CHUNK_FRAMES = 16  # the original's temporal_length: frames decoded together (their statistics are shared)
+DECODE_VALUES_PER_LATENT_PIXEL = 61440  # activations per latent pixel and frame, with margin (see decode_memory)
 FUSION_HEADS = 8
 FUSION_HEAD_DIM = 64
 TEMPORAL_KERNEL = (3, 1, 1)
@@ -249,6 +250,8 @@ class DualRefVAE(comfy.sd.VAE):
         return torch.cat(out)
 
     def decode_memory(self, frames, h, w):
-        """Bytes one 16-frame chunk needs, as ComfyUI estimates the SD decode per frame."""
-        return self.memory_used_decode((min(frames, CHUNK_FRAMES), 4, h, w), self.vae_dtype) * min(frames, CHUNK_FRAMES)
+        """Bytes of activations one chunk needs: at the released widths the 16-frame chunk at 320x512 peaks at 3.75 GiB
+        in fp16 (scripts/benchmark.py --toon-decode), 49152 values per latent pixel and frame; 25% margin."""
+        return DECODE_VALUES_PER_LATENT_PIXEL * min(frames, CHUNK_FRAMES) * h * w * \
+            comfy.model_management.dtype_size(self.vae_dtype)
 

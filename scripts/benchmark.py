@@ -280,8 +280,8 @@ def toon_decode_benchmark(args):
     decode = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]()
     results = {}
     for name, run in (("ToonCrafter", lambda: toon.decode_video(latent, key_frames)),
-                      ("plain SD, 8 frames per batch", lambda: decode.decode({"samples": latent}, plain, 8)),
-                      ("plain SD, 16 frames per batch", lambda: decode.decode({"samples": latent}, plain, 16))):
+                      ("plain SD (VideoCrafter VAE Decode, 8 frames per batch)",
+                       lambda: decode.decode({"samples": latent}, plain, 8))):
         baseline = reset_peak_memory(torch)
         start = time.perf_counter()
         run()

@@ -42,7 +42,12 @@ def small(name):
 
 
 def test_ui_workflows_match_the_nodes(server):
+    """The new node registers under VideoCrafter/ with tooltips; the UI graphs match the nodes' widgets."""
     info = server.object_info()
+    sequence = info["VideoCrafterKeyFrameSequence"]
+    assert sequence["category"] == "VideoCrafter/sampling" and sequence["description"]
+    inputs = {**sequence["input"]["required"], **info["VideoCrafterVAEDecode"]["input"].get("optional", {})}
+    assert all(len(spec) > 1 and spec[1].get("tooltip") for spec in inputs.values()), inputs
     for name in TINY_FOR:
         with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
             ui = json.load(f)

@@ -1,5 +1,8 @@
 # VideoCrafter for ComfyUI — developer entry points. `make demo` and `make test` work on a fresh machine.
-PY := .venv/bin/python
+# HOST=0.3.75 (default) or HOST=0.33: which supported ComfyUI `make setup` builds and the targets run on
+HOST ?= 0.3.75
+export HOST
+PY := $(if $(filter 0.3.75,$(HOST)),.venv,.venv-0.33)/bin/python
 CKPT ?=
 MODEL ?=
 
@@ -21,4 +24,4 @@ workflows:
 	$(PY) scripts/build_workflows.py
 
 clean:
-	rm -rf .venv .host output .demo
+	rm -rf .venv .host .venv-0.33 .host-0.33 output .demo

@@ -1,4 +1,5 @@
-"""VideoCrafter for ComfyUI: VideoCrafter1/2 text-to-video and VideoCrafter1 image-to-video nodes."""
+"""VideoCrafter for ComfyUI: the VideoCrafter family (VideoCrafter1/2, VideoCrafter1 I2V, DynamiCrafter,
+FreeNoise, T2V-Turbo-v2) as ComfyUI nodes, with a trainer and a batch command."""
 from .vc_models import sampling as _sampling
 
 _sampling.register()

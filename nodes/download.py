@@ -5,7 +5,8 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..vc_models.download import RELEASED_MODELS, fetch_model
+from ..vc_models import registry
+from ..vc_models.download import fetch_model
 from .loader import FOLDER  # registers models/videocrafter
 
 
@@ -45,9 +46,10 @@ class VideoCrafterModelDownloader:
 
     @classmethod
     def INPUT_TYPES(cls):
-        listing = "; ".join(f"{m.id}: {m.description} -> {m.file_name}" for m in RELEASED_MODELS.values())
+        released = registry.released()
+        listing = "; ".join(f"{e.id}: {e.description} -> {e.release.file_name}" for e in released)
         return {"required": {
-            "model": (list(RELEASED_MODELS), {"default": "vc2_t2v_512", "tooltip":
+            "model": ([e.id for e in released], {"default": released[0].id, "tooltip":
                       f"Which released model to fetch (file written into models/videocrafter). {listing}."}),
             "delete_pickle": ("BOOLEAN", {"default": False, "tooltip":
                               "Delete the released .ckpt/.pt after conversion (saves its size on disk). Off: it is "
@@ -57,7 +59,8 @@ class VideoCrafterModelDownloader:
     @classmethod
     def IS_CHANGED(cls, model, delete_pickle):
         # run again when the file was removed or replaced since the last run
-        path = os.path.join(model_folder(), RELEASED_MODELS[model].file_name) if model in RELEASED_MODELS else ""
+        released = {e.id: e.release.file_name for e in registry.released()}
+        path = os.path.join(model_folder(), released[model]) if model in released else ""
         return os.path.getmtime(path) if os.path.isfile(path) else "missing"
 
     def fetch(self, model, delete_pickle):

@@ -3,11 +3,16 @@ import os
 
 import folder_paths
 
+from ..vc_models.checkpoint_file import LOADABLE_EXTENSIONS
 from ..vc_models.loader import load_videocrafter, WEIGHT_DTYPES
 
 FOLDER = "videocrafter"
 if FOLDER not in folder_paths.folder_names_and_paths:
     folder_paths.add_model_folder_path(FOLDER, os.path.join(folder_paths.models_dir, FOLDER), is_default=True)
+# ComfyUI registers a folder (here, or from extra_model_paths.yaml) with no extension filter, which lists
+# every file: the downloader's `.part` / `.etag` and the atomic writer's `.partial` would be offered as models
+_folders, _extensions = folder_paths.folder_names_and_paths[FOLDER]
+folder_paths.folder_names_and_paths[FOLDER] = (_folders, set(_extensions) | LOADABLE_EXTENSIONS)
 
 PROJECTOR_TYPE = "VIDEOCRAFTER_PROJECTOR"
 

@@ -12,37 +12,57 @@ def absolute_paths_allowed():
     return os.environ.get(ALLOW_ABSOLUTE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def _inside(path, root):
-    # lexical check (abspath folds '..'): a symlink the server owner placed inside a folder is followed on purpose
-    root = os.path.abspath(root)
+# names Windows gives to devices in every folder ("NUL.txt" too) and characters it refuses in a file name
+# (':' also names an NTFS stream or a drive): refused everywhere, so a graph means the same on every server
+WINDOWS_DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
+WINDOWS_FORBIDDEN_CHARS = set('<>:"|?*\\/') | {chr(c) for c in range(32)}
+
+
+def _inside(path, root, paths):
+    # lexical check (abspath folds '..'): a symlink the server owner placed inside a folder is followed on purpose;
+    # normcase: Windows compares paths without case and with either slash
+    root = paths.abspath(root)
     try:
-        return os.path.commonpath([os.path.abspath(path), root]) == root
-    except ValueError:  # another drive on Windows
+        common = paths.commonpath([paths.abspath(path), root])
+    except ValueError:  # another drive or share on Windows
         return False
+    return paths.normcase(common) == paths.normcase(root)
 
 
-def resolve_input_path(value, roots, what):
+def _anchored(value, paths):
+    """True for a path that does not start in the current folder: absolute, home-relative, or on Windows
+    one with a drive ('C:x', relative to that drive's own current folder) or a root ('\\x', on the current drive)."""
+    return (paths.isabs(value) or value.startswith("~") or bool(paths.splitdrive(value)[0])
+            or value[:1] in (paths.sep, paths.altsep or paths.sep))
+
+
+def resolve_input_path(value, roots, what, paths=os.path):
     """`value` relative to the first of `roots` (folders) where it exists; it may not climb out of them.
-    Absolute paths must lie inside a root unless the server owner allowed absolute paths."""
+    Absolute paths must lie inside a root unless the server owner allowed absolute paths.
+    `paths` is the path flavour (os.path; posixpath or ntpath to check one platform's rules on another)."""
     value = value.strip()
     if not value:
         raise ValueError(f"'{what}' is empty.")
     where = " or ".join(roots)
-    if os.path.isabs(value) or value.startswith("~"):
-        path = os.path.abspath(os.path.expanduser(value))
-        if absolute_paths_allowed() or any(_inside(path, root) for root in roots):
+    if _anchored(value, paths):
+        path = paths.abspath(paths.expanduser(value))
+        if absolute_paths_allowed() or any(_inside(path, root, paths) for root in roots):
             return path
         raise ValueError(f"'{what}' {value!r} is outside {where}. Give a path relative to that folder, or let the "
                          f"server owner allow absolute paths (start ComfyUI with {ALLOW_ABSOLUTE_ENV}=1).")
-    candidates = [os.path.abspath(os.path.join(root, value)) for root in roots]
-    if not all(_inside(path, root) for path, root in zip(candidates, roots)):
+    candidates = [paths.abspath(paths.join(root, value)) for root in roots]
+    if not all(_inside(path, root, paths) for path, root in zip(candidates, roots)):
         raise ValueError(f"'{what}' {value!r} climbs out of {where} ('..'); give a path inside it.")
-    return next((path for path in candidates if os.path.exists(path)), candidates[0])
+    return next((path for path in candidates if paths.exists(path)), candidates[0])
 
 
 def plain_file_name(value, what, default=""):
-    """A file name with no folder part: written results cannot land outside their folder."""
+    """A file name with no folder part, valid on Windows and Unix alike: written results cannot land
+    outside their folder (a drive, stream or device name would on Windows)."""
     name = value.strip() or default
-    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name or os.path.isabs(name):
-        raise ValueError(f"'{what}' {value!r} must be a plain file name (no folders, no '..').")
+    device = name.split(".")[0].strip().upper()
+    if (not name or set(name) & WINDOWS_FORBIDDEN_CHARS or device in WINDOWS_DEVICE_NAMES
+            or name.endswith((".", " "))):
+        raise ValueError(f"'{what}' {value!r} must be a plain file name (no folders, no '..', none of "
+                         f"<>:\"|?* and not a Windows device name such as NUL or COM1).")
     return name

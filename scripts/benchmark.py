@@ -14,7 +14,6 @@ negative batched into one UNet call by ComfyUI). Prints one line of numbers per 
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -120,7 +119,7 @@ def main():
     total = time.perf_counter() - start
     sampling_peak = peak_memory(torch) - baseline
     per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else total
-    rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    rss_gb = comfy_boot.pack("vc_models.process_memory").peak_rss_bytes() / 1024 ** 3
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB" if torch.cuda.is_available() else ""
     print(f"{label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, batch 1 with CFG, device {mm.get_torch_device()}, "
           f"weights {bundle.model.model.get_dtype()}: {per_step:.3f} s per CFG step, peak RSS {rss_gb:.2f} GB{gpu}, "
@@ -268,10 +267,11 @@ def toon_decode_benchmark(args):
     import torch
     pack = comfy_boot.boot(cpu=True, extra_args=args.comfy_args.split())
     ckpt = comfy_boot.pack("vc_models.checkpoint")
+    ckpt_file = comfy_boot.pack("vc_models.checkpoint_file")
     dualref = comfy_boot.pack("vc_models.dualref_vae")
     encoders = comfy_boot.pack("vc_models.encoders")
     sd = comfy_boot.pack("vc_models.smoke_model").tiny_toon_state_dict(comfy_boot.GOLDEN)
-    vae_sd = ckpt.split_components(sd)[ckpt.VAE_PREFIX]
+    vae_sd = ckpt_file.split_components(sd)[ckpt_file.VAE_PREFIX]
     toon = dualref.DualRefVAE(vae_sd)
     plain = encoders.build_vae({k: v for k, v in vae_sd.items() if not ckpt.has_dualref_decoder({k: v})})
     frames, h, w = 16, args.height, args.width

@@ -4,17 +4,18 @@ VideoCrafterTrainI2V node's own INPUT_TYPES, so the widget order never drifts fr
 
     .venv/bin/python scripts/build_train_workflow.py
 """
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_boot  # noqa: E402
-from build_workflows import write_json  # noqa: E402
+from build_workflows import registry, to_ui, write_json  # noqa: E402
 
 ROOT = comfy_boot.REPO
-I2V_CKPT = "videocrafter1_i2v_512.ckpt"
-I2V_URL = "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt"
+# the model the two-stage trainer takes (the registry's entry with train stages), by the name the model
+# downloader writes into models/videocrafter; the graph's Note says how to get it
+TRAINED = next(e for e in registry.MODELS if e.train_stages)
+I2V_CKPT = TRAINED.release.file_name
 
 # Values that differ from the node's defaults in the shipped graph
 VALUES = {"ckpt_name": I2V_CKPT, "data": "videocrafter_train", "stage": "both", "output_name": "videocrafter_i2v_trained"}
@@ -40,34 +41,20 @@ def train_widgets(node_class):
 def main():
     pack = comfy_boot.boot(cpu=True)
     widgets = train_widgets(pack.NODE_CLASS_MAPPINGS["VideoCrafterTrainI2V"])
+    nodes = {
+        1: ("VideoCrafterTrainI2V", [value for _, value in widgets], {}, "VideoCrafter Train I2V (two-stage)", (60, 120)),
+        2: ("SaveImage", ["videocrafter_training/loss_curve"], {"images": (1, 0)}, "Loss curve", (540, 120)),
+    }
     api = {
-        "1": {"class_type": "VideoCrafterTrainI2V", "_meta": {"title": "VideoCrafter Train I2V (two-stage)"},
+        "1": {"class_type": "VideoCrafterTrainI2V", "_meta": {"title": nodes[1][3]},
               "inputs": {name: value for name, value in widgets if name is not None}},
-        "2": {"class_type": "SaveImage", "_meta": {"title": "Loss curve"},
-              "inputs": {"filename_prefix": "videocrafter_training/loss_curve", "images": ["1", 0]}},
+        "2": {"class_type": "SaveImage", "_meta": {"title": nodes[2][3]},
+              "inputs": {"filename_prefix": nodes[2][1][0], "images": ["1", 0]}},
     }
-    ui = {
-        "last_node_id": 2, "last_link_id": 1,
-        "nodes": [
-            {"id": 1, "type": "VideoCrafterTrainI2V", "pos": [60, 120], "size": [420, 900], "flags": {}, "order": 0,
-             "mode": 0, "title": "VideoCrafter Train I2V (two-stage)", "inputs": [],
-             "outputs": [{"name": "loss_curve", "type": "IMAGE", "links": [1], "slot_index": 0},
-                         {"name": "result_path", "type": "STRING", "links": [], "slot_index": 1}],
-             "properties": {"Node name for S&R": "VideoCrafterTrainI2V",
-                            "models": [{"name": I2V_CKPT, "url": I2V_URL, "directory": "checkpoints"}]},
-             "widgets_values": [value for _, value in widgets]},
-            {"id": 2, "type": "SaveImage", "pos": [540, 120], "size": [640, 420], "flags": {}, "order": 1, "mode": 0,
-             "title": "Loss curve", "inputs": [{"name": "images", "type": "IMAGE", "link": 1}], "outputs": [],
-             "properties": {"Node name for S&R": "SaveImage"},
-             "widgets_values": ["videocrafter_training/loss_curve"]},
-        ],
-        "links": [[1, 1, 0, 2, 0, "IMAGE"]],
-        "groups": [], "config": {},
-        "extra": {"info": "Put training videos (with same-name .txt captions) in ComfyUI/input/videocrafter_train, "
-                          "or set 'data' to a .csv/.jsonl. Results go to models/checkpoints; states and the loss "
-                          "log to output/videocrafter_training/<output_name>."},
-        "version": 0.4,
-    }
+    ui = to_ui(nodes, "train_i2v", comfy_boot.object_info(["VideoCrafterTrainI2V", "SaveImage"]), [TRAINED])
+    ui["extra"]["info"] = ("Put training videos (with same-name .txt captions) in ComfyUI/input/videocrafter_train, "
+                           "or set 'data' to a .csv/.jsonl. Results go to models/checkpoints; states and the loss "
+                           "log to output/videocrafter_training/<output_name>.")
     write_json(os.path.join(ROOT, "workflows", "train_i2v.json"), ui)
     write_json(os.path.join(ROOT, "workflows", "api", "train_i2v.json"), api)
     print("wrote workflows/train_i2v.json and workflows/api/train_i2v.json")

@@ -1,4 +1,4 @@
-"""Import the ComfyUI host (from $COMFYUI_PATH or .venv/comfyui-path) into a plain Python process
+"""Import the ComfyUI host (from $COMFYUI_PATH or the running venv's comfyui-path) into a plain Python process
 and load this pack as the module `comfyui_videocrafter`, as tests/comfy_host.py does for tests.
 
 The repository root is the pack itself, so it must never go on sys.path (its `nodes/` package
@@ -6,6 +6,7 @@ would shadow ComfyUI's `nodes.py`); the pack is loaded from its __init__.py by f
 """
 import importlib
 import importlib.util
+import json
 import os
 import sys
 
@@ -50,9 +51,10 @@ SMOKE_COMPLETE = ".complete"  # written by scripts/make_smoke_models.py once eve
 
 
 def comfyui_path():
+    """$COMFYUI_PATH, else the host scripts/setup_host.sh built for the running venv (each host has its own)."""
     path = os.environ.get("COMFYUI_PATH")
     if not path:
-        marker = os.path.join(REPO, ".venv", "comfyui-path")
+        marker = os.path.join(sys.prefix, "comfyui-path")
         path = open(marker).read().strip() if os.path.exists(marker) else os.path.join(REPO, ".host", "ComfyUI")
     if not os.path.isfile(os.path.join(path, "main.py")):
         raise SystemExit(f"No ComfyUI at {path}: set COMFYUI_PATH or run scripts/setup_host.sh")
@@ -93,3 +95,28 @@ def boot(cpu=None, extra_args=()):
 def pack(submodule):
     boot()
     return importlib.import_module(f"{PACK_MODULE}.{submodule}")
+
+
+def object_info(node_types):
+    """`node_types`' definitions as the host's /object_info serves them (inputs in order, outputs), read
+    in-process from the node classes: core nodes, the built-in extra nodes and this pack's."""
+    import asyncio
+    module = boot(cpu=True)
+    # main.py imports the host's `utils` package first; without it a core module's `import utils` can bind
+    # comfy/utils.py under that name and the server module (imported by some extra nodes) fails
+    importlib.import_module("utils.install_util")
+    import nodes
+    if not set(node_types) <= set(nodes.NODE_CLASS_MAPPINGS) | set(module.NODE_CLASS_MAPPINGS):
+        asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    classes = {**nodes.NODE_CLASS_MAPPINGS, **module.NODE_CLASS_MAPPINGS}
+    info = {}
+    for name in node_types:
+        cls = classes[name]
+        if hasattr(cls, "GET_NODE_INFO_V1"):  # a node of the new API (comfy_api)
+            info[name] = cls.GET_NODE_INFO_V1()
+        else:
+            inputs = cls.INPUT_TYPES()
+            info[name] = {"input": inputs, "input_order": {k: list(v) for k, v in inputs.items()},
+                          "output": list(cls.RETURN_TYPES),
+                          "output_name": list(getattr(cls, "RETURN_NAMES", cls.RETURN_TYPES))}
+    return json.loads(json.dumps(info))  # lists where the classes have tuples, as the server sends them

@@ -5,8 +5,8 @@ write the videos to ./output/, printing paths and timings.
 Without --ckpt/--model it uses tiny checkpoints: the reference ones from ../shared (or $VIDEOCRAFTER_REFERENCE),
 else smoke models it generates from the pack's code (a SMOKE MODEL either way: random tiny weights, the frames
 are noise; sizes and steps are reduced so it takes a minute on a CPU). With --ckpt path/to/model.ckpt it runs
-the workflow that fits that checkpoint at the papers' settings; with --model vc2_t2v_512 (any id of
-scripts/download_models.py --list with a shipped workflow) it first downloads and converts the released model
+the workflow that fits that checkpoint at the papers' settings; with --model ID (any id of
+scripts/download_models.py --list but the T2V-Turbo UNets) it first downloads and converts the released model
 into --models-dir (once; HF_ENDPOINT is honoured), then renders at the papers' settings.
 """
 import argparse
@@ -20,45 +20,36 @@ import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
-from server_util import ComfyServer, GOLDEN, http_json  # noqa: E402  (the same launcher the tests use)
+from server_util import ComfyServer, GOLDEN, fill_inputs, http_json  # noqa: E402  (the same launcher the tests use)
 import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process)
+sys.path.insert(0, ROOT)  # vc_models without ComfyUI, as scripts/download_models.py
+from vc_models import registry  # noqa: E402
 
-SMOKE = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_i2v_512": "tiny_i2v_v1.safetensors",
-         "dc_512": "tiny_dc_512.safetensors", "toon_512_interp": "tiny_toon_512.safetensors"}
-# released model id -> the shipped workflow that renders it (a T2V graph takes any T2V checkpoint) and the
-# settings that differ from that workflow's
-MODEL_WORKFLOWS = {"vc2_t2v_512": "vc2_t2v_512", "vc1_t2v_512": "vc2_t2v_512", "vc1_t2v_1024": "vc1_t2v_1024",
-                   "vc1_i2v_512": "vc1_i2v_512", "dc_512": "dc_512", "dc_1024": "dc_1024",
-                   "dc_512_interp": "dc_512_interp", "dc_256": "dc_512", "toon_512": "toon_512_interp"}
-MODEL_SETTINGS = {"dc_256": {"width": 256, "height": 256, "fs": 3}}
+SMOKE = ("tiny_t2v_v2.safetensors", "tiny_i2v_v1.safetensors", "tiny_dc_512.safetensors", "tiny_toon_512.safetensors")
 # length: DynamiCrafter's frames
 SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "length": 8, "steps": 10}
 QUICK_SETTINGS = {"width": 128, "height": 64, "frames": 4, "length": 4, "steps": 2}  # --quick: a plumbing check in seconds
 START_IMAGE = "videocrafter_demo_start.png"
 
 
-def checkpoint_shapes(path):
-    """{tensor name: shape} of a checkpoint (.safetensors, or a .ckpt/.pt as released), without reading its values."""
-    if path.endswith(".safetensors"):
-        from safetensors import safe_open
-        with safe_open(path, "pt") as f:
-            return {k: f.get_slice(k).get_shape() for k in f.keys()}
-    import torch
-    sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    sd = sd.get("state_dict", sd.get("module", sd))
-    return {k.removeprefix("_forward_module."): list(v.shape) for k, v in sd.items()}
+def workflow_for(entry):
+    """(shipped workflow name, settings that differ from it) rendering a registry entry: its own graph, else the
+    first of its family's (a T2V graph takes any T2V checkpoint) at the entry's size and frame-rate condition."""
+    for e in [entry] + [e for e in registry.MODELS if e.family == entry.family]:
+        base = next((w for w in e.workflows if not w.variation), None)
+        if base is None:
+            continue
+        ours, theirs = entry.defaults, e.defaults
+        rate = "fs" if entry.family == registry.DYNAMICRAFTER else "fps"
+        settings = {k: v for k, v, w in (("width", ours.width, theirs.width), ("height", ours.height, theirs.height),
+                                          (rate, ours.fps, theirs.fps)) if v != w}
+        return base.name, settings
+    raise SystemExit(f"No shipped workflow renders {entry.description}.")
 
 
-def workflow_for(path):
-    """The shipped workflow that fits a checkpoint: ToonCrafter (its decoder's temporal layers), DynamiCrafter
-    (8 UNet input channels: noise + image latent; set width/height for the 256/1024 models), VideoCrafter1
-    I2V (image key/value projections) or text-to-video."""
-    shapes = checkpoint_shapes(path)
-    if any(k.startswith("first_stage_model.decoder.") and ".time_stack." in k for k in shapes):
-        return "toon_512_interp"
-    if shapes["model.diffusion_model.input_blocks.0.0.weight"][1] == 8:
-        return "dc_512"
-    return "vc1_i2v_512" if any(".to_k_ip." in k for k in shapes) else "vc2_t2v_512"
+def demo_models():
+    """Released model ids `--model` renders on their own (a T2V-Turbo UNet needs its base checkpoint too)."""
+    return sorted(e.id for e in registry.released() if not e.base_model)
 
 
 def write_tiny_toon(path):
@@ -70,17 +61,16 @@ def write_tiny_toon(path):
     subprocess.run([sys.executable, "-c", code, path], check=True, cwd=os.path.join(ROOT, "scripts"))
 
 
-def fill(workflow, values):
-    for node in workflow.values():
-        for key in list(node["inputs"]):
-            if key in values and not isinstance(node["inputs"][key], list):
-                node["inputs"][key] = values[key]
-    return workflow
+def detected_entry(path):
+    """The registry entry of a checkpoint file, from its tensor names and schedule (no weights read)."""
+    from vc_models.checkpoint import inspect_checkpoint
+    from vc_models.checkpoint_file import read_layout
+    return inspect_checkpoint(read_layout(path), os.path.basename(path)).entry
 
 
 def run(server, name, values, out_dir):
     with open(os.path.join(ROOT, "workflows", "api", f"{name}.json")) as f:
-        workflow = fill(json.load(f), values)
+        workflow = fill_inputs(json.load(f), values)
     start = time.time()
     try:
         prompt_id = http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex})["prompt_id"]
@@ -111,7 +101,7 @@ def run(server, name, values, out_dir):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", help="a released VideoCrafter checkpoint (.ckpt or .safetensors)")
-    parser.add_argument("--model", choices=sorted(MODEL_WORKFLOWS),
+    parser.add_argument("--model", choices=demo_models(),
                         help="download (once) and render a released model at the papers' settings")
     parser.add_argument("--models-dir", default=os.path.join(ROOT, "models", "videocrafter"),
                         help="where --model keeps the converted .safetensors (default ./models/videocrafter)")
@@ -121,7 +111,6 @@ def main():
     parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default when one is present)")
     args = parser.parse_args()
     if args.model:
-        sys.path.insert(0, ROOT)  # vc_models without ComfyUI, as scripts/download_models.py
         from vc_models.download import DownloadError, fetch_model
         try:
             args.ckpt = fetch_model(args.model, args.models_dir).path
@@ -142,12 +131,8 @@ def main():
     if args.ckpt:
         ckpt = os.path.abspath(args.ckpt)
         os.symlink(ckpt, os.path.join(checkpoints, os.path.basename(ckpt)))
-        if args.model:
-            name = MODEL_WORKFLOWS[args.model]
-        else:
-            name = workflow_for(ckpt)
-        jobs = {name: {"ckpt_name": os.path.basename(ckpt), **MODEL_SETTINGS.get(args.model, {}),
-                       **(QUICK_SETTINGS if args.quick else {})}}
+        name, settings = workflow_for(registry.entry(args.model) if args.model else detected_entry(ckpt))
+        jobs = {name: {"ckpt_name": os.path.basename(ckpt), **settings, **(QUICK_SETTINGS if args.quick else {})}}
         settings = f"the --quick settings {QUICK_SETTINGS}" if args.quick else "the papers' settings (16 frames, 50 DDIM steps)"
         print(f"{os.path.basename(ckpt)}: running {name} at {settings}.")
     else:
@@ -155,15 +140,18 @@ def main():
             print(f"{comfy_boot.REFERENCE_MISSING}: generating smoke models in {GOLDEN}")
             comfy_boot.ensure_smoke_models(GOLDEN)
         jobs = {}
-        for name, tiny in SMOKE.items():
+        for tiny in SMOKE:
+            path = os.path.join(checkpoints, tiny)
             if os.path.exists(os.path.join(GOLDEN, tiny)):
-                os.symlink(os.path.join(GOLDEN, tiny), os.path.join(checkpoints, tiny))
+                os.symlink(os.path.join(GOLDEN, tiny), path)
             else:  # the reference's tiny ToonCrafter is tiny_dc_512 + a decoder delta: written out once per demo
-                write_tiny_toon(os.path.join(checkpoints, tiny))
+                write_tiny_toon(path)
+            name, _ = workflow_for(detected_entry(path))
             jobs[name] = {"ckpt_name": tiny, **SMOKE_SETTINGS}
+        example = registry.released()[0]
         print("SMOKE MODEL: tiny random-weight checkpoints — the videos are noise. For a real video run "
-              "`make demo MODEL=vc2_t2v_512` (downloads the released VideoCrafter2, about 10 GB, once) or "
-              "`make demo CKPT=path/to/model.ckpt`.")
+              f"`make demo MODEL={example.id}` (downloads the released {example.description} once; "
+              "scripts/download_models.py --list names the others) or `make demo CKPT=path/to/model.ckpt`.")
     if not os.path.exists(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png")):
         comfy_boot.ensure_smoke_models(GOLDEN)  # the start image comes with the smoke models
     shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(server.input_dir, START_IMAGE))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Download released VideoCrafter-family models and convert them once to fp16 .safetensors.
 
-    python scripts/download_models.py vc2_t2v_512 [vc1_i2v_512 ...] [--dir ComfyUI/models/videocrafter] [--delete-pickle]
+    python scripts/download_models.py MODEL [MODEL ...] [--dir ComfyUI/models/videocrafter] [--delete-pickle]
     python scripts/download_models.py --list
 
 Writes <dir>/<name>.safetensors under the names the shipped workflows load (see --list); the released
@@ -15,7 +15,8 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)  # the pack's `vc_models` package; no ComfyUI is imported in this process
-from vc_models.download import RELEASED_MODELS, DownloadError, fetch_model  # noqa: E402
+from vc_models.download import DownloadError, fetch_model, listing_line  # noqa: E402
+from vc_models import registry  # noqa: E402
 
 
 def default_dir():
@@ -34,13 +35,14 @@ def main(argv=None):
     parser.add_argument("--delete-pickle", action="store_true", help="delete the released pickle after conversion")
     parser.add_argument("--list", action="store_true", help="list the model ids and exit")
     args = parser.parse_args(argv)
+    released = [e.id for e in registry.released()]
     if args.list or not args.models:
-        for m in RELEASED_MODELS.values():
-            print(f"{m.id:15s} {m.file_name:40s} {m.description}  <- {m.url}")
+        for entry in registry.released():
+            print(listing_line(entry))
         return 0 if args.list else 2
-    unknown = [m for m in args.models if m not in RELEASED_MODELS]
+    unknown = [m for m in args.models if m not in released]
     if unknown:
-        parser.error(f"unknown model id(s) {unknown}; known: {', '.join(RELEASED_MODELS)}")
+        parser.error(f"unknown model id(s) {unknown}; known: {', '.join(released)}")
     folder = args.dir or default_dir()
     for model_id in args.models:
         try:

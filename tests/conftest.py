@@ -29,6 +29,19 @@ def require_reference():
         pytest.skip(REFERENCE_MISSING)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` need CUDA: skipped without it (scripts/gpu_check.sh runs them where a GPU is lent)."""
+    gpu_tests = [item for item in items if "gpu" in item.keywords]
+    if not gpu_tests:
+        return
+    import torch
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (scripts/gpu_check.sh runs these where one is lent)")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 def pytest_sessionstart(session):
     if comfy_host.HAVE_REFERENCE:
         return
@@ -102,6 +115,18 @@ def pack():
 
 
 @pytest.fixture(scope="session")
+def server(tmp_path_factory):
+    """One real ComfyUI server for the tests that only need one (a module needing another setup defines its
+    own `server`): the tiny checkpoints, the start image as server_util.START_IMAGE in its input folder."""
+    from server_util import ComfyServer, START_IMAGE
+    srv = ComfyServer(tmp_path_factory.mktemp("server"))
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
 def models_dir(pack, tmp_path_factory):
     """A models/videocrafter folder registered with ComfyUI holding the tiny checkpoints (the reference ones,
     or the smoke models without the reference data)."""
@@ -150,6 +175,28 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def core_context_windows(model, **overrides):
+    """The MODEL through core 'Context Windows (Manual)' on the frame axis (dim 2), every other input at this
+    host's default (0.33 added `freenoise`, `causal_window_fix` and the retain/split inputs; older hosts lack
+    them): `overrides` set inputs by name, and one this host does not have is an error."""
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode as node
+    spec = node.INPUT_TYPES()
+    inputs = {**spec["required"], **spec.get("optional", {})}
+    unknown = set(overrides) - set(inputs)
+    assert not unknown, f"Context Windows (Manual) of this host has no input {sorted(unknown)}"
+    values = {name: s[1]["default"] if "default" in s[1] else (s[0] if isinstance(s[0], list) else s[1]["options"])[0]
+              for name, s in inputs.items() if name != "model"}
+    values.update(dim=2, **overrides)
+    result = node.execute(model, **values) if hasattr(node, "execute") else getattr(node(), node.FUNCTION)(model, **values)
+    return (result.result if hasattr(result, "result") else result)[0]
+
+
+def has_core_input(node, name):
+    """Whether this host's core node class takes input `name` (inputs differ between supported hosts)."""
+    spec = node.INPUT_TYPES()
+    return name in {**spec["required"], **spec.get("optional", {})}
 
 
 def tiny_toon_state_dict():

@@ -1,8 +1,9 @@
-"""Start and stop a real ComfyUI server (the host from `.venv/comfyui-path`) for tests.
+"""Start and stop a real ComfyUI server (the host of the running venv, see comfy_boot.comfyui_path) for tests.
 
 Usage:
     srv = ComfyServer(tmp_path).start()      # free port, temp input/output dirs, tiny checkpoints
     srv.url                                  # http://127.0.0.1:<port>
+    entry = run_prompt(srv, workflow)        # POST /prompt, then its /history entry once finished
     srv.stop()                               # SIGTERM, then SIGKILL; srv.start() again on the same port
 
 The server runs `main.py --cpu` from the host tree (so this pack, symlinked into its
@@ -19,9 +20,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 from comfy_boot import REPO, GOLDEN, comfyui_path  # noqa: E402  (no ComfyUI import: paths only)
+START_IMAGE = "videocrafter_start.png"  # the start image in the shared server's input folder (tests/conftest.py)
 TINY_CHECKPOINTS = ("tiny_t2v_v2.safetensors", "tiny_t2v_v1.safetensors", "tiny_i2v_v1.safetensors",
                     "tiny_dc_256.safetensors", "tiny_dc_512.safetensors")
 
@@ -157,3 +160,71 @@ class ComfyServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+def submit(server, workflow):
+    """(the /prompt answer, None) when queued, (None, the error body) when validation refused it."""
+    try:
+        return http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex}), None
+    except urllib.error.HTTPError as e:
+        return None, json.loads(e.read())
+
+
+def wait_history(server, prompt_id, timeout=240):
+    """The /history entry of a prompt once it finished (status "success" or "error")."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        entry = http_json(f"{server.url}/history/{prompt_id}").get(prompt_id)
+        if entry and entry.get("status", {}).get("completed") is not None \
+                and entry["status"]["status_str"] in ("success", "error"):
+            return entry
+        time.sleep(0.5)
+    raise TimeoutError(f"prompt {prompt_id} did not finish; log:\n{server.log_tail()}")
+
+
+def run_prompt(server, workflow, timeout=240):
+    """Queue a workflow validation accepts and return its finished /history entry."""
+    result, refused = submit(server, workflow)
+    assert refused is None, refused
+    return wait_history(server, result["prompt_id"], timeout)
+
+
+def output_files(server, entry):
+    """Full paths of the files a finished prompt's nodes saved."""
+    return [os.path.join(server.output_dir, f["subfolder"], f["filename"])
+            for out in entry["outputs"].values() for f in out.get("images", [])]
+
+
+def fill_inputs(workflow, values):
+    """Set every widget input (not a link) named in `values`, in every node of an API workflow; returns it."""
+    for node in workflow.values():
+        for key in list(node["inputs"]):
+            if key in values and not isinstance(node["inputs"][key], list):
+                node["inputs"][key] = values[key]
+    return workflow
+
+
+def load_workflow(name, api=True):
+    """A shipped workflow: workflows/api/<name>.json (API format) or workflows/<name>.json (UI)."""
+    with open(os.path.join(REPO, "workflows", *(["api"] if api else []), f"{name}.json")) as f:
+        return json.load(f)
+
+
+FRONTEND_ONLY = {"Note", "MarkdownNote"}  # UI nodes the server does not know
+
+
+def assert_widgets_match(info, ui, label):
+    """Each node of a UI graph is a node of this host whose frontend reads its widget values as the builder
+    meant (one per widget, in the frontend's order, each one its widget can hold; scripts/build_workflows.py
+    ui_widgets) and whose links end on the sockets of those names; UI-only nodes are skipped."""
+    import build_workflows  # scripts/ (on the path above): the builder's own reading of a node definition
+    problems = []
+    for node in ui["nodes"]:
+        if node["type"] in FRONTEND_ONLY:
+            continue
+        assert node["type"] in info, (label, node["type"], "not a node of this host")
+        problems += build_workflows.widget_problems(info[node["type"]], node["type"], node["widgets_values"])
+        sockets = [name for name, _ in build_workflows.ui_sockets(info[node["type"]])[0]]
+        problems += [f"{node['type']} input {i} is {slot['name']}, this host's is {sockets[i:i + 1]}"
+                     for i, slot in enumerate(node["inputs"]) if sockets[i:i + 1] != [slot["name"]]]
+    assert not problems, (label, problems)

@@ -13,8 +13,8 @@ def loader(pack):
 
 
 def error_of(loader, path):
-    ckpt = comfy_host.pack("vc_models.checkpoint")
-    with pytest.raises(ckpt.CheckpointError) as info:
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    with pytest.raises(ckpt_file.CheckpointError) as info:
         loader.load_videocrafter(str(path))
     return str(info.value)
 

@@ -18,7 +18,9 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_util import GOLDEN, REPO, ComfyServer, http_json, venv_python  # noqa: E402
+from server_util import REPO, ComfyServer, http_json, venv_python  # noqa: E402
+from batch_util import (CLI, COND_IMAGE, T2V_WF, assert_video, history_of, i2v_row, job_files,  # noqa: E402
+                        read_manifest, runs_per_job, t2v_row, wait_for, write_table)
 
 sys.path.insert(0, REPO)
 from vc_batch import workflow as wfm  # noqa: E402
@@ -26,13 +28,7 @@ from vc_batch.client import format_rejection  # noqa: E402
 from vc_batch.manifest import Manifest, ManifestLocked  # noqa: E402
 from vc_batch.table import TableError, load_jobs  # noqa: E402
 
-T2V_WF = os.path.join(REPO, "workflows", "api", "vc2_t2v_512.json")
 I2V_WF = os.path.join(REPO, "workflows", "api", "vc1_i2v_512.json")
-CLI = os.path.join(REPO, "scripts", "vc_batch.py")
-COND_IMAGE = os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png")
-T2V_CKPT = "tiny_t2v_v2.safetensors"
-I2V_CKPT = "tiny_i2v_v1.safetensors"
-TINY = {"width": 128, "height": 64, "frames": 4, "steps": 2}
 
 
 # ----------------------------------------------------------------------------------------
@@ -422,12 +418,12 @@ def test_manifest_atomic_resume_and_lock(tmp_path):
     m2.unlock()
 
 
-def test_cli_rejects_max_queued_not_matching_servers(tmp_path):
+def test_several_servers_without_ray_is_an_error_naming_ray(tmp_path):
+    """One way to spread a batch: several --server run on Ray, the one-server executor refuses them."""
     table = _write(tmp_path / "jobs.csv", "prompt\na\n")
     r = subprocess.run([venv_python(), CLI, table, "--out", str(tmp_path / "out"), "--server", "127.0.0.1:1",
-                        "--server", "127.0.0.1:2", "--max-queued", "1", "--max-queued", "2", "--max-queued", "3"],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "--max-queued given 3 times for 2 servers" in r.stderr, r.stderr
+                        "--server", "127.0.0.1:2"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "--server given 2 times" in r.stderr and "--ray" in r.stderr, r.stderr
     assert not os.path.exists(tmp_path / "out" / "manifest.jsonl")
 
 
@@ -475,30 +471,6 @@ def server(tmp_path_factory):
     srv.stop()
 
 
-def write_table(path, rows):
-    if str(path).endswith(".jsonl"):
-        with open(path, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-    else:
-        keys = list(dict.fromkeys(k for r in rows for k in r))
-        with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            for r in rows:
-                w.writerow(r)
-    return str(path)
-
-
-def t2v_row(name, seed, **kw):
-    return dict(name=name, prompt=f"a red ball {name}", seed=seed, checkpoint=T2V_CKPT, **TINY, **kw)
-
-
-def i2v_row(name, seed, image, **kw):
-    return dict(name=name, prompt=f"the picture moves {name}", seed=seed, image=image, checkpoint=I2V_CKPT,
-                **TINY, **kw)
-
-
 def cli_args(table, out, server, *extra):
     return [venv_python(), CLI, table, "--server", server.url, "--out", out, "--poll-interval", "0.5",
             "--no-progress", *extra]
@@ -507,47 +479,6 @@ def cli_args(table, out, server, *extra):
 def run_cli(table, out, server, *extra, timeout=300):
     r = subprocess.run(cli_args(table, out, server, *extra), capture_output=True, text=True, timeout=timeout)
     return r
-
-
-def read_manifest(out):
-    path = os.path.join(out, "manifest.jsonl")
-    if not os.path.exists(path):
-        return {}
-    entries = {}
-    with open(path) as f:
-        for line in f:
-            if line.strip():
-                e = json.loads(line)
-                entries[e["job"]] = e
-    return entries
-
-
-def job_files(out, name):
-    d = os.path.join(out, name)
-    return sorted(f for f in os.listdir(d) if not f.endswith(".part")) if os.path.isdir(d) else []
-
-
-def assert_video(path):
-    with open(path, "rb") as f:
-        head = f.read(12)
-    assert os.path.getsize(path) > 1000 and head[4:8] == b"ftyp", path
-
-
-def history_of(server):
-    return http_json(server.url + "/history?max_items=1000")
-
-
-def runs_per_job(history, names):
-    """How many prompts the server executed for each job (by its SaveVideo filename_prefix)."""
-    counts = dict.fromkeys(names, 0)
-    for entry in history.values():
-        for node in entry["prompt"][2].values():
-            prefix = node["inputs"].get("filename_prefix")
-            if isinstance(prefix, str) and prefix.startswith("vc_batch/"):
-                job = prefix.split("/")[1]
-                if job in counts and entry.get("status", {}).get("status_str") == "success":
-                    counts[job] += 1
-    return counts
 
 
 def test_batch_mixed_t2v_i2v(server, tmp_path):
@@ -621,16 +552,6 @@ def test_rejected_row_reported_and_others_run(server, tmp_path):
         and "width" in part["error"], part
     q = server.queue()
     assert part["prompt_id"] not in {i[1] for i in q["queue_running"] + q["queue_pending"]}
-
-
-def wait_for(predicate, timeout, what, interval=0.2):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_server_killed_mid_batch_then_resume(server, tmp_path):
@@ -773,78 +694,6 @@ def test_attempts_are_bounded_across_runs(server, tmp_path):
     assert len(history_of(server)) == before  # nothing submitted
     r = run_cli(table, out, server, "--max-attempts", "4")
     assert r.returncode == 0 and read_manifest(out)["boom"]["status"] == "done", r.stderr
-
-
-def test_three_servers_one_killed_every_job_exactly_once(server, tmp_path):
-    """Jobs spread over three real servers; one is killed (SIGKILL) while it runs a job of the
-    batch: its unfinished jobs move to the other two and every job is done exactly once."""
-    import threading
-    extra = [ComfyServer(tmp_path / f"srv{i}") for i in (2, 3)]
-    threads = [threading.Thread(target=s.start) for s in extra]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    victim, third = extra
-    try:
-        assert victim.alive() and third.alive(), victim.log_tail() + third.log_tail()
-        names = [f"m{i}" for i in range(5)]
-        rows = [t2v_row(n, 90 + i) for i, n in enumerate(names)]
-        for r in rows:
-            r["steps"] = 3
-        table = write_table(tmp_path / "jobs.csv", rows)
-        out = str(tmp_path / "out")
-        args = cli_args(table, out, server, "--server", victim.url, "--server", third.url,
-                        "--max-queued", "1", "--max-queued", "2", "--max-queued", "1", "--failover-after", "3")
-        log = open(tmp_path / "cli.log", "w")
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            def victim_running_ours():
-                m = read_manifest(out)
-                ids = {e["prompt_id"] for e in m.values() if e.get("server") == victim.url}
-                q = victim.queue()
-                return {i[1] for i in q["queue_running"]} & ids
-            killed_ids = wait_for(victim_running_ours, 120, "a job running on the second server")
-            t_kill = time.time()
-            victim.stop(kill=True)
-            try:
-                proc.wait(300)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                pytest.fail("the batch did not finish:\n" + open(tmp_path / "cli.log").read())
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            log.close()
-        output = open(tmp_path / "cli.log").read()
-        print(f"\nafter the kill the batch finished in {time.time() - t_kill:.1f}s")
-        assert proc.returncode == 0, output
-        m = read_manifest(out)
-        killed_job = next(n for n, e in m.items() if e["prompt_id"] in killed_ids or any(
-            pid[:8] in line for pid in killed_ids for line in e.get("attempt_log") or []))
-        for n in names:
-            assert m[n]["status"] == "done", m[n]
-            assert len(job_files(out, n)) == 1 and m[n]["files"], (n, job_files(out, n))
-            assert_video(os.path.join(out, m[n]["files"][0]))
-        # the killed job was moved, and its move is on record
-        assert m[killed_job]["server"] in (server.url, third.url), m[killed_job]
-        assert any(victim.url in line and "moved off" in line for line in m[killed_job]["attempt_log"])
-        # exactly once: the survivors' histories plus the jobs fetched from the victim before it died
-        counts = runs_per_job(history_of(server), names)
-        for n, c in runs_per_job(history_of(third), names).items():
-            counts[n] += c
-        for n in names:
-            if m[n]["server"] == victim.url:
-                counts[n] += 1
-        assert counts == dict.fromkeys(names, 1), (counts, output)
-        # the jobs were spread: both survivors ran some (the victim was running one when killed)
-        servers_used = {m[n]["server"] for n in names} | {victim.url}
-        assert servers_used == {server.url, victim.url, third.url}, m
-        print(f"\n3-server batch, one killed: moved {killed_job}; jobs per server: "
-              + ", ".join(f"{u}: {sum(m[n]['server'] == u for n in names)}" for u in sorted(servers_used)))
-    finally:
-        for s in extra:
-            s.stop(kill=True)
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -70,6 +70,7 @@ def test_built_model_matches_released_layout(pack, layout):
     import comfy.utils
     from comfy.ldm.models.autoencoder import AutoencoderKL
     ckpt = comfy_host.pack("vc_models.checkpoint")
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     unet_mod = comfy_host.pack("vc_models.unet")
     encoders = comfy_host.pack("vc_models.encoders")
     projector_mod = comfy_host.pack("vc_models.projector")
@@ -80,42 +81,42 @@ def test_built_model_matches_released_layout(pack, layout):
     if layout.startswith(("dynamicrafter", "tooncrafter")):
         v_model = layout in DYNAMICRAFTER_SCALE_FLOOR
         assert (info.parameterization, info.zero_snr) == (("v", True) if v_model else ("eps", False))
-    ignored = sorted(k for k in sd if ckpt.is_ignored_key(k))
-    parts = ckpt.split_components({k: v for k, v in sd.items() if not ckpt.is_ignored_key(k)})
-    used_prefixes = [ckpt.UNET_PREFIX, ckpt.VAE_PREFIX, ckpt.TEXT_PREFIX, ckpt.VISION_PREFIX, ckpt.PROJECTOR_PREFIX]
+    ignored = sorted(k for k in sd if ckpt_file.is_ignored_key(k))
+    parts = ckpt_file.split_components({k: v for k, v in sd.items() if not ckpt_file.is_ignored_key(k)})
+    used_prefixes = [ckpt_file.UNET_PREFIX, ckpt_file.VAE_PREFIX, ckpt_file.TEXT_PREFIX, ckpt_file.VISION_PREFIX, ckpt_file.PROJECTOR_PREFIX]
     top_level = sorted(k for k in sd if not k.startswith(tuple(used_prefixes)) and k not in ignored)
-    assert set(top_level) <= set(ckpt.SCHEDULE_KEYS), top_level
+    assert set(top_level) <= set(ckpt_file.SCHEDULE_KEYS), top_level
     for key in ignored:  # nothing the model computes with is ignored
-        assert key in ckpt.DERIVED_SCHEDULE_KEYS or key.startswith((ckpt.VISION_PREFIX, ckpt.TEXT_PREFIX)), key
+        assert key in ckpt_file.DERIVED_SCHEDULE_KEYS or key.startswith((ckpt_file.VISION_PREFIX, ckpt_file.TEXT_PREFIX)), key
 
     ops = comfy.ops.disable_weight_init
     unet = unet_mod.VideoCrafterUNet(info.unet, device="meta", operations=ops)
-    assert_same_layout(parts[ckpt.UNET_PREFIX], unet.state_dict(), "UNet")
+    assert_same_layout(parts[ckpt_file.UNET_PREFIX], unet.state_dict(), "UNet")
 
     with torch.device("meta"):
-        vae_params = encoders.vae_config(parts[ckpt.VAE_PREFIX])["params"]
+        vae_params = encoders.vae_config(parts[ckpt_file.VAE_PREFIX])["params"]
         vae = AutoencoderKL(**vae_params)
-        if info.is_tooncrafter:  # DualRefVAE's decoder (post_quant_conv stays in the file and the model, unused)
+        if info.entry.dualref_decoder:  # DualRefVAE's decoder (post_quant_conv stays in the file and the model, unused)
             dualref = comfy_host.pack("vc_models.dualref_vae")
-            vae.decoder = dualref.DualRefDecoder(dualref.fusion_levels(parts[ckpt.VAE_PREFIX]), **vae_params["ddconfig"])
-    assert_same_layout(parts[ckpt.VAE_PREFIX], vae.state_dict(), "VAE")
+            vae.decoder = dualref.DualRefDecoder(dualref.fusion_levels(parts[ckpt_file.VAE_PREFIX]), **vae_params["ddconfig"])
+    assert_same_layout(parts[ckpt_file.VAE_PREFIX], vae.state_dict(), "VAE")
 
-    text_sd = parts[ckpt.TEXT_PREFIX]
+    text_sd = parts[ckpt_file.TEXT_PREFIX]
     text_model = comfy.clip_model.CLIPTextModel(encoders.text_config(text_sd), torch.float32, "meta", ops)
     converted = comfy.utils.clip_text_transformers_convert({f"t.{k}": v for k, v in text_sd.items()}, "t.", "")
     expected = {k: v for k, v in text_model.state_dict().items() if not k.endswith("position_ids")}
     assert_same_layout(converted, expected, "text encoder")
 
     if info.is_i2v:
-        visual = {k[len("visual."):]: v for k, v in parts[ckpt.VISION_PREFIX].items()}
+        visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items()}
         vision_model = comfy.clip_model.CLIPVisionModelProjection(encoders.vision_config(visual), torch.float32, "meta", ops)
         converted = comfy.clip_vision.convert_to_transformers({f"visual.{k}": v for k, v in visual.items()}, "visual.")
         assert_same_layout(converted, vision_model.state_dict(), "CLIP vision")
-        projector = projector_mod.ImageProjector(projector_mod.ProjectorConfig.from_state_dict(parts[ckpt.PROJECTOR_PREFIX]),
+        projector = projector_mod.ImageProjector(projector_mod.ProjectorConfig.from_state_dict(parts[ckpt_file.PROJECTOR_PREFIX]),
                                                  device="meta", operations=ops)
-        assert_same_layout(parts[ckpt.PROJECTOR_PREFIX], projector.state_dict(), "projector")
+        assert_same_layout(parts[ckpt_file.PROJECTOR_PREFIX], projector.state_dict(), "projector")
     else:
-        assert not parts[ckpt.VISION_PREFIX] and not parts[ckpt.PROJECTOR_PREFIX]
+        assert not parts[ckpt_file.VISION_PREFIX] and not parts[ckpt_file.PROJECTOR_PREFIX]
 
 
 def test_dynamicrafter_256_released_names(pack):

@@ -11,17 +11,18 @@ def test_ckpt_to_safetensors_fp16(pack, tmp_path):
     import safetensors.torch
     convert = comfy_host.pack("vc_models.convert")
     ckpt = comfy_host.pack("vc_models.checkpoint")
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     sd = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.safetensors"))
     src = tmp_path / "model.ckpt"
     torch.save({"state_dict": sd}, src)
     dst = tmp_path / "out" / "i2v.safetensors"
     info = convert.convert_checkpoint(str(src), str(dst), fp16=True)
     assert info.variant == "vc1_i2v_512"
-    out = ckpt.load_state_dict(str(dst))
+    out = ckpt_file.load_state_dict(str(dst))
     for key, value in sd.items():
-        if key in ckpt.DERIVED_SCHEDULE_KEYS:
+        if key in ckpt_file.DERIVED_SCHEDULE_KEYS:
             assert key not in out
-        elif key in ckpt.SCHEDULE_KEYS:
+        elif key in ckpt_file.SCHEDULE_KEYS:
             assert out[key].dtype == value.dtype and torch.equal(out[key], value)
         else:
             assert out[key].dtype == torch.float16 and torch.equal(out[key], value.half()), key
@@ -34,7 +35,7 @@ def test_conversion_temp_file_is_never_listed_as_a_model(pack, tmp_path, monkeyp
     model extensions recursively, dot files included) and stayed there after a kill."""
     import folder_paths
     import safetensors.torch
-    convert = comfy_host.pack("vc_models.convert")
+    atomic_file = comfy_host.pack("vc_models.atomic_file")
     seen_while_writing = []
     real_save = safetensors.torch.save_file
 
@@ -45,7 +46,7 @@ def test_conversion_temp_file_is_never_listed_as_a_model(pack, tmp_path, monkeyp
             files, folder_paths.supported_pt_extensions)))
 
     monkeypatch.setattr(safetensors.torch, "save_file", save_and_look)
-    convert.save_safetensors_atomic({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    atomic_file.write_safetensors({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     (on_disk, listed), = seen_while_writing
     assert len(on_disk) == 1 and on_disk[0].startswith(".model.safetensors.")  # the temporary was there
     assert listed == []                                                           # but no model list showed it
@@ -72,13 +73,14 @@ def test_turbo_unet_pt_converts_with_its_own_keys(pack, tmp_path):
     import tiny_turbo
     convert = comfy_host.pack("vc_models.convert")
     ckpt = comfy_host.pack("vc_models.checkpoint")
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     unet = tiny_turbo.tiny_turbo_unet("mg")
     src = tmp_path / "unet_mg.pt"
     torch.save(unet, src)
     dst = tmp_path / "t2v_turbo_v2_unet_mg.safetensors"
     info = convert.convert_checkpoint(str(src), str(dst), fp16=True)
     assert info.variant == "turbo_v2_mg" and info.unet.motion_guidance
-    out = ckpt.load_state_dict(str(dst))
+    out = ckpt_file.load_state_dict(str(dst))
     assert sorted(out) == sorted(unet)
     assert all(out[k].dtype == torch.float16 and torch.equal(out[k], v.half()) for k, v in unet.items())
     assert ckpt.inspect_turbo_unet(out)[1].guidance_embed_dim == info.unet.guidance_embed_dim

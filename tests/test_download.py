@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 
 from fake_hub import FakeHub
-from server_util import ComfyServer, GOLDEN, REPO, free_port, http_json, venv_python
+from server_util import ComfyServer, GOLDEN, REPO, http_json, venv_python, wait_history
 
 SCRIPT = os.path.join(REPO, "scripts", "download_models.py")
 # ComfyUI's folder_paths.supported_pt_extensions: files it would list as models
@@ -243,7 +243,6 @@ def test_node_downloads_with_progress_and_the_shipped_workflow_runs_unchanged(se
     prompt_id, messages = asyncio.run(run_and_watch(server, workflow))
     assert messages[-1]["type"] == "execution_success", messages[-1]
     # ComfyUI sends execution_success before it files the prompt in /history: wait for the entry
-    from test_server_workflows import wait_history
     entry = wait_history(server, prompt_id)
     video = next(f for out in entry["outputs"].values() for f in out.get("images", []))
     with av.open(os.path.join(server.output_dir, video["subfolder"], video["filename"])) as container:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import comfy_host
+from model_util import model_output, run_node
 from conftest import write_ckpt, load_golden, rel_err
 
 EMBED_TOL = 1e-4
@@ -73,22 +74,6 @@ def run_pipeline(pack, ckpt_name, meta, golden, frames=None):
     out["concat_latent_negative"] = negative[0][1][model_base.CONCAT_LATENT_KEY] * SCALE_FACTOR
     out.update(positive=positive, negative=negative, latent=latent)
     return out
-
-
-def model_output(model, conditioning, x_t, t):
-    """One UNet call as ComfyUI's samplers make it (sigma in, denoised out); returns the raw output
-    (eps, or v for v-prediction) recovered from the denoised estimate."""
-    base = model.model
-    ms = base.model_sampling
-    sigma = ms.sigmas[t].reshape(1)
-    x = x_t / ms.input_scale(sigma).reshape(1, 1, 1, 1, 1)
-    conds = base.extra_conds(cross_attn=conditioning[0][0], noise=x, device=torch.device("cpu"), **conditioning[0][1])
-    kwargs = {k: v.process_cond(batch_size=1, device=torch.device("cpu"), area=None).cond for k, v in conds.items()}
-    with torch.no_grad():
-        denoised = base.apply_model(x, sigma, **kwargs)
-    if hasattr(ms, "model_output_from_denoised"):
-        return ms.model_output_from_denoised(sigma, denoised, x)
-    return (x - denoised) / sigma
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -168,12 +153,6 @@ def test_core_samplercustom_runs_on_dynamicrafter(pack, pipelines, case, sampler
     assert latent.shape == golden["x_T"].shape and torch.isfinite(latent).all() and latent.abs().sum() > 0
 
 
-def run_node(node, *args):
-    """Core nodes of the new API return NodeOutput, older ones tuples."""
-    result = node.execute(*args) if hasattr(node, "execute") else getattr(node(), node.FUNCTION)(*args)
-    return result.result if hasattr(result, "result") else result
-
-
 def test_two_guidance_scales(pack, pipelines):
     """The original's text + image guidance (multiple_cond_cfg, with its guidance rescale on the whole result):
     DynamiCrafter Two-Scale Guider + core SamplerCustomAdvanced + BasicScheduler + VideoCrafter DDIM Sampler."""
@@ -241,8 +220,8 @@ def test_frame_counts_other_than_16(pack, pipelines, dc_files):
 def test_trainer_refuses_dynamicrafter(pack):
     """Training DynamiCrafter is out of the trainer's scope: it says so before loading any model."""
     training = comfy_host.pack("vc_models.training")
-    ckpt = comfy_host.pack("vc_models.checkpoint")
-    with pytest.raises(ckpt.CheckpointError, match="DynamiCrafter image animation 320x512 checkpoint: the trainer"):
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    with pytest.raises(ckpt_file.CheckpointError, match="DynamiCrafter image animation 320x512 checkpoint: the trainer"):
         training.load_training_state_dict(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
 
 

@@ -4,6 +4,7 @@ Golden: ../shared/reference/golden/tiny_t2v_v2.freenoise_case1.* (the original F
 28 frames, window 16, stride 4, seed 42, 6 DDIM steps eta 0, cfg 7.5. Tolerances of the reference
 README: relative L2 <= 1e-4 for single UNet calls, <= 1e-3 for sampled latents.
 """
+import inspect
 import json
 import os
 
@@ -11,7 +12,8 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import rel_err
+from model_util import model_output, run_node
+from conftest import rel_err, core_context_windows, has_core_input
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
@@ -59,32 +61,13 @@ def record_sampler_noise(model):
     return clone, seen
 
 
-def eps_through_model(model, conditioning, x_t, t):
-    """One UNet call as ComfyUI's samplers make it, with the MODEL's transformer_options (the windows)."""
-    base = model.model
-    ms = base.model_sampling
-    sigma = ms.sigmas[t].reshape(1)
-    x = x_t / ms.input_scale(sigma).reshape(1, 1, 1, 1, 1)
-    conds = base.extra_conds(cross_attn=conditioning[0][0], noise=x, device=torch.device("cpu"), **conditioning[0][1])
-    kwargs = {k: v.process_cond(batch_size=x.shape[0], device=torch.device("cpu")).cond for k, v in conds.items()}
-    with torch.no_grad():
-        denoised = base.apply_model(x, sigma, transformer_options=model.model_options["transformer_options"], **kwargs)
-    return (x - denoised) / sigma
-
-
-def run_core(node, *args):
-    """Core nodes of the new API return NodeOutput, older ones tuples."""
-    result = node.execute(*args) if hasattr(node, "execute") else getattr(node, node.FUNCTION)(*args)
-    return result.result if hasattr(result, "result") else result
-
-
 def test_unet_outputs_with_windows_match_the_original(graph, golden):
     tensors, _ = golden
-    errors = {t: rel_err(eps_through_model(graph["freenoise"], graph["positive"], tensors["x_T_rescheduled"], t),
+    errors = {t: rel_err(model_output(graph["freenoise"], graph["positive"], tensors["x_T_rescheduled"], t),
                          tensors[f"eps_t{t}"]) for t in (999, 500, 1)}
     assert all(e <= EMBED_TOL for e in errors.values()), errors
     # the goldens tell windows from plain attention apart (about 8%): the plain MODEL must miss them
-    plain = rel_err(eps_through_model(graph["model"], graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
+    plain = rel_err(model_output(graph["model"], graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
     assert plain > 100 * EMBED_TOL, plain
 
 
@@ -119,17 +102,17 @@ def test_sampler_custom_advanced_reproduces_the_original(graph, golden):
     tensors, _ = golden
     inputs = graph["inputs"]
     model, noises = record_sampler_noise(graph["freenoise"])
-    (noise,) = run_core(RandomNoise, inputs["seed"])
-    (guider,) = run_core(CFGGuider, model, graph["positive"], graph["negative"], inputs["cfg"])
-    (sampler,) = run_core(KSamplerSelect, "videocrafter_ddim_eta0")
+    (noise,) = run_node(RandomNoise, inputs["seed"])
+    (guider,) = run_node(CFGGuider, model, graph["positive"], graph["negative"], inputs["cfg"])
+    (sampler,) = run_node(KSamplerSelect, "videocrafter_ddim_eta0")
     # The original's "6 steps" are 7 (range(0, 1000, 1000 // 6) has 7 entries, as the KSamplers do);
     # BasicScheduler keeps only the last steps + 1 sigmas of a schedule, so take the whole schedule
-    (sigmas,) = run_core(BasicScheduler, model, "videocrafter_uniform", inputs["ddim_steps"], 1.0)
+    (sigmas,) = run_node(BasicScheduler, model, "videocrafter_uniform", inputs["ddim_steps"], 1.0)
     full = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "videocrafter_uniform",
                                            inputs["ddim_steps"]).cpu()
     assert torch.equal(sigmas, full[-len(sigmas):])
     sigmas = full
-    output, _denoised = run_core(SamplerCustomAdvanced, noise, guider, sampler, sigmas, graph["latent"])
+    output, _denoised = run_node(SamplerCustomAdvanced, noise, guider, sampler, sigmas, graph["latent"])
     assert torch.equal(noises[0], tensors["x_T_rescheduled"])
     err = rel_err(output["samples"] * SCALE_FACTOR, tensors["ddim_eta0_latent"])
     assert err <= SAMPLE_TOL, err
@@ -215,9 +198,9 @@ def test_batch_of_two_videos_each_as_alone(pack, graph, golden):
     x = tensors["x_T_rescheduled"]
     batch = torch.cat([x, torch.flip(x, dims=[2])])
     positive = [[graph["positive"][0][0].repeat(2, 1, 1), graph["positive"][0][1]]]
-    eps = eps_through_model(graph["freenoise"], positive, batch, 500)
+    eps = model_output(graph["freenoise"], positive, batch, 500)
     assert rel_err(eps[:1], tensors["eps_t500"]) <= EMBED_TOL
-    alone = eps_through_model(graph["freenoise"], graph["positive"], batch[1:], 500)
+    alone = model_output(graph["freenoise"], graph["positive"], batch[1:], 500)
     assert rel_err(eps[1:], alone) <= EMBED_TOL
 
 
@@ -226,7 +209,7 @@ def test_bf16_weights_with_freenoise(pack, graph, golden):
     tensors, _ = golden
     model = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "bf16")[0]
     (patched,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
-    err = rel_err(eps_through_model(patched, graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
+    err = rel_err(model_output(patched, graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
     assert err < 0.05, err
 
 
@@ -237,12 +220,19 @@ def test_stride_larger_than_window_is_refused(pack, graph):
 
 # ---- core Context Windows on the same MODEL -----------------------------------------------------
 
+def causal_fix_off():
+    """0.33's `causal_window_fix` (on by default) adds the first frame to every later window, for causal
+    video VAEs; these tests count 16-frame windows, so they turn it off where the host has it."""
+    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
+    return {"causal_window_fix": False} if has_core_input(ContextWindowsManualNode, "causal_window_fix") else {}
+
+
 def test_core_context_windows_make_a_64_frame_video(pack, graph):
     """Core 'Context Windows (Manual)' (dim 2, window 16) samples 64 frames in windows; the per-video
     fps and text conditionings reach every window; the VAE decodes 64 frames."""
-    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
     m = pack.NODE_CLASS_MAPPINGS
-    (windowed,) = run_core(ContextWindowsManualNode, graph["model"], 16, 4, "standard_static", 1, False, "pyramid", 2)
+    windowed = core_context_windows(graph["model"], context_length=16, context_overlap=4,
+                                    **causal_fix_off())
     windows_seen = []
 
     def count_windows(executor, x, *args, **kwargs):
@@ -264,10 +254,14 @@ def test_core_context_windows_make_a_64_frame_video(pack, graph):
 
 def test_context_window_cuts_a_per_frame_concat_conditioning(pack, graph):
     """A conditioning shaped like the latent [B, C, T, h, w] (DynamiCrafter's concat latent) arrives whole
-    from ComfyUI 0.3.75's context handler; the model cuts it to the window's frames."""
+    from ComfyUI 0.3.75's context handler; the model cuts it to the window's frames (0.33's handler cuts it
+    itself: one already of the window's length is left alone)."""
     import comfy.context_windows
     base = graph["model"].model
-    window = comfy.context_windows.IndexListContextWindow(list(range(20, 36)), dim=2)
+    # 0.33's window needs the video's length (`total_frames`); 0.3.75's has no such argument
+    takes_total = "total_frames" in inspect.signature(comfy.context_windows.IndexListContextWindow).parameters
+    window = comfy.context_windows.IndexListContextWindow(list(range(20, 36)), dim=2,
+                                                          **({"total_frames": 64} if takes_total else {}))
     concat = torch.arange(64, dtype=torch.float32).reshape(1, 1, 64, 1, 1).expand(1, 0, 64, 8, 16)
     freenoise = comfy_host.pack("vc_models.freenoise")
     cut = freenoise.frames_of_context_window(torch.arange(64.0).reshape(1, 1, 64, 1, 1), 16,
@@ -307,8 +301,8 @@ def test_relative_position_model_runs_windowed(pack, models_dir):
     (positive,) = core.CLIPTextEncode().encode(clip, "a red ball")
     torch.manual_seed(0)
     x = torch.randn(1, 4, 20, 8, 8)
-    windowed = eps_through_model(patched, positive, x, 500)
-    plain = eps_through_model(model, positive, x, 500)
+    windowed = model_output(patched, positive, x, 500)
+    plain = model_output(model, positive, x, 500)
     assert torch.isfinite(windowed).all()
     assert 1e-3 < rel_err(windowed, plain) < 0.5
 
@@ -318,14 +312,13 @@ def test_core_context_windows_keep_image_tokens_per_video(pack, models_dir):
     tokens (per video) whole, for the positive and the negative."""
     import nodes as core
     import comfy.patcher_extension
-    from comfy_extras.nodes_context_windows import ContextWindowsManualNode
     m = pack.NODE_CLASS_MAPPINGS
     model, clip, vae, clip_vision, projector = m["VideoCrafterCheckpointLoader"]().load("tiny_i2v_v1.safetensors", "default")
     (positive,) = core.CLIPTextEncode().encode(clip, "a boat")
     (negative,) = core.CLIPTextEncode().encode(clip, "")
     image = torch.rand(1, 64, 64, 3)
     positive, negative = m["VideoCrafterImageEncode"]().encode(clip_vision, projector, image, positive, negative)
-    (windowed,) = run_core(ContextWindowsManualNode, model, 16, 4, "standard_static", 1, False, "pyramid", 2)
+    windowed = core_context_windows(model, context_length=16, context_overlap=4, **causal_fix_off())
     calls = []
 
     def check_call(executor, x, *args, **kwargs):
@@ -340,3 +333,34 @@ def test_core_context_windows_keep_image_tokens_per_video(pack, models_dir):
     assert samples["samples"].shape == (1, 4, 28, 8, 8) and torch.isfinite(samples["samples"]).all()
     tokens = tuple(positive[0][1][comfy_host.pack("vc_models.model_base").IMAGE_TOKENS_KEY].shape[1:])
     assert len(calls) >= 2 and all(c == (2, 16, (2,) + tokens) for c in calls), calls
+
+
+def test_core_context_windows_on_dynamicrafter(pack, models_dir):
+    """DynamiCrafter under core Context Windows at this host's defaults (on 0.33 with `causal_window_fix`:
+    later windows get the first frame too): every UNet call gets its window's frames of the per-frame image
+    latent (cut once, by the pack on 0.3.75 and by core on 0.33) and the 20 frames sample finite."""
+    import nodes as core
+    m = pack.NODE_CLASS_MAPPINGS
+    if not os.path.exists(models_dir / "tiny_dc_512.safetensors"):
+        os.symlink(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"), models_dir / "tiny_dc_512.safetensors")
+    model, clip, vae, clip_vision, projector = m["VideoCrafterCheckpointLoader"]().load("tiny_dc_512.safetensors", "default")
+    (positive,) = core.CLIPTextEncode().encode(clip, "a boat")
+    (negative,) = core.CLIPTextEncode().encode(clip, "")
+    torch.manual_seed(0)
+    image = torch.rand(1, 64, 128, 3)
+    positive, negative, latent = m["DynamiCrafterConditioning"]().encode(
+        positive, negative, vae, clip_vision, projector, image, "i2v", 128, 64, 20, 1, 24)
+    windowed = core_context_windows(model, context_length=16, context_overlap=4)
+    unet_frames = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(
+        lambda module, args: unet_frames.append((args[0].shape[1], args[0].shape[2])))
+    try:
+        (samples,) = m["VideoCrafterKSampler"]().sample(windowed, positive, negative, latent, seed=1, steps=1, cfg=7.5,
+                                                        sampler_name="videocrafter_ddim",
+                                                        scheduler="videocrafter_uniform", eta=0.0, denoise=1.0)
+    finally:
+        hook.remove()
+    assert samples["samples"].shape == (1, 4, 20, 8, 16) and torch.isfinite(samples["samples"]).all()
+    # noise latent + image latent channels, window frames: 16 (17 with the causal anchor frame)
+    assert len(unet_frames) >= 2 and {c for c, _ in unet_frames} == {8}, unet_frames
+    assert {t for _, t in unet_frames} <= {16, 17} and unet_frames[0][1] == 16, unet_frames

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import comfy_host
+from model_util import model_output
 from conftest import write_ckpt, VARIANTS, load_golden, rel_err
 
 EMBED_TOL = 1e-4
@@ -54,20 +55,6 @@ def run_pipeline(pack, ckpt_name, meta, golden):
     return out
 
 
-def eps_through_model(model, conditioning, x_t, t):
-    """One UNet call the way ComfyUI's samplers make it: sigma in, denoised out, eps recovered."""
-    base = model.model
-    ms = base.model_sampling
-    sigma = ms.sigmas[t].reshape(1)
-    x = x_t / ms.input_scale(sigma).reshape(1, 1, 1, 1, 1)
-    extras = dict(conditioning[0][1])
-    conds = base.extra_conds(cross_attn=conditioning[0][0], noise=x, device=torch.device("cpu"), **extras)
-    kwargs = {k: v.process_cond(batch_size=1, device=torch.device("cpu")).cond for k, v in conds.items()}
-    with torch.no_grad():
-        denoised = base.apply_model(x, sigma, **kwargs)
-    return (x - denoised) / sigma
-
-
 @pytest.mark.parametrize("name", VARIANTS)
 @pytest.mark.parametrize("fmt", ["safetensors", "ckpt", "deepspeed"])
 def test_golden_parity(pack, checkpoint_files, name, fmt):
@@ -79,7 +66,7 @@ def test_golden_parity(pack, checkpoint_files, name, fmt):
         if key in golden:
             errors[key] = rel_err(out[key], golden[key])
     for t in (999, 500, 1):
-        errors[f"eps_t{t}"] = rel_err(eps_through_model(out["model"], out["positive"], golden["x_T"], t), golden[f"eps_t{t}"])
+        errors[f"eps_t{t}"] = rel_err(model_output(out["model"], out["positive"], golden["x_T"], t), golden[f"eps_t{t}"])
     assert all(v <= EMBED_TOL for v in errors.values()), errors
     if fmt != "safetensors":
         return  # the same tensors: sampling and decoding are covered once, from the .safetensors
@@ -110,7 +97,7 @@ def test_bf16_weights_stay_close(pack, models_dir):
     import nodes as core
     (positive,) = core.CLIPTextEncode().encode(clip, meta["inputs"]["prompt"])
     positive, _ = pack.NODE_CLASS_MAPPINGS["VideoCrafterFPSConditioning"]().apply(positive, positive, meta["inputs"]["fps"])
-    err = rel_err(eps_through_model(model, positive, golden["x_T"], 500), golden["eps_t500"])
+    err = rel_err(model_output(model, positive, golden["x_T"], 500), golden["eps_t500"])
     assert err < 0.05, err
 
 

@@ -1,46 +1,25 @@
 """Bad input to the nodes over a real ComfyUI server's API (issue 11): what a remote API user may
 send is checked by ComfyUI's own validation plus ours, and paths cannot leave ComfyUI's folders."""
-import json
 import os
-import time
-import urllib.error
-import uuid
 
 import pytest
 
 import train_util
-from server_util import ComfyServer, http_json
+from server_util import run_prompt, submit
 
 TRAIN_DATA = "videocrafter_train_tiny"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ComfyServer(tmp_path_factory.mktemp("inputs_server"))
-    train_util.make_dataset(os.path.join(srv.input_dir, TRAIN_DATA), count=1)
-    srv.start()
-    yield srv
-    srv.stop()
+def server(server):
+    """The session's shared server, with a one-video training set in its input folder."""
+    if not os.path.isdir(os.path.join(server.input_dir, TRAIN_DATA)):
+        train_util.make_dataset(os.path.join(server.input_dir, TRAIN_DATA), count=1)
+    return server
 
 
-def submit(server, workflow):
-    """(prompt id, None) when queued, (None, the /prompt error body) when validation refused it."""
-    try:
-        return http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex})["prompt_id"], None
-    except urllib.error.HTTPError as e:
-        return None, json.loads(e.read())
-
-
-def run(server, workflow, timeout=120):
-    prompt_id, refused = submit(server, workflow)
-    assert refused is None, refused
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        entry = http_json(f"{server.url}/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            return entry
-        time.sleep(0.3)
-    raise TimeoutError(server.log_tail())
+def run(server, workflow):
+    return run_prompt(server, workflow, timeout=120)
 
 
 def execution_error(entry):
@@ -61,8 +40,8 @@ def latent_graph(width, height=64):
 def test_latent_sizes_out_of_range_are_refused_at_validation(server, width, message):
     """Issue 11: declaring VALIDATE_INPUTS(width, height) switched off ComfyUI's min/max checks, so an
     API prompt with width 0 or -64 passed (both are multiples of 64)."""
-    prompt_id, refused = submit(server, latent_graph(width))
-    assert prompt_id is None
+    queued, refused = submit(server, latent_graph(width))
+    assert queued is None
     details = [e["details"] for e in refused["node_errors"]["1"]["errors"]]
     assert any(message in d for d in details), refused
 

@@ -1,14 +1,16 @@
 """The pack inside a real ComfyUI server on 127.0.0.1: registration, shipped workflows, bad inputs."""
 import json
 import os
-import shutil
-import time
-import urllib.error
-import uuid
+import sys
 
 import pytest
 
-from server_util import ComfyServer, GOLDEN, REPO, http_json
+from server_util import (FRONTEND_ONLY, REPO, START_IMAGE, assert_widgets_match, fill_inputs, load_workflow, output_files, submit,
+                         wait_history)
+import build_workflows  # noqa: E402  (scripts/, on the path through server_util)
+
+sys.path.insert(0, REPO)
+from vc_models import registry  # noqa: E402  (the pack's model list; no ComfyUI import)
 
 WORKFLOWS = os.path.join(REPO, "workflows")
 TINY_FOR = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_t2v_1024": "tiny_t2v_v1.safetensors",
@@ -16,56 +18,12 @@ TINY_FOR = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_t2v_1024": "tiny_t2v_
 PACK_NODES = ["VideoCrafterCheckpointLoader", "VideoCrafterImageEncode", "VideoCrafterFPSConditioning",
               "EmptyVideoCrafterLatent", "VideoCrafterKSampler", "VideoCrafterVAEDecode",
               "VideoCrafterCheckpointToSafetensors"]
-START_IMAGE = "videocrafter_start.png"
-FRONTEND_ONLY = {"Note", "MarkdownNote"}  # UI nodes the server does not know
-# what scripts/download_models.py / the VideoCrafter Model Downloader write (vc_models/download.py)
-DOWNLOAD_NAMES = {"vc2_t2v_512": "videocrafter2_t2v_512.safetensors",
-                  "vc1_t2v_1024": "videocrafter1_t2v_1024.safetensors",
-                  "vc1_i2v_512": "videocrafter1_i2v_512.safetensors"}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ComfyServer(tmp_path_factory.mktemp("server"))
-    shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def load_api(name):
-    with open(os.path.join(WORKFLOWS, "api", f"{name}.json")) as f:
-        return json.load(f)
 
 
 def small(workflow, name, **overrides):
     """The shipped graph on a tiny checkpoint at a size a CPU runs in seconds."""
-    values = {"ckpt_name": TINY_FOR[name], "width": 128, "height": 64, "frames": 4, "steps": 2,
-              "image": START_IMAGE, **overrides}
-    for node in workflow.values():
-        for key in list(node["inputs"]):
-            if key in values and not isinstance(node["inputs"][key], list):
-                node["inputs"][key] = values[key]
-    return workflow
-
-
-def submit(server, workflow):
-    try:
-        return http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex}), None
-    except urllib.error.HTTPError as e:
-        return None, json.loads(e.read())
-
-
-def wait_history(server, prompt_id, timeout=240):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        history = http_json(f"{server.url}/history/{prompt_id}")
-        if prompt_id in history and history[prompt_id].get("status", {}).get("completed") is not None:
-            entry = history[prompt_id]
-            if entry["status"]["status_str"] in ("success", "error"):
-                return entry
-        time.sleep(0.5)
-    raise TimeoutError(f"prompt {prompt_id} did not finish; log:\n{server.log_tail()}")
+    return fill_inputs(workflow, {"ckpt_name": TINY_FOR[name], "width": 128, "height": 64, "frames": 4, "steps": 2,
+                                  "image": START_IMAGE, **overrides})
 
 
 def test_every_node_registers_with_tooltips(server):
@@ -79,18 +37,23 @@ def test_every_node_registers_with_tooltips(server):
     assert "videocrafter_uniform" in info["KSampler"]["input"]["required"]["scheduler"][0]
 
 
-def assert_widgets_match(info, ui, label):
-    """Each node of a UI graph is a real node with one widget value per widget input (the frontend's order,
-    plus the seed's control_after_generate and LoadImage's upload widget); UI-only nodes are skipped."""
-    for node in ui["nodes"]:
-        if node["type"] in FRONTEND_ONLY:
-            continue
-        spec = info[node["type"]]["input"]
-        widgets = [k for k, v in {**spec["required"], **spec.get("optional", {})}.items()
-                   if isinstance(v[0], list) or v[0] in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-        extra = sum(1 for k in widgets if spec["required"].get(k, [None, {}])[-1].get("control_after_generate")
-                    or spec["required"].get(k, [None, {}])[-1].get("image_upload"))
-        assert len(node["widgets_values"]) == len(widgets) + extra, (label, node["type"], widgets)
+def test_every_shipped_ui_workflow_reads_on_this_host(server):
+    """Every shipped UI graph on this host: its widget values read as meant; each node at least the size this
+    host's frontend draws it (else it grows onto a neighbour); no two node rectangles overlap, no link runs
+    under a node and the Note covers nothing."""
+    info = server.object_info()
+    names = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
+    assert len(names) >= 11, names
+    for name in names:
+        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
+            ui = json.load(f)
+        assert_widgets_match(info, ui, name)
+        for node in ui["nodes"]:
+            if node["type"] not in FRONTEND_ONLY:
+                needed = build_workflows.node_size(info[node["type"]], node["widgets_values"])
+                assert node["size"][0] >= needed[0] and node["size"][1] >= needed[1], (name, node["title"], needed)
+        assert build_workflows.layout_problems(ui) == [], name
+        assert sum(n["type"] == "Note" for n in ui["nodes"]) == 1, name
 
 
 def test_ui_workflows_match_the_nodes(server):
@@ -100,9 +63,14 @@ def test_ui_workflows_match_the_nodes(server):
         with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
             ui = json.load(f)
         assert_widgets_match(info, ui, name)
-        # the file the downloader writes; no Missing Models entry (that dialog refuses the released .ckpt)
+        # the file the downloader writes; its Missing Models entry names the folder and the instructions, never
+        # a download (the released file is a .ckpt pickle, the dialog would store it under the .safetensors name)
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
-        assert loader["widgets_values"][0] == f"{DOWNLOAD_NAMES[name]}" and "models" not in loader["properties"]
+        name_ = registry.entry(name).release.file_name
+        assert loader["widgets_values"][0] == name_
+        assert loader["properties"]["models"] == [{"name": name_, "directory": "videocrafter",
+                                                   "url": build_workflows.MODELS_GUIDE_URL}]
+        assert not build_workflows.MODELS_GUIDE_URL.startswith("https://huggingface.co/")
         note = next(n for n in ui["nodes"] if n["type"] == "Note")
         assert f"download_models.py {name}" in note["widgets_values"][0]
 
@@ -110,14 +78,13 @@ def test_ui_workflows_match_the_nodes(server):
 @pytest.mark.parametrize("name", sorted(TINY_FOR))
 def test_shipped_workflow_makes_a_video(server, name):
     import av
-    result, error = submit(server, small(load_api(name), name))
+    result, error = submit(server, small(load_workflow(name), name))
     assert error is None, error
     entry = wait_history(server, result["prompt_id"])
     assert entry["status"]["status_str"] == "success", entry["status"]
-    files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
+    files = output_files(server, entry)
     assert len(files) == 1, entry["outputs"]
-    path = os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])
-    with av.open(path) as container:
+    with av.open(files[0]) as container:
         frames = [f for f in container.decode(video=0)]
     assert len(frames) == 4 and (frames[0].width, frames[0].height) == (128, 64)
 
@@ -128,7 +95,7 @@ def test_shipped_workflow_makes_a_video(server, name):
     ({"image": "no_such_image.png"}, "LoadImage", "image"),
 ])
 def test_bad_inputs_are_rejected_naming_the_input(server, change, node_type, input_name):
-    workflow = small(load_api("vc1_i2v_512"), "vc1_i2v_512", **change)
+    workflow = small(load_workflow("vc1_i2v_512"), "vc1_i2v_512", **change)
     result, error = submit(server, workflow)
     assert result is None
     node_id = next(i for i, n in workflow.items() if n["class_type"] == node_type)
@@ -139,7 +106,7 @@ def test_bad_inputs_are_rejected_naming_the_input(server, change, node_type, inp
 
 
 def test_i2v_graph_with_a_t2v_checkpoint_explains(server):
-    workflow = small(load_api("vc1_i2v_512"), "vc1_i2v_512", ckpt_name="tiny_t2v_v2.safetensors")
+    workflow = small(load_workflow("vc1_i2v_512"), "vc1_i2v_512", ckpt_name="tiny_t2v_v2.safetensors")
     result, error = submit(server, workflow)
     assert error is None, error
     entry = wait_history(server, result["prompt_id"])
@@ -160,13 +127,9 @@ DC_NODES = ["DynamiCrafterConditioning", "VideoCrafterGuidanceRescale", "DynamiC
 
 def small_dc(name, frames=4, **overrides):
     """A shipped DynamiCrafter graph on the tiny 512 checkpoint, 4 frames, 2 steps (a loop keeps frames - 1)."""
-    values = {"ckpt_name": DC_TINY_FOR[name], "width": 128, "height": 64, "length": frames, "steps": 2,
-              "image": START_IMAGE, **overrides}
-    workflow = load_api(name)
+    workflow = fill_inputs(load_workflow(name), {"ckpt_name": DC_TINY_FOR[name], "width": 128, "height": 64,
+                                                 "length": frames, "steps": 2, "image": START_IMAGE, **overrides})
     for node in workflow.values():
-        for key in list(node["inputs"]):
-            if key in values and not isinstance(node["inputs"][key], list):
-                node["inputs"][key] = values[key]
         if node["class_type"] == "ImageFromBatch":
             node["inputs"]["length"] = frames - 1
     return workflow
@@ -214,9 +177,9 @@ def test_dynamicrafter_workflow_makes_a_video(server, name):
     assert error is None, error
     entry = wait_history(server, result["prompt_id"])
     assert entry["status"]["status_str"] == "success", entry["status"]
-    files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
+    files = output_files(server, entry)
     assert len(files) == 1, entry["outputs"]
-    with av.open(os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])) as container:
+    with av.open(files[0]) as container:
         decoded = [f for f in container.decode(video=0)]
     assert len(decoded) == (frames - 1 if name == "dc_512_loop" else frames)
     assert (decoded[0].width, decoded[0].height) == (128, 64)
@@ -244,7 +207,7 @@ def test_dynamicrafter_bad_sizes_and_missing_images_are_rejected(server):
 def test_dynamicrafter_wrong_inputs_explain(server, name, change, expected):
     """An end image in i2v mode, interpolation without one, a VideoCrafter1 I2V checkpoint in a DynamiCrafter
     graph and the reverse fail with a message that says what to change."""
-    workflow = small_dc(name, **change) if name in DC_TINY_FOR else small(load_api(name), name, **change)
+    workflow = small_dc(name, **change) if name in DC_TINY_FOR else small(load_workflow(name), name, **change)
     result, error = submit(server, workflow)
     assert error is None, error
     entry = wait_history(server, result["prompt_id"])

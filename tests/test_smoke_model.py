@@ -26,10 +26,10 @@ def smoke_sd(pack):
 def test_same_layout_and_schedule_as_the_reference_tiny_model(smoke_sd, name):
     require_reference()
     from safetensors import safe_open
-    ckpt = comfy_host.pack("vc_models.checkpoint")
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     sd = smoke_sd(name)
     ref_shapes, ref_schedule = {}, {}
-    schedule = ckpt.SCHEDULE_KEYS + ckpt.DERIVED_SCHEDULE_KEYS
+    schedule = ckpt_file.SCHEDULE_KEYS + ckpt_file.DERIVED_SCHEDULE_KEYS
     for file in REFERENCE_FILES.get(name, (f"{name}.safetensors",)):
         with safe_open(os.path.join(comfy_host.REFERENCE, "golden", file), "pt") as f:
             ref_shapes.update({k: list(f.get_slice(k).get_shape()) for k in f.keys()})

@@ -63,7 +63,8 @@ def test_loads_and_conditions_like_the_original(pack, toon_files, fmt):
     golden, meta = toon_meta()
     out = run_pipeline(pack, toon_files[fmt], meta, golden)
     info = out["model"].model.info
-    assert (info.variant, info.default_height, info.default_width, info.default_fps) == ("toon_512", 320, 512, 10)
+    d = info.entry.defaults
+    assert (info.variant, d.height, d.width, d.fps) == ("toon_512", 320, 512, 10)
     assert isinstance(out["vae"], comfy_host.pack("vc_models.dualref_vae").DualRefVAE)
     errors = {key: rel_err(out[key], golden[key]) for key in
               ("text_cond", "text_uncond", "image_tokens", "image_emb", "image_uncond_emb", "concat_latent")}
@@ -160,4 +161,5 @@ def test_decodes_without_key_frames_are_refused(pack, pipeline, models_dir):
 def test_downloader_knows_the_released_file(pack):
     """The downloader's id for the released ToonCrafter file (Hugging Face Doubiiu/ToonCrafter, model.ckpt)."""
     model = comfy_host.pack("vc_models.download").released_model("toon_512")
-    assert (model.repo_id, model.filename, model.bare_unet) == ("Doubiiu/ToonCrafter", "model.ckpt", False)
+    release = model.release
+    assert (release.repo, release.file, release.bare_unet) == ("Doubiiu/ToonCrafter", "model.ckpt", False)

@@ -6,12 +6,11 @@ import os
 import time
 import urllib.parse
 import urllib.request
-import uuid
 
 import pytest
 
 import train_util
-from server_util import ComfyServer, REPO, http_json
+from server_util import ComfyServer, REPO, http_json, run_prompt, submit, wait_history
 
 TRAIN_DATA = "videocrafter_train_tiny"
 
@@ -44,20 +43,6 @@ def train_workflow(**overrides):
     return workflow
 
 
-def submit(server, workflow):
-    return http_json(server.url + "/prompt", {"prompt": workflow, "client_id": uuid.uuid4().hex})["prompt_id"]
-
-
-def wait_done(server, prompt_id, timeout=300):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        entry = http_json(f"{server.url}/history/{prompt_id}").get(prompt_id)
-        if entry and entry.get("status", {}).get("completed") is not None:
-            return entry
-        time.sleep(0.5)
-    raise TimeoutError(f"prompt {prompt_id} did not finish; log:\n{server.log_tail()}")
-
-
 def test_train_node_registered_with_tooltips(train_server):
     info = train_server.object_info()["VideoCrafterTrainI2V"]
     assert info["category"] == "VideoCrafter/training"
@@ -73,7 +58,7 @@ def test_train_node_registered_with_tooltips(train_server):
 
 def test_train_workflow_returns_loss_curve(train_server):
     from PIL import Image
-    entry = wait_done(train_server, submit(train_server, train_workflow(output_name="tiny_run")))
+    entry = run_prompt(train_server, train_workflow(output_name="tiny_run"), timeout=300)
     assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
     images = [img for out in entry["outputs"].values() for img in out.get("images", [])]
     assert len(images) == 1
@@ -98,22 +83,23 @@ def saved_states(states):
 def test_interrupt_saves_a_state_then_resumes(train_server):
     run = os.path.join(train_server.output_dir, "videocrafter_training", "tiny_interrupted")
     states = os.path.join(run, "states")
-    prompt_id = submit(train_server, train_workflow(output_name="tiny_interrupted", stage="projector",
+    queued, _ = submit(train_server, train_workflow(output_name="tiny_interrupted", stage="projector",
                                                     projector_steps=300, save_every=1, keep_states=1))
     deadline = time.time() + 180
     while not any(saved_states(states).values()):
         assert time.time() < deadline, train_server.log_tail()
         time.sleep(0.2)
     http_json(train_server.url + "/interrupt", {})
-    entry = wait_done(train_server, prompt_id)
+    entry = wait_history(train_server, queued["prompt_id"], timeout=300)
     assert entry["status"]["status_str"] == "error"
     assert any(m[0] == "execution_interrupted" for m in entry["status"]["messages"]), entry["status"]
     (run_id, saved), = saved_states(states).items()
     step = int(saved[-1][len("step_"):])
     assert step >= 1
     # resume: the same run with a goal one step past the saved state
-    entry = wait_done(train_server, submit(train_server, train_workflow(
-        output_name="tiny_interrupted", stage="projector", projector_steps=step + 1, save_every=1, keep_states=1)))
+    entry = run_prompt(train_server, train_workflow(
+        output_name="tiny_interrupted", stage="projector", projector_steps=step + 1, save_every=1, keep_states=1),
+        timeout=300)
     assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
     assert saved_states(states) == {run_id: [f"step_{step + 1:08d}"]}
     rows = open(os.path.join(run, "loss_log.csv")).read().strip().splitlines()[1:]

@@ -89,7 +89,8 @@ def test_stage1_overfits_and_trains_only_projector_and_image_kv(mods, tmp_path, 
     assert torch.equal(projector_file["image_proj_model.latents"], after["projector.latents"])
     # the loader side: patch the raw checkpoint with it, still an I2V checkpoint
     ckpt = mods["checkpoint"]
-    sd = ckpt.load_state_dict(train_util.TINY_I2V)
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    sd = ckpt_file.load_state_dict(train_util.TINY_I2V)
     comfy_host.pack("vc_models.projector_file").apply_projector_file(sd, result.outputs["projector_file"])
     assert ckpt.inspect_checkpoint(sd).is_i2v
     assert os.path.getsize(result.outputs["loss_curve"]) > 1000
@@ -105,8 +106,8 @@ def test_stage2_trains_unet_only_and_writes_a_loadable_checkpoint(mods, tmp_path
     assert len(diff) > 0.9 * sum(k.startswith("unet.") for k in before)  # 'all' layers
 
     out = result.outputs["checkpoint"]
-    ckpt = mods["checkpoint"]
-    saved, original = ckpt.load_state_dict(out), ckpt.load_state_dict(train_util.TINY_I2V)
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    saved, original = ckpt_file.load_state_dict(out), ckpt_file.load_state_dict(train_util.TINY_I2V)
     for prefix in ("cond_stage_model.", "image_proj_model.", "embedder.model.visual.", "first_stage_model."):
         keys = [k for k in original if k.startswith(prefix)]
         assert keys and all(torch.equal(saved[k], original[k]) for k in keys), prefix
@@ -131,7 +132,8 @@ def test_t2v_plus_clip_vision_becomes_i2v(mods, tmp_path, data_dir):
                         projector_steps=1, finetune_steps=1, save_fp16=False)
     result = mods["trainer"].train(cfg, models)
     ckpt = mods["checkpoint"]
-    sd = ckpt.load_state_dict(result.outputs["checkpoint"])
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    sd = ckpt_file.load_state_dict(result.outputs["checkpoint"])
     info = ckpt.inspect_checkpoint(sd, "upgraded")
     assert info.is_i2v and info.variant == "vc1_i2v_512"
     assert any(k.startswith("embedder.model.visual.transformer.resblocks.") for k in sd)
@@ -195,8 +197,8 @@ def test_bf16_autocast_with_half_frozen_weights_keeps_exports_exact(mods, tmp_pa
     trainer.frozen_dtype = torch.bfloat16  # what a GPU run uses
     result = trainer.run()
     assert models.unet.input_blocks[1][0].in_layers[2].weight.dtype == torch.bfloat16  # a frozen spatial conv
-    ckpt = mods["checkpoint"]
-    saved, original = ckpt.load_state_dict(result.outputs["checkpoint"]), ckpt.load_state_dict(train_util.TINY_I2V)
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    saved, original = ckpt_file.load_state_dict(result.outputs["checkpoint"]), ckpt_file.load_state_dict(train_util.TINY_I2V)
     kinds = models.unet_parameter_kinds()
     spatial = [k for k, kind in kinds.items() if kind == "spatial" and ".to_k_ip." not in k and ".to_v_ip." not in k]
     assert all(torch.equal(saved["model.diffusion_model." + k], original["model.diffusion_model." + k].float())
@@ -347,26 +349,6 @@ def test_ctrl_c_on_the_command_line_saves_a_state(mods, tmp_path, data_dir, monk
     assert cli.main(["--config", str(config), "--cpu"]) == 130
     cfg = mods["config"].TrainConfig.from_dict(values)
     assert list(run_folders(cfg).values()) == [["step_00000002"]]
-
-
-def test_states_of_the_layout_without_run_folders_still_resume(mods, tmp_path, data_dir):
-    """States written before runs had folders (`states/step_*`) are moved into a run and continued."""
-    import shutil
-    state = mods["state"]
-    cfg, models = build(mods, tmp_path, data_dir, projector_steps=2, save_every=1)
-    first = mods["trainer"].train(cfg, models)
-    states = os.path.join(cfg.output_dir, "states")
-    for name in os.listdir(os.path.join(states, first.summary["run_id"])):  # the earlier layout
-        shutil.move(os.path.join(states, first.summary["run_id"], name), os.path.join(states, name))
-    os.rmdir(os.path.join(states, first.summary["run_id"]))
-    result = first.outputs["projector_file"]  # and a result as that trainer wrote it: no run id
-    with safetensors.safe_open(result, "pt") as f:
-        metadata = {k: v for k, v in f.metadata().items() if k != mods["trainer"].RUN_METADATA_KEY}
-    safetensors.torch.save_file(safetensors.torch.load_file(result), result, metadata=metadata)
-    cfg, models = build(mods, tmp_path, data_dir, projector_steps=3, save_every=1)
-    resumed = mods["trainer"].train(cfg, models)
-    assert [r["step"] for r in resumed.history] == [1, 2, 3] and resumed.history[:2] == first.history
-    assert run_folders(cfg) == {state.LEGACY_RUN: ["step_00000002", "step_00000003"]}
 
 
 def test_interrupt_while_writing_a_stage_result_keeps_the_stage(mods, tmp_path, data_dir):

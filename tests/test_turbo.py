@@ -230,8 +230,7 @@ def test_dynamicrafter_like_model_is_refused(pack):
     turbo = comfy_host.pack("vc_models.turbo")
     _, turbo_cfg = ckpt.inspect_turbo_unet(tiny_turbo_unet("mg"))
     import dataclasses
-    base = ckpt.CheckpointInfo(variant="vc1_i2v_512", is_i2v=True, has_scale_arr=True, default_height=320,
-                               default_width=512, default_fps=8,
+    base = ckpt.CheckpointInfo(entry=comfy_host.pack("vc_models.registry").entry("vc1_i2v_512"),
                                unet=dataclasses.replace(turbo_cfg, guidance_embed_dim=0, motion_guidance=False,
                                                         in_channels=8, image_cross_attention=True))
     with pytest.raises(ValueError, match="in_channels 8"):
@@ -249,8 +248,8 @@ def test_full_checkpoint_as_turbo_unet_is_refused(pack, nodes_, vc2):
 
 
 def test_turbo_unet_in_the_checkpoint_loader_says_where_it_goes(pack, nodes_, turbo_dir):
-    ckpt = comfy_host.pack("vc_models.checkpoint")
-    with pytest.raises(ckpt.CheckpointError, match="VideoCrafter Turbo UNet Loader"):
+    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
+    with pytest.raises(ckpt_file.CheckpointError, match="VideoCrafter Turbo UNet Loader"):
         nodes_["VideoCrafterCheckpointLoader"]().load("unet_nomg.pt", "default")
 
 
@@ -293,8 +292,7 @@ def server(tmp_path_factory):
 
 def test_shipped_turbo_workflow_makes_a_video(server):
     import av
-    from server_util import REPO
-    from test_server_workflows import submit, wait_history
+    from server_util import REPO, assert_widgets_match, submit, wait_history
     info = server.object_info()
     for node in ("VideoCrafterTurboUNetLoader", "VideoCrafterTurboConditioning"):
         assert info[node]["category"].startswith("VideoCrafter/")
@@ -304,7 +302,6 @@ def test_shipped_turbo_workflow_makes_a_video(server):
 
     with open(os.path.join(REPO, "workflows", "vc2_turbo_v2.json")) as f:
         ui = json.load(f)
-    from test_server_workflows import assert_widgets_match
     assert_widgets_match(info, ui, "vc2_turbo_v2")
     note = next(n for n in ui["nodes"] if n["type"] == "Note")  # UI-only: how to get the model files
     assert "download_models.py vc2_t2v_512 turbo_v2_mg" in note["widgets_values"][0]

@@ -1,7 +1,12 @@
 """vc_batch: run VideoCrafter (or any ComfyUI API workflow) over a table of jobs through a
-running ComfyUI server's HTTP API.  A pure client: it never imports torch or comfy.
+running ComfyUI server's HTTP API, or over several ComfyUI workers on Ray (optional).  A pure
+client: it never imports torch or comfy.
 
     python scripts/vc_batch.py jobs.csv --server http://127.0.0.1:8188 --out runs/batch1
+    python scripts/vc_batch.py jobs.csv --ray local --workers 2 --comfyui ~/ComfyUI --out runs/batch1
+
+plan.py plans the jobs (tables: table.py, workflows: workflow.py, manifest: manifest.py);
+runner.py runs them on one server, ray_executor.py on Ray workers (worker.py), both through client.py.
 
 See docs/batch.md.
 """

@@ -72,6 +72,16 @@ def format_rejection(body, workflow=None):
     return "; ".join(parts)
 
 
+NO_OUTPUT = "the workflow finished but produced no output files"
+
+
+def partial_rejection(node_errors, workflow):
+    """The error of a prompt ComfyUI queued with some output nodes left out (`node_errors` in its
+    answer): not the job the row asked for, so the caller drops it from the queue."""
+    return ("the server accepted only part of the workflow and was told to drop it: "
+            + format_rejection({"node_errors": node_errors}, workflow))
+
+
 class HistoryResult:
     """What a /history entry says about a finished prompt."""
 
@@ -109,6 +119,48 @@ def parse_history(entry):
     # saved outputs; previews (type temp) only when nothing was saved
     chosen = [it for it in items if it.get("type", "output") == "output"] or items
     return HistoryResult(True, seconds=seconds, outputs=chosen)
+
+
+def output_file_names(outputs):
+    """The local file name of each output item of one prompt: its own name, prefixed with its
+    node id when two output nodes wrote the same name."""
+    names, seen = [], set()
+    for it in outputs:
+        fname = os.path.basename(it["filename"])
+        if fname in seen:
+            fname = f"{it['node']}_{fname}"
+        seen.add(fname)
+        names.append(fname)
+    return names
+
+
+class open_part:
+    """`with open_part(dest) as f:` writes dest + '.part', fsyncs it and renames it to dest only
+    when the block ends without an error: a job's file is either complete or absent."""
+
+    def __init__(self, dest):
+        self.dest = dest
+        self.tmp = dest + ".part"
+
+    def __enter__(self):
+        self.f = open(self.tmp, "wb")
+        return self.f
+
+    def __exit__(self, exc_type, *exc):
+        try:
+            if exc_type is None:
+                self.f.flush()
+                os.fsync(self.f.fileno())
+        finally:
+            self.f.close()
+        if exc_type is None:
+            os.replace(self.tmp, self.dest)
+        else:
+            try:
+                os.remove(self.tmp)
+            except OSError:
+                pass
+        return False
 
 
 class ComfyClient:
@@ -186,40 +238,40 @@ class ComfyClient:
             raise RequestFailed(f"POST /prompt: HTTP {status}: {str(body)[:300]}")
         return body["prompt_id"], body.get("node_errors") or {}
 
-    async def upload_image(self, path, name):
+    async def upload_image(self, data, name):
+        """Store `data` (the image file's bytes) in the server's input folder as `name`; returns
+        the name to put in a Load Image node."""
         form = aiohttp.FormData()
         form.add_field("overwrite", "true")
         form.add_field("type", "input")
-        with open(path, "rb") as f:
-            form.add_field("image", f.read(), filename=name, content_type="application/octet-stream")
+        form.add_field("image", data, filename=name, content_type="application/octet-stream")
         status, body = await self._request("POST", "/upload/image", data=form)
         if status != 200 or not isinstance(body, dict):
-            raise RequestFailed(f"upload of {path}: HTTP {status}: {str(body)[:300]}")
+            raise RequestFailed(f"upload of {name}: HTTP {status}: {str(body)[:300]}")
         sub = body.get("subfolder") or ""
         return f"{sub}/{body['name']}" if sub else body["name"]
 
-    async def download(self, item, dest):
-        """GET /view for a history output item into dest (via dest + '.part', then rename)."""
+    async def download(self, item, dest=None):
+        """GET /view for a history output item: into dest (written atomically), or returned as
+        bytes when dest is None (a Ray worker sends them to the driver, which writes them)."""
         params = {"filename": item["filename"], "subfolder": item.get("subfolder", ""),
                   "type": item.get("type", "output")}
-        tmp = dest + ".part"
         try:
             async with self.session.get(self.base + "/view", params=params) as r:
                 if r.status >= 500:
                     raise ServerDown(f"/view {item['filename']}: HTTP {r.status}")
                 if r.status != 200:
                     raise RequestFailed(f"/view {item['filename']}: HTTP {r.status}")
-                with open(tmp, "wb") as f:
+                if dest is None:
+                    return await r.read()
+                with open_part(dest) as f:
                     async for chunk in r.content.iter_chunked(1 << 16):
                         f.write(chunk)
-                    f.flush()
-                    os.fsync(f.fileno())
         except CONNECTION_ERRORS as e:
-            if isinstance(e, OSError) and not isinstance(e, ConnectionError) and os.path.exists(os.path.dirname(tmp)) \
-                    and e.errno in (28, 13, 30):  # disk full / permission / read-only: not the server's fault
-                raise
+            if isinstance(e, OSError) and not isinstance(e, ConnectionError) and dest is not None \
+                    and os.path.exists(os.path.dirname(dest)) and e.errno in (28, 13, 30):
+                raise  # disk full / permission / read-only: not the server's fault
             raise ServerDown(f"/view {item['filename']}: {type(e).__name__}: {e}") from e
-        os.replace(tmp, dest)
         return dest
 
     async def delete_queued(self, prompt_ids):

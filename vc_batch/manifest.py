@@ -2,8 +2,9 @@
 
 Every change writes the whole file to `<manifest>.tmp`, fsyncs it, renames it over the
 manifest and fsyncs the folder, so a crash at any moment leaves either the old or the new
-complete file: finished entries are never corrupted.  A lock file (`<manifest>.lock`,
-flock) stops two batch processes from sharing one manifest.
+complete file: finished entries are never corrupted.  A lock file (`<manifest>.lock`, held
+through `filelock`: flock on Unix, msvcrt locking on Windows) stops two batch processes from
+sharing one manifest.
 
 Entry fields: job, status, prompt_id, server (which server holds prompt_id), files, seconds,
 error, attempts (submissions counted against --max-attempts), attempt_log (why earlier
@@ -21,9 +22,9 @@ import os
 import time
 
 try:
-    import fcntl
-except ImportError:  # Windows: no advisory lock
-    fcntl = None
+    import filelock  # ComfyUI's environment has it (a torch dependency; ComfyUI 0.33 requires it)
+except ImportError:  # vc_batch is a pure client and may run elsewhere: the error comes when a lock is needed
+    filelock = None
 
 FIELDS = ("job", "status", "prompt_id", "server", "files", "seconds", "error", "attempts", "attempt_log", "seed",
           "fingerprint", "workflow", "updated")
@@ -37,28 +38,27 @@ class Manifest:
     def __init__(self, path, warn=print):
         self.path = os.path.abspath(path)
         self.entries = {}
-        self._lock_file = None
+        self._lock = None
         self.warn = warn
 
     # -- locking -----------------------------------------------------------------------
     def lock(self):
+        if filelock is None:
+            raise RuntimeError("vc_batch locks its manifest with the 'filelock' package, which this Python lacks: "
+                               "run it with ComfyUI's Python, or `python -m pip install filelock`.")
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self._lock_file = open(self.path + ".lock", "a+")
-        if fcntl is not None:
-            try:
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                self._lock_file.close()
-                self._lock_file = None
-                raise ManifestLocked(f"{self.path} is in use by another vc_batch process") from None
+        lock = filelock.FileLock(self.path + ".lock", timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise ManifestLocked(f"{self.path} is in use by another vc_batch process") from None
+        self._lock = lock
         return self
 
     def unlock(self):
-        if self._lock_file is not None:
-            if fcntl is not None:
-                fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- reading -----------------------------------------------------------------------
     def load(self):

@@ -10,7 +10,7 @@ import torch
 
 import comfy.utils
 
-from .checkpoint import DYNAMICRAFTER_TOKENS_PER_FRAME
+from .registry import DYNAMICRAFTER_TOKENS_PER_FRAME
 from .encoders import image_tokens
 
 MODES = ("i2v", "interpolate", "loop")

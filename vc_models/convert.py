@@ -4,14 +4,8 @@ import os
 import torch
 
 from .atomic_file import write_safetensors, refuse_existing
-from .checkpoint import (load_state_dict, inspect_checkpoint, inspect_turbo_unet, turbo_unet_info,
-                         SCHEDULE_KEYS, DERIVED_SCHEDULE_KEYS, TURBO_KEY, UNET_PREFIX)
-
-
-def save_safetensors_atomic(sd, path, metadata=None, overwrite=True):
-    """Write `sd` to `path` through the pack's atomic writer (a crash never leaves half a file, and the
-    temporary name is no model file name ComfyUI would list). overwrite=False refuses an existing file."""
-    return write_safetensors(sd, path, metadata=metadata, overwrite=overwrite)
+from .checkpoint import inspect_checkpoint, inspect_turbo_unet, turbo_unet_info, TURBO_KEY
+from .checkpoint_file import load_state_dict, SCHEDULE_KEYS, DERIVED_SCHEDULE_KEYS, UNET_PREFIX
 
 
 def convert_checkpoint(src, dst, fp16=False, overwrite=False):
@@ -26,12 +20,12 @@ def convert_checkpoint(src, dst, fp16=False, overwrite=False):
     sd = load_state_dict(src)
     if TURBO_KEY in sd and not any(k.startswith(UNET_PREFIX) for k in sd):
         # a released T2V-Turbo UNet (bare state dict): the same keys, for the turbo UNet loader
-        info = turbo_unet_info(inspect_turbo_unet(sd, os.path.basename(src))[1])
+        info = turbo_unet_info(inspect_turbo_unet(sd, os.path.basename(src))[1], os.path.basename(src))
         out = safetensors_tensors(sd, fp16=fp16, keep_schedule=False)
     else:
         info = inspect_checkpoint(sd, os.path.basename(src))
         out = safetensors_tensors(sd, fp16=fp16)
-    save_safetensors_atomic(out, dst, metadata={"videocrafter_variant": info.variant}, overwrite=overwrite)
+    write_safetensors(out, dst, metadata={"videocrafter_variant": info.variant}, overwrite=overwrite)
     return info
 
 

@@ -3,6 +3,8 @@
 No ComfyUI imports: `scripts/download_models.py` uses this on servers without ComfyUI, and the
 `VideoCrafterModelDownloader` node (nodes/download.py) wraps it with ComfyUI's progress bar.
 
+The models and their released files are `vc_models.registry`'s entries with a `release`.
+
 Flow for one model id (`fetch_model`):
 1. `<dir>/<file>.safetensors` already there -> nothing to do (no network).
 2. The released pickle is downloaded with huggingface_hub (honours `HF_ENDPOINT`, `HF_TOKEN`,
@@ -22,60 +24,12 @@ import os
 import re
 from dataclasses import dataclass
 
+from . import registry
+
 
 ORIGINALS = "originals"  # subfolder of the model folder holding the released pickles
 PART_SUFFIX = ".part"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-
-@dataclass(frozen=True)
-class ReleasedModel:
-    id: str
-    description: str
-    repo_id: str
-    filename: str  # in the Hugging Face repo
-    file_name: str  # the .safetensors the downloader writes and the shipped workflows load
-    bare_unet: bool = False  # T2V-Turbo: a bare UNet state dict (used with the VideoCrafter2 checkpoint)
-
-    @property
-    def page(self):
-        return f"https://huggingface.co/{self.repo_id}"
-
-    @property
-    def url(self):
-        return f"https://huggingface.co/{self.repo_id}/resolve/main/{self.filename}"
-
-    @property
-    def pickle_name(self):
-        """Name of the released pickle in `originals/`: the file name with the released extension."""
-        return os.path.splitext(self.file_name)[0] + os.path.splitext(self.filename)[1]
-
-
-RELEASED_MODELS = {m.id: m for m in (
-    ReleasedModel("vc2_t2v_512", "VideoCrafter2 text-to-video 320x512", "VideoCrafter/VideoCrafter2",
-                  "model.ckpt", "videocrafter2_t2v_512.safetensors"),
-    ReleasedModel("vc1_t2v_512", "VideoCrafter1 text-to-video 320x512", "VideoCrafter/Text2Video-512",
-                  "model.ckpt", "videocrafter1_t2v_512.safetensors"),
-    ReleasedModel("vc1_t2v_1024", "VideoCrafter1 text-to-video 576x1024", "VideoCrafter/Text2Video-1024",
-                  "model.ckpt", "videocrafter1_t2v_1024.safetensors"),
-    ReleasedModel("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", "VideoCrafter/Image2Video-512",
-                  "model.ckpt", "videocrafter1_i2v_512.safetensors"),
-    ReleasedModel("dc_256", "DynamiCrafter image animation 256x256", "Doubiiu/DynamiCrafter",
-                  "model.ckpt", "dynamicrafter_256.safetensors"),
-    ReleasedModel("dc_512", "DynamiCrafter image animation 320x512", "Doubiiu/DynamiCrafter_512",
-                  "model.ckpt", "dynamicrafter_512.safetensors"),
-    ReleasedModel("dc_1024", "DynamiCrafter image animation 576x1024", "Doubiiu/DynamiCrafter_1024",
-                  "model.ckpt", "dynamicrafter_1024.safetensors"),
-    ReleasedModel("dc_512_interp", "DynamiCrafter interpolation / loops 320x512", "Doubiiu/DynamiCrafter_512_Interp",
-                  "model.ckpt", "dynamicrafter_512_interp.safetensors"),
-    ReleasedModel("toon_512", "ToonCrafter cartoon interpolation 320x512", "Doubiiu/ToonCrafter",
-                  "model.ckpt", "tooncrafter_512.safetensors"),
-    ReleasedModel("turbo_v2_mg", "T2V-Turbo-v2 UNet with motion guidance (needs VideoCrafter2 for text/VAE)",
-                  "jiachenli-ucsb/T2V-Turbo-v2", "unet_mg.pt", "t2v_turbo_v2_unet_mg.safetensors", bare_unet=True),
-    ReleasedModel("turbo_v2_nomg", "T2V-Turbo-v2 UNet without motion guidance (needs VideoCrafter2 for text/VAE)",
-                  "jiachenli-ucsb/T2V-Turbo-v2-no-MG", "unet_no_mg.pt", "t2v_turbo_v2_unet_no_mg.safetensors",
-                  bare_unet=True),
-)}
 
 
 class DownloadError(RuntimeError):
@@ -83,9 +37,18 @@ class DownloadError(RuntimeError):
 
 
 def released_model(model_id):
-    if model_id not in RELEASED_MODELS:
-        raise DownloadError(f"Unknown model id {model_id!r}; known: {', '.join(RELEASED_MODELS)}.")
-    return RELEASED_MODELS[model_id]
+    """The registry entry of a released model id; DownloadError naming the known ids otherwise."""
+    known = registry.released()
+    for entry in known:
+        if entry.id == model_id:
+            return entry
+    raise DownloadError(f"Unknown model id {model_id!r}; known: {', '.join(e.id for e in known)}.")
+
+
+def listing_line(entry):
+    """One line of `scripts/download_models.py --list` for a released model."""
+    needs = f" (needs {registry.entry(entry.base_model).release.file_name} for text/VAE)" if entry.base_model else ""
+    return f"{entry.id:15s} {entry.release.file_name:40s} {entry.description}{needs}  <- {entry.release.url}"
 
 
 def hub_endpoint():
@@ -94,9 +57,9 @@ def hub_endpoint():
 
 
 def manual_instructions(model, folder):
-    return (f"Download {model.url} yourself (page {model.page}) and save it as "
-            f"{os.path.join(folder, ORIGINALS, model.pickle_name)}; the next run converts it to "
-            f"{os.path.join(folder, model.file_name)} without going online.")
+    return (f"Download {model.release.url} yourself (page {model.release.page}) and save it as "
+            f"{os.path.join(folder, ORIGINALS, model.release.pickle_name)}; the next run converts it to "
+            f"{os.path.join(folder, model.release.file_name)} without going online.")
 
 
 def sha256_of(path, chunk=1 << 24):
@@ -132,9 +95,9 @@ def download_pickle(model, folder, progress=None):
     from huggingface_hub.file_download import http_get
 
     originals = os.path.join(folder, ORIGINALS)
-    final = os.path.join(originals, model.pickle_name)
+    final = os.path.join(originals, model.release.pickle_name)
     os.makedirs(originals, exist_ok=True)
-    url = hf_hub_url(model.repo_id, model.filename, endpoint=hub_endpoint())
+    url = hf_hub_url(model.release.repo, model.release.file, endpoint=hub_endpoint())
     try:
         meta = get_hf_file_metadata(url)
     except Exception as e:  # offline, DNS, refused, 401/404, HF_HUB_OFFLINE ...
@@ -151,7 +114,7 @@ def download_pickle(model, folder, progress=None):
     if meta.size is not None and resume > meta.size:
         os.remove(part)
         resume = 0
-    kwargs = {"resume_size": resume, "expected_size": meta.size, "displayed_filename": f"{model.id} ({model.filename})"}
+    kwargs = {"resume_size": resume, "expected_size": meta.size, "displayed_filename": f"{model.id} ({model.release.file})"}
     if "tqdm_class" in inspect.signature(http_get).parameters:  # older huggingface_hub: terminal bar only
         kwargs["tqdm_class"] = _progress_tqdm(progress)
     with open(part, "ab") as f:
@@ -196,19 +159,20 @@ def _remove(*paths):
 
 def convert_pickle(model, pickle_path, dst):
     """Released pickle -> fp16 `.safetensors` at `dst` (atomic). Raises DownloadError for an unreadable file."""
-    from .checkpoint import CheckpointError, load_state_dict  # torch: imported only when there is work
-    from .convert import save_safetensors_atomic, safetensors_tensors
+    from .atomic_file import write_safetensors  # torch: imported only when there is work
+    from .checkpoint_file import CheckpointError, load_state_dict, UNET_PREFIX
+    from .convert import safetensors_tensors
     try:
         sd = load_state_dict(pickle_path)
     except CheckpointError as e:
         raise DownloadError(f"{pickle_path} is not a usable {model.description} file: {e} "
                             f"Delete it and run again, or {manual_instructions(model, os.path.dirname(os.path.dirname(pickle_path)))}") from e
-    if model.bare_unet and any(k.startswith("model.diffusion_model.") for k in sd):
-        raise DownloadError(f"{pickle_path} is a full checkpoint, not the bare UNet state dict {model.repo_id} releases.")
-    if not model.bare_unet and not any(k.startswith("model.diffusion_model.") for k in sd):
+    if model.release.bare_unet and any(k.startswith(UNET_PREFIX) for k in sd):
+        raise DownloadError(f"{pickle_path} is a full checkpoint, not the bare UNet state dict {model.release.repo} releases.")
+    if not model.release.bare_unet and not any(k.startswith(UNET_PREFIX) for k in sd):
         raise DownloadError(f"{pickle_path} holds no 'model.diffusion_model.' tensors: not a {model.description} checkpoint.")
-    tensors = safetensors_tensors(sd, fp16=True, keep_schedule=not model.bare_unet)
-    save_safetensors_atomic(tensors, dst, metadata={"videocrafter_model": model.id, "source": model.url})
+    tensors = safetensors_tensors(sd, fp16=True, keep_schedule=not model.release.bare_unet)
+    write_safetensors(tensors, dst, metadata={"videocrafter_model": model.id, "source": model.release.url})
     return dst
 
 
@@ -224,8 +188,8 @@ def fetch_model(model_id, folder, delete_pickle=False, progress=None, log=print)
     """Make `<folder>/<file_name>` exist for a released model id; see the module docstring."""
     model = released_model(model_id)
     folder = os.path.abspath(folder)
-    dst = os.path.join(folder, model.file_name)
-    pickle_path = os.path.join(folder, ORIGINALS, model.pickle_name)
+    dst = os.path.join(folder, model.release.file_name)
+    pickle_path = os.path.join(folder, ORIGINALS, model.release.pickle_name)
     if os.path.isfile(dst):
         log(f"{model.id}: {dst} is already there.")
         return FetchResult(dst, False, False, pickle_path if os.path.isfile(pickle_path) else None)
@@ -233,7 +197,7 @@ def fetch_model(model_id, folder, delete_pickle=False, progress=None, log=print)
     if os.path.isfile(pickle_path):
         log(f"{model.id}: using the downloaded {pickle_path}.")
     else:
-        log(f"{model.id}: downloading {hub_endpoint()}/{model.repo_id}/resolve/main/{model.filename} "
+        log(f"{model.id}: downloading {hub_endpoint()}/{model.release.repo}/resolve/main/{model.release.file} "
             f"into {os.path.join(folder, ORIGINALS)}")
         pickle_path = download_pickle(model, folder, progress)
         downloaded = True

@@ -11,11 +11,18 @@ import torch
 
 import comfy.samplers
 
+from .model_sampling import ScaledModelSampling
+
 
 def rescale_guidance(model_sampling, sigma, x, cond_denoised, guided, multiplier):
     """The guided x0 estimate with the original's guidance rescale applied in model-output space."""
     if multiplier == 0:
         return guided
+    if not isinstance(model_sampling, ScaledModelSampling):
+        raise ValueError(
+            f"The guidance rescale works on a VideoCrafter model's own schedule, but this MODEL samples with "
+            f"{type(model_sampling).__name__} (another node replaced its model_sampling): remove that node, or set "
+            "the rescale multiplier to 0.")
     out_cond = model_sampling.model_output_from_denoised(sigma, cond_denoised, x)
     out_guided = model_sampling.model_output_from_denoised(sigma, guided, x)
     dims = list(range(1, out_cond.ndim))

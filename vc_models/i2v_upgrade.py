@@ -6,11 +6,12 @@ import math
 import torch
 
 from . import checkpoint as ckpt
+from . import checkpoint_file as ckpt_file
 from .projector import ImageProjector, ProjectorConfig
 from .unet import VideoCrafterUNet
 from .unet_config import UNetConfig
 
-VISUAL_PREFIX = ckpt.VISION_PREFIX + "visual."
+VISUAL_PREFIX = ckpt_file.VISION_PREFIX + "visual."
 
 
 # ---------------------------------------------------------------- CLIP vision files
@@ -58,7 +59,7 @@ def openclip_visual(sd, name="CLIP vision file"):
             return sub
     if "vision_model.embeddings.patch_embedding.weight" in sd:
         return hf_vision_to_openclip(sd)
-    raise ckpt.CheckpointError(f"{name} holds no CLIP vision tower (no OpenCLIP 'visual.conv1.weight' "
+    raise ckpt_file.CheckpointError(f"{name} holds no CLIP vision tower (no OpenCLIP 'visual.conv1.weight' "
                                "or HF 'vision_model.embeddings.patch_embedding.weight').")
 
 
@@ -112,7 +113,7 @@ def upgrade_t2v_to_i2v(sd, clip_vision_sd, seed=0):
     out = dict(sd)
     for key in image_kv_keys(info.unet):
         source = key.replace(".to_k_ip.", ".to_k.").replace(".to_v_ip.", ".to_v.")
-        out[ckpt.UNET_PREFIX + key] = sd[ckpt.UNET_PREFIX + source].clone()
+        out[ckpt_file.UNET_PREFIX + key] = sd[ckpt_file.UNET_PREFIX + source].clone()
     for key, value in visual.items():
         out[VISUAL_PREFIX + key] = value
     config = fresh_projector_config(info.unet.context_dim, visual["conv1.weight"].shape[0])
@@ -120,5 +121,5 @@ def upgrade_t2v_to_i2v(sd, clip_vision_sd, seed=0):
         projector = ImageProjector(config, dtype=torch.float32)
     init_projector_weights(projector, torch.Generator().manual_seed(seed))
     for key, value in projector.state_dict().items():
-        out[ckpt.PROJECTOR_PREFIX + key] = value.detach().clone()
+        out[ckpt_file.PROJECTOR_PREFIX + key] = value.detach().clone()
     return out

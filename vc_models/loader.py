@@ -10,6 +10,7 @@ import torch
 import comfy.model_management
 
 from . import checkpoint as ckpt
+from . import checkpoint_file as ckpt_file
 from .dualref_vae import DualRefVAE
 from .encoders import build_text_encoder, build_clip_vision, build_vae, ImageProjectorModel
 from .model_base import build_model_patcher
@@ -40,7 +41,7 @@ def load_videocrafter(path, weight_dtype="default", projector_file=None):
     name = os.path.basename(path)
     if weight_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weight_dtype must be one of {list(WEIGHT_DTYPES)}, got {weight_dtype!r}")
-    sd = ckpt.load_state_dict(path)
+    sd = ckpt_file.load_state_dict(path)
     try:
         if projector_file:
             apply_projector_file(sd, projector_file)
@@ -54,15 +55,15 @@ def load_videocrafter(path, weight_dtype="default", projector_file=None):
 
 
 def build_bundle(sd, info, weight_dtype=None):
-    parts = ckpt.split_components(sd)
-    alphas_cumprod, scale_arr = ckpt.noise_schedule(sd)
-    model = build_model_patcher(info, parts[ckpt.UNET_PREFIX], alphas_cumprod, scale_arr, weight_dtype)
-    clip = build_text_encoder(parts[ckpt.TEXT_PREFIX])
-    vae = (DualRefVAE if info.is_tooncrafter else build_vae)(parts[ckpt.VAE_PREFIX])
+    parts = ckpt_file.split_components(sd)
+    alphas_cumprod, scale_arr = ckpt_file.noise_schedule(sd)
+    model = build_model_patcher(info, parts[ckpt_file.UNET_PREFIX], alphas_cumprod, scale_arr, weight_dtype)
+    clip = build_text_encoder(parts[ckpt_file.TEXT_PREFIX])
+    vae = (DualRefVAE if info.entry.dualref_decoder else build_vae)(parts[ckpt_file.VAE_PREFIX])
     clip_vision = projector = None
     if info.is_i2v:
-        visual = {k[len("visual."):]: v for k, v in parts[ckpt.VISION_PREFIX].items() if k.startswith("visual.")}
+        visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items() if k.startswith("visual.")}
         clip_vision = build_clip_vision(visual)
-        projector = ImageProjectorModel(parts[ckpt.PROJECTOR_PREFIX])
+        projector = ImageProjectorModel(parts[ckpt_file.PROJECTOR_PREFIX])
     logging.info("Loaded %s", info.description)
     return VideoCrafterBundle(info=info, model=model, clip=clip, vae=vae, clip_vision=clip_vision, projector=projector)

@@ -1,11 +1,7 @@
 """The VideoCrafter denoiser as a ComfyUI model: model management, sampling and CFG work unchanged.
 
-The latent-scale schedule (`scale_arr`) of VideoCrafter1-1024, VideoCrafter2 and I2V is expressed
-as a reparameterisation ComfyUI's samplers understand: training noises `x_t = sqrt(a_t) s_t x0 +
-sqrt(1 - a_t) eps`, so `y = x_t / (sqrt(a_t) s_t) = x0 + sigma_t eps` with
-`sigma_t = sqrt((1 - a_t) / a_t) / s_t`. With that sigma table and input scaling
-`c_in = sqrt(a_t) s_t`, every k-diffusion sampler samples the model's own process, and the
-original DDIM update becomes an ordinary step in y (see `vc_models.sampling`).
+What differs between the models of the family comes from their registry entry (`CheckpointInfo.entry`):
+the schedule (`vc_models.model_sampling`), the image conditioning and the frame-rate default.
 """
 import logging
 import math
@@ -17,11 +13,12 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
-import comfy.model_sampling
 import comfy.supported_models_base
 
+from . import core_patches
 from .unet import VideoCrafterUNet
 from .freenoise import frames_of_context_window
+from .model_sampling import model_sampling_for
 
 FPS_KEY = "fps"
 IMAGE_TOKENS_KEY = "videocrafter_image_tokens"
@@ -33,9 +30,6 @@ TURBO_DEFAULT_MOTION = (0.05, 0.5)
 # DynamiCrafter's image latent travels as core image-to-video nodes pass theirs: a VAE-space
 # latent [B, 4, T, h, w] under this key, scaled into the model's space by `process_latent_in`
 CONCAT_LATENT_KEY = "concat_latent_image"
-# ComfyUI's zero-terminal-SNR clamp (comfy.model_sampling.rescale_zero_terminal_snr_sigmas): the last
-# alphas_cumprod of such a schedule is 0 (infinite sigma), replaced by this to keep sigmas finite
-ZSNR_LAST_ALPHAS_CUMPROD = 4.8973451890853435e-08
 
 
 class VideoCrafterLatentFormat(comfy.latent_formats.SD15):
@@ -47,127 +41,25 @@ class VideoCrafterLatentFormat(comfy.latent_formats.SD15):
         self.taesd_decoder_name = None  # TAESD previews are per image; the RGB factors handle video
 
 
-class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
-    """Discrete eps schedule from the checkpoint's `alphas_cumprod`, with the latent-scale schedule."""
-
-    def __init__(self, alphas_cumprod, scale_arr=None):
-        torch.nn.Module.__init__(self)
-        self.sigma_data = 1.0
-        alphas_cumprod = alphas_cumprod.double().clone()
-        self.zsnr = bool(alphas_cumprod[-1] <= 0)
-        if self.zsnr:
-            alphas_cumprod[-1] = ZSNR_LAST_ALPHAS_CUMPROD
-        scale = torch.ones_like(alphas_cumprod) if scale_arr is None else scale_arr.double()[: len(alphas_cumprod)]
-        self.num_timesteps = len(alphas_cumprod)
-        # the faithful DDIM's last step (to t = 0) re-scales x0 by the scale of t = 0 (VideoCrafter) or, as
-        # DynamiCrafter's sampler does, keeps the current step's scale (vc_models.sampling)
-        self.last_step_keeps_scale = False
-        self.linear_start, self.linear_end = 0.00085, 0.012
-        self.register_buffer("scale_arr", scale.float())
-        self.set_sigmas((((1 - alphas_cumprod) / alphas_cumprod) ** 0.5 / scale).float())
-
-    def _scale(self, sigma):
-        """s(sigma), interpolated in t as the log-sigma table is (exact at the discrete timesteps)."""
-        log_sigmas = self.log_sigmas.to(sigma.device)
-        log_sigma = sigma.float().clamp(min=self.sigmas[0].item()).log()
-        hi = torch.searchsorted(log_sigmas, log_sigma.reshape(-1)).clamp(1, len(log_sigmas) - 1)
-        lo = hi - 1
-        w = ((log_sigma.reshape(-1) - log_sigmas[lo]) / (log_sigmas[hi] - log_sigmas[lo])).clamp(0, 1)
-        scale = self.scale_arr.to(sigma.device)
-        s = scale[lo] * (1 - w) + scale[hi] * w
-        return torch.where(sigma.reshape(-1) > 0, s, torch.ones_like(s)).reshape(sigma.shape)
-
-    def input_scale(self, sigma):
-        """c_in(sigma) = sqrt(a_t) s_t: maps y (sampler space) to the model's x_t."""
-        s = self._scale(sigma)
-        return s / (1.0 + (sigma * s) ** 2) ** 0.5
-
-    def alpha_and_scale(self, sigma):
-        """(a_t, s_t) for a sigma of this table."""
-        s = self._scale(sigma)
-        return 1.0 / (1.0 + (sigma * s) ** 2), s
-
-    def calculate_input(self, sigma, noise):
-        c_in = comfy.model_sampling.reshape_sigma(self.input_scale(sigma), noise.ndim)
-        return noise * c_in
-
-    def noise_scaling(self, sigma, noise, latent_image, max_denoise=False):
-        if max_denoise:
-            # unit variance in the model's space, as the original starts from x_T ~ N(0, I)
-            c_in = comfy.model_sampling.reshape_sigma(self.input_scale(sigma), noise.ndim)
-            return noise / c_in + latent_image
-        return noise * comfy.model_sampling.reshape_sigma(sigma, noise.ndim) + latent_image
-
-    def model_output_from_denoised(self, sigma, denoised, model_input):
-        """The raw eps back from an x0 estimate (the inverse of calculate_denoised)."""
-        return (model_input - denoised) / comfy.model_sampling.reshape_sigma(sigma, denoised.ndim)
-
-    def inverse_noise_scaling(self, sigma, latent):
-        # a schedule that ends above sigma 0 (the faithful DDIM ends at t=0) returns the model-space x_0
-        return latent * comfy.model_sampling.reshape_sigma(self.input_scale(sigma), latent.ndim)
-
-
-class ConsistencyModelSampling(ScaledModelSampling):
-    """T2V-Turbo: the plain schedule (no `scale_arr`, as the distillation ran) with LCM's boundary
-    condition `denoised = c_out x0 + c_skip x_t`, c_skip/c_out at t/0.1 and sigma_data 0.5, exactly as the
-    original scheduler (x_t in the model's space, so `c_skip` multiplies the scaled input). With it the
-    core `lcm` sampler is the original LCM step: x = denoised, renoised to the next sigma with a fresh randn."""
-    sigma_data_boundary = 0.5
-    timestep_scaling = 10.0  # t / 0.1
-
-    def __init__(self, alphas_cumprod, scale_arr=None):
-        super().__init__(alphas_cumprod, None)  # a base checkpoint's scale_arr does not apply
-
-    def calculate_denoised(self, sigma, model_output, model_input):
-        shape = (sigma.shape[:1] + (1,) * (model_output.ndim - 1)) if sigma.ndim else ()
-        scaled_t = self.timestep(sigma).float().reshape(shape) * self.timestep_scaling
-        x0 = model_input - model_output * sigma.reshape(shape)
-        x_t = model_input * self.input_scale(sigma).reshape(shape)
-        sd2 = self.sigma_data_boundary ** 2
-        c_skip = sd2 / (scaled_t ** 2 + sd2)
-        c_out = scaled_t / (scaled_t ** 2 + sd2) ** 0.5
-        return c_out * x0 + c_skip * x_t
-
-
-class ScaledVModelSampling(ScaledModelSampling):
-    """v-prediction (DynamiCrafter 512/1024) on the same scaled schedule. The original predicts
-    v = sqrt(a_t) eps - sqrt(1 - a_t) s_t x0, so in the sampler's y-space the x0 estimate is
-    a_t y - sigma sqrt(a_t) v (ComfyUI's V_PREDICTION with sigma_data 1 when s_t = 1)."""
-
-    def calculate_denoised(self, sigma, model_output, model_input):
-        alpha, _ = self.alpha_and_scale(sigma)
-        alpha = comfy.model_sampling.reshape_sigma(alpha, model_output.ndim)
-        sigma = comfy.model_sampling.reshape_sigma(sigma, model_output.ndim)
-        return model_input * alpha - model_output * sigma * alpha ** 0.5
-
-    def zero_snr_terminal(self, sigma, denoised, model_input):
-        """At the last timestep of a zero-terminal-SNR schedule the original has alpha exactly 0, where
-        eps = x_t and x0 = -v / s; the sigma table holds the clamped alpha instead. Returns
-        (x0 estimate in y-space, eps, alpha) as the original has them, or None at any other sigma."""
-        if not self.zsnr or sigma < self.sigmas[-1]:
-            return None
-        _, scale = self.alpha_and_scale(sigma)
-        v = self.model_output_from_denoised(sigma, denoised, model_input)
-        x_t = model_input * comfy.model_sampling.reshape_sigma(self.input_scale(sigma), model_input.ndim)
-        return -v / comfy.model_sampling.reshape_sigma(scale, v.ndim), x_t, torch.zeros_like(scale)
-
-    def model_output_from_denoised(self, sigma, denoised, model_input):
-        """The raw v back from an x0 estimate (the inverse of calculate_denoised)."""
-        alpha, _ = self.alpha_and_scale(sigma)
-        alpha = comfy.model_sampling.reshape_sigma(alpha, denoised.ndim)
-        sigma = comfy.model_sampling.reshape_sigma(sigma, denoised.ndim)
-        return (model_input * alpha - denoised) / (sigma * alpha ** 0.5)
-
-
 class VideoCrafterModelConfig(comfy.supported_models_base.BASE):
     latent_format = VideoCrafterLatentFormat
     unet_extra_config = {}
     memory_usage_factor = 2.0
     supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
 
-    def __init__(self, info):
-        super().__init__({"config": info.unet})
+    # the unet_config entries core code reads of an SD-style UNet (FreeU: model_channels); the UNet takes them
+    # as overrides of equal value. Not num_res_blocks / transformer_depth: core LoRA loading would map
+    # diffusers names from those with SD's layout.
+    CORE_UNET_KEYS = ("model_channels", "in_channels", "out_channels")
+
+    def __init__(self, info, alphas_cumprod, scale_arr):
+        super().__init__({"config": info.unet, **{key: getattr(info.unet, key) for key in self.CORE_UNET_KEYS}})
         self.info = info
+        self.alphas_cumprod, self.scale_arr = alphas_cumprod, scale_arr
+
+    def get_model(self, state_dict, prefix="", device=None):
+        """The model with its weights still to load (`load_model_weights`), as core's model configs build theirs."""
+        return VideoCrafterModel(self, self.alphas_cumprod, self.scale_arr, device=device)
 
 
 class VideoCrafterModel(comfy.model_base.BaseModel):
@@ -175,44 +67,59 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
 
     def __init__(self, model_config, alphas_cumprod, scale_arr, device=None):
         info = model_config.info
-        v_prediction = info.parameterization == "v"
-        model_type = comfy.model_base.ModelType.V_PREDICTION if v_prediction else comfy.model_base.ModelType.EPS
+        model_type = comfy.model_base.ModelType.V_PREDICTION if info.parameterization == "v" else comfy.model_base.ModelType.EPS
         super().__init__(model_config, model_type, device=device, unet_model=VideoCrafterUNet)
-        if info.unet.guidance_embed_dim > 0:  # T2V-Turbo: LCM's boundary condition on the plain schedule
-            sampling = ConsistencyModelSampling
-        else:
-            sampling = ScaledVModelSampling if v_prediction else ScaledModelSampling
-        self.model_sampling = sampling(alphas_cumprod, scale_arr)
+        self.model_sampling = model_sampling_for(info.entry, alphas_cumprod, scale_arr)
         self.info = info
-        if info.is_dynamicrafter:
-            self.model_sampling.last_step_keeps_scale = True
+        if info.entry.concat_latent:
             self.concat_keys = ("concat_image",)  # ComfyUI's concat_cond builds c_concat from CONCAT_LATENT_KEY
 
+    def load_model_weights(self, sd, unet_prefix="", assign=False):
+        """Core's weight loading (`assign` as core passes it: a dynamic-VRAM patcher keeps the loaded tensors),
+        but strict: tensors that do not fit the detected architecture are an error, not a logged warning."""
+        unet_sd = {k[len(unet_prefix):]: v for k, v in sd.items() if k.startswith(unet_prefix)}
+        missing, unexpected = self.diffusion_model.load_state_dict(unet_sd, strict=False, assign=assign)
+        if missing or unexpected:
+            raise ValueError(f"UNet tensors do not fit the inferred architecture: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        return self
+
     def concat_cond(self, **kwargs):
-        if self.info.is_dynamicrafter and kwargs.get(CONCAT_LATENT_KEY) is None:
+        if self.info.entry.concat_latent and kwargs.get(CONCAT_LATENT_KEY) is None:
             raise ValueError(
                 "This DynamiCrafter model needs its start image as a latent: pass the positive and the negative "
                 "conditioning through 'DynamiCrafter Conditioning' before sampling.")
         return super().concat_cond(**kwargs)
 
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
-        # core Context Windows pass a latent-shaped concat conditioning whole: cut it to the window
+        # 0.3.75's Context Windows pass a latent-shaped concat conditioning whole: cut it to the window (on 0.33
+        # resize_cond_for_context_window cut it already, and one of the window's length is left alone)
         c_concat = frames_of_context_window(c_concat, x.shape[2], transformer_options)
         return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+    def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
+        """ComfyUI 0.33's Context Windows ask the model first how to cut a conditioning to a window (and would
+        otherwise cut any whose dim 2 matches the frame count, a 64-wide text embedding of 64 frames too).
+        On the frame axis only the concat latent is per frame; text, image tokens, fps and turbo guidance are
+        per video and stay whole. 0.3.75 never asks: `_apply_model` cuts the concat latent there."""
+        if window.dim != 2:
+            return None  # windows over another axis: core's own rule
+        if cond_key == "c_concat":
+            return cond_value._copy_with(window.get_tensor(cond_value.cond, device, retain_index_list=retain_index_list))
+        return cond_value
 
     def extra_conds(self, **kwargs):
         out = super().extra_conds(**kwargs)
         info = self.info
         if info.unet.fps_cond:
-            fps = kwargs.get(FPS_KEY, info.default_fps)
+            fps = kwargs.get(FPS_KEY, info.entry.defaults.fps)
             out["fps"] = comfy.conds.CONDRegular(torch.tensor([float(fps)]))
         tokens = kwargs.get(IMAGE_TOKENS_KEY)
         if info.is_i2v:
             if tokens is None:
-                node = "DynamiCrafter Conditioning" if info.is_dynamicrafter else "VideoCrafter Image Encode"
                 raise ValueError(
                     "This image-to-video model needs an image: pass both the positive and the negative "
-                    f"conditioning through '{node}' before sampling.")
+                    f"conditioning through '{info.entry.image_node}' before sampling.")
             out["image_context"] = comfy.conds.CONDRegular(tokens)
         out.update(self._turbo_conds(kwargs))
         return out
@@ -257,9 +164,17 @@ def cpu_computes_bf16(device):
         return False
 
 
+def core_model_patcher_class():
+    """The ModelPatcher class core gives its own models now: ComfyUI 0.33 has `CoreModelPatcher`, which its
+    main.py swaps for the dynamic-VRAM `ModelPatcherDynamic` on a GPU with comfy-aimdo; 0.3.x has only ModelPatcher."""
+    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
+
+
 def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=None):
-    """ModelPatcher around a VideoCrafterModel, dtypes and devices chosen by ComfyUI's model management."""
-    config = VideoCrafterModelConfig(info)
+    """The MODEL for a VideoCrafter UNet, built the way core loads a checkpoint (comfy.sd.load_state_dict_guess_config
+    of both hosts): dtypes and devices from model management, the config's get_model, core's patcher class
+    (dynamic VRAM on 0.33), then the weights, loaded straight to the GPU when model management says so."""
+    config = VideoCrafterModelConfig(info, alphas_cumprod, scale_arr)
     load_device = comfy.model_management.get_torch_device()
     params = sum(v.numel() for v in unet_sd.values())
     stored = next(iter(unet_sd.values())).dtype
@@ -272,10 +187,14 @@ def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=N
         manual_cast = None
     config.set_inference_dtype(unet_dtype, manual_cast)
     initial_device = comfy.model_management.unet_inital_load_device(params, unet_dtype)
-    model = VideoCrafterModel(config, alphas_cumprod, scale_arr, device=initial_device)
-    missing, unexpected = model.diffusion_model.load_state_dict(unet_sd, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"UNet tensors do not fit the inferred architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    logging.info("VideoCrafter: %s, UNet weights %s (compute %s)", info.description, unet_dtype, manual_cast or unet_dtype)
-    return comfy.model_patcher.ModelPatcher(model, load_device=load_device,
-                                            offload_device=comfy.model_management.unet_offload_device())
+    model = config.get_model(unet_sd, device=initial_device)
+    patcher = core_model_patcher_class()(model, load_device=load_device,
+                                         offload_device=comfy.model_management.unet_offload_device())
+    core_patches.install(patcher)
+    dynamic = getattr(patcher, "is_dynamic", lambda: False)()  # 0.3.x patchers are never dynamic
+    model.load_model_weights(unet_sd, assign=dynamic)
+    logging.info("VideoCrafter: %s, UNet weights %s (compute %s)%s", info.description, unet_dtype,
+                 manual_cast or unet_dtype, ", dynamic VRAM" if dynamic else "")
+    if initial_device != torch.device("cpu"):
+        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
+    return patcher

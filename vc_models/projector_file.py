@@ -5,8 +5,8 @@ No ComfyUI imports (the loader node and the trainer both use it).
 """
 import os
 
-PROJECTOR_PREFIX = "image_proj_model."
-UNET_PREFIX = "model.diffusion_model."
+from .checkpoint_file import PROJECTOR_PREFIX, UNET_PREFIX
+
 IMAGE_KV_SUFFIXES = (".attn2.to_k_ip.weight", ".attn2.to_v_ip.weight")
 
 

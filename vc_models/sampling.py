@@ -9,6 +9,8 @@ from tqdm.auto import trange
 import comfy.k_diffusion.sampling as k_sampling
 import comfy.samplers
 
+from .model_sampling import ScaledModelSampling
+
 SAMPLER_NAME = "videocrafter_ddim"
 # the same DDIM with eta 0, for nodes without an eta input (core KSampler, KSamplerSelect):
 # FreeNoise and DynamiCrafter-style deterministic sampling from the core nodes
@@ -62,22 +64,35 @@ def videocrafter_trailing_sigmas(model_sampling, steps):
     return torch.cat([sigmas[trailing_timesteps(steps, len(sigmas))], sigmas[:1]]).float()
 
 
+def seeded_step_noise(x, seed):
+    """The reference's per-step noise: a generator on x's device seeded with the sampler's seed, one randn per
+    step. ComfyUI 0.3.x's default_noise_sampler draws it so; 0.33's adds 1 to the seed on the CPU, which would
+    give every eta > 0 video of a seed another result on each host."""
+    generator = None
+    if seed is not None:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed(seed)
+    return lambda sigma, sigma_next: torch.randn(x.size(), dtype=x.dtype, layout=x.layout, device=x.device,
+                                                 generator=generator)
+
+
 @torch.no_grad()
 def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, noise_sampler=None):
     """DDIM with the latent-scale schedule, in the sampler's y-space (see vc_models.model_base).
 
     Starts from unit-variance noise in the model's space when the latent is empty (as the
-    original's x_T), per-step noise from ComfyUI's seeded generator (ancestral convention).
+    original's x_T), per-step noise from a generator seeded with the sampler's seed (`seeded_step_noise`).
     """
     extra_args = {} if extra_args is None else extra_args
     ms = model.inner_model.inner_model.model_sampling
     latent = getattr(model, "latent_image", None)
     raw_noise = getattr(model, "noise", None)
-    if raw_noise is not None and (latent is None or not torch.any(latent)) and hasattr(ms, "input_scale"):
+    scaled = isinstance(ms, ScaledModelSampling)
+    if raw_noise is not None and (latent is None or not torch.any(latent)) and scaled:
         c_in = ms.input_scale(sigmas[:1].to(x.device)).reshape(())
         x = raw_noise.to(x) / c_in
     seed = extra_args.get("seed")
-    noise_sampler = noise_sampler or k_sampling.default_noise_sampler(x, seed=seed)
+    noise_sampler = noise_sampler or seeded_step_noise(x, seed)
     s_in = x.new_ones([x.shape[0]])
     for i in trange(len(sigmas) - 1, disable=disable):
         sigma, sigma_next = sigmas[i], sigmas[i + 1]
@@ -89,8 +104,7 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
             continue
         eps = (x - denoised) / sigma
         a, s = _alpha_and_scale(ms, sigma)
-        terminal = getattr(ms, "zero_snr_terminal", None)
-        exact = terminal(sigma, denoised, x) if terminal is not None else None
+        exact = ms.zero_snr_terminal(sigma, denoised, x) if scaled else None
         if exact is not None:  # zero-SNR models: the first step as the original takes it, at alpha 0
             denoised, eps, a = exact
         a_prev, s_prev = _alpha_and_scale(ms, sigma_next)
@@ -100,7 +114,7 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
         # DynamiCrafter's sampler keeps the current one (its ddim_scale_arr_prev[0] == ddim_scale_arr[0]),
         # while y-space holds x0 at the table's scale of sigma_next: hence the ratio (0.907 vs 1 at t=124
         # for 8 trailing steps). VideoCrafter's goes to the scale of t=0, which y-space already is.
-        last_keeps_scale = getattr(ms, "last_step_keeps_scale", False) and i == len(sigmas) - 2
+        last_keeps_scale = scaled and ms.last_step_keeps_scale and i == len(sigmas) - 2
         x0_scale = s / s_prev if last_keeps_scale else 1.0
         x = denoised * x0_scale + (1 - a_prev - ddim_sigma ** 2).clamp(min=0) ** 0.5 * to_y * eps
         if eta > 0:
@@ -109,7 +123,8 @@ def sample_videocrafter_ddim(model, x, sigmas, extra_args=None, callback=None, d
 
 
 def _alpha_and_scale(ms, sigma):
-    if hasattr(ms, "alpha_and_scale"):
+    """(a_t, s_t) of the VideoCrafter schedule; a plain sigma table (s_t = 1) for any other model_sampling."""
+    if isinstance(ms, ScaledModelSampling):
         return ms.alpha_and_scale(sigma.reshape(1))
     one = torch.ones(1, device=sigma.device)
     return 1.0 / (1.0 + sigma.reshape(1) ** 2), one
@@ -134,7 +149,3 @@ def register():
         if name not in comfy.samplers.SCHEDULER_NAMES:
             comfy.samplers.SCHEDULER_NAMES.append(name)
 
-
-def faithful_sampler(eta):
-    """A KSAMPLER object for SamplerCustom-style use with a given eta."""
-    return comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta})

@@ -16,7 +16,7 @@ import os
 import torch
 
 from .unet_config import UNetConfig
-from .checkpoint import UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX
+from .checkpoint_file import UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX
 
 TINY_UNET = dict(model_channels=64, channel_mult=(1, 1, 2, 2), num_res_blocks=1, attention_levels=(0, 1, 2),
                  context_dim=64, init_attn_heads=8, fps_cond=True, use_linear=True)
@@ -198,13 +198,13 @@ def write_cond_image(path):
 
 def write_smoke_models(folder, names=tuple(SMOKE_MODELS)):
     """Writes `<name>.safetensors` for each smoke model and the start image into `folder`; returns the paths."""
-    from .convert import save_safetensors_atomic
+    from .atomic_file import write_safetensors
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i, name in enumerate(names):
         path = os.path.join(folder, name + ".safetensors")
         if not os.path.exists(path):
-            save_safetensors_atomic(build_smoke_state_dict(name, seed=i), path, metadata={"videocrafter_smoke_model": name})
+            write_safetensors(build_smoke_state_dict(name, seed=i), path, metadata={"videocrafter_smoke_model": name})
         paths.append(path)
     image = os.path.join(folder, COND_IMAGE)
     if not os.path.exists(image):

@@ -10,6 +10,8 @@ import comfy.model_management
 import comfy.ops
 
 from . import checkpoint as ckpt
+from . import checkpoint_file as ckpt_file
+from . import registry
 from .conditioning import projected_image_tokens
 from .encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
 from .i2v_upgrade import upgrade_t2v_to_i2v
@@ -22,29 +24,31 @@ log = logging.getLogger("vc_train")
 VAE_SCALE_FACTOR = 0.18215
 
 
-def refuse_dynamicrafter(info, name):
-    """The trainer implements VideoCrafter1 I2V's two stages; DynamiCrafter (concat latent, fs, v-prediction on a
-    zero-SNR schedule, 256 per-frame image tokens) is out of its scope, said before anything is loaded."""
-    if info.is_dynamicrafter:
-        raise ckpt.CheckpointError(
-            f"{name} is a {info.description} checkpoint: the trainer trains VideoCrafter1 image-to-video only "
-            "(DynamiCrafter's concatenated image latent, fs condition and v-prediction are not part of it). "
-            "Start from a VideoCrafter1 I2V or VideoCrafter2 checkpoint.")
+def refuse_untrainable(info, name):
+    """The trainer runs the stages its registry entry lists (VideoCrafter1 I2V's two, or those of the model a
+    text-to-video checkpoint is upgraded to); any other model (DynamiCrafter's concatenated image latent, fs
+    condition and v-prediction; T2V-Turbo) is refused before anything is loaded."""
+    entry = info.entry
+    if not entry.train_stages and not entry.trains_after_upgrade:
+        trainable = ", ".join(e.description for e in registry.MODELS if e.train_stages or e.trains_after_upgrade)
+        raise ckpt_file.CheckpointError(
+            f"{name} is a {info.description} checkpoint: the trainer does not train this model. Start from one of: "
+            f"{trainable}.")
 
 
 def load_training_state_dict(checkpoint_path, clip_vision_path="", projector_file="", seed=0):
     """The raw I2V state dict training starts from (a T2V checkpoint is upgraded with the CLIP vision file)."""
-    sd = ckpt.load_state_dict(checkpoint_path)
+    sd = ckpt_file.load_state_dict(checkpoint_path)
     info = ckpt.inspect_checkpoint(sd, os.path.basename(checkpoint_path))
-    refuse_dynamicrafter(info, os.path.basename(checkpoint_path))
+    refuse_untrainable(info, os.path.basename(checkpoint_path))
     if not info.is_i2v:
         if not clip_vision_path:
-            raise ckpt.CheckpointError(
+            raise ckpt_file.CheckpointError(
                 f"{os.path.basename(checkpoint_path)} is a {info.description} checkpoint: training image-to-video "
                 "from it needs a CLIP vision file (OpenCLIP ViT-H-14, e.g. models/clip_vision/"
                 "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors).")
         log.info("Upgrading %s to image-to-video with %s", info.description, os.path.basename(clip_vision_path))
-        sd = upgrade_t2v_to_i2v(sd, ckpt.load_state_dict(clip_vision_path), seed)
+        sd = upgrade_t2v_to_i2v(sd, ckpt_file.load_state_dict(clip_vision_path), seed)
     if projector_file:
         apply_projector_file(sd, projector_file)
     return sd
@@ -65,26 +69,27 @@ class VideoCrafterTrainingModels:
 
     def __init__(self, sd, name="checkpoint"):
         info = ckpt.inspect_checkpoint(sd, name)
-        refuse_dynamicrafter(info, name)
+        refuse_untrainable(info, name)
         if not info.is_i2v:
-            raise ckpt.CheckpointError(f"{name} is not an image-to-video checkpoint (upgrade it first)")
+            raise ckpt_file.CheckpointError(f"{name} is not an image-to-video checkpoint (upgrade it first)")
         self.info = info
         self.sd = sd  # the start point: exports overlay the trained weights on it
-        parts = ckpt.split_components(sd)
-        self.alphas_cumprod, self.scale_arr = ckpt.noise_schedule(sd)
+        parts = ckpt_file.split_components(sd)
+        self.alphas_cumprod, self.scale_arr = ckpt_file.noise_schedule(sd)
         self.latent_channels = info.unet.in_channels
+        self.train_stages = info.entry.train_stages
         # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)
         self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
-        self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt.UNET_PREFIX].items()}, strict=True)
-        projector_sd = parts[ckpt.PROJECTOR_PREFIX]
+        self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt_file.UNET_PREFIX].items()}, strict=True)
+        projector_sd = parts[ckpt_file.PROJECTOR_PREFIX]
         self.projector = ImageProjector(ProjectorConfig.from_state_dict(projector_sd), dtype=torch.float32, device="cpu",
                                         operations=comfy.ops.disable_weight_init)
         self.projector.load_state_dict({k: v.float() for k, v in projector_sd.items()}, strict=True)
         # frozen encoders: ComfyUI objects, placed and offloaded by model management
-        self.clip = build_text_encoder(parts[ckpt.TEXT_PREFIX])
-        visual = {k[len("visual."):]: v for k, v in parts[ckpt.VISION_PREFIX].items() if k.startswith("visual.")}
+        self.clip = build_text_encoder(parts[ckpt_file.TEXT_PREFIX])
+        visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items() if k.startswith("visual.")}
         self.clip_vision = build_clip_vision(visual)
-        self.vae = build_vae(parts[ckpt.VAE_PREFIX])
+        self.vae = build_vae(parts[ckpt_file.VAE_PREFIX])
 
     @classmethod
     def from_files(cls, checkpoint_path, clip_vision_path="", projector_file="", seed=0):
@@ -97,7 +102,7 @@ class VideoCrafterTrainingModels:
 
     def original_parameter(self, full_name):
         module, name = full_name.split(".", 1)
-        prefix = ckpt.UNET_PREFIX if module == "unet" else ckpt.PROJECTOR_PREFIX
+        prefix = ckpt_file.UNET_PREFIX if module == "unet" else ckpt_file.PROJECTOR_PREFIX
         return self.sd[prefix + name].float()
 
     def encode_text(self, captions):
@@ -117,7 +122,7 @@ class VideoCrafterTrainingModels:
     def checkpoint_key(self, full_name):
         """'unet.x' / 'projector.x' -> the released checkpoint key."""
         module, name = full_name.split(".", 1)
-        return (ckpt.UNET_PREFIX if module == "unet" else ckpt.PROJECTOR_PREFIX) + name
+        return (ckpt_file.UNET_PREFIX if module == "unet" else ckpt_file.PROJECTOR_PREFIX) + name
 
     def projector_file_tensors(self, trained):
         """The stage-1 file: projector and image K/V of `trained` ({'unet.…'/'projector.…': tensor})."""
@@ -130,12 +135,12 @@ class VideoCrafterTrainingModels:
         trained = {self.checkpoint_key(n): v for n, v in trained.items()}
         out = {}
         for key, value in self.sd.items():
-            if ckpt.is_ignored_key(key) and key.startswith(ckpt.VISION_PREFIX):
+            if ckpt_file.is_ignored_key(key) and key.startswith(ckpt_file.VISION_PREFIX):
                 continue  # OpenCLIP's unused text half of the embedder
-            if key.startswith(ckpt.PROJECTOR_PREFIX) and key not in trained:
+            if key.startswith(ckpt_file.PROJECTOR_PREFIX) and key not in trained:
                 continue  # a projector file replaced the projector with one of another depth
             value = trained.get(key, value)
-            if value.is_floating_point() and key not in ckpt.SCHEDULE_KEYS and key not in ckpt.DERIVED_SCHEDULE_KEYS:
+            if value.is_floating_point() and key not in ckpt_file.SCHEDULE_KEYS and key not in ckpt_file.DERIVED_SCHEDULE_KEYS:
                 value = value.to(dtype)
             out[key] = value.contiguous()
         return out

@@ -3,7 +3,7 @@
 The turbo files are bare UNet state dicts (`unet_mg.pt`, `unet_no_mg.pt`, or `.safetensors` with the same
 keys). Text encoder and VAE stay those of the VideoCrafter2 checkpoint the MODEL came from; the schedule
 is the plain one without `scale_arr` (the distillation ran with it off) and carries LCM's boundary
-condition (`model_base.ConsistencyModelSampling`).
+condition (`model_sampling.ConsistencyModelSampling`).
 """
 import gc
 import logging
@@ -14,6 +14,7 @@ import torch
 import comfy.model_management
 
 from . import checkpoint as ckpt
+from . import checkpoint_file as ckpt_file
 from .model_base import VideoCrafterModel, build_model_patcher
 
 # UNetConfig fields that only the turbo UNet adds: everything else must equal the base model's
@@ -54,7 +55,7 @@ def turbo_info(base_info, turbo_cfg, unet_name):
             f"'{unet_name}' is a T2V-Turbo-v2 UNet, distilled from VideoCrafter2, but the MODEL comes from a "
             f"{base_info.description} checkpoint, whose UNet differs ({', '.join(diff[:4])}). Load the VideoCrafter2 "
             "checkpoint (videocrafter2_t2v_512) with 'Load VideoCrafter Checkpoint' and connect its MODEL here.")
-    return ckpt.turbo_unet_info(turbo_cfg)
+    return ckpt.turbo_unet_info(turbo_cfg, unet_name)
 
 
 def load_turbo_model(model_patcher, path, weight_dtype=None):
@@ -67,7 +68,7 @@ def load_turbo_model(model_patcher, path, weight_dtype=None):
     if model_patcher.patches or model_patcher.model_options.get("transformer_options"):
         logging.warning("VideoCrafter Turbo UNet Loader: the LoRA / model patches on the input MODEL belong to the "
                         "VideoCrafter2 UNet and are not carried over; apply them after this node.")
-    sd = ckpt.load_state_dict(path)
+    sd = ckpt_file.load_state_dict(path)
     try:
         unet_sd, turbo_cfg = ckpt.inspect_turbo_unet(sd, name)
         info = turbo_info(base_info, turbo_cfg, name)

@@ -3,21 +3,64 @@
 Parameter names are the released checkpoint keys under `model.diffusion_model.` (including the
 original spelling `temopral_conv`). Activations stay in the `[(B*T), C, H, W]` layout of the
 spatial layers; temporal layers view the same memory as `[B, C, T, H, W]`.
+
+ComfyUI's model patches reach this UNet where they reach core's SD UNet
+(`comfy/ldm/modules/diffusionmodules/openaimodel.py`, `attention.py` BasicTransformerBlock): the forward
+runs through the `DIFFUSION_MODEL` wrappers; `block`, `block_index`, `transformer_index`, `original_shape`
+and `activations_shape` are set as core sets them; the block patches and ControlNet residuals apply at the
+same places; the spatial transformers honour the attention patches, replacements and
+`optimized_attention_override`. Spatial layers see the frames as a batch of images: `original_shape` is
+`[B*T, C, H, W]`, so patches written for SD latents (ToMe, HyperTile, FreeU, Kohya deep shrink) get the
+layout they expect. The temporal transformers are kept apart (as AnimateDiff-Evolved does): they see
+none of those hooks, only what `transformer_options[TEMPORAL_OPTIONS_KEY]` holds, in the same layout
+(`{"patches": ..., "patches_replace": ..., "optimized_attention_override": ...}`; queries there are
+[pixels, frames, C]).
 """
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
 import comfy.ops
+import comfy.patcher_extension
 import comfy.ldm.modules.attention as comfy_attention
 from comfy.ldm.modules.attention import FeedForward
-from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Downsample, Upsample
+from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Downsample, Upsample, apply_control
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
-from .unet_config import UNetConfig, HEAD_DIM  # noqa: F401  (re-exported)
+from .unet_config import UNetConfig, HEAD_DIM
 from .freenoise import FrameWindows
 
 ops = comfy.ops.disable_weight_init
+
+# transformer_options key whose {"patches", "patches_replace", "optimized_attention_override"} reach the
+# temporal transformers (the spatial hooks of core nodes never do)
+TEMPORAL_OPTIONS_KEY = "videocrafter_temporal"
+_HOOK_KEYS = ("patches", "patches_replace", "optimized_attention_override")
+
+
+def temporal_options(transformer_options):
+    """The options the temporal layers see: everything but the spatial hooks, plus the temporal ones."""
+    options = {k: v for k, v in transformer_options.items() if k not in _HOOK_KEYS and k != TEMPORAL_OPTIONS_KEY}
+    options.update(transformer_options.get(TEMPORAL_OPTIONS_KEY, {}))
+    return options
+
+
+def patch_extra_options(transformer_options, heads, head_dim):
+    """What core's BasicTransformerBlock passes its attention patches: the options less the patches."""
+    extra = {k: v for k, v in transformer_options.items() if k not in ("patches", "patches_replace")}
+    extra.update(n_heads=heads, dim_head=head_dim, attn_precision=None)
+    return extra
+
+
+def attention_replacement(transformer_options, name):
+    """The `patches_replace[name]` entry for this transformer block, looked up as core does:
+    (block name, block id, block index) first, then (block name, block id)."""
+    replacements = transformer_options.get("patches_replace", {}).get(name, {})
+    block = transformer_options.get("block")
+    if not replacements or block is None:
+        return None
+    key = (block[0], block[1], transformer_options.get("block_index", 0))
+    return replacements.get(key, replacements.get(block))
 
 
 def guidance_embedding(values, dim):
@@ -132,30 +175,41 @@ class Attention(nn.Module):
         else:
             self.relative_position_k = self.relative_position_v = None
 
-    def forward(self, x, context=None, image_context=None, frame_windows=None):
-        """frame_windows: FreeNoise's sliding windows (temporal self-attention only)."""
+    def forward(self, x, context=None, value=None, image_context=None, frame_windows=None, replacement=None,
+                transformer_options=None):
+        """frame_windows: FreeNoise's sliding windows (temporal self-attention only); value: separate value
+        tokens (core's attention patches may give them); replacement: a core `patches_replace` function
+        `(q, k, v, extra_options) -> out` standing in for the attention over `context` (the image attention of
+        I2V models is still added); transformer_options: reach the optimized attention (its override)."""
+        options = transformer_options if transformer_options is not None else {}
         q = self.to_q(x)
         context = x if context is None else context
         k = self.to_k(context)
-        v = self.to_v(context)
-        if frame_windows is not None:
-            out = frame_windows.attend(self._attend, q, k, v)
+        v = self.to_v(context if value is None else value)
+        if replacement is not None:
+            extra = patch_extra_options(options, self.heads, self.head_dim)
+
+            def attend(q, k, v):
+                return replacement(q, k, v, extra)
         else:
-            out = self._attend(q, k, v)
+            def attend(q, k, v):
+                return self._attend(q, k, v, options)
+        out = attend(q, k, v) if frame_windows is None else frame_windows.attend(attend, q, k, v)
         if self.to_k_ip is not None:
             if image_context is None:
                 raise ValueError("This image-to-video model needs image tokens: encode the image with "
                                  "'VideoCrafter Image Encode' for both the positive and the negative conditioning.")
-            out_ip = comfy_attention.optimized_attention(q, self.to_k_ip(image_context), self.to_v_ip(image_context), self.heads)
+            out_ip = comfy_attention.optimized_attention(q, self.to_k_ip(image_context), self.to_v_ip(image_context),
+                                                         self.heads, transformer_options=options)
             if self.alpha is not None:
                 out_ip = out_ip * (torch.tanh(comfy.ops.cast_to_input(self.alpha, out_ip)) + 1)
             out = out + out_ip
         return self.to_out(out)
 
-    def _attend(self, q, k, v):
+    def _attend(self, q, k, v, transformer_options):
         if self.relative_position_k is not None:
             return self._relative_attention(q, k, v)
-        return comfy_attention.optimized_attention(q, k, v, self.heads)
+        return comfy_attention.optimized_attention(q, k, v, self.heads, transformer_options=transformer_options)
 
     def _relative_attention(self, q, k, v):
         n, t, _ = q.shape
@@ -189,10 +243,31 @@ class TransformerBlock(nn.Module):
     # activations never dominate peak memory (tokens are independent in a feed-forward).
     max_ff_tokens = 8192
 
-    def forward(self, x, context=None, image_context=None, frame_windows=None):
-        x = self.attn1(self.norm1(x), frame_windows=frame_windows) + x
-        x = self.attn2(self.norm2(x), context=context, image_context=image_context, frame_windows=frame_windows) + x
+    def forward(self, x, context=None, image_context=None, frame_windows=None, transformer_options=None):
+        """The attention patches of `transformer_options` apply as in core's BasicTransformerBlock."""
+        options = transformer_options if transformer_options is not None else {}
+        patches = options.get("patches", {})
+        extra = patch_extra_options(options, self.attn1.heads, self.attn1.head_dim) if patches else None
+        x = self._attention(self.attn1, "attn1", self.norm1(x), None, None, frame_windows, options, extra) + x
+        for patch in patches.get("middle_patch", ()):
+            x = patch(x, extra)
+        x = self._attention(self.attn2, "attn2", self.norm2(x), context, image_context, frame_windows, options, extra) + x
         return self._feed_forward(self.norm3(x)) + x
+
+    def _attention(self, attention, name, n, context, image_context, frame_windows, options, extra):
+        """One attention with core's `{name}_patch` before, `{name}_output_patch` after, and its replacement."""
+        patches = options.get("patches", {})
+        value = None
+        if f"{name}_patch" in patches:
+            context = n if context is None else context
+            value = context
+            for patch in patches[f"{name}_patch"]:
+                n, context, value = patch(n, context, value, extra)
+        n = attention(n, context=context, value=value, image_context=image_context, frame_windows=frame_windows,
+                      replacement=attention_replacement(options, name), transformer_options=options)
+        for patch in patches.get(f"{name}_output_patch", ()):
+            n = patch(n, extra)
+        return n
 
     def _feed_forward(self, x):
         flat = x.reshape(-1, x.shape[-1])
@@ -227,7 +302,9 @@ class SpatialTransformer(nn.Module):
                              image_attention_alpha=image_attention_alpha, dtype=dtype, device=device, operations=operations)
             for _ in range(depth)])
 
-    def forward(self, x, context, image_context=None):
+    def forward(self, x, context, image_context=None, transformer_options=None):
+        options = transformer_options if transformer_options is not None else {}
+        options["activations_shape"] = list(x.shape)
         n, c, h, w = x.shape
         y = self.norm(x)
         if not self.use_linear:
@@ -235,8 +312,9 @@ class SpatialTransformer(nn.Module):
         y = y.flatten(2).transpose(1, 2)
         if self.use_linear:
             y = self.proj_in(y)
-        for block in self.transformer_blocks:
-            y = block(y, context=context, image_context=image_context)
+        for index, block in enumerate(self.transformer_blocks):
+            options["block_index"] = index
+            y = block(y, context=context, image_context=image_context, transformer_options=options)
         if self.use_linear:
             y = self.proj_out(y)
         y = y.transpose(1, 2).reshape(n, -1, h, w)
@@ -282,34 +360,41 @@ class TemporalTransformer(nn.Module):
         video = frames_to_video(x, num_frames)
         b, c, t, h, w = video.shape
         windows = FrameWindows.from_options(transformer_options, t, device=x.device)
+        options = temporal_options(transformer_options if transformer_options is not None else {})
         y = self.norm(video).permute(0, 3, 4, 2, 1).reshape(b * h * w, t, c)
         out = torch.empty_like(y)
         # with FreeNoise windows each pixel attends over (windows x W) gathered frames: size the chunks
         # by that, so a chunk's attention inputs stay within the same token budget however long the video
         step = max(1, self.max_tokens_per_chunk // (windows.gathered_frames if windows else t))
         for start in range(0, y.shape[0], step):
-            out[start:start + step] = self._transform(y[start:start + step], windows)
+            out[start:start + step] = self._transform(y[start:start + step], windows, options)
         out = out.view(b, h, w, t, c).permute(0, 3, 4, 1, 2).reshape(b * t, c, h, w)
         return out + x
 
-    def _transform(self, y, windows=None):
+    def _transform(self, y, windows, options):
         y = self._project(self.proj_in, y)
-        for block in self.transformer_blocks:
-            y = block(y, frame_windows=windows)
+        for index, block in enumerate(self.transformer_blocks):
+            options["block_index"] = index
+            y = block(y, frame_windows=windows, transformer_options=options)
         return self._project(self.proj_out, y)
 
 
 class BlockSequence(nn.Sequential):
     """One UNet stage: each layer gets the inputs its kind needs."""
 
-    def forward(self, h, emb, context, image_context, num_frames, transformer_options):
+    def forward(self, h, emb, context, image_context, num_frames, transformer_options, output_shape=None):
+        """output_shape: the skip's shape an output stage's upsampling meets (as core's UNet passes it)."""
         for layer in self:
             if isinstance(layer, VideoResBlock):
                 h = layer(h, emb, num_frames)
             elif isinstance(layer, SpatialTransformer):
-                h = layer(h, context, image_context)
+                h = layer(h, context, image_context, transformer_options)
+                # core counts transformers per UNet call (forward_timestep_embed); the temporal ones are apart
+                transformer_options["transformer_index"] += 1
             elif isinstance(layer, TemporalTransformer):
                 h = layer(h, num_frames, transformer_options)
+            elif isinstance(layer, Upsample):
+                h = layer(h, output_shape)
             else:
                 h = layer(h)
         return h
@@ -427,18 +512,35 @@ class VideoCrafterUNet(nn.Module):
             return image_context.reshape(b * num_frames, per_frame, d)
         return image_context.repeat_interleave(num_frames, dim=0)
 
-    def forward(self, x, timesteps, context=None, fps=None, image_context=None, transformer_options=None,
-                guidance=None, motion_guidance=None, **kwargs):
-        """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; fps [B] or None; image_context [B, N, D];
-        transformer_options: ComfyUI's per-call options (model patches read them in the temporal layers);
-        guidance / motion_guidance: T2V-Turbo's guidance scale and (motion_gs, first timestep), see above."""
+    def forward(self, x, timesteps, context=None, y=None, control=None, transformer_options=None, **kwargs):
+        """x [B, C, T, H, W]; timesteps [B]; context [B, L, D]; control: a ControlNet's residuals
+        ({"input", "middle", "output"} lists of [(B*T), C, h, w], consumed as core's UNet does); y is core's
+        class label, which no model of this family takes (the positional order is the one core's
+        `DIFFUSION_MODEL` wrappers, e.g. EasyCache, read); kwargs: see `_forward`."""
+        if y is not None:
+            raise ValueError("VideoCrafter UNets take no class label 'y' (an SDXL/unCLIP-style conditioning was given).")
         transformer_options = transformer_options if transformer_options is not None else {}
-        b, _, t, _, _ = x.shape
+        return comfy.patcher_extension.WrapperExecutor.new_class_executor(
+            self._forward, self,
+            comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, transformer_options)
+        ).execute(x, timesteps, context, y, control, transformer_options, **kwargs)
+
+    def _forward(self, x, timesteps, context, y, control, transformer_options, fps=None, image_context=None,
+                 guidance=None, motion_guidance=None, **kwargs):
+        """fps [B] or None; image_context [B, N, D]; guidance / motion_guidance: T2V-Turbo's guidance scale and
+        (motion_gs, first timestep), see `_guidance_condition`; transformer_options: ComfyUI's per-call
+        options, with the patches applied as the module docstring says."""
+        b, c, t, hh, ww = x.shape
+        transformer_options["original_shape"] = [b * t, c, hh, ww]
+        transformer_options["transformer_index"] = 0
+        patches = transformer_options.get("patches", {})
         dtype = x.dtype
         t_emb = timestep_embedding(timesteps, self.config.model_channels).to(dtype)
         if self.time_cond_proj is not None and guidance is not None:
             t_emb = t_emb + self._guidance_condition(timesteps, guidance, motion_guidance, dtype)
         emb = self.time_embed(t_emb)
+        for patch in patches.get("emb_patch", ()):
+            emb = patch(emb, self.config.model_channels, transformer_options)
         if self.fps_embedding is not None:
             if fps is None:
                 raise ValueError("This model is conditioned on fps: add 'VideoCrafter FPS Conditioning' (or use the VideoCrafter loader's default).")
@@ -452,14 +554,28 @@ class VideoCrafterUNet(nn.Module):
         if image_context is not None:
             image_context = self.image_context_per_frame(image_context.to(dtype), t)
 
+        # the block loop of core's UNetModel._forward: same patches, same control, same places
         h = video_to_frames(x)
         skips = []
         for index, block in enumerate(self.input_blocks):
+            transformer_options["block"] = ("input", index)
             h = self._run(block, h, emb, context, image_context, t, transformer_options)
             if index == 0 and self.init_attn is not None:
                 h = self._run(self.init_attn, h, emb, context, image_context, t, transformer_options)
+            h = apply_control(h, control, "input")
+            for patch in patches.get("input_block_patch", ()):
+                h = patch(h, transformer_options)
             skips.append(h)
+            for patch in patches.get("input_block_patch_after_skip", ()):
+                h = patch(h, transformer_options)
+        transformer_options["block"] = ("middle", 0)
         h = self._run(self.middle_block, h, emb, context, image_context, t, transformer_options)
-        for block in self.output_blocks:
-            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, context, image_context, t, transformer_options)
+        h = apply_control(h, control, "middle")
+        for index, block in enumerate(self.output_blocks):
+            transformer_options["block"] = ("output", index)
+            skip = apply_control(skips.pop(), control, "output")
+            for patch in patches.get("output_block_patch", ()):
+                h, skip = patch(h, skip, transformer_options)
+            output_shape = skips[-1].shape if skips else None
+            h = self._run(block, torch.cat([h, skip], dim=1), emb, context, image_context, t, transformer_options, output_shape)
         return frames_to_video(self.out(h), t)

@@ -1,4 +1,4 @@
-"""torchrun-style data parallelism: NCCL on GPUs, gloo on the CPU.
+"""torchrun-style data parallelism: NCCL on GPUs (gloo where torch has no NCCL, as on Windows), gloo on the CPU.
 
 Gradients are averaged by hand with one all-reduce per optimizer step instead of wrapping the
 model in DistributedDataParallel: most parameters are frozen (stage 1 trains a few K/V matrices),
@@ -38,8 +38,9 @@ class Distributed:
         rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if dist.is_initialized():
             return cls(dist.get_rank(), dist.get_world_size(), local_rank)
-        backend = "nccl" if device_type == "cuda" else "gloo"
-        if backend == "nccl":
+        # torch's Windows builds have no NCCL: gloo there (it reduces CUDA tensors too)
+        backend = "nccl" if device_type == "cuda" and dist.is_nccl_available() else "gloo"
+        if device_type == "cuda":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend, timeout=datetime.timedelta(minutes=30))
         return cls(rank, world_size, local_rank, initialised_here=True)

@@ -9,7 +9,6 @@ resume point, and only the run's last `keep` are kept.
 import csv
 import io
 import json
-import logging
 import os
 import secrets
 import shutil
@@ -17,9 +16,8 @@ import time
 
 import torch
 
-from ..vc_models.atomic_file import atomic_write, write_safetensors  # noqa: F401  (re-exported for the trainer)
+from ..vc_models.atomic_file import atomic_write, write_safetensors
 
-log = logging.getLogger("vc_train")
 
 STATE_PREFIX = "step_"
 INCOMPLETE_PREFIX = ".incomplete-"
@@ -76,10 +74,6 @@ def write_video(path, frames, fps):
     return atomic_write(path, write)
 
 
-# states written before runs had folders (`states/step_*`) are adopted as this run (sorts before all others)
-LEGACY_RUN = "run-00000000-000000000000-legacy"
-
-
 def new_run_id():
     """Sorts by start time; the random tail keeps two runs started in the same second apart."""
     now = time.time_ns()
@@ -114,31 +108,15 @@ class StateStore:
         return sorted(out)
 
     def latest(self, run_id=None):
-        """Path of the newest complete state of `run_id` (default: this store's run, else the newest run,
-        else a state of the layout without run folders), or None."""
+        """Path of the newest complete state of `run_id` (default: this store's run, else the newest run), or None."""
         run_id = run_id or self.run_id or (self.runs() or [None])[-1]
-        states = self._complete(run_id) if run_id else self._legacy()
+        states = self._complete(run_id) if run_id else []
         return states[-1][1] if states else None
 
-    def _legacy(self):
-        if not os.path.isdir(self.folder):
-            return []
-        return sorted((int(name[len(STATE_PREFIX):]), os.path.join(self.folder, name)) for name in os.listdir(self.folder)
-                      if name.startswith(STATE_PREFIX) and os.path.isfile(os.path.join(self.folder, name, META_FILE)))
-
-    def run_of(self, path):
-        """The run a state folder belongs to (its parent folder; LEGACY_RUN for the layout without runs)."""
-        parent = os.path.dirname(os.path.abspath(path))
-        return LEGACY_RUN if parent == os.path.abspath(self.folder) else os.path.basename(parent)
-
-    def adopt_legacy_states(self):
-        """Move states of the layout without run folders into the run LEGACY_RUN (moved, never deleted)."""
-        legacy = self._legacy()
-        if legacy:
-            os.makedirs(os.path.join(self.folder, LEGACY_RUN), exist_ok=True)
-            for _, path in legacy:
-                os.replace(path, os.path.join(self.folder, LEGACY_RUN, os.path.basename(path)))
-            log.info("Moved %d training states of the earlier layout into %s", len(legacy), LEGACY_RUN)
+    @staticmethod
+    def run_of(path):
+        """The run a state folder belongs to: its parent folder's name."""
+        return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
     def save(self, step, weights, optimizer_state, meta):
         """Write a complete state for `step` of this store's run; returns its folder."""

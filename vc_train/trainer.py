@@ -4,11 +4,11 @@
 `vc_models/training.py`), runs the stage plan with resume, gradient accumulation, autocast,
 data parallelism and checkpointing, and returns the written files and the loss history.
 """
+import contextlib
 import hashlib
 import logging
 import math
 import os
-import resource
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -17,13 +17,14 @@ import torch
 
 from . import stages
 from .config import TrainConfig
-from ..vc_models.atomic_file import refuse_existing
+from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
+from ..vc_models.process_memory import peak_rss_bytes
 from .data import VideoDataset, SampleStream, list_videos, DatasetError, dataset_digest
 from .distributed import Distributed
 from .objective import NoiseSchedule, step_generator, eps_loss, dropout_mask
 from .plot import render_loss_curve
 from .resume import resume_changes
-from .state import StateStore, LEGACY_RUN, new_run_id, write_safetensors, write_loss_csv, write_json, write_video, atomic_write
+from .state import StateStore, new_run_id, write_loss_csv, write_json, write_video
 
 log = logging.getLogger("vc_train")
 
@@ -35,6 +36,7 @@ class TrainingModels(Protocol):
     alphas_cumprod: torch.Tensor
     scale_arr: object              # tensor or None
     latent_channels: int
+    train_stages: tuple            # the stages the model accepts (its registry entry's)
 
     def unet_parameter_kinds(self) -> dict: ...            # name -> "temporal" | "spatial"
     def original_parameter(self, full_name) -> torch.Tensor: ...  # float32 CPU value as loaded
@@ -84,51 +86,57 @@ def autocast_dtype(cfg, device):
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[cfg.precision]
 
 
-def output_paths(cfg):
-    ckpt_dir = cfg.checkpoint_dir or cfg.output_dir
-    return {
-        "projector_file": os.path.join(ckpt_dir, f"{cfg.name}_projector.safetensors"),
-        "checkpoint": os.path.join(ckpt_dir, f"{cfg.name}.safetensors"),
-        "loss_csv": os.path.join(cfg.output_dir, "loss_log.csv"),
-        "loss_curve": os.path.join(cfg.output_dir, "loss_curve.png"),
-        "summary": os.path.join(cfg.output_dir, "summary.json"),
-        "states": os.path.join(cfg.output_dir, "states"),
-    }
-
-
 RUN_METADATA_KEY = "videocrafter_train_run"  # in the results' safetensors metadata: which run wrote them
-
-
 STAGE_OUTPUT = {"projector": "projector_file", "finetune": "checkpoint"}  # the result each stage writes
 
 
-def planned_outputs(cfg):
-    """{output key: path} of the model files the stage plan writes."""
-    paths = output_paths(cfg)
-    return {STAGE_OUTPUT[stage]: paths[STAGE_OUTPUT[stage]] for stage, _ in cfg.stage_plan()}
+class RunOutputs:
+    """Where a run's files go, and which results it owns: each result records the run that wrote it, and a
+    run replaces only its own earlier results (a resumed run), anything else only with cfg.overwrite."""
 
+    def __init__(self, cfg):
+        self.cfg = cfg
+        ckpt_dir = cfg.checkpoint_dir or cfg.output_dir
+        self.paths = {
+            "projector_file": os.path.join(ckpt_dir, f"{cfg.name}_projector.safetensors"),
+            "checkpoint": os.path.join(ckpt_dir, f"{cfg.name}.safetensors"),
+            "loss_csv": os.path.join(cfg.output_dir, "loss_log.csv"),
+            "loss_curve": os.path.join(cfg.output_dir, "loss_curve.png"),
+            "summary": os.path.join(cfg.output_dir, "summary.json"),
+            "states": os.path.join(cfg.output_dir, "states"),
+        }
 
-def output_run(path):
-    """The run id recorded in a result file we wrote, or None (another model, or not ours). Results of
-    the trainer from before runs had ids belong to the adopted legacy run."""
-    try:
-        from safetensors import safe_open
-        with safe_open(path, "pt") as f:
-            metadata = f.metadata() or {}
-    except Exception:
-        return None
-    if metadata.get("format") == "videocrafter-i2v" and RUN_METADATA_KEY not in metadata:
-        return LEGACY_RUN
-    return metadata.get(RUN_METADATA_KEY)
+    @staticmethod
+    def owner(path):
+        """The run id recorded in a result file, or None (another model, or not the trainer's)."""
+        try:
+            from safetensors import safe_open
+            with safe_open(path, "pt") as f:
+                metadata = f.metadata() or {}
+        except Exception:
+            return None
+        return metadata.get(RUN_METADATA_KEY)
 
+    def may_replace(self, path, run_id):
+        return self.cfg.overwrite or (run_id is not None and self.owner(path) == run_id)
 
-def refuse_foreign_outputs(cfg, run_id):
-    """Results never silently replace a model another run (or anyone) wrote, unless cfg.overwrite."""
-    if cfg.overwrite:
-        return
-    for path in planned_outputs(cfg).values():
-        if os.path.exists(path) and (run_id is None or output_run(path) != run_id):
-            refuse_existing(path, "The training result")
+    def refuse_foreign(self, run_id):
+        """Refuse before training when a result of the stage plan exists and is not run `run_id`'s (None: a new run)."""
+        for stage, _ in self.cfg.stage_plan():
+            path = self.paths[STAGE_OUTPUT[stage]]
+            if os.path.exists(path) and not self.may_replace(path, run_id):
+                refuse_existing(path, "The training result")
+
+    def write_result(self, stage, tensors, step, run_id):
+        """The stage's result file, marked as run `run_id`'s; returns (output key, path)."""
+        key = STAGE_OUTPUT[stage]
+        path = self.paths[key]
+        meta = {"step": str(step), "stage": stage, "format": "videocrafter-i2v", RUN_METADATA_KEY: run_id}
+        return key, write_safetensors(tensors, path, meta, overwrite=self.may_replace(path, run_id))
+
+    def existing_results(self):
+        """{output key: path} of the result files on disk (also those an earlier, resumed session wrote)."""
+        return {key: self.paths[key] for key in STAGE_OUTPUT.values() if os.path.exists(self.paths[key])}
 
 
 def resume_refusal(path, meta, changes):
@@ -140,7 +148,8 @@ def resume_refusal(path, meta, changes):
 def check_before_loading(cfg):
     """The checks that need no model, run before the (slow) model loading: a resume that would mix
     two trainings and results that would replace an existing file are refused here."""
-    store = StateStore(output_paths(cfg)["states"])
+    outputs = RunOutputs(cfg)
+    store = StateStore(outputs.paths["states"])
     path = store.latest() if cfg.resume else None
     run_id = None
     if path:
@@ -149,7 +158,7 @@ def check_before_loading(cfg):
         if changes:
             raise ValueError(resume_refusal(path, meta, changes))
         run_id = store.run_of(path)
-    refuse_foreign_outputs(cfg, run_id)
+    outputs.refuse_foreign(run_id)
 
 
 def _named_trainable_modules(models):
@@ -177,7 +186,8 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg, self.device)
         # frozen weights in half precision only where it pays (GPU); the CPU keeps float32
         self.frozen_dtype = self.amp_dtype if (self.amp_dtype and self.device.type == "cuda") else torch.float32
-        self.paths = output_paths(cfg)
+        self.run_outputs = RunOutputs(cfg)
+        self.paths = self.run_outputs.paths
         self.store = StateStore(self.paths["states"], cfg.keep_states)
         self.schedule = NoiseSchedule(models.alphas_cumprod, models.scale_arr)
         self.params = _named_trainable_modules(models)
@@ -186,6 +196,9 @@ class Trainer:
         self.plan = cfg.stage_plan()
         if not self.plan:
             raise ValueError("Nothing to train: the stage plan has no steps (projector_steps / finetune_steps are 0)")
+        refused = [stage for stage, _ in self.plan if stage not in models.train_stages]
+        if refused:
+            raise ValueError(f"This model trains the stages {list(models.train_stages)} only; the plan asks for {refused}.")
         self.state_names = stages.state_names(self.plan, self.kinds, self.projector_names, cfg.finetune_layers)
         self.frozen_master = {}  # fp32 CPU values of state parameters while held frozen in half precision
         self.text_cache, self.clip_cache = {}, {}
@@ -251,6 +264,21 @@ class Trainer:
 
     def _is_interrupt(self, error):
         return error is self.interrupt or self.callbacks.is_interrupt(error)
+
+    @contextlib.contextmanager
+    def _state_kept_if_interrupted(self, stage, message, rollback=None):
+        """On the host's stop request inside the block: undo the unfinished step (`rollback`), save the training
+        state and the logs, then let the stop go on. Any other error passes through untouched."""
+        try:
+            yield
+        except BaseException as error:
+            if self._is_interrupt(error):
+                if rollback is not None:
+                    rollback()
+                log.info(message)
+                self._save_state(stage)
+                self._write_logs()
+            raise
 
     def _batch(self, generator):
         items, failures = [], 0
@@ -330,8 +358,6 @@ class Trainer:
     def _find_run(self):
         """(state path or None, run id): the newest run's latest state when resuming, else a new run.
         A state whose run had another plan or data is refused, naming what changed."""
-        if self.cfg.resume:
-            self.store.adopt_legacy_states()
         path = self.store.latest() if self.cfg.resume else None
         if not path:
             run_id = new_run_id()
@@ -341,7 +367,7 @@ class Trainer:
             if changes:
                 raise ValueError(resume_refusal(path, meta, changes))
             run_id = self.store.run_of(path)
-        refuse_foreign_outputs(self.cfg, run_id if path else None)
+        self.run_outputs.refuse_foreign(run_id if path else None)
         return path, run_id
 
     def _resume(self):
@@ -370,16 +396,13 @@ class Trainer:
     def _write_stage_output(self, stage):
         if not self.dist.is_main:
             return
-        meta = {"step": str(self.step), "stage": stage, "format": "videocrafter-i2v", RUN_METADATA_KEY: self.store.run_id}
         if stage == "projector":
-            key, tensors = "projector_file", self.models.projector_file_tensors(self._state_weights())
+            tensors = self.models.projector_file_tensors(self._state_weights())
         else:
             dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
-            key, tensors = "checkpoint", self.models.checkpoint_tensors(self._state_weights(), dtype)
-        path = self.paths[key]
-        # this run's own earlier result (a resumed run) may be replaced; anything else only with overwrite
-        overwrite = self.cfg.overwrite or output_run(path) == self.store.run_id
-        self.outputs[key] = write_safetensors(tensors, path, meta, overwrite=overwrite)
+            tensors = self.models.checkpoint_tensors(self._state_weights(), dtype)
+        key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id)
+        self.outputs[key] = path
         log.info("Wrote %s output at step %d", stage, self.step)
 
     def _sample_condition(self):
@@ -500,28 +523,20 @@ class Trainer:
                     self.scaler.load_state_dict(optimizer_state["scaler"])
             optimizer_state = None
             while self.step < stage_end:
-                try:
+                with self._state_kept_if_interrupted(stage, f"Interrupted at step {self.step}: saving the training state"):
                     self._check_interrupt()
-                except BaseException:
-                    log.info("Interrupted at step %d: saving the training state", self.step)
-                    self._save_state(stage)
-                    self._write_logs()
-                    raise
                 started = time.perf_counter()
                 stream_state, samples_seen = self.stream.state_dict(), len(self.epoch0_samples)
-                try:
-                    loss = self._train_step(stage)
-                except BaseException as error:
-                    if not self._is_interrupt(error):
-                        raise
-                    # stopped inside the step, before the optimizer moved: the state of the last full step
-                    log.info("Interrupted during step %d: saving the state of step %d", self.step + 1, self.step)
+
+                def back_to_the_last_full_step():  # stopped inside the step, before the optimizer moved
                     self.stream.load_state_dict(stream_state)
                     del self.epoch0_samples[samples_seen:]
                     self.optimizer.zero_grad(set_to_none=True)
-                    self._save_state(stage)
-                    self._write_logs()
-                    raise
+
+                with self._state_kept_if_interrupted(
+                        stage, f"Interrupted during step {self.step + 1}: saving the state of step {self.step}",
+                        rollback=back_to_the_last_full_step):
+                    loss = self._train_step(stage)
                 elapsed = time.perf_counter() - started
                 self.step += 1
                 self.step_times.append(elapsed)
@@ -532,31 +547,17 @@ class Trainer:
                 if self.step % max(1, cfg.log_every) == 0 or self.step == stage_end:
                     self.history.append({"step": self.step, "stage": stage, "loss": loss, "lr": self.lr,
                                          "samples_per_sec": round(sps, 4)})
-                saved = False
-                try:
+                # stopped after a full step (e.g. during a preview video): keep the steps since the last state
+                with self._state_kept_if_interrupted(stage, f"Interrupted after step {self.step}: saving the training state"):
                     self.callbacks.on_step(self.step, total, loss, sps)
                     if cfg.sample_every and self.step % cfg.sample_every == 0:
                         self._write_sample()
-                    if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stage_end:
-                        self._save_state(stage)
-                        saved = True
-                        self._write_logs()
-                except BaseException as error:
-                    if saved or not self._is_interrupt(error):
-                        raise
-                    # stopped after a full step (e.g. during a preview video): keep the steps since the last state
-                    log.info("Interrupted after step %d: saving the training state", self.step)
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < stage_end:
                     self._save_state(stage)
                     self._write_logs()
-                    raise
-            try:
+            # the stage's steps are kept; a resume writes the result
+            with self._state_kept_if_interrupted(stage, f"Interrupted while writing the {stage} result: saving the training state"):
                 self._write_stage_output(stage)
-            except BaseException as error:
-                if self._is_interrupt(error):  # the stage's steps are kept; a resume writes the result
-                    log.info("Interrupted while writing the %s result: saving the training state", stage)
-                    self._save_state(stage)
-                    self._write_logs()
-                raise
             self._save_state(stage)
             self._write_logs()
         return self._finish()
@@ -566,7 +567,7 @@ class Trainer:
         samples = self.dist.gather(sorted(self.epoch0_samples))
         timed = self.step_times[1:] or self.step_times
         per_step = sum(timed) / len(timed) if timed else float("nan")
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb = peak_rss_bytes() / 2**20
         summary = {
             "step": self.step, "world_size": self.dist.world_size, "device": str(self.device),
             "samples_per_sec": (self.cfg.batch_size * self.cfg.grad_accum * self.dist.world_size / per_step
@@ -580,9 +581,7 @@ class Trainer:
         }
         if self.dist.is_main:
             self.outputs["loss_csv"], self.outputs["loss_curve"] = self.paths["loss_csv"], self.paths["loss_curve"]
-            for key in ("projector_file", "checkpoint"):
-                if key not in self.outputs and os.path.exists(self.paths[key]):
-                    self.outputs[key] = self.paths[key]
+            self.outputs = {**self.run_outputs.existing_results(), **self.outputs}
             summary["outputs"] = dict(self.outputs)
             self.outputs["summary"] = write_json(self.paths["summary"], summary)
         return TrainResult(step=self.step, history=self.history, loss_curve=self.loss_curve(),

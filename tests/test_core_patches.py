@@ -1,0 +1,313 @@
+"""ComfyUI's core model patches on VideoCrafter MODELs: each takes effect or is refused with its name.
+
+Driven as a user's graph does: the pack's loader and conditioning nodes, the core patch node, the core
+KSampler (8 frames, few steps) on the tiny VideoCrafter2 and DynamiCrafter 512 models. The hooks are also
+compared with ComfyUI's own SD UNet (comfy.ldm...openaimodel.UNetModel) built at the tiny model's sizes.
+"""
+import logging
+import os
+import re
+
+import pytest
+import torch
+
+import comfy_host
+from conftest import rel_err
+
+MODELS = ("tiny_t2v_v2", "tiny_dc_512")
+FRAMES, WIDTH, HEIGHT, STEPS = 8, 128, 64, 6
+CHANGED = 1e-3  # relative L2 a patch must move the sampled latent by
+
+# node -> inputs other than the MODEL (defaults for the rest); "refused": the node's name must be in the error
+MATRIX = {
+    "FreeU": {},
+    "FreeU_V2": {},
+    "PerturbedAttentionGuidance": {"scale": 3.0},
+    "SelfAttentionGuidance": {"refused": True},
+    "TomePatchModel": {"ratio": 0.5},
+    "HyperTile": {"tile_size": 32},
+    "PatchModelAddDownscale": {"end_percent": 1.0},
+    "UNetSelfAttentionMultiply": {"q": 1.5},
+    "UNetCrossAttentionMultiply": {"q": 1.5},
+    "UNetTemporalAttentionMultiply": {"self_temporal": 0.5, "refused": True},
+    "EasyCache": {"reuse_threshold": 3.0},
+    "LazyCache": {"reuse_threshold": 3.0},
+    "ModelSamplingDiscrete": {"refused": True},
+    "ModelSamplingContinuousEDM": {"refused": True},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(one_torch_thread):
+    """See conftest.one_torch_thread."""
+
+
+# the comfy_extras modules of the nodes above (the in-process host registers no extras by itself)
+EXTRAS = ("nodes_freelunch", "nodes_pag", "nodes_sag", "nodes_tomesd", "nodes_hypertile", "nodes_model_downscale",
+          "nodes_attention_multiply", "nodes_easycache", "nodes_model_advanced")
+
+
+def resolved(value):
+    """The value of a call the host's API may make async."""
+    import asyncio
+    import inspect
+    return asyncio.run(value) if inspect.isawaitable(value) else value
+
+
+def core_node(name):
+    """The host's class of core node `name`, or None when this ComfyUI has none."""
+    import importlib
+    for module_name in EXTRAS:
+        try:
+            module = importlib.import_module(f"comfy_extras.{module_name}")
+        except ImportError:
+            continue
+        if hasattr(module, "NODE_CLASS_MAPPINGS"):
+            classes = dict(module.NODE_CLASS_MAPPINGS)
+        else:  # nodes of the newer API come from the module's extension
+            extension = resolved(module.comfy_entrypoint())
+            classes = {cls.define_schema().node_id: cls for cls in resolved(extension.get_node_list())}
+        if name in classes:
+            return classes[name]
+    return None
+
+
+def run_node(name, **inputs):
+    """A core node called with its defaults for the inputs not given; returns its outputs."""
+    cls = core_node(name)
+    for key, spec in cls.INPUT_TYPES().get("required", {}).items():
+        if key not in inputs:
+            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+            inputs[key] = kind[0] if isinstance(kind, list) else options.get("default", options.get("options", [None])[0])
+    result = cls.execute(**inputs) if hasattr(cls, "define_schema") else getattr(cls(), cls.FUNCTION)(**inputs)
+    return result.result if hasattr(result, "result") else result
+
+
+class Lazy(dict):
+    """A dict that builds a missing entry with `make(key)` on first use."""
+
+    def __init__(self, make):
+        super().__init__()
+        self.make = make
+
+    def __missing__(self, key):
+        self[key] = self.make(key)
+        return self[key]
+
+
+def graph(pack, models_dir, name):
+    """(MODEL, positive, negative, LATENT) as the pack's nodes make them."""
+    import nodes as core
+    mappings = pack.NODE_CLASS_MAPPINGS
+    if not os.path.exists(models_dir / f"{name}.safetensors"):
+        os.symlink(os.path.join(comfy_host.GOLDEN, f"{name}.safetensors"), models_dir / f"{name}.safetensors")
+    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(f"{name}.safetensors", "default")
+    (positive,) = core.CLIPTextEncode().encode(clip, "a red ball bouncing on a wooden floor")
+    (negative,) = core.CLIPTextEncode().encode(clip, "")
+    if name.startswith("tiny_dc"):
+        image = torch.rand(1, HEIGHT, WIDTH, 3, generator=torch.Generator().manual_seed(0))
+        return (model,) + mappings["DynamiCrafterConditioning"]().encode(
+            positive, negative, vae, clip_vision, projector, image, "i2v", WIDTH, HEIGHT, FRAMES, 1, 24)
+    positive, negative = mappings["VideoCrafterFPSConditioning"]().apply(positive, negative, 8)
+    (latent,) = mappings["EmptyVideoCrafterLatent"]().generate(WIDTH, HEIGHT, FRAMES, 1)
+    return model, positive, negative, latent
+
+
+@pytest.fixture(scope="module")
+def graphs(pack, models_dir):
+    """model name -> its graph up to the sampler (built on first use)."""
+    return Lazy(lambda name: graph(pack, models_dir, name))
+
+
+def sample(model, positive, negative, latent):
+    import nodes as core
+    (samples,) = core.KSampler().sample(model, 7, STEPS, 7.5, "euler", "normal", positive, negative, latent, denoise=1.0)
+    return samples["samples"]
+
+
+@pytest.fixture(scope="module")
+def unpatched(graphs):
+    """model name -> the latent sampled without any patch."""
+    return Lazy(lambda name: sample(*graphs[name]))
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("node", sorted(MATRIX))
+def test_core_patch_takes_effect_or_is_refused(graphs, unpatched, model_name, node):
+    if core_node(node) is None:
+        pytest.skip(f"{node} is not in this ComfyUI")
+    inputs = dict(MATRIX[node])
+    refused = inputs.pop("refused", False)
+    model, positive, negative, latent = graphs[model_name]
+    (patched,) = run_node(node, model=model, **inputs)
+    if refused:
+        with pytest.raises(ValueError, match=node):
+            sample(patched, positive, negative, latent)
+        return
+    result = sample(patched, positive, negative, latent)
+    assert torch.isfinite(result).all()
+    change = rel_err(result, unpatched[model_name])
+    assert change > CHANGED, f"{node} left the {model_name} latent unchanged (relative L2 {change:.2e})"
+
+
+@pytest.mark.parametrize("node", ["EasyCache", "LazyCache"])
+def test_caches_skip_unet_passes(graphs, node, caplog):
+    """The cache wrappers see every UNet pass: the node's own summary reports skipped steps."""
+    model, positive, negative, latent = graphs["tiny_t2v_v2"]
+    (patched,) = run_node(node, model=model, reuse_threshold=3.0)
+    with caplog.at_level(logging.INFO):
+        sample(patched, positive, negative, latent)
+    summary = re.search(rf"{node} - skipped (\d+)/(\d+) steps", caplog.text)
+    assert summary and int(summary.group(1)) > 0, caplog.text[-2000:]
+
+
+def test_model_sampling_refusal_says_why(graphs):
+    model, positive, negative, latent = graphs["tiny_t2v_v2"]
+    (patched,) = run_node("ModelSamplingDiscrete", model=model, sampling="eps", zsnr=False)
+    with pytest.raises(ValueError, match="latent-scale schedule"):
+        sample(patched, positive, negative, latent)
+
+
+def core_unet(config):
+    """ComfyUI's own SD UNet at the tiny model's sizes (same blocks, channels, heads, context)."""
+    from comfy.ldm.modules.diffusionmodules.openaimodel import UNetModel
+    import comfy.ops
+    levels = range(len(config.channel_mult))
+
+    def depths(per_level):
+        return [int(level in config.attention_levels) for level in levels for _ in range(per_level)]
+    unet = UNetModel(image_size=None, in_channels=config.in_channels, model_channels=config.model_channels,
+                     out_channels=config.out_channels, num_res_blocks=config.num_res_blocks,
+                     channel_mult=config.channel_mult, num_head_channels=config.head_dim, use_spatial_transformer=True,
+                     transformer_depth=depths(config.num_res_blocks), transformer_depth_output=depths(config.num_res_blocks + 1),
+                     transformer_depth_middle=1, context_dim=config.context_dim,
+                     use_linear_in_transformer=config.use_linear, operations=comfy.ops.disable_weight_init).eval()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in unet.parameters():  # the ops leave weights uninitialised
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return unet
+
+
+def hook_calls(model_patcher, config, patches, replacements):
+    """The calls of `patches` / `replacements` (recording wrappers) on our UNet and on core's, same inputs."""
+    ours = model_patcher.model.diffusion_model
+    x = torch.randn(1, config.in_channels, 2, 8, 16, generator=torch.Generator().manual_seed(1))
+    context = torch.randn(1, 5, config.context_dim, generator=torch.Generator().manual_seed(2))
+    kwargs = {"fps": torch.tensor([8.0])} if config.fps_cond else {}
+    seen = {}
+    for label, unet, inputs in (
+            ("ours", ours, (x, torch.tensor([500.0]), context)),
+            ("core", core_unet(config), (x.transpose(1, 2).flatten(0, 1), torch.tensor([500.0, 500.0]),
+                                        context.repeat_interleave(2, dim=0)))):
+        calls = []
+        options = {"patches": {k: [f(calls)] for k, f in patches.items()},
+                   "patches_replace": {k: {key: f(calls) for key, f in by_key.items()} for k, by_key in replacements.items()}}
+        with torch.no_grad():
+            unet(*inputs, transformer_options=options, **(kwargs if label == "ours" else {}))
+        seen[label] = calls
+    return seen
+
+
+def test_freeu_v2_acts_on_the_blocks_core_unet_gives_it(graphs):
+    """FreeU_V2's output_block_patch is called at the same output blocks with the same channel counts as on
+    ComfyUI's own UNet, and it changes what those blocks get (its backbone / skip scaling)."""
+    model = graphs["tiny_t2v_v2"][0]
+    (patched,) = run_node("FreeU_V2", model=model)
+    (freeu,) = patched.model_options["transformer_options"]["patches"]["output_block_patch"]
+
+    def recorder(calls):
+        def patch(h, hsp, transformer_options):
+            new_h, new_hsp = freeu(h, hsp, transformer_options)
+            calls.append((transformer_options["block"], h.shape[1], hsp.shape[1],
+                          not torch.equal(new_h, h) or not torch.equal(new_hsp, hsp)))
+            return new_h, new_hsp
+        return patch
+    seen = hook_calls(model, model.model.info.unet, {"output_block_patch": recorder}, {})
+    assert seen["ours"] == seen["core"]
+    assert any(changed for *_, changed in seen["ours"])
+
+
+def test_pag_replaces_the_middle_self_attention_as_on_core_unet(graphs):
+    """PerturbedAttentionGuidance keys its attn1 replacement ("middle", 0) and replaces the attention by v:
+    our UNet looks it up at the same transformer blocks, with the same heads and widths, as core's."""
+    model = graphs["tiny_t2v_v2"][0]
+
+    def recorder(calls):
+        def perturbed_attention(q, k, v, extra_options, mask=None):
+            calls.append((extra_options["block"], extra_options["block_index"], extra_options["n_heads"],
+                          extra_options["dim_head"], q.shape[-1], v.shape[-1]))
+            return v
+        return perturbed_attention
+    seen = hook_calls(model, model.model.info.unet, {}, {"attn1": {("middle", 0): recorder}})
+    assert seen["ours"] and seen["ours"] == seen["core"]
+
+
+def test_block_and_attention_hooks_see_core_layout(graphs):
+    """Every block patch and spatial attention patch is called where core's UNet calls it, with the same
+    block keys and token widths; the temporal transformers see none of them."""
+    model = graphs["tiny_t2v_v2"][0]
+
+    def block_recorder(kind):
+        def make(calls):
+            def patch(h, transformer_options):
+                calls.append((kind, transformer_options["block"], h.shape[1]))
+                return h
+            return patch
+        return make
+
+    def attention_recorder(kind):
+        def make(calls):
+            def patch(n, context, value, extra_options):
+                calls.append((kind, extra_options["block"], extra_options["block_index"], n.shape[-1], context.shape[-1]))
+                return n, context, value
+            return patch
+        return make
+    patches = {"input_block_patch": block_recorder("input"), "input_block_patch_after_skip": block_recorder("after_skip"),
+               "attn1_patch": attention_recorder("attn1"), "attn2_patch": attention_recorder("attn2")}
+    seen = hook_calls(model, model.model.info.unet, patches, {})
+    assert seen["ours"] == seen["core"]
+    assert {call[0] for call in seen["ours"]} == {"input", "after_skip", "attn1", "attn2"}
+
+
+def test_temporal_options_key_reaches_the_temporal_attention(graphs):
+    """transformer_options[TEMPORAL_OPTIONS_KEY] addresses the temporal transformers: queries [pixels, frames, C]."""
+    unet_module = comfy_host.pack("vc_models.unet")
+    model = graphs["tiny_t2v_v2"][0]
+    ours = model.model.diffusion_model
+    shapes = []
+
+    def patch(n, context, value, extra_options):
+        shapes.append(tuple(n.shape))
+        return n, context, value
+    x = torch.randn(1, 4, 3, 8, 16)
+    with torch.no_grad():
+        ours(x, torch.tensor([500.0]), torch.randn(1, 5, ours.config.context_dim), fps=torch.tensor([8.0]),
+             transformer_options={unet_module.TEMPORAL_OPTIONS_KEY: {"patches": {"attn1_patch": [patch]}}})
+    assert shapes and all(shape[1] == 3 for shape in shapes)
+
+
+def test_controlnet_residuals(graphs):
+    """A ControlNet-style `control` of zeros leaves the output bit-identical; non-zero residuals change it."""
+    model = graphs["tiny_t2v_v2"][0]
+    ours = model.model.diffusion_model
+    x = torch.randn(1, 4, 2, 8, 16, generator=torch.Generator().manual_seed(1))
+    context = torch.randn(1, 5, ours.config.context_dim, generator=torch.Generator().manual_seed(2))
+    shapes = {"input": [], "output": [], "middle": []}
+
+    def record(h, transformer_options):
+        shapes["output"].append(h.shape)
+        return h
+    with torch.no_grad():
+        plain = ours(x, torch.tensor([500.0]), context, fps=torch.tensor([8.0]),
+                     transformer_options={"patches": {"input_block_patch": [record]}})
+
+    def control(value):
+        # a 2-D ControlNet's residuals: one per input block (skips, consumed last first) and the middle block
+        return {"output": [torch.full(s, value) for s in shapes["output"]],
+                "middle": [torch.full(shapes["output"][-1], value)]}
+    with torch.no_grad():
+        zero = ours(x, torch.tensor([500.0]), context, control=control(0.0), fps=torch.tensor([8.0]))
+        changed = ours(x, torch.tensor([500.0]), context, control=control(0.1), fps=torch.tensor([8.0]))
+    assert torch.equal(zero, plain)
+    assert rel_err(changed, plain) > CHANGED

@@ -1,0 +1,83 @@
+"""The model registry (vc_models/registry.py) is the one list of models: the committed workflows are what the
+builder makes of it, and a new entry reaches detection, the downloader and the workflow builder by itself.
+No ComfyUI import: the registry, the detector, the downloader script and the builder run without it."""
+import dataclasses
+import json
+import os
+import sys
+
+import pytest
+
+from server_util import GOLDEN, REPO
+
+sys.path.insert(0, REPO)
+from vc_models import registry  # noqa: E402
+from vc_models.checkpoint import inspect_checkpoint  # noqa: E402
+from vc_models.checkpoint_file import read_layout  # noqa: E402
+import build_workflows  # noqa: E402  (scripts/, on sys.path via server_util)
+import download_models  # noqa: E402
+
+WORKFLOWS = os.path.join(REPO, "workflows")
+# written by scripts/build_train_workflow.py from the trainer node's INPUT_TYPES (needs ComfyUI)
+NOT_FROM_THE_REGISTRY = {"train_i2v.json"}
+
+
+def committed_files(folder):
+    return {os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files
+            if f.endswith(".json") and f not in NOT_FROM_THE_REGISTRY}
+
+
+def test_builder_reproduces_the_committed_workflows(tmp_path):
+    build_workflows.main(str(tmp_path))
+    built, committed = committed_files(str(tmp_path)), committed_files(WORKFLOWS)
+    assert built == committed
+    for name in sorted(committed):
+        with open(os.path.join(WORKFLOWS, name)) as ours, open(tmp_path / name) as fresh:
+            assert ours.read() == fresh.read(), f"workflows/{name} differs from what scripts/build_workflows.py writes"
+
+
+def test_ids_and_released_file_names_are_unique():
+    ids = [e.id for e in registry.MODELS]
+    names = [e.release.file_name for e in registry.released()]
+    workflows = [w.name for e in registry.MODELS for w in e.workflows]
+    assert len(set(ids)) == len(ids) and len(set(names)) == len(names) and len(set(workflows)) == len(workflows)
+    assert all(registry.entry(e.base_model).release for e in registry.MODELS if e.base_model)
+    assert all(e.id in {r.id for r in registry.MODELS} for e in registry.MODELS if e.refines)
+
+
+FAKE = dataclasses.replace(
+    registry.entry("vc2_t2v_512"), id="vc9_t2v_test", description="VideoCrafter9 test model 256x384",
+    # the VideoCrafter2 tensors, told apart by the file name (as DynamiCrafter 512 interpolation is)
+    matches=lambda f: f.temporal_conv and "vc9" in f.file_name, refines="vc2_t2v_512",
+    defaults=registry.SamplingDefaults(256, 384, 12, steps=30, cfg=9.0),
+    release=registry.Release("example/VideoCrafter9", "vc9.ckpt", "videocrafter9_t2v_test.safetensors"),
+    workflows=(registry.Workflow("vc9_t2v_test", "a test prompt"),))
+
+
+@pytest.fixture
+def fake_entry(monkeypatch):
+    monkeypatch.setattr(registry, "MODELS", registry.MODELS + [FAKE])
+    return FAKE
+
+
+def test_a_new_entry_reaches_detection_downloader_and_builder(fake_entry, tmp_path, capsys):
+    layout = read_layout(os.path.join(GOLDEN, "tiny_t2v_v2.safetensors"))
+    assert inspect_checkpoint(dict(layout), "vc9_tiny.safetensors").variant == "vc9_t2v_test"
+    assert inspect_checkpoint(dict(layout), "tiny_t2v_v2.safetensors").variant == "vc2_t2v_512"
+
+    assert download_models.main(["--list"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("vc9_t2v_test ")]
+    assert len(listed) == 1 and "videocrafter9_t2v_test.safetensors" in listed[0]
+    assert "https://huggingface.co/example/VideoCrafter9/resolve/main/vc9.ckpt" in listed[0]
+
+    build_workflows.main(str(tmp_path))
+    with open(tmp_path / "api" / "vc9_t2v_test.json") as f:
+        api = json.load(f)
+    inputs = {n["class_type"]: n["inputs"] for n in api.values()}
+    assert inputs["VideoCrafterCheckpointLoader"]["ckpt_name"] == "videocrafter9_t2v_test.safetensors"
+    assert (inputs["EmptyVideoCrafterLatent"]["width"], inputs["EmptyVideoCrafterLatent"]["height"]) == (384, 256)
+    assert (inputs["VideoCrafterKSampler"]["steps"], inputs["VideoCrafterKSampler"]["cfg"]) == (30, 9.0)
+    assert inputs["VideoCrafterFPSConditioning"]["fps"] == 12
+    with open(tmp_path / "vc9_t2v_test.json") as f:
+        note = next(n for n in json.load(f)["nodes"] if n["type"] == "Note")["widgets_values"][0]
+    assert "download_models.py vc9_t2v_test" in note and "example/VideoCrafter9" in note

@@ -1,0 +1,144 @@
+"""Reading VideoCrafter checkpoint files: the released layouts, unwrapped and renamed into one.
+
+What a file holds is `vc_models.checkpoint`'s business. No ComfyUI imports: the trainer, the downloader and
+the command-line tools use this too.
+"""
+import os
+import zipfile
+
+import torch
+
+UNET_PREFIX = "model.diffusion_model."
+VAE_PREFIX = "first_stage_model."
+TEXT_PREFIX = "cond_stage_model.model."
+VISION_PREFIX = "embedder.model."
+PROJECTOR_PREFIX = "image_proj_model."
+DEEPSPEED_PREFIX = "_forward_module."
+
+# Keys the pack reads from a checkpoint but does not turn into parameters, in one place.
+# - the schedule buffers other than betas/alphas_cumprod/scale_arr are all derived from those;
+# - `embedder.model.` carries a whole OpenCLIP model, of which only the visual tower is used
+#   (the I2V text conditioning comes from `cond_stage_model.`);
+# - OpenCLIP's `logit_scale` (and an `attn_mask` buffer some exports carry).
+DERIVED_SCHEDULE_KEYS = (
+    "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+)
+SCHEDULE_KEYS = ("betas", "alphas_cumprod", "scale_arr")
+
+
+def is_ignored_key(key):
+    """True for checkpoint tensors the pack deliberately leaves unused."""
+    if key in DERIVED_SCHEDULE_KEYS:
+        return True
+    if key.startswith(VISION_PREFIX):
+        return not key[len(VISION_PREFIX):].startswith("visual.")
+    if key.startswith(TEXT_PREFIX):
+        return key[len(TEXT_PREFIX):] in ("logit_scale", "attn_mask")
+    return False
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be used as a VideoCrafter checkpoint; the message says why and what to do."""
+
+
+# The released 256 file names the frame-stride embedding as below; the original loader renames it.
+LEGACY_KEY_RENAMES = {UNET_PREFIX + "framestride_embed.": UNET_PREFIX + "fps_embedding."}
+
+
+# the files load_state_dict reads: the model folders list only these
+LOADABLE_EXTENSIONS = frozenset({".safetensors", ".ckpt", ".pt", ".pth"})
+
+
+def load_state_dict(path):
+    """Read a `.safetensors`, `.ckpt`/`.pt`/`.pth` (Lightning `state_dict` or DeepSpeed `module`).
+
+    Pickles are read with `weights_only=True`. Returns a flat {name: tensor} in the released layout.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"No checkpoint file at {path}.")
+    size = os.path.getsize(path)
+    name = os.path.basename(path)
+    lower = name.lower()
+    try:
+        if lower.endswith(".safetensors"):
+            import safetensors.torch
+            sd = safetensors.torch.load_file(path, device="cpu")
+        else:
+            if not zipfile.is_zipfile(path):
+                raise CheckpointError(
+                    f"{name} ({size} bytes) is not a complete PyTorch checkpoint (no zip directory: "
+                    "truncated download or a legacy pickle). Download it again; expected a VideoCrafter "
+                    "model.ckpt or a .safetensors.")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            sd = _unwrap(obj, name)
+    except CheckpointError:
+        raise
+    except Exception as e:  # safetensors/zip/pickle errors: say what the file is
+        raise CheckpointError(
+            f"Could not read {name} ({size} bytes): {type(e).__name__}: {e}. The file is damaged or truncated "
+            "(download it again) or is not a checkpoint.") from e
+    return rename_legacy_keys(sd)
+
+
+def _unwrap(obj, name):
+    if isinstance(obj, dict):
+        for key in ("state_dict", "module"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"{name} holds no tensor dictionary (expected {{'state_dict': ...}} or {{'module': ...}}).")
+    if any(k.startswith(DEEPSPEED_PREFIX) for k in obj):
+        obj = {k[len(DEEPSPEED_PREFIX):] if k.startswith(DEEPSPEED_PREFIX) else k: v for k, v in obj.items()}
+    return obj
+
+
+def rename_legacy_keys(sd):
+    """The released names that differ from the layout the pack builds (DynamiCrafter 256's
+    `framestride_embed.*` is `fps_embedding.*`), renamed in place; returns sd."""
+    for old, new in LEGACY_KEY_RENAMES.items():
+        for key in [k for k in sd if k.startswith(old)]:
+            sd[new + key[len(old):]] = sd.pop(key)
+    return sd
+
+
+def split_components(sd):
+    """{prefix: sub-state-dict without prefix} for the UNet, VAE, text, vision and projector."""
+    out = {p: {} for p in (UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX)}
+    for k, v in sd.items():
+        for p in out:
+            if k.startswith(p):
+                out[p][k[len(p):]] = v
+                break
+    return out
+
+
+def noise_schedule(sd, timesteps=1000, linear_start=0.00085, linear_end=0.012):
+    """(alphas_cumprod [T] float64, scale_arr [T] float64 or None) from the checkpoint buffers."""
+    if "alphas_cumprod" in sd:
+        alphas_cumprod = sd["alphas_cumprod"].double()
+    else:
+        betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
+        alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
+    scale = sd.get("scale_arr")
+    if scale is not None:
+        scale = scale.double()[: alphas_cumprod.shape[0]]
+    return alphas_cumprod, scale
+
+
+def read_layout(path):
+    """The names and shapes of a `.safetensors` as meta tensors, the schedule buffers with their values: enough
+    for `vc_models.checkpoint.inspect_checkpoint` without reading the weights. Other formats load whole."""
+    if not path.lower().endswith(".safetensors"):
+        return load_state_dict(path)
+    from safetensors import safe_open
+    sd = {}
+    with safe_open(path, "pt") as f:
+        for key in f.keys():
+            if key in SCHEDULE_KEYS:
+                sd[key] = f.get_tensor(key)
+            else:
+                sd[key] = torch.empty(f.get_slice(key).get_shape(), device="meta")
+    return rename_legacy_keys(sd)

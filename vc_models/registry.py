@@ -1,0 +1,256 @@
+"""Every model the pack runs, described once: how it is recognised, how it samples, where it comes from.
+
+No torch.nn and no ComfyUI imports: the checkpoint detector, the downloader, the workflow builder, the demo,
+the trainer and the model class all read these entries, and nothing else names a model by its id.
+
+Detection: `vc_models.checkpoint` reads a `Features` from the tensors and `detect` returns the first entry whose
+`matches` holds, trying the entries that refine another first (`refines`: the same tensors told apart by
+something more, as DynamiCrafter 512 interpolation by its file name), then the others in `MODELS` order (the
+order the downloader lists them). Adding a model is one `ModelEntry` here, with its predicate.
+"""
+from dataclasses import dataclass, replace
+from typing import Callable, Optional
+
+# families: what kind of graph runs the model
+T2V, I2V, DYNAMICRAFTER, TURBO = "t2v", "i2v", "dynamicrafter", "turbo"
+# schedules (`vc_models.model_sampling` has one class per kind)
+SCALED_EPS, SCALED_V, CONSISTENCY = "scaled_eps", "scaled_v", "consistency"
+# image inputs a model needs
+NO_IMAGE, START_IMAGE, START_END_IMAGES = (), ("start",), ("start", "end")
+# The DynamiCrafter Resampler emits `num_queries x video_length` tokens (16 x 16); frame i of a
+# 16-frame latent cross-attends to tokens 16i..16i+15. The split is not visible in the tensors.
+DYNAMICRAFTER_TOKENS_PER_FRAME = 16
+TRAIN_STAGES = ("projector", "finetune")
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the detector reads from a checkpoint's tensors (and its file name)."""
+    in_channels: int
+    out_channels: int
+    image_cross_attention: bool
+    temporal_conv: bool
+    has_scale_arr: bool
+    scale_floor: Optional[float]  # the last scale_arr value; None without scale_arr or stored values
+    zero_snr_terminal: bool  # the stored schedule ends at alphas_cumprod == 0
+    guidance_embed: bool  # T2V-Turbo's `time_cond_proj`
+    motion_guidance: bool  # T2V-Turbo-v2 MG's `motion_cond_proj`
+    file_name: str = ""
+    dualref_decoder: bool = False  # the VAE decoder looks at the key frames (ToonCrafter's temporal decoder layers)
+
+    @property
+    def concat_latent(self):
+        """The image latent rides on the input channels beside the noisy latent (DynamiCrafter)."""
+        return self.in_channels > self.out_channels
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """The original inference script's settings."""
+    height: int
+    width: int
+    fps: int  # the frame-rate condition: fps, or DynamiCrafter's fs (frame stride for 256)
+    frames: int = 16
+    steps: int = 50
+    cfg: float = 12.0
+    eta: float = 1.0
+    sampler: str = "videocrafter_ddim"
+    scheduler: str = "videocrafter_uniform"
+    guidance_rescale: float = 0.0
+
+
+@dataclass(frozen=True)
+class Release:
+    """The released file on Hugging Face and the `.safetensors` the downloader writes from it."""
+    repo: str
+    file: str  # in the repo
+    file_name: str  # in models/videocrafter: what the shipped workflows load
+    bare_unet: bool = False  # a UNet state dict alone (T2V-Turbo: used with the VideoCrafter2 checkpoint)
+    sha256_source: str = "the hub's LFS ETag"
+
+    @property
+    def page(self):
+        return f"https://huggingface.co/{self.repo}"
+
+    @property
+    def url(self):
+        return f"https://huggingface.co/{self.repo}/resolve/main/{self.file}"
+
+    @property
+    def pickle_name(self):
+        """Name of the released pickle in the downloader's `originals/`: `file_name` with the released extension."""
+        return self.file_name.rsplit(".", 1)[0] + "." + self.file.rsplit(".", 1)[1]
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A graph `scripts/build_workflows.py` ships for the model; `variation` names one of its builders."""
+    name: str
+    prompt: str
+    variation: str = ""  # "" (the family's graph), "loop", "freenoise", "keyframes"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    id: str
+    description: str
+    family: str
+    matches: Callable[[Features], bool]
+    defaults: SamplingDefaults
+    schedule: str = SCALED_EPS
+    image_inputs: tuple = NO_IMAGE
+    # the node that adds the image conditioning (named in the error when it is missing)
+    image_node: str = ""
+    # the start image's latent rides on the UNet's input channels (DynamiCrafter's concat conditioning)
+    concat_latent: bool = False
+    # the faithful DDIM's last step keeps the current step's latent scale (DynamiCrafter's sampler)
+    last_step_keeps_scale: bool = False
+    # UNetConfig switches the tensors do not show, as (field, value) pairs
+    unet_switches: tuple = ()
+    # the id of an entry whose tensors this one shares: tried before every other entry in detection
+    refines: str = ""
+    release: Optional[Release] = None
+    # a model whose text encoder and VAE come from another entry's checkpoint (T2V-Turbo: VideoCrafter2)
+    base_model: str = ""
+    # trainer: the stages it runs on this model; `trains_after_upgrade`: upgraded to image-to-video first
+    train_stages: tuple = ()
+    trains_after_upgrade: bool = False
+    # the VAE is the dual-reference one (`vc_models.dualref_vae`): its decoder looks at the key frames
+    dualref_decoder: bool = False
+    workflows: tuple = ()
+
+    @property
+    def parameterization(self):
+        return "v" if self.schedule == SCALED_V else "eps"
+
+    @property
+    def zero_snr(self):
+        return self.schedule == SCALED_V
+
+
+def _video_conditioned(f):
+    return not f.concat_latent and not f.guidance_embed
+
+
+def _dynamicrafter_v(f):
+    """512/1024: v-prediction on a zero-terminal-SNR schedule with scale_arr (without stored values, as in a
+    layout check on meta tensors, the released pairing holds: scale_arr <=> v)."""
+    return f.concat_latent and f.image_cross_attention and (f.has_scale_arr or f.zero_snr_terminal)
+
+
+def _dynamicrafter_1024(f):
+    return _dynamicrafter_v(f) and f.scale_floor is not None and f.scale_floor < 0.5
+
+
+def _dynamicrafter_512_unet(f):
+    return _dynamicrafter_v(f) and not _dynamicrafter_1024(f)
+
+
+def _dynamicrafter_512(f):
+    return _dynamicrafter_512_unet(f) and not f.dualref_decoder
+
+
+_T2V_PROMPT = "a corgi running on the beach at sunset, high quality"
+_BOAT_PROMPT = "a boat sailing on the sea, waves moving"
+_DC_512 = SamplingDefaults(320, 512, 24, cfg=7.5, scheduler="videocrafter_trailing", guidance_rescale=0.7)
+_DC = dict(family=DYNAMICRAFTER, image_inputs=START_IMAGE, image_node="DynamiCrafter Conditioning", concat_latent=True,
+           last_step_keeps_scale=True, unet_switches=(("image_tokens_per_frame", DYNAMICRAFTER_TOKENS_PER_FRAME),))
+# T2V-Turbo-v2: LCM with the original's timesteps, the guidance scale in the UNet's embedding (so cfg 1)
+_TURBO_DEFAULTS = SamplingDefaults(320, 512, 16, steps=8, cfg=1.0, eta=0.0, sampler="lcm", scheduler="videocrafter_turbo")
+_VC_I2V = dict(image_inputs=START_IMAGE, image_node="VideoCrafter Image Encode")
+
+
+def _hub(repo, file_name, file="model.ckpt", **kw):
+    return Release(repo, file, file_name, **kw)
+
+
+MODELS = [
+    ModelEntry("vc2_t2v_512", "VideoCrafter2 text-to-video 320x512", T2V,
+               lambda f: _video_conditioned(f) and not f.image_cross_attention and f.temporal_conv,
+               SamplingDefaults(320, 512, 28), release=_hub("VideoCrafter/VideoCrafter2", "videocrafter2_t2v_512.safetensors"),
+               trains_after_upgrade=True,
+               workflows=(Workflow("vc2_t2v_512", _T2V_PROMPT), Workflow("vc2_t2v_512_freenoise_64", _T2V_PROMPT, "freenoise"))),
+    ModelEntry("vc1_t2v_512", "VideoCrafter1 text-to-video 320x512", T2V,
+               lambda f: _video_conditioned(f) and not f.image_cross_attention and not f.temporal_conv and not f.has_scale_arr,
+               SamplingDefaults(320, 512, 28), release=_hub("VideoCrafter/Text2Video-512", "videocrafter1_t2v_512.safetensors"),
+               trains_after_upgrade=True),
+    ModelEntry("vc1_t2v_1024", "VideoCrafter1 text-to-video 576x1024", T2V,
+               lambda f: _video_conditioned(f) and not f.image_cross_attention and not f.temporal_conv and f.has_scale_arr,
+               SamplingDefaults(576, 1024, 28), release=_hub("VideoCrafter/Text2Video-1024", "videocrafter1_t2v_1024.safetensors"),
+               trains_after_upgrade=True,
+               workflows=(Workflow("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed"),)),
+    ModelEntry("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", I2V,
+               lambda f: _video_conditioned(f) and f.image_cross_attention,
+               SamplingDefaults(320, 512, 8), release=_hub("VideoCrafter/Image2Video-512", "videocrafter1_i2v_512.safetensors"),
+               train_stages=TRAIN_STAGES, workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),), **_VC_I2V),
+    ModelEntry("dc_256", "DynamiCrafter image animation 256x256",
+               matches=lambda f: f.concat_latent and f.image_cross_attention and not _dynamicrafter_v(f),
+               defaults=SamplingDefaults(256, 256, 3, cfg=7.5),
+               release=_hub("Doubiiu/DynamiCrafter", "dynamicrafter_256.safetensors"), **_DC),
+    ModelEntry("dc_512", "DynamiCrafter image animation 320x512",
+               matches=_dynamicrafter_512,
+               defaults=_DC_512, schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_512", "dynamicrafter_512.safetensors"),
+               workflows=(Workflow("dc_512", _BOAT_PROMPT),
+                          Workflow("dc_512_freenoise_64", "a boat sailing on the sea, waves moving, gentle camera pan",
+                                   "freenoise")),
+               **_DC),
+    ModelEntry("dc_1024", "DynamiCrafter image animation 576x1024", matches=_dynamicrafter_1024,
+               defaults=replace(_DC_512, height=576, width=1024, fps=10),
+               schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_1024", "dynamicrafter_1024.safetensors"),
+               workflows=(Workflow("dc_1024", _BOAT_PROMPT),), **_DC),
+    # the same tensors as dc_512; only the file name and the defaults differ
+    ModelEntry("dc_512_interp", "DynamiCrafter interpolation / loops 320x512",
+               matches=lambda f: _dynamicrafter_512(f) and "interp" in f.file_name.lower(), refines="dc_512",
+               defaults=replace(_DC_512, fps=5),
+               schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_512_Interp", "dynamicrafter_512_interp.safetensors"),
+               workflows=(Workflow("dc_512_interp", "a smooth transition, natural motion"),
+                          Workflow("dc_512_loop", "a seamless looping animation, natural motion", "loop"),
+                          Workflow("dc_512_keyframes", "a smooth transition, natural motion", "keyframes")),
+               **{**_DC, "image_inputs": START_END_IMAGES}),
+    # DynamiCrafter 512 interpolation's UNet with a VAE decoder that looks at the two key frames; defaults from
+    # the original's scripts/run.sh (also its Gradio demo)
+    ModelEntry("toon_512", "ToonCrafter cartoon interpolation 320x512 (dual-reference decoder)",
+               matches=lambda f: _dynamicrafter_512_unet(f) and f.dualref_decoder,
+               defaults=replace(_DC_512, fps=10),
+               schedule=SCALED_V, release=_hub("Doubiiu/ToonCrafter", "tooncrafter_512.safetensors"),
+               dualref_decoder=True,
+               workflows=(Workflow("toon_512_interp", "an anime scene"),
+                          Workflow("toon_512_keyframes", "an anime scene", "keyframes")),
+               **{**_DC, "image_inputs": START_END_IMAGES}),
+    ModelEntry("turbo_v2_mg", "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512", TURBO,
+               lambda f: f.guidance_embed and f.motion_guidance,
+               _TURBO_DEFAULTS,
+               schedule=CONSISTENCY, base_model="vc2_t2v_512",
+               release=_hub("jiachenli-ucsb/T2V-Turbo-v2", "t2v_turbo_v2_unet_mg.safetensors", "unet_mg.pt", bare_unet=True),
+               workflows=(Workflow("vc2_turbo_v2", _T2V_PROMPT),)),
+    ModelEntry("turbo_v2_nomg", "T2V-Turbo-v2 (VideoCrafter2 distilled, no motion guidance) 320x512", TURBO,
+               lambda f: f.guidance_embed and not f.motion_guidance,
+               _TURBO_DEFAULTS,
+               schedule=CONSISTENCY, base_model="vc2_t2v_512",
+               release=_hub("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "t2v_turbo_v2_unet_no_mg.safetensors", "unet_no_mg.pt",
+                            bare_unet=True)),
+]
+
+
+class UnknownModel(KeyError):
+    def __str__(self):
+        return self.args[0]
+
+
+def entry(model_id):
+    """The entry of a model id; UnknownModel (naming the known ids) otherwise."""
+    for e in MODELS:
+        if e.id == model_id:
+            return e
+    raise UnknownModel(f"Unknown model id {model_id!r}; known: {', '.join(e.id for e in MODELS)}.")
+
+
+def detect(features):
+    """The entry whose predicate holds for `features` (refining entries tried first, then `MODELS` order), or None."""
+    order = [e for e in MODELS if e.refines] + [e for e in MODELS if not e.refines]
+    return next((e for e in order if e.matches(features)), None)
+
+
+def released():
+    """The entries with a released file, in `MODELS` order."""
+    return [e for e in MODELS if e.release is not None]

@@ -8,10 +8,9 @@ import pytest
 
 from comfy_boot import GOLDEN
 from conftest import tiny_toon_state_dict
-from server_util import ComfyServer
-from test_server_workflows import WORKFLOWS, assert_widgets_match, load_api, submit, wait_history
+from server_util import (START_IMAGE, ComfyServer, assert_widgets_match, fill_inputs, load_workflow, output_files,
+                         submit, wait_history)
 
-START_IMAGE = "videocrafter_start.png"
 TINY_FOR = {"toon_512_interp": "tiny_toon_512.safetensors", "toon_512_keyframes": "tiny_toon_512.safetensors",
             "dc_512_keyframes": "tiny_dc_512.safetensors"}
 FRAMES = 4
@@ -22,6 +21,7 @@ EXPECTED_FRAMES = {"toon_512_interp": FRAMES, "toon_512_keyframes": 3 * (FRAMES 
 
 @pytest.fixture(scope="module")
 def server(pack, tmp_path_factory):
+    """A server with the tiny ToonCrafter written out beside the tiny DynamiCrafter 512."""
     import safetensors.torch
     srv = ComfyServer(tmp_path_factory.mktemp("toon_server"), checkpoints=["tiny_dc_512.safetensors"])
     safetensors.torch.save_file(tiny_toon_state_dict(), os.path.join(srv.models_dir, "checkpoints", TINY_FOR["toon_512_interp"]))
@@ -32,13 +32,8 @@ def server(pack, tmp_path_factory):
 
 
 def small(name):
-    values = {"ckpt_name": TINY_FOR[name], "width": 128, "height": 64, "length": FRAMES, "steps": 2, "image": START_IMAGE}
-    workflow = load_api(name)
-    for node in workflow.values():
-        for key in list(node["inputs"]):
-            if key in values and not isinstance(node["inputs"][key], list):
-                node["inputs"][key] = values[key]
-    return workflow
+    return fill_inputs(load_workflow(name), {"ckpt_name": TINY_FOR[name], "width": 128, "height": 64, "length": FRAMES,
+                                             "steps": 2, "image": START_IMAGE})
 
 
 def test_ui_workflows_match_the_nodes(server):
@@ -49,8 +44,7 @@ def test_ui_workflows_match_the_nodes(server):
     inputs = {**sequence["input"]["required"], **info["VideoCrafterVAEDecode"]["input"].get("optional", {})}
     assert all(len(spec) > 1 and spec[1].get("tooltip") for spec in inputs.values()), inputs
     for name in TINY_FOR:
-        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
-            ui = json.load(f)
+        ui = load_workflow(name, api=False)
         assert_widgets_match(info, ui, name)
         note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
         assert "https://huggingface.co/Doubiiu/" in note
@@ -63,9 +57,9 @@ def test_workflow_makes_a_video(server, name):
     assert error is None, error
     entry = wait_history(server, result["prompt_id"], timeout=600)
     assert entry["status"]["status_str"] == "success", entry["status"]
-    files = [f for out in entry["outputs"].values() for f in out.get("images", [])]
+    files = output_files(server, entry)
     assert len(files) == 1, entry["outputs"]
-    with av.open(os.path.join(server.output_dir, files[0]["subfolder"], files[0]["filename"])) as container:
+    with av.open(files[0]) as container:
         decoded = [f for f in container.decode(video=0)]
     assert len(decoded) == EXPECTED_FRAMES[name] and (decoded[0].width, decoded[0].height) == (128, 64)
 

@@ -163,3 +163,15 @@ def test_downloader_knows_the_released_file(pack):
     model = comfy_host.pack("vc_models.download").released_model("toon_512")
     release = model.release
     assert (release.repo, release.file, release.bare_unet) == ("Doubiiu/ToonCrafter", "model.ckpt", False)
+
+
+def test_dual_reference_decoder_on_another_unet_is_refused(pack):
+    """A dual-reference decoder beside a DynamiCrafter 256 UNet (no released model pairs them) is refused by name,
+    not loaded with a plain VAE that would drop the decoder's temporal layers."""
+    ckpt = comfy_host.pack("vc_models.checkpoint")
+    layout = comfy_host.pack("vc_models.checkpoint_file").read_layout(os.path.join(comfy_host.GOLDEN, "tiny_dc_256.safetensors"))
+    toon_keys = {k: v for k, v in tiny_toon_state_dict().items() if k.startswith("first_stage_model.decoder.")
+                 and ".time_stack." in k}
+    assert toon_keys
+    with pytest.raises(ckpt.CheckpointError, match="dual-reference VAE decoder .*DynamiCrafter image animation 256x256"):
+        ckpt.inspect_checkpoint({**layout, **toon_keys}, "mixed.safetensors")

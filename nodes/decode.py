@@ -1,8 +1,37 @@
-"""VideoCrafter VAE Decode: each frame through the SD VAE, a bounded number of frames at a time."""
+"""VideoCrafter VAE Decode: each frame through the SD VAE, a bounded number of frames at a time; ToonCrafter's
+dual-reference decoder with the key frames the latent carries (or the optional images)."""
 import torch
 
 import comfy.model_management
 import comfy.utils
+
+from ..vc_models.conditioning import fit_images
+from ..vc_models.dualref_vae import CHUNK_FRAMES, KEY_FRAMES_KEY, DualRefVAE
+
+
+def key_frames_for(latent_dict, batch, height, width, start_image=None, end_image=None):
+    """[B, 2, H, W, 3] start and end frames of each video for ToonCrafter's decoder: the connected images
+    (one for all videos or one per video) or those DynamiCrafter Conditioning put in the LATENT."""
+    if (start_image is None) != (end_image is None):
+        raise ValueError("Connect both start_image and end_image (ToonCrafter's decoder looks at both key frames), "
+                         "or neither to use those the LATENT carries from DynamiCrafter Conditioning.")
+    if start_image is not None:
+        pair = []
+        for name, images in (("start_image", start_image), ("end_image", end_image)):
+            if images.shape[0] not in (1, batch):
+                raise ValueError(f"{name} holds {images.shape[0]} images for {batch} videos: give one or one per video.")
+            pair.append(fit_images(images, width, height).expand(batch, -1, -1, -1))
+        return torch.stack(pair, dim=1)
+    frames = latent_dict.get(KEY_FRAMES_KEY)
+    if frames is None:
+        raise ValueError(
+            "This is ToonCrafter's VAE, whose decoder looks at the two key frames, but the LATENT carries none: "
+            "sample from the latent of 'DynamiCrafter Conditioning' (mode interpolate or loop), or connect "
+            "start_image and end_image to this node.")
+    if frames.shape[0] != batch:
+        raise ValueError(f"The LATENT holds {batch} videos but key frames for {frames.shape[0]}: it was batched or cut "
+                         "after DynamiCrafter Conditioning; connect start_image and end_image instead.")
+    return fit_images(frames.flatten(0, 1), width, height).unflatten(0, (batch, 2))
 
 
 class VideoCrafterVAEDecode:
@@ -11,27 +40,39 @@ class VideoCrafterVAEDecode:
     OUTPUT_TOOLTIPS = ("Frames [videos x frames, H, W, 3], the frames of each video consecutive: feed Create Video / "
                        "Save Animated WEBP / VideoHelperSuite's Video Combine directly.",)
     FUNCTION = "decode"
-    DESCRIPTION = "Decodes a video latent frame by frame (VideoCrafter has no temporal VAE)."
+    DESCRIPTION = ("Decodes a video latent frame by frame (VideoCrafter has no temporal VAE). With ToonCrafter's "
+                   "VAE, its dual-reference decoder: 16 frames at a time, looking at the start and end key frames.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "samples": ("LATENT", {"tooltip": "The video latent from a sampler."}),
-            "vae": ("VAE", {"tooltip": "The VAE from Load VideoCrafter Checkpoint (the SD VAE)."}),
+            "vae": ("VAE", {"tooltip": "The VAE from Load VideoCrafter Checkpoint (the SD VAE, or ToonCrafter's)."}),
             "frames_per_batch": ("INT", {"default": 8, "min": 1, "max": 1024, "tooltip":
-                                         "Frames decoded together: lower it if you run out of memory, raise it for speed."}),
+                                         "Frames decoded together: lower it if you run out of memory, raise it for "
+                                         f"speed. ToonCrafter's decoder always takes {CHUNK_FRAMES} (as trained)."}),
+        }, "optional": {
+            "start_image": ("IMAGE", {"tooltip": "ToonCrafter only: the start key frame, when the LATENT does not come "
+                                                 "from DynamiCrafter Conditioning (which passes its key frames along)."}),
+            "end_image": ("IMAGE", {"tooltip": "ToonCrafter only: the end key frame (see start_image)."}),
         }}
 
-    def decode(self, samples, vae, frames_per_batch=8):
+    def decode(self, samples, vae, frames_per_batch=8, start_image=None, end_image=None):
         latent = samples["samples"]
         if latent.ndim == 4:  # a single-frame latent from an image node
             latent = latent.unsqueeze(2)
         if latent.ndim != 5:
             raise ValueError(f"Expected a video latent [B, 4, frames, h, w]; got shape {list(latent.shape)}.")
         b, c, t, h, w = latent.shape
+        pbar = comfy.utils.ProgressBar(b * t)
+        if isinstance(vae, DualRefVAE):
+            key_frames = key_frames_for(samples, b, h * vae.upscale_ratio, w * vae.upscale_ratio, start_image, end_image)
+            return (vae.decode_video(latent, key_frames, pbar.update),)
+        if start_image is not None or end_image is not None:
+            raise ValueError("start_image / end_image are read by ToonCrafter's decoder only; this VAE decodes each "
+                             "frame on its own. Disconnect them, or load the ToonCrafter checkpoint.")
         frames = latent.transpose(1, 2).reshape(b * t, c, h, w)
         images = None
-        pbar = comfy.utils.ProgressBar(b * t)
         for start in range(0, b * t, frames_per_batch):
             comfy.model_management.throw_exception_if_processing_interrupted()
             decoded = vae.decode(frames[start:start + frames_per_batch])

@@ -5,6 +5,7 @@ import comfy.model_management
 import node_helpers
 
 from ..vc_models import conditioning as image_cond
+from ..vc_models.dualref_vae import KEY_FRAMES_KEY
 from ..vc_models.model_base import CONCAT_LATENT_KEY, FPS_KEY, IMAGE_TOKENS_KEY
 from .latent import SIZE_MULTIPLE, validate_size
 from .loader import MissingImageComponents, PROJECTOR_TYPE
@@ -26,12 +27,13 @@ class DynamiCrafterConditioning:
     RETURN_NAMES = ("positive", "negative", "latent")
     OUTPUT_TOOLTIPS = ("The prompt's conditioning with the image tokens, the image latent and fs.",
                        "The negative with the same image latent and the tokens of a mid-grey (all-zero) image, as the original.",
-                       "An empty video latent of the requested size for the sampler.")
+                       "An empty video latent of the requested size for the sampler; for interpolate / loop it also "
+                       "carries the key frames, which ToonCrafter's decoder (VideoCrafter VAE Decode) needs.")
     FUNCTION = "encode"
     DESCRIPTION = ("DynamiCrafter image animation: the image's CLIP tokens through the projector (16 per frame) "
                    "for the cross-attentions and its VAE latent beside the noise. 'i2v' animates start_image; "
                    "'interpolate' goes from start_image to end_image; 'loop' returns to start_image (drop the "
-                   "last frame when saving). Sample with cfg 7.5, eta 1, 'videocrafter_ddim' and "
+                   "last frame when saving); ToonCrafter interpolates the same way (fs 10). Sample with cfg 7.5, eta 1, 'videocrafter_ddim' and "
                    "'videocrafter_trailing' (512/1024) or 'videocrafter_uniform' (256).")
 
     @classmethod
@@ -58,7 +60,7 @@ class DynamiCrafterConditioning:
             "fs": ("INT", {"default": 24, "min": 1, "max": 1000, "tooltip":
                    "Motion condition. 512/1024: the clip's fps it was trained on (512: 15-30, default 24; 1024: 5-15, "
                    "default 10; lower = more motion). 256: the frame stride (1-6, default 3; higher = more motion). "
-                   "Interpolation: 5."}),
+                   "Interpolation: 5. ToonCrafter: 10 (5-30, smaller = larger motion)."}),
         }, "optional": {
             "end_image": ("IMAGE", {"tooltip": "The last frame for mode 'interpolate' (leave unconnected otherwise)."}),
         }}
@@ -108,7 +110,10 @@ class DynamiCrafterConditioning:
         negative = node_helpers.conditioning_set_values(negative, {**shared, IMAGE_TOKENS_KEY: uncond})
         empty = torch.zeros([batch_size, 4, length, height // 8, width // 8],
                             device=comfy.model_management.intermediate_device())
-        return (positive, negative, {"samples": empty})
+        latent_out = {"samples": empty}
+        if mode != "i2v":  # ToonCrafter's decoder looks at the key frames (VideoCrafter VAE Decode takes them from here)
+            latent_out[KEY_FRAMES_KEY] = torch.stack([start, start if end is None else end], dim=1).cpu()
+        return (positive, negative, latent_out)
 
 
 NODE_CLASS_MAPPINGS = {"DynamiCrafterConditioning": DynamiCrafterConditioning}

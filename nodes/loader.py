@@ -54,14 +54,16 @@ class VideoCrafterCheckpointLoader:
     OUTPUT_TOOLTIPS = (
         "The 3D UNet denoiser (works with VideoCrafter KSampler and the core samplers).",
         "The OpenCLIP ViT-H text encoder: use with the core CLIP Text Encode.",
-        "The Stable Diffusion VAE, decoding each frame.",
+        "The Stable Diffusion VAE, decoding each frame; ToonCrafter's looks at the key frames (decode with "
+        "VideoCrafter VAE Decode).",
         "Image-to-video only: the OpenCLIP ViT-H image encoder.",
         "Image-to-video only: the learned projector from CLIP image tokens to the 16 context tokens.",
     )
     FUNCTION = "load"
     DESCRIPTION = ("Loads a VideoCrafter1/VideoCrafter2 or DynamiCrafter checkpoint (.ckpt or .safetensors) and "
                    "detects its variant: VC1 T2V 512/1024, VC2 T2V 512, VC1 I2V 512, DynamiCrafter 256/512/1024 "
-                   "(and the 512 interpolation model, by 'interp' in its file name).")
+                   "(and the 512 interpolation model, by 'interp' in its file name), ToonCrafter 512 (by its "
+                   "dual-reference VAE decoder).")
 
     @classmethod
     def INPUT_TYPES(cls):

@@ -13,14 +13,17 @@ from ..vc_models.model_base import VideoCrafterModel
 from .latent import SIZE_MULTIPLE
 
 
-def accepts_eta(sampler_name):
+def _accepts(sampler_name, option):
     function = getattr(k_sampling, f"sample_{sampler_name}", None)
-    return function is not None and "eta" in inspect.signature(function).parameters
+    return function is not None and option in inspect.signature(function).parameters
 
 
-def make_sampler(sampler_name, eta):
-    if accepts_eta(sampler_name):
-        return comfy.samplers.ksampler(sampler_name, {"eta": eta})
+def make_sampler(sampler_name, eta, noise_sampler=None):
+    """The SAMPLER object; `noise_sampler` replaces the per-step noise of samplers that draw any."""
+    options = {option: value for option, value in (("eta", eta), ("noise_sampler", noise_sampler))
+               if value is not None and _accepts(sampler_name, option)}
+    if options:
+        return comfy.samplers.ksampler(sampler_name, options)
     return comfy.samplers.sampler_object(sampler_name)
 
 
@@ -71,25 +74,32 @@ class VideoCrafterKSampler:
         }}
 
     def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0, denoise=1.0):
-        latent = latent_image["samples"]
-        check_latent(model, latent)
-        latent = comfy.sample.fix_empty_latent_channels(model, latent)
-        noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
-        schedule = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
-                                           scheduler=scheduler, denoise=denoise, model_options=model.model_options)
-        sigmas = schedule.sigmas
-        out = latent_image.copy()
-        if len(sigmas) < 2:  # denoise 0
-            out["samples"] = latent
-            return (out,)
-        callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
-        samples = comfy.sample.sample_custom(
-            model, noise, cfg, make_sampler(sampler_name, eta), sigmas, positive, negative, latent,
-            noise_mask=latent_image.get("noise_mask"), callback=callback,
-            disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-        out.pop("downscale_ratio_spacial", None)
-        out["samples"] = samples
-        return (out,)
+        return (sample_video(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta,
+                             denoise),)
+
+
+def sample_video(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0,
+                 denoise=1.0, noise_sampler=None):
+    """The VideoCrafter KSampler's LATENT; `noise_sampler` (optional) draws the per-step noise."""
+    latent = latent_image["samples"]
+    check_latent(model, latent)
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
+    schedule = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
+                                       scheduler=scheduler, denoise=denoise, model_options=model.model_options)
+    sigmas = schedule.sigmas
+    out = latent_image.copy()
+    if len(sigmas) < 2:  # denoise 0
+        out["samples"] = latent
+        return out
+    callback = latent_preview.prepare_callback(model, len(sigmas) - 1)
+    samples = comfy.sample.sample_custom(
+        model, noise, cfg, make_sampler(sampler_name, eta, noise_sampler), sigmas, positive, negative, latent,
+        noise_mask=latent_image.get("noise_mask"), callback=callback,
+        disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    out.pop("downscale_ratio_spacial", None)
+    out["samples"] = samples
+    return out
 
 
 NODE_CLASS_MAPPINGS = {"VideoCrafterKSampler": VideoCrafterKSampler}

@@ -7,6 +7,7 @@
   python scripts/benchmark.py --dynamicrafter       # a DynamiCrafter 512 CFG step (tiny_dc_512 weights, CPU)
   python scripts/benchmark.py --freenoise-memory    # peak memory per frame: 64 frames FreeNoise vs 16 plain
   python scripts/benchmark.py --caches              # core EasyCache / LazyCache on a 50-step video vs uncached
+  python scripts/benchmark.py --toon-decode         # ToonCrafter's decoder beside the plain VAE, 16 frames
 
 Each measured step is one classifier-free-guidance step of the VideoCrafter KSampler (positive and
 negative batched into one UNet call by ComfyUI). Prints one line of numbers per run.
@@ -67,7 +68,13 @@ def main():
     parser.add_argument("--caches", action="store_true",
                         help="one line each for core EasyCache and LazyCache (default settings) on a 50-step video: "
                              "fraction of UNet passes skipped, wall time and relative L2 of the latent vs uncached")
+    parser.add_argument("--toon-decode", action="store_true",
+                        help="ToonCrafter's dual-reference decode beside the plain SD decode of the same 16 frames: "
+                             "seconds and peak RSS with the tiny weights (CPU), and the activation peak of the released "
+                             "widths in fp16 (counted on the meta device, attention as a fused kernel)")
     args = parser.parse_args()
+    if args.toon_decode:
+        return toon_decode_benchmark(args)
     if args.turbo and args.full_size and not args.turbo_unet:
         parser.error("--turbo with --full-size needs --turbo-unet (a released T2V-Turbo UNet file)")
     if args.freenoise_memory:
@@ -227,6 +234,102 @@ def compare_freenoise_memory():
           f"(16 frames plain) vs {per_frame['freenoise'] / 1024 ** 2:.1f} MB (64 frames FreeNoise 16/4): "
           f"ratio {per_frame['freenoise'] / per_frame['plain']:.2f} (target <= 1.5); s per CFG step "
           f"{results['plain']['seconds_per_step']:.2f} vs {results['freenoise']['seconds_per_step']:.2f}")
+
+
+# the released ToonCrafter / SD VAE ddconfig (the tiny models shrink ch to 32 and the res blocks to 1)
+RELEASED_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
+                "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
+
+
+def activation_peak(forward):
+    """Peak bytes of the tensors `forward` (on meta tensors) keeps alive at once: every op output counted while a
+    reference to it lives (views and in-place results are not new memory)."""
+    import weakref
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_flatten
+
+    class LiveBytes(TorchDispatchMode):
+        live = peak = 0
+
+        def free(self, n):
+            self.live -= n
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if not any(r.alias_info is not None for r in func._schema.returns):
+                for t in tree_flatten(out)[0]:
+                    if isinstance(t, torch.Tensor):
+                        n = t.numel() * t.element_size()
+                        self.live += n
+                        self.peak = max(self.peak, self.live)
+                        weakref.finalize(t, self.free, n)
+            return out
+
+    counter = LiveBytes()
+    with torch.no_grad(), counter:
+        forward()
+    return counter.peak
+
+
+def released_activation_peaks(frames, height, width):
+    """(ToonCrafter, plain SD) decoder activation peaks in bytes for one chunk of `frames` at the released widths,
+    fp16. Attention runs as fused kernels do on a GPU (output only, no score matrix)."""
+    import torch
+    from comfy.ldm.modules import attention as comfy_attention
+    from comfy.ldm.modules.diffusionmodules import model as sd_vae
+    dualref = comfy_boot.pack("vc_models.dualref_vae")
+    fused, comfy_attention.optimized_attention = comfy_attention.optimized_attention, \
+        lambda q, k, v, heads, *a, **kw: torch.empty_like(q)
+    try:
+        with torch.device("meta"):
+            toon = dualref.DualRefDecoder((2, 3), **RELEASED_VAE).half()
+            plain = sd_vae.Decoder(**RELEASED_VAE).half()
+        for decoder in (toon, plain):
+            decoder.mid.attn_1.optimized_attention = lambda q, k, v: torch.empty_like(q)
+        z = torch.empty(frames, 4, height // 8, width // 8, device="meta", dtype=torch.float16)
+        channels = [RELEASED_VAE["ch"] * m for m in RELEASED_VAE["ch_mult"]] + [RELEASED_VAE["ch"]]
+        sizes = [(height >> i, width >> i) for i in range(4)] + [(height, width)]
+        reference = [torch.empty(1, 2, c, h, w, device="meta", dtype=torch.float16) for c, (h, w) in zip(channels, sizes)]
+        return activation_peak(lambda: toon(z, reference, frames)), activation_peak(lambda: plain(z))
+    finally:
+        comfy_attention.optimized_attention = fused
+
+
+def toon_decode_benchmark(args):
+    """Two lines: the tiny ToonCrafter's decode (16-frame chunk + the 14-frame re-decode for the middle frames)
+    beside the plain SD decode of the same latent, seconds and peak RSS above the loaded VAEs (CPU, fp32); and the
+    activation peak per 16-frame chunk at the released widths in fp16."""
+    import torch
+    pack = comfy_boot.boot(cpu=True, extra_args=args.comfy_args.split())
+    ckpt = comfy_boot.pack("vc_models.checkpoint")
+    ckpt_file = comfy_boot.pack("vc_models.checkpoint_file")
+    dualref = comfy_boot.pack("vc_models.dualref_vae")
+    encoders = comfy_boot.pack("vc_models.encoders")
+    sd = comfy_boot.pack("vc_models.smoke_model").tiny_toon_state_dict(comfy_boot.GOLDEN)
+    vae_sd = ckpt_file.split_components(sd)[ckpt_file.VAE_PREFIX]
+    toon = dualref.DualRefVAE(vae_sd)
+    plain = encoders.build_vae({k: v for k, v in vae_sd.items() if not ckpt.has_dualref_decoder({k: v})})
+    frames, h, w = 16, args.height, args.width
+    latent = torch.randn(1, 4, frames, h // 8, w // 8, generator=torch.Generator().manual_seed(0))
+    key_frames = torch.rand(1, 2, h, w, 3, generator=torch.Generator().manual_seed(1))
+    decode = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]()
+    results = {}
+    for name, run in (("ToonCrafter", lambda: toon.decode_video(latent, key_frames)),
+                      ("plain SD (VideoCrafter VAE Decode, 8 frames per batch)",
+                       lambda: decode.decode({"samples": latent}, plain, 8))):
+        baseline = reset_peak_memory(torch)
+        start = time.perf_counter()
+        run()
+        results[name] = (time.perf_counter() - start, (peak_memory(torch) - baseline) / 1024 ** 3)
+    timings = "; ".join(f"{name} {s:.1f} s, peak RSS +{gb:.2f} GB" for name, (s, gb) in results.items())
+    print(f"Decode of {frames} frames at {w}x{h}, tiny weights (ch 32), CPU fp32 ({torch.get_num_threads()} threads): "
+          f"{timings}. ToonCrafter decodes its 16-frame chunk twice (the middle-frame paste).")
+    toon_peak, plain_peak = released_activation_peaks(frames, h, w)
+    print(f"Released widths (ch 128, 2 res blocks), fp16, one {frames}-frame chunk at {w}x{h}: activation peak "
+          f"ToonCrafter {toon_peak / 1024 ** 3:.2f} GiB vs plain SD decoder {plain_peak / 1024 ** 3:.2f} GiB for the same "
+          f"{frames} frames at once (+ the key frames' features, "
+          f"{sum(2 * c * hh * ww for c, (hh, ww) in zip([128, 256, 512, 512, 128], [(h >> i, w >> i) for i in range(4)] + [(h, w)])) * 2 / 1024 ** 3:.2f} GiB)")
 
 
 if __name__ == "__main__":

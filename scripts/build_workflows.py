@@ -36,6 +36,9 @@ NODE_TYPES = {
     # 0.3.75: format, codec; 0.33: the dynamic combo format with its nested format.codec (and a hidden
     # top-level codec it still accepts), so "auto", "auto" is read the same by both frontends and servers
     "SaveVideo": ["filename_prefix", "format", "codec"],
+    "ImageBatch": [],
+    "VideoCrafterKeyFrameSequence": ["loop", "width", "height", "length", "fs", "seed", "steps", "cfg", "sampler_name",
+                                     "scheduler", "eta", "segments_per_batch"],
 }
 
 # Model files: the names `scripts/download_models.py` / the VideoCrafter Model Downloader node write into
@@ -159,11 +162,38 @@ def dynamicrafter_graph(variant, ckpt, prompt, d, mode="i2v"):
     return nodes
 
 
+def keyframes_graph(variant, ckpt, prompt, d, images=4):
+    """`images` key frames (LoadImage nodes batched with core Image Batch) through VideoCrafter Key-Frame Sequence
+    at the original's settings `d` (50 DDIM steps, eta 1, cfg 7.5, trailing spacing, guidance rescale 0.7)."""
+    nodes = {
+        1: ("VideoCrafterCheckpointLoader", [ckpt, "default", "none"], {}, "Load checkpoint", (40, 200)),
+        2: ("CLIPTextEncode", [prompt], {"clip": (1, 1)}, "Prompt", (420, 80)),
+        3: ("CLIPTextEncode", [""], {"clip": (1, 1)}, "Negative prompt (empty, as the original)", (420, 330)),
+        13: ("VideoCrafterGuidanceRescale", [d.guidance_rescale], {"model": (1, 0)}, "Guidance rescale (original: 0.7)",
+             (840, 20)),
+    }
+    batch = None
+    for i in range(images):
+        nodes[20 + i] = ("LoadImage", ["example.png", "image"], {}, f"Key frame {i + 1}", (40, 560 + 330 * i))
+        if batch is None:
+            batch = (20 + i, 0)
+        else:
+            nodes[30 + i] = ("ImageBatch", [], {"image1": batch, "image2": (20 + i, 0)}, "Image Batch", (420, 560 + 330 * i))
+            batch = (30 + i, 0)
+    nodes[6] = ("VideoCrafterKeyFrameSequence",
+                [False, d.width, d.height, d.frames, d.fps, 123, "fixed", d.steps, d.cfg, d.sampler, d.scheduler, d.eta, 4],
+                {"model": (13, 0), "positive": (2, 0), "negative": (3, 0), "vae": (1, 2), "clip_vision": (1, 3),
+                 "projector": (1, 4), "key_frames": batch}, "VideoCrafter Key-Frame Sequence", (1240, 200))
+    nodes[8] = ("CreateVideo", [8.0], {"images": (6, 0)}, "Create Video", (2160, 200))
+    nodes[9] = ("SaveVideo", [f"videocrafter/{variant}", "auto", "auto"], {"video": (8, 0)}, "Save Video", (2440, 200))
+    return nodes
+
+
 def widget_values_for_api(node_type, widgets):
     names = NODE_TYPES[node_type]
     values = list(widgets)
-    if node_type == "VideoCrafterKSampler":
-        values.pop(1)  # the frontend's "control after generate" value is not an input
+    if "seed" in names:
+        values.pop(names.index("seed") + 1)  # the frontend's "control after generate" value is not an input
     if node_type == "LoadImage":
         values = values[:1]
     return dict(zip(names, values))
@@ -449,6 +479,8 @@ def workflow_graph(entry, workflow):
     if workflow.variation == "freenoise":
         build = dynamicrafter_freenoise_graph if entry.family == registry.DYNAMICRAFTER else freenoise_graph
         return build(entry.id, ckpt, workflow.prompt, d)
+    if workflow.variation == "keyframes":
+        return keyframes_graph(name, ckpt, workflow.prompt, d)
     if entry.family == registry.TURBO:
         return turbo_graph(name, registry.entry(entry.base_model).release.file_name, ckpt, workflow.prompt, d)
     if entry.family == registry.DYNAMICRAFTER:

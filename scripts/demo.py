@@ -25,7 +25,7 @@ import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process
 sys.path.insert(0, ROOT)  # vc_models without ComfyUI, as scripts/download_models.py
 from vc_models import registry  # noqa: E402
 
-SMOKE = ("tiny_t2v_v2.safetensors", "tiny_i2v_v1.safetensors", "tiny_dc_512.safetensors")
+SMOKE = ("tiny_t2v_v2.safetensors", "tiny_i2v_v1.safetensors", "tiny_dc_512.safetensors", "tiny_toon_512.safetensors")
 # length: DynamiCrafter's frames
 SMOKE_SETTINGS = {"width": 256, "height": 128, "frames": 8, "length": 8, "steps": 10}
 QUICK_SETTINGS = {"width": 128, "height": 64, "frames": 4, "length": 4, "steps": 2}  # --quick: a plumbing check in seconds
@@ -50,6 +50,15 @@ def workflow_for(entry):
 def demo_models():
     """Released model ids `--model` renders on their own (a T2V-Turbo UNet needs its base checkpoint too)."""
     return sorted(e.id for e in registry.released() if not e.base_model)
+
+
+def write_tiny_toon(path):
+    """The reference's tiny ToonCrafter as one .safetensors (in a child process: this one stays free of ComfyUI)."""
+    import subprocess
+    code = ("import sys, comfy_boot, safetensors.torch; comfy_boot.boot(cpu=True); "
+            "sd = comfy_boot.pack('vc_models.smoke_model').tiny_toon_state_dict(comfy_boot.GOLDEN); "
+            "safetensors.torch.save_file(sd, sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, path], check=True, cwd=os.path.join(ROOT, "scripts"))
 
 
 def detected_entry(path):
@@ -132,8 +141,12 @@ def main():
             comfy_boot.ensure_smoke_models(GOLDEN)
         jobs = {}
         for tiny in SMOKE:
-            os.symlink(os.path.join(GOLDEN, tiny), os.path.join(checkpoints, tiny))
-            name, _ = workflow_for(detected_entry(os.path.join(GOLDEN, tiny)))
+            path = os.path.join(checkpoints, tiny)
+            if os.path.exists(os.path.join(GOLDEN, tiny)):
+                os.symlink(os.path.join(GOLDEN, tiny), path)
+            else:  # the reference's tiny ToonCrafter is tiny_dc_512 + a decoder delta: written out once per demo
+                write_tiny_toon(path)
+            name, _ = workflow_for(detected_entry(path))
             jobs[name] = {"ckpt_name": tiny, **SMOKE_SETTINGS}
         example = registry.released()[0]
         print("SMOKE MODEL: tiny random-weight checkpoints — the videos are noise. For a real video run "

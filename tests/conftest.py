@@ -231,3 +231,19 @@ def sample_with_reference_noise(model, seed, steps, cfg, sampler_name, scheduler
     (sigmas,) = run(BasicScheduler, model, scheduler, steps, 1.0)
     output, _denoised = run(SamplerCustomAdvanced, ReferenceNoise(seed), guider, sampler, sigmas, latent)
     return output
+
+
+def tiny_toon_state_dict():
+    """The tiny ToonCrafter: with the reference, tiny_dc_512 updated with the decoder delta (as its README
+    rebuilds it); without, the smoke model of the same architecture."""
+    return comfy_host.pack("vc_models.smoke_model").tiny_toon_state_dict(comfy_host.GOLDEN)
+
+
+@pytest.fixture(scope="session")
+def tiny_toon_file(models_dir):
+    """The tiny ToonCrafter (see tiny_toon_state_dict) as models/videocrafter/tiny_toon_512.safetensors."""
+    import safetensors.torch
+    name = "tiny_toon_512.safetensors"
+    if not os.path.exists(models_dir / name):
+        safetensors.torch.save_file(tiny_toon_state_dict(), models_dir / name)
+    return name

@@ -20,10 +20,11 @@ LAYOUTS = {
     "dynamicrafter_256_v1.0": "dc_256",
     "dynamicrafter_512_v1.0": "dc_512",
     "dynamicrafter_1024_v1.0": "dc_1024",
+    "tooncrafter_512": "toon_512",
 }
 # DynamiCrafter 512 and 1024 share one layout; the stored schedule values tell them apart (zero-terminal-SNR
 # alphas_cumprod, scale_arr floor 0.7 or 0.3), so those few buffers get their released values
-DYNAMICRAFTER_SCALE_FLOOR = {"dynamicrafter_512_v1.0": 0.7, "dynamicrafter_1024_v1.0": 0.3}
+DYNAMICRAFTER_SCALE_FLOOR = {"dynamicrafter_512_v1.0": 0.7, "dynamicrafter_1024_v1.0": 0.3, "tooncrafter_512": 0.7}
 
 
 def released_schedule(layout, sd):
@@ -77,7 +78,7 @@ def test_built_model_matches_released_layout(pack, layout):
     sd = released_schedule(layout, meta_state_dict(layout))
     info = ckpt.inspect_checkpoint(sd, layout)
     assert info.variant == LAYOUTS[layout]
-    if layout.startswith("dynamicrafter"):
+    if layout.startswith(("dynamicrafter", "tooncrafter")):
         v_model = layout in DYNAMICRAFTER_SCALE_FLOOR
         assert (info.parameterization, info.zero_snr) == (("v", True) if v_model else ("eps", False))
     ignored = sorted(k for k in sd if ckpt_file.is_ignored_key(k))
@@ -93,7 +94,11 @@ def test_built_model_matches_released_layout(pack, layout):
     assert_same_layout(parts[ckpt_file.UNET_PREFIX], unet.state_dict(), "UNet")
 
     with torch.device("meta"):
-        vae = AutoencoderKL(**encoders.vae_config(parts[ckpt_file.VAE_PREFIX])["params"])
+        vae_params = encoders.vae_config(parts[ckpt_file.VAE_PREFIX])["params"]
+        vae = AutoencoderKL(**vae_params)
+        if info.entry.dualref_decoder:  # DualRefVAE's decoder (post_quant_conv stays in the file and the model, unused)
+            dualref = comfy_host.pack("vc_models.dualref_vae")
+            vae.decoder = dualref.DualRefDecoder(dualref.fusion_levels(parts[ckpt_file.VAE_PREFIX]), **vae_params["ddconfig"])
     assert_same_layout(parts[ckpt_file.VAE_PREFIX], vae.state_dict(), "VAE")
 
     text_sd = parts[ckpt_file.TEXT_PREFIX]

@@ -168,7 +168,7 @@ def test_unknown_id_lists_the_known_ones(tmp_path):
 
 # ------------------------------------------------------------------ the node in a ComfyUI server
 IDS = ["vc2_t2v_512", "vc1_t2v_512", "vc1_t2v_1024", "vc1_i2v_512", "dc_256", "dc_512", "dc_1024",
-       "dc_512_interp", "turbo_v2_mg", "turbo_v2_nomg"]
+       "dc_512_interp", "toon_512", "turbo_v2_mg", "turbo_v2_nomg"]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ import comfy_host
 from conftest import require_reference
 
 VARIANT = {"tiny_t2v_v1": "vc1_t2v_1024", "tiny_t2v_v2": "vc2_t2v_512", "tiny_i2v_v1": "vc1_i2v_512",
-           "tiny_dc_256": "dc_256", "tiny_dc_512": "dc_512"}
+           "tiny_dc_256": "dc_256", "tiny_dc_512": "dc_512", "tiny_toon_512": "toon_512"}
+# reference files a tiny model is made of (the tiny ToonCrafter is tiny_dc_512 updated with its decoder delta)
+REFERENCE_FILES = {"tiny_toon_512": ("tiny_dc_512.safetensors", "tiny_toon_512.delta.safetensors")}
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +28,12 @@ def test_same_layout_and_schedule_as_the_reference_tiny_model(smoke_sd, name):
     from safetensors import safe_open
     ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     sd = smoke_sd(name)
-    with safe_open(os.path.join(comfy_host.REFERENCE, "golden", f"{name}.safetensors"), "pt") as f:
-        ref_shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
-        schedule = ckpt_file.SCHEDULE_KEYS + ckpt_file.DERIVED_SCHEDULE_KEYS
-        ref_schedule = {k: f.get_tensor(k).float() for k in schedule if k in f.keys()}
+    ref_shapes, ref_schedule = {}, {}
+    schedule = ckpt_file.SCHEDULE_KEYS + ckpt_file.DERIVED_SCHEDULE_KEYS
+    for file in REFERENCE_FILES.get(name, (f"{name}.safetensors",)):
+        with safe_open(os.path.join(comfy_host.REFERENCE, "golden", file), "pt") as f:
+            ref_shapes.update({k: list(f.get_slice(k).get_shape()) for k in f.keys()})
+            ref_schedule.update({k: f.get_tensor(k).float() for k in schedule if k in f.keys()})
     assert {k: list(v.shape) for k, v in sd.items()} == ref_shapes
     for k, ref in ref_schedule.items():  # the reference stores them in fp16
         assert torch.allclose(sd[k], ref, atol=2e-3, rtol=2e-3), (k, (sd[k] - ref).abs().max())

@@ -16,6 +16,9 @@ from .unet_config import UNetConfig, HEAD_DIM
 # no prefix) used with the VideoCrafter2 checkpoint's text encoder and VAE.
 TURBO_KEY = "time_cond_proj.weight"
 SD_UNET_HINT = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
+# ToonCrafter's dual-reference VAE decoder: temporal ResBlocks (`time_stack`, `mix_factor`), the key-frame
+# refinement (`attn_refinement`) and the temporal output conv (`conv_out.time_mix_conv`)
+DUALREF_DECODER_MARKS = (".time_stack.", ".mix_factor", "attn_refinement.", "conv_out.time_mix_conv.")
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,11 @@ def infer_unet_config(unet_sd):
     )
 
 
+def has_dualref_decoder(vae_sd):
+    """True when the VAE tensors (prefix `first_stage_model.` stripped) hold a dual-reference decoder's layers."""
+    return any(k.startswith("decoder.") and any(m in k for m in DUALREF_DECODER_MARKS) for k in vae_sd)
+
+
 def _value(tensor):
     """A stored tensor's values, or None for tensors without data (meta tensors of layout checks)."""
     return None if tensor is None or tensor.is_meta else tensor.double()
@@ -139,7 +147,8 @@ def checkpoint_features(sd, cfg, name=""):
         temporal_conv=cfg.temporal_conv, has_scale_arr="scale_arr" in sd,
         scale_floor=scale[-1].item() if scale is not None else None,
         zero_snr_terminal=alphas is not None and alphas[-1].item() < 1e-6,
-        guidance_embed=cfg.guidance_embed_dim > 0, motion_guidance=cfg.motion_guidance, file_name=name)
+        guidance_embed=cfg.guidance_embed_dim > 0, motion_guidance=cfg.motion_guidance, file_name=name,
+        dualref_decoder=has_dualref_decoder(k[len(VAE_PREFIX):] for k in sd if k.startswith(VAE_PREFIX)))
 
 
 def detect_entry(features, cfg, name):
@@ -148,6 +157,11 @@ def detect_entry(features, cfg, name):
     if entry is None:
         raise CheckpointError(f"{name} is a VideoCrafter-like UNet ({features}) that matches no model this pack "
                               "knows (vc_models/registry.py).")
+    if features.dualref_decoder and not entry.dualref_decoder:
+        known = [e.description for e in registry.MODELS if e.dualref_decoder]
+        raise CheckpointError(f"{name} has a dual-reference VAE decoder (ToonCrafter's) but a {entry.description} UNet; "
+                              f"the models with that decoder ({', '.join(known)}) have DynamiCrafter 512's UNet "
+                              "(v-prediction, scale_arr floor 0.7).")
     return CheckpointInfo(entry=entry, unet=dataclasses.replace(cfg, **dict(entry.unet_switches)))
 
 

@@ -11,6 +11,7 @@ import comfy.model_management
 
 from . import checkpoint as ckpt
 from . import checkpoint_file as ckpt_file
+from .dualref_vae import DualRefVAE
 from .encoders import build_text_encoder, build_clip_vision, build_vae, ImageProjectorModel
 from .model_base import build_model_patcher
 from .projector_file import apply_projector_file
@@ -58,7 +59,7 @@ def build_bundle(sd, info, weight_dtype=None):
     alphas_cumprod, scale_arr = ckpt_file.noise_schedule(sd)
     model = build_model_patcher(info, parts[ckpt_file.UNET_PREFIX], alphas_cumprod, scale_arr, weight_dtype)
     clip = build_text_encoder(parts[ckpt_file.TEXT_PREFIX])
-    vae = build_vae(parts[ckpt_file.VAE_PREFIX])
+    vae = (DualRefVAE if info.entry.dualref_decoder else build_vae)(parts[ckpt_file.VAE_PREFIX])
     clip_vision = projector = None
     if info.is_i2v:
         visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items() if k.startswith("visual.")}

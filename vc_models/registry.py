@@ -36,6 +36,7 @@ class Features:
     guidance_embed: bool  # T2V-Turbo's `time_cond_proj`
     motion_guidance: bool  # T2V-Turbo-v2 MG's `motion_cond_proj`
     file_name: str = ""
+    dualref_decoder: bool = False  # the VAE decoder looks at the key frames (ToonCrafter's temporal decoder layers)
 
     @property
     def concat_latent(self):
@@ -86,7 +87,7 @@ class Workflow:
     """A graph `scripts/build_workflows.py` ships for the model; `variation` names one of its builders."""
     name: str
     prompt: str
-    variation: str = ""  # "" (the family's graph), "loop", "freenoise"
+    variation: str = ""  # "" (the family's graph), "loop", "freenoise", "keyframes"
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class ModelEntry:
     # trainer: the stages it runs on this model; `trains_after_upgrade`: upgraded to image-to-video first
     train_stages: tuple = ()
     trains_after_upgrade: bool = False
+    # the VAE is the dual-reference one (`vc_models.dualref_vae`): its decoder looks at the key frames
+    dualref_decoder: bool = False
     workflows: tuple = ()
 
     @property
@@ -139,8 +142,12 @@ def _dynamicrafter_1024(f):
     return _dynamicrafter_v(f) and f.scale_floor is not None and f.scale_floor < 0.5
 
 
-def _dynamicrafter_512(f):
+def _dynamicrafter_512_unet(f):
     return _dynamicrafter_v(f) and not _dynamicrafter_1024(f)
+
+
+def _dynamicrafter_512(f):
+    return _dynamicrafter_512_unet(f) and not f.dualref_decoder
 
 
 _T2V_PROMPT = "a corgi running on the beach at sunset, high quality"
@@ -197,7 +204,18 @@ MODELS = [
                defaults=replace(_DC_512, fps=5),
                schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_512_Interp", "dynamicrafter_512_interp.safetensors"),
                workflows=(Workflow("dc_512_interp", "a smooth transition, natural motion"),
-                          Workflow("dc_512_loop", "a seamless looping animation, natural motion", "loop")),
+                          Workflow("dc_512_loop", "a seamless looping animation, natural motion", "loop"),
+                          Workflow("dc_512_keyframes", "a smooth transition, natural motion", "keyframes")),
+               **{**_DC, "image_inputs": START_END_IMAGES}),
+    # DynamiCrafter 512 interpolation's UNet with a VAE decoder that looks at the two key frames; defaults from
+    # the original's scripts/run.sh (also its Gradio demo)
+    ModelEntry("toon_512", "ToonCrafter cartoon interpolation 320x512 (dual-reference decoder)",
+               matches=lambda f: _dynamicrafter_512_unet(f) and f.dualref_decoder,
+               defaults=replace(_DC_512, fps=10),
+               schedule=SCALED_V, release=_hub("Doubiiu/ToonCrafter", "tooncrafter_512.safetensors"),
+               dualref_decoder=True,
+               workflows=(Workflow("toon_512_interp", "an anime scene"),
+                          Workflow("toon_512_keyframes", "an anime scene", "keyframes")),
                **{**_DC, "image_inputs": START_END_IMAGES}),
     ModelEntry("turbo_v2_mg", "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512", TURBO,
                lambda f: f.guidance_embed and f.motion_guidance,

@@ -31,7 +31,10 @@ SMOKE_MODELS = {
     "tiny_dc_512": (dict(temporal_conv=True, image_cross_attention=True, image_context_dim=64, in_channels=8),
                     (0.7, 1400), True),                                              # v, zero terminal SNR
 }
-ZERO_TERMINAL_SNR = ("tiny_dc_512",)  # v-prediction models: their stored schedule ends at alphas_cumprod 0
+# ToonCrafter: tiny_dc_512 with the dual-reference VAE decoder (fusion at levels 2 and 3, as released)
+SMOKE_MODELS["tiny_toon_512"] = SMOKE_MODELS["tiny_dc_512"]
+DUALREF_DECODER = {"tiny_toon_512": (2, 3)}
+ZERO_TERMINAL_SNR = ("tiny_dc_512", "tiny_toon_512")  # v-prediction models: their stored schedule ends at alphas_cumprod 0
 TEXT_WIDTH, TEXT_LAYERS, VOCAB, TEXT_TOKENS = 64, 3, 49408, 77
 VISION_WIDTH, VISION_LAYERS, PATCH, GRID = 128, 2, 14, 16
 VAE_DDCONFIG = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 32,
@@ -85,6 +88,9 @@ def smoke_shapes(name):
     shapes = {UNET_PREFIX + k: v for k, v in _module_shapes(unet).items()}
     with torch.device("meta"):
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=4)
+        if name in DUALREF_DECODER:
+            from .dualref_vae import DualRefDecoder
+            vae.decoder = DualRefDecoder(DUALREF_DECODER[name], **VAE_DDCONFIG)
     shapes.update({VAE_PREFIX + k: v for k, v in _module_shapes(vae).items()})
     shapes.update({TEXT_PREFIX + k: v for k, v in {**_text_shapes(), **_openclip_tower(TEXT_WIDTH, TEXT_LAYERS)}.items()})
     if i2v:
@@ -166,6 +172,18 @@ def build_smoke_state_dict(name, seed=0):
     shapes = smoke_shapes(name)
     sd = {k: _random(k, shapes, gen).to(torch.float16) for k in sorted(shapes)}
     sd.update(schedule(SMOKE_MODELS[name][1], zero_terminal_snr=name in ZERO_TERMINAL_SNR))
+    return sd
+
+
+def tiny_toon_state_dict(golden):
+    """The tiny ToonCrafter from folder `golden`: its smoke model there, else the reference's recipe (tiny_dc_512
+    updated with the decoder delta `tiny_toon_512.delta.safetensors`)."""
+    import safetensors.torch
+    smoke = os.path.join(golden, "tiny_toon_512.safetensors")
+    if os.path.exists(smoke):
+        return safetensors.torch.load_file(smoke)
+    sd = safetensors.torch.load_file(os.path.join(golden, "tiny_dc_512.safetensors"))
+    sd.update(safetensors.torch.load_file(os.path.join(golden, "tiny_toon_512.delta.safetensors")))
     return sd
 
 

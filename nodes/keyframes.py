@@ -1,0 +1,119 @@
+"""VideoCrafter Key-Frame Sequence: interpolate every consecutive pair of N key frames, join the segments.
+
+Each segment is what the single-pair graph (DynamiCrafter Conditioning 'interpolate' -> VideoCrafter KSampler ->
+VideoCrafter VAE Decode) gives for that pair with the same seed: segments sampled together get the initial
+noise and the per-step noise a single-pair run draws. Segment i ends on its rendering of key frame i+1 and
+segment i+1 starts on another rendering of it; the join keeps the first and drops the second, so key frame k
+sits at frame k*(length-1) of the joined video and no key frame is shown twice.
+"""
+import torch
+
+import comfy.k_diffusion.sampling as k_sampling
+import comfy.samplers
+
+from ..vc_models.sampling import SAMPLER_NAME, TRAILING_SCHEDULER_NAME
+from .decode import VideoCrafterVAEDecode
+from .dynamicrafter import DynamiCrafterConditioning
+from .latent import SIZE_MULTIPLE
+from .loader import PROJECTOR_TYPE
+from .sampler import sample_video
+
+
+def key_frame_pairs(key_frames, loop):
+    """(start images, end images) of the segments: consecutive pairs, and for a loop last -> first."""
+    if key_frames is None or key_frames.ndim != 4 or key_frames.shape[0] < 2:
+        count = 0 if key_frames is None or key_frames.ndim != 4 else key_frames.shape[0]
+        raise ValueError(f"VideoCrafter Key-Frame Sequence needs at least 2 key frames (an IMAGE batch); got {count}. "
+                         "Batch the images (e.g. core 'Batch Images'), or for a single image use DynamiCrafter "
+                         "Conditioning with mode 'loop'.")
+    ends = torch.cat([key_frames[1:], key_frames[:1]]) if loop else key_frames[1:]
+    return key_frames[:len(ends)], ends
+
+
+def join_segments(frames, segments, loop):
+    """IMAGE [segments * T, H, W, 3] -> one video: every segment after the first without its first frame (the
+    previous segment's last frame shows the same key frame); a loop also drops the final frame (key frame 0)."""
+    videos = frames.unflatten(0, (segments, -1))
+    joined = torch.cat([videos[0], videos[1:, 1:].flatten(0, 1)])
+    return joined[:-1] if loop else joined
+
+
+class SharedNoiseSampler:
+    """Per-step noise of a single video (the draws a one-video run makes with this seed), for every video."""
+
+    def __init__(self, like, seed, batch):
+        self.single = k_sampling.default_noise_sampler(like, seed=seed)
+        self.batch = batch
+
+    def __call__(self, sigma, sigma_next):
+        noise = self.single(sigma, sigma_next)
+        return noise.expand(self.batch, *noise.shape[1:])
+
+
+class VideoCrafterKeyFrameSequence:
+    CATEGORY = "VideoCrafter/sampling"
+    RETURN_TYPES = ("IMAGE",)
+    OUTPUT_TOOLTIPS = ("The joined video: (N-1) x (length-1) + 1 frames for N key frames (a loop: N x (length-1)), "
+                       "key frame k at frame k x (length-1).",)
+    FUNCTION = "generate"
+    DESCRIPTION = ("Interpolates every consecutive pair of the key frames (DynamiCrafter 512 interpolation or "
+                   "ToonCrafter; 'loop' also returns from the last to the first) with the DynamiCrafter "
+                   "interpolation graph, several segments per sampling call, and joins them without showing a key "
+                   "frame twice. Each segment equals a single-pair run with the same seed.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("MODEL", {"tooltip": "The interpolation model (DynamiCrafter 512 interp or ToonCrafter), with "
+                                           "VideoCrafter Guidance Rescale 0.7 as the originals sample."}),
+            "positive": ("CONDITIONING", {"tooltip": "The prompt's conditioning (CLIP Text Encode), for every segment."}),
+            "negative": ("CONDITIONING", {"tooltip": "The negative; the originals use the empty prompt."}),
+            "vae": ("VAE", {"tooltip": "The VAE from Load VideoCrafter Checkpoint (ToonCrafter's looks at each pair)."}),
+            "clip_vision": ("CLIP_VISION", {"tooltip": "The image encoder from Load VideoCrafter Checkpoint."}),
+            "projector": (PROJECTOR_TYPE, {"tooltip": "The projector from Load VideoCrafter Checkpoint."}),
+            "key_frames": ("IMAGE", {"tooltip": "N >= 2 key frames in order, as one IMAGE batch."}),
+            "loop": ("BOOLEAN", {"default": False, "tooltip": "Also interpolate from the last key frame back to the "
+                                                              "first, for a video that loops."}),
+            "width": ("INT", {"default": 512, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+                              "tooltip": "Video width, a multiple of 64 (512 as trained)."}),
+            "height": ("INT", {"default": 320, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
+                               "tooltip": "Video height, a multiple of 64 (320 as trained)."}),
+            "length": ("INT", {"default": 16, "min": 2, "max": 1024, "tooltip":
+                               "Frames per segment, both key frames included (16 as trained)."}),
+            "fs": ("INT", {"default": 10, "min": 1, "max": 1000, "tooltip":
+                           "Motion condition: ToonCrafter 10, DynamiCrafter interpolation 5 (smaller = larger motion)."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
+                             "tooltip": "Seed of every segment (each gets the noise of a single-pair run)."}),
+            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps; the originals use 50."}),
+            "cfg": ("FLOAT", {"default": 7.5, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                              "tooltip": "Classifier-free guidance scale; the originals use 7.5."}),
+            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": SAMPLER_NAME,
+                             "tooltip": "videocrafter_ddim reproduces the original sampler."}),
+            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": TRAILING_SCHEDULER_NAME,
+                          "tooltip": "videocrafter_trailing: the originals' spacing for these models."}),
+            "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                              "tooltip": "DDIM eta; the originals use 1."}),
+            "segments_per_batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip":
+                                           "Segments sampled in one call: lower it if you run out of memory."}),
+        }}
+
+    def generate(self, model, positive, negative, vae, clip_vision, projector, key_frames, loop, width, height, length,
+                 fs, seed, steps, cfg, sampler_name, scheduler, eta, segments_per_batch):
+        starts, ends = key_frame_pairs(key_frames, loop)
+        conditioning, decoder = DynamiCrafterConditioning(), VideoCrafterVAEDecode()
+        frames = []
+        for first in range(0, len(starts), segments_per_batch):
+            group = slice(first, first + segments_per_batch)
+            count = len(starts[group])
+            pos, neg, latent = conditioning.encode(positive, negative, vae, clip_vision, projector, starts[group],
+                                                   "interpolate", width, height, length, count, fs, end_image=ends[group])
+            latent["batch_index"] = [0] * count  # every segment gets the initial noise of a single-pair run
+            single = torch.empty((1, *latent["samples"].shape[1:]), device=model.load_device)
+            samples = sample_video(model, pos, neg, latent, seed, steps, cfg, sampler_name, scheduler, eta,
+                                   noise_sampler=SharedNoiseSampler(single, seed, count))
+            frames.append(decoder.decode(samples, vae)[0])
+        return (join_segments(torch.cat(frames), len(starts), loop),)
+
+
+NODE_CLASS_MAPPINGS = {"VideoCrafterKeyFrameSequence": VideoCrafterKeyFrameSequence}
+NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterKeyFrameSequence": "VideoCrafter Key-Frame Sequence"}

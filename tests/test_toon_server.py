@@ -1,0 +1,78 @@
+"""The shipped ToonCrafter and key-frame workflows in a real ComfyUI server, on the tiny models (or their smoke
+models): they validate, run, and save a video of the expected length; the UI graphs match the nodes."""
+import json
+import os
+import shutil
+
+import pytest
+
+from comfy_boot import GOLDEN
+from conftest import tiny_toon_state_dict
+from server_util import (START_IMAGE, ComfyServer, assert_widgets_match, fill_inputs, load_workflow, output_files,
+                         submit, wait_history)
+
+TINY_FOR = {"toon_512_interp": "tiny_toon_512.safetensors", "toon_512_keyframes": "tiny_toon_512.safetensors",
+            "dc_512_keyframes": "tiny_dc_512.safetensors"}
+FRAMES = 4
+# saved frames for 4 frames per segment: one pair; or 4 key frames, 3 segments joined without repeating key frames
+EXPECTED_FRAMES = {"toon_512_interp": FRAMES, "toon_512_keyframes": 3 * (FRAMES - 1) + 1,
+                   "dc_512_keyframes": 3 * (FRAMES - 1) + 1}
+
+
+@pytest.fixture(scope="module")
+def server(pack, tmp_path_factory):
+    """A server with the tiny ToonCrafter written out beside the tiny DynamiCrafter 512."""
+    import safetensors.torch
+    srv = ComfyServer(tmp_path_factory.mktemp("toon_server"), checkpoints=["tiny_dc_512.safetensors"])
+    safetensors.torch.save_file(tiny_toon_state_dict(), os.path.join(srv.models_dir, "checkpoints", TINY_FOR["toon_512_interp"]))
+    shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def small(name):
+    return fill_inputs(load_workflow(name), {"ckpt_name": TINY_FOR[name], "width": 128, "height": 64, "length": FRAMES,
+                                             "steps": 2, "image": START_IMAGE})
+
+
+def test_ui_workflows_match_the_nodes(server):
+    """The new node registers under VideoCrafter/ with tooltips; the UI graphs match the nodes' widgets."""
+    info = server.object_info()
+    sequence = info["VideoCrafterKeyFrameSequence"]
+    assert sequence["category"] == "VideoCrafter/sampling" and sequence["description"]
+    inputs = {**sequence["input"]["required"], **info["VideoCrafterVAEDecode"]["input"].get("optional", {})}
+    assert all(len(spec) > 1 and spec[1].get("tooltip") for spec in inputs.values()), inputs
+    for name in TINY_FOR:
+        ui = load_workflow(name, api=False)
+        assert_widgets_match(info, ui, name)
+        note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]
+        assert "https://huggingface.co/Doubiiu/" in note
+
+
+@pytest.mark.parametrize("name", sorted(TINY_FOR))
+def test_workflow_makes_a_video(server, name):
+    import av
+    result, error = submit(server, small(name))
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"], timeout=600)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    files = output_files(server, entry)
+    assert len(files) == 1, entry["outputs"]
+    with av.open(files[0]) as container:
+        decoded = [f for f in container.decode(video=0)]
+    assert len(decoded) == EXPECTED_FRAMES[name] and (decoded[0].width, decoded[0].height) == (128, 64)
+
+
+def test_toon_latent_into_core_vae_decode_explains(server):
+    """The ToonCrafter graph with the core VAE Decode in place of VideoCrafter VAE Decode: a clear error."""
+    workflow = small("toon_512_interp")
+    decode = next(k for k, n in workflow.items() if n["class_type"] == "VideoCrafterVAEDecode")
+    workflow[decode] = {"class_type": "VAEDecode", "inputs": {"samples": workflow[decode]["inputs"]["samples"],
+                                                             "vae": workflow[decode]["inputs"]["vae"]}}
+    result, error = submit(server, workflow)
+    assert error is None, error
+    entry = wait_history(server, result["prompt_id"], timeout=600)
+    assert entry["status"]["status_str"] == "error"
+    message = json.dumps(entry["status"]["messages"])
+    assert "needs the two key frames" in message and "VideoCrafter VAE Decode" in message, message

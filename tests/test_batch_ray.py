@@ -164,11 +164,13 @@ def test_ray_workers_launch_comfyui_one_killed_then_the_driver(tmp_path):
         assert m[n] == first[n], n  # finished before the driver died: untouched by the rerun
     killed = m[killed_job]
     assert killed["attempts"] == 2 and any("died" in line for line in killed["attempt_log"]), killed
-    # each job ran to its end once over all the ComfyUIs of both runs (each wrote its videos in
-    # its own output folder)
+    # over all the ComfyUIs of both runs (each wrote its videos in its own output folder): a job done before
+    # the driver died ran to its end once; one in flight then may have finished in a ComfyUI that died with the
+    # driver before its files were fetched, and runs again (Ray's at-least-once; docs/batch.md), at most once more
     runs = {row["name"]: len(glob.glob(os.path.join(work, "*", "output", "vc_batch", row["name"], "*.mp4")))
             for row in rows}
-    assert runs == {row["name"]: 1 for row in rows}, (runs, output)
+    assert all(runs[n] == 1 for n in done_first), (runs, done_first, output)
+    assert all(1 <= runs[n] <= 2 for n in runs), (runs, output)
     assert len({e["worker"] for e in m.values()}) >= 3, m  # spread over the workers
     print("\n3 launched workers: jobs per worker: "
           + ", ".join(f"{w}: {sum(e['worker'] == w for e in m.values())}" for w in sorted({e["worker"] for e in m.values()})))

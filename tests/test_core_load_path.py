@@ -73,7 +73,7 @@ def test_dynamic_patcher_keeps_the_loaded_tensors(pack, models_dir, monkeypatch)
     import comfy.model_patcher
     if not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
         pytest.skip("this ComfyUI has no dynamic-VRAM patcher (0.33+)")
-    ckpt = comfy_host.pack("vc_models.checkpoint")
+    ckpt, files = comfy_host.pack("vc_models.checkpoint"), comfy_host.pack("vc_models.checkpoint_file")
     model_base = comfy_host.pack("vc_models.model_base")
 
     class DynamicOnCpu(comfy.model_patcher.ModelPatcher):
@@ -81,10 +81,10 @@ def test_dynamic_patcher_keeps_the_loaded_tensors(pack, models_dir, monkeypatch)
             return True
 
     monkeypatch.setattr(comfy.model_patcher, "CoreModelPatcher", DynamicOnCpu)
-    sd = ckpt.load_state_dict(comfy_host.GOLDEN + "/" + CKPT)
+    sd = files.load_state_dict(comfy_host.GOLDEN + "/" + CKPT)
     info = ckpt.inspect_checkpoint(sd, CKPT)
-    unet_sd = ckpt.split_components(sd)[ckpt.UNET_PREFIX]
-    alphas, scale = ckpt.noise_schedule(sd)
+    unet_sd = files.split_components(sd)[files.UNET_PREFIX]
+    alphas, scale = files.noise_schedule(sd)
     patcher = model_base.build_model_patcher(info, unet_sd, alphas, scale, torch.float32)
     assert type(patcher) is DynamicOnCpu
     loaded = patcher.model.diffusion_model.state_dict()
@@ -115,14 +115,14 @@ def test_lazy_weight_init_of_dynamic_vram_loads_the_same_weights(pack, models_di
 
 def test_weights_that_do_not_fit_are_an_error(pack):
     """Core only logs missing / unexpected UNet keys; the pack refuses them, naming the keys."""
-    ckpt = comfy_host.pack("vc_models.checkpoint")
+    ckpt, files = comfy_host.pack("vc_models.checkpoint"), comfy_host.pack("vc_models.checkpoint_file")
     model_base = comfy_host.pack("vc_models.model_base")
-    sd = ckpt.load_state_dict(comfy_host.GOLDEN + "/" + CKPT)
+    sd = files.load_state_dict(comfy_host.GOLDEN + "/" + CKPT)
     info = ckpt.inspect_checkpoint(sd, CKPT)
-    unet_sd = dict(ckpt.split_components(sd)[ckpt.UNET_PREFIX])
+    unet_sd = dict(files.split_components(sd)[files.UNET_PREFIX])
     dropped = "out.2.weight"
     assert dropped in unet_sd
     del unet_sd[dropped]
-    alphas, scale = ckpt.noise_schedule(sd)
+    alphas, scale = files.noise_schedule(sd)
     with pytest.raises(ValueError, match=r"do not fit.*out\.2\.weight"):
         model_base.build_model_patcher(info, unet_sd, alphas, scale)

@@ -36,10 +36,11 @@ SAMPLE_SCRIPT = textwrap.dedent("""
     import nodes as core
     import comfy.model_management as mm
     loader, ckpt = comfy_boot.pack("vc_models.loader"), comfy_boot.pack("vc_models.checkpoint")
+    files = comfy_boot.pack("vc_models.checkpoint_file")
     dtypes = {{"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}}
     report = {{"device": str(mm.get_torch_device())}}
     for name in {dtypes!r}:
-        sd = ckpt.load_state_dict({ckpt!r})
+        sd = files.load_state_dict({ckpt!r})
         bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "tiny_t2v_v2.safetensors"), dtypes[name])
         (pos,) = core.CLIPTextEncode().encode(bundle.clip, "a corgi running on the beach")
         (neg,) = core.CLIPTextEncode().encode(bundle.clip, "")

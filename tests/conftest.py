@@ -199,40 +199,6 @@ def has_core_input(node, name):
     return name in {**spec["required"], **spec.get("optional", {})}
 
 
-class ReferenceNoise:
-    """A NOISE input (what core's RandomNoise gives SamplerCustomAdvanced) for the goldens' convention: start
-    noise as ComfyUI draws it for `seed`, per-step noise from `torch.Generator("cpu").manual_seed(seed)`.
-    ComfyUI 0.33's samplers seed their CPU per-step generator with seed + 1 (0.3.75's with seed), so this
-    hands the sampler the seed that gives the reference's stream on this host."""
-
-    def __init__(self, seed):
-        import torch
-        import comfy.k_diffusion.sampling as k_sampling
-        probe = k_sampling.default_noise_sampler(torch.zeros(8), seed=0)(None, None)
-        offset = 0 if torch.equal(probe, torch.randn(8, generator=torch.Generator().manual_seed(0))) else 1
-        self.start_seed, self.seed = seed, seed - offset
-
-    def generate_noise(self, input_latent):
-        import comfy.sample
-        return comfy.sample.prepare_noise(input_latent["samples"], self.start_seed, input_latent.get("batch_index"))
-
-
-def sample_with_reference_noise(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent):
-    """What core KSampler(seed, steps, cfg, sampler_name, scheduler, denoise 1) samples, through core's
-    SamplerCustomAdvanced with ReferenceNoise(seed): the same on every supported host."""
-    from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced, CFGGuider, KSamplerSelect, BasicScheduler
-
-    def run(node, *args):  # core nodes of the new API return NodeOutput, older ones tuples
-        result = node.execute(*args) if hasattr(node, "execute") else getattr(node(), node.FUNCTION)(*args)
-        return result.result if hasattr(result, "result") else result
-
-    (guider,) = run(CFGGuider, model, positive, negative, cfg)
-    (sampler,) = run(KSamplerSelect, sampler_name)
-    (sigmas,) = run(BasicScheduler, model, scheduler, steps, 1.0)
-    output, _denoised = run(SamplerCustomAdvanced, ReferenceNoise(seed), guider, sampler, sigmas, latent)
-    return output
-
-
 def tiny_toon_state_dict():
     """The tiny ToonCrafter: with the reference, tiny_dc_512 updated with the decoder delta (as its README
     rebuilds it); without, the smoke model of the same architecture."""

@@ -10,7 +10,7 @@ import torch
 
 import comfy_host
 from model_util import model_output, run_node
-from conftest import write_ckpt, load_golden, rel_err, sample_with_reference_noise
+from conftest import write_ckpt, load_golden, rel_err
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
@@ -117,8 +117,9 @@ def pipelines(pack, dc_files):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_ddim_sampling_and_decode(pack, pipelines, case):
     """'videocrafter_ddim' with the original's spacing: eta 0 through the VideoCrafter KSampler, eta 1 (the
-    sampler's default) through core's sampler nodes (the goldens' per-step noise on every host); the decoded
+    sampler's default) through the core KSampler (the goldens' per-step noise on every host); the decoded
     eta-0 frames."""
+    import nodes as core
     out, golden, meta = pipelines(case)
     inputs = meta["inputs"]
     model = sampling_model(pack, out["model"], meta)
@@ -126,8 +127,8 @@ def test_ddim_sampling_and_decode(pack, pipelines, case):
     (eta0,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
         model, out["positive"], out["negative"], out["latent"], seed=inputs["seed"], steps=inputs["ddim_steps"],
         cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler=scheduler, eta=0.0, denoise=1.0)
-    eta1 = sample_with_reference_noise(model, inputs["seed"], inputs["ddim_steps"], inputs["cfg"], "videocrafter_ddim",
-                                       scheduler, out["positive"], out["negative"], out["latent"])
+    (eta1,) = core.KSampler().sample(model, inputs["seed"], inputs["ddim_steps"], inputs["cfg"], "videocrafter_ddim",
+                                     scheduler, out["positive"], out["negative"], out["latent"], denoise=1.0)
     errors = {eta: rel_err(samples["samples"] * SCALE_FACTOR, golden[f"ddim_eta{eta}_latent"])
               for eta, samples in ((0, eta0), (1, eta1))}
     (frames,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(eta0, out["vae"], frames_per_batch=8)

@@ -10,7 +10,7 @@ import torch
 
 import comfy_host
 from model_util import model_output
-from conftest import write_ckpt, VARIANTS, load_golden, rel_err, sample_with_reference_noise
+from conftest import write_ckpt, VARIANTS, load_golden, rel_err
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
@@ -102,16 +102,17 @@ def test_bf16_weights_stay_close(pack, models_dir):
 
 
 def test_core_ksampler_and_samplercustom_drive_the_same_model(pack, models_dir):
-    """Core's sampler nodes (eta of videocrafter_ddim defaults to the original's 1.0; the goldens' per-step
-    noise on every host) reproduce the original sampler; SamplerCustom with any other sampler runs on the
-    same MODEL and conditionings."""
+    """The core KSampler (eta of videocrafter_ddim defaults to the original's 1.0; its per-step noise is the
+    goldens' on every host, vc_models.sampling.seeded_step_noise) reproduces the original sampler; SamplerCustom
+    with any other sampler runs on the same MODEL and conditionings."""
+    import nodes as core
     from comfy_extras.nodes_custom_sampler import SamplerCustom, KSamplerSelect, BasicScheduler
     golden, meta = load_golden("tiny_i2v_v1")
     inputs = meta["inputs"]
     out = run_pipeline(pack, "tiny_i2v_v1.safetensors", meta, golden)
-    samples = sample_with_reference_noise(out["model"], inputs["seed"], inputs["ddim_steps"], inputs["cfg"],
-                                          "videocrafter_ddim", "videocrafter_uniform", out["positive"],
-                                          out["negative"], out["latent"])
+    (samples,) = core.KSampler().sample(out["model"], inputs["seed"], inputs["ddim_steps"], inputs["cfg"],
+                                        "videocrafter_ddim", "videocrafter_uniform", out["positive"], out["negative"],
+                                        out["latent"], denoise=1.0)
     assert rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_eta1_latent"]) <= SAMPLE_TOL
 
     def run(node, *args):  # core nodes of the new API return NodeOutput, older ones tuples

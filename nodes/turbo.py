@@ -31,11 +31,11 @@ class VideoCrafterTurboUNetLoader:
     CATEGORY = "VideoCrafter/loaders"
     RETURN_TYPES = ("MODEL",)
     RETURN_NAMES = ("model",)
-    OUTPUT_TOOLTIPS = ("The T2V-Turbo model: sample with 4-16 steps, sampler 'lcm', scheduler 'videocrafter_turbo', cfg 1.",)
+    OUTPUT_TOOLTIPS = ("The T2V-Turbo model: sample with 4-16 steps, sampler 'videocrafter_lcm', scheduler 'videocrafter_turbo', cfg 1.",)
     FUNCTION = "load"
     DESCRIPTION = ("T2V-Turbo-v2 (4-16 step VideoCrafter2): replaces the UNet of a VideoCrafter2 MODEL with a released "
                    "turbo UNet (unet_mg.pt / unet_no_mg.pt or a .safetensors conversion) on the plain noise schedule "
-                   "it was distilled with. Keep the VideoCrafter2 CLIP and VAE. Sample with sampler 'lcm', scheduler "
+                   "it was distilled with. Keep the VideoCrafter2 CLIP and VAE. Sample with sampler 'videocrafter_lcm', scheduler "
                    "'videocrafter_turbo', cfg 1 (one UNet pass per step).")
 
     @classmethod

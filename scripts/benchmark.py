@@ -157,7 +157,7 @@ def turbo_benchmark(args, pack, bundle, pos, neg, latent, cfg_step, label):
         model = turbo.load_turbo_model(bundle.model, path, comfy_boot.pack("vc_models.loader").WEIGHT_DTYPES[args.weight_dtype])
     sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
     # a 3-step turbo schedule with one warm-up step: 2 measured single passes
-    turbo_step = seconds_per_step(sampler, model, pos, neg, latent, 2, 1.0, "lcm", "videocrafter_turbo")
+    turbo_step = seconds_per_step(sampler, model, pos, neg, latent, 2, 1.0, "videocrafter_lcm", "videocrafter_turbo")
     vc2 = 50 * cfg_step
     videos = ", ".join(f"turbo {n} steps {n * turbo_step:.1f} s ({vc2 / (n * turbo_step):.1f}x)" for n in (4, 8, 16))
     print(f"{label} + T2V-Turbo-v2 UNet: {args.width}x{args.height}x{args.frames}, seconds per video (from per-step "

@@ -119,10 +119,10 @@ def test_golden_parity(pack, nodes_, vc2, case, fmt, sampler):
     (latent,) = nodes_["EmptyVideoCrafterLatent"]().generate(inputs["width"], inputs["height"], inputs["frames"], 1)
     if sampler == "pack":
         (samples,) = nodes_["VideoCrafterKSampler"]().sample(
-            model, positive, negative, latent, seed=inputs["seed"], steps=inputs["steps"], cfg=1.0, sampler_name="lcm",
+            model, positive, negative, latent, seed=inputs["seed"], steps=inputs["steps"], cfg=1.0, sampler_name="videocrafter_lcm",
             scheduler="videocrafter_turbo", eta=0.0, denoise=1.0)
     else:
-        (samples,) = core.KSampler().sample(model, inputs["seed"], inputs["steps"], 1.0, "lcm", "videocrafter_turbo",
+        (samples,) = core.KSampler().sample(model, inputs["seed"], inputs["steps"], 1.0, "videocrafter_lcm", "videocrafter_turbo",
                                             positive, negative, latent, denoise=1.0)
     errors["lcm_latent"] = rel_err(samples["samples"] * SCALE_FACTOR, golden["lcm_latent"])
     (frames,) = nodes_["VideoCrafterVAEDecode"]().decode(samples, vae, frames_per_batch=8)
@@ -267,7 +267,7 @@ def test_motion_guidance_on_no_mg_model_is_an_error(pack, nodes_, vc2):
     (latent,) = nodes_["EmptyVideoCrafterLatent"]().generate(128, 64, 2, 1)
     with pytest.raises(ValueError, match="no motion-guidance") as info:
         nodes_["VideoCrafterKSampler"]().sample(model, positive, negative, latent, seed=0, steps=1, cfg=1.0,
-                                                sampler_name="lcm", scheduler="videocrafter_turbo", eta=0.0, denoise=1.0)
+                                                sampler_name="videocrafter_lcm", scheduler="videocrafter_turbo", eta=0.0, denoise=1.0)
     assert "motion_guidance" in str(info.value)
 
 
@@ -311,7 +311,7 @@ def test_shipped_turbo_workflow_makes_a_video(server):
     with open(os.path.join(REPO, "workflows", "api", "vc2_turbo_v2.json")) as f:
         workflow = json.load(f)
     sampler = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterKSampler")["inputs"]
-    assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"], sampler["scheduler"]) == (8, 1.0, "lcm", "videocrafter_turbo")
+    assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"], sampler["scheduler"]) == (8, 1.0, "videocrafter_lcm", "videocrafter_turbo")
     values = {"ckpt_name": "tiny_t2v_v2.safetensors", "width": 128, "height": 64, "frames": 4}
     for node in workflow.values():
         for key in node["inputs"]:

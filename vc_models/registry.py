@@ -156,7 +156,7 @@ _DC_512 = SamplingDefaults(320, 512, 24, cfg=7.5, scheduler="videocrafter_traili
 _DC = dict(family=DYNAMICRAFTER, image_inputs=START_IMAGE, image_node="DynamiCrafter Conditioning", concat_latent=True,
            last_step_keeps_scale=True, unet_switches=(("image_tokens_per_frame", DYNAMICRAFTER_TOKENS_PER_FRAME),))
 # T2V-Turbo-v2: LCM with the original's timesteps, the guidance scale in the UNet's embedding (so cfg 1)
-_TURBO_DEFAULTS = SamplingDefaults(320, 512, 16, steps=8, cfg=1.0, eta=0.0, sampler="lcm", scheduler="videocrafter_turbo")
+_TURBO_DEFAULTS = SamplingDefaults(320, 512, 16, steps=8, cfg=1.0, eta=0.0, sampler="videocrafter_lcm", scheduler="videocrafter_turbo")
 _VC_I2V = dict(image_inputs=START_IMAGE, image_node="VideoCrafter Image Encode")
 
 

@@ -15,6 +15,8 @@ SAMPLER_NAME = "videocrafter_ddim"
 # the same DDIM with eta 0, for nodes without an eta input (core KSampler, KSamplerSelect):
 # FreeNoise and DynamiCrafter-style deterministic sampling from the core nodes
 DETERMINISTIC_SAMPLER_NAME = "videocrafter_ddim_eta0"
+# T2V-Turbo: the LCM step with the original's per-step noise on every host (core `lcm` differs on 0.33)
+LCM_SAMPLER_NAME = "videocrafter_lcm"
 SCHEDULER_NAME = "videocrafter_uniform"
 TURBO_SCHEDULER_NAME = "videocrafter_turbo"
 LCM_ORIGIN_STEPS = 200  # T2V-Turbo-v2's lcm_origin_steps
@@ -130,6 +132,15 @@ def _alpha_and_scale(ms, sigma):
     return 1.0 / (1.0 + sigma.reshape(1) ** 2), one
 
 
+def sample_videocrafter_lcm(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
+    """Core's LCM step (the boundary condition lives in the model's sampling) with the reference's per-step
+    noise (`seeded_step_noise`): core `lcm` on ComfyUI 0.33 seeds it with seed + 1 on the CPU, so its videos of a
+    seed differ from the original's and from 0.3.x's."""
+    seed = (extra_args or {}).get("seed")
+    return k_sampling.sample_lcm(model, x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
+                                 noise_sampler=noise_sampler or seeded_step_noise(x, seed))
+
+
 def sample_videocrafter_ddim_eta0(model, x, sigmas, extra_args=None, callback=None, disable=None, noise_sampler=None):
     return sample_videocrafter_ddim(model, x, sigmas, extra_args, callback, disable, eta=0.0, noise_sampler=noise_sampler)
 
@@ -138,8 +149,9 @@ def register():
     """Add the samplers and scheduler to ComfyUI's lists (idempotent)."""
     setattr(k_sampling, f"sample_{SAMPLER_NAME}", sample_videocrafter_ddim)
     setattr(k_sampling, f"sample_{DETERMINISTIC_SAMPLER_NAME}", sample_videocrafter_ddim_eta0)
+    setattr(k_sampling, f"sample_{LCM_SAMPLER_NAME}", sample_videocrafter_lcm)
     for names in (comfy.samplers.KSAMPLER_NAMES, comfy.samplers.SAMPLER_NAMES):
-        for name in (SAMPLER_NAME, DETERMINISTIC_SAMPLER_NAME):
+        for name in (SAMPLER_NAME, DETERMINISTIC_SAMPLER_NAME, LCM_SAMPLER_NAME):
             if name not in names:
                 names.append(name)
     for name, handler in ((SCHEDULER_NAME, videocrafter_uniform_sigmas), (TURBO_SCHEDULER_NAME, turbo_sigmas),

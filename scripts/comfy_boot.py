@@ -104,6 +104,13 @@ def object_info(node_types):
     module = boot(cpu=True)
     # main.py imports the host's `utils` package first; without it a core module's `import utils` can bind
     # comfy/utils.py under that name and the server module (imported by some extra nodes) fails
+    utils = sys.modules.get("utils")
+    if utils is None or not hasattr(utils, "__path__"):  # absent, or a module file took the package's name
+        folder = os.path.join(comfyui_path(), "utils")
+        spec = importlib.util.spec_from_file_location("utils", os.path.join(folder, "__init__.py"),
+                                                      submodule_search_locations=[folder])
+        sys.modules["utils"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["utils"])
     importlib.import_module("utils.install_util")
     import nodes
     if not set(node_types) <= set(nodes.NODE_CLASS_MAPPINGS) | set(module.NODE_CLASS_MAPPINGS):

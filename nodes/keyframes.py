@@ -8,10 +8,9 @@ sits at frame k*(length-1) of the joined video and no key frame is shown twice.
 """
 import torch
 
-import comfy.k_diffusion.sampling as k_sampling
 import comfy.samplers
 
-from ..vc_models.sampling import SAMPLER_NAME, TRAILING_SCHEDULER_NAME
+from ..vc_models.sampling import SAMPLER_NAME, TRAILING_SCHEDULER_NAME, seeded_step_noise
 from .decode import VideoCrafterVAEDecode
 from .dynamicrafter import DynamiCrafterConditioning
 from .latent import SIZE_MULTIPLE
@@ -39,10 +38,11 @@ def join_segments(frames, segments, loop):
 
 
 class SharedNoiseSampler:
-    """Per-step noise of a single video (the draws a one-video run makes with this seed), for every video."""
+    """Per-step noise of a single video (the draws a one-video run of the pack's samplers makes with this seed,
+    vc_models.sampling.seeded_step_noise), for every video."""
 
     def __init__(self, like, seed, batch):
-        self.single = k_sampling.default_noise_sampler(like, seed=seed)
+        self.single = seeded_step_noise(like, seed)
         self.batch = batch
 
     def __call__(self, sigma, sigma_next):

@@ -499,6 +499,10 @@ def write_json(path, data):
     os.replace(tmp, path)
 
 
+# the host whose node definitions the shipped UI graphs are built from (their widget values read the same on 0.33)
+BUILD_HOST_VERSION = "0.3.75"
+
+
 def main(folder=os.path.join(ROOT, "workflows")):
     workflows = {name: (entry, workflow_graph(entry, workflow)) for name, (entry, workflow) in shipped_workflows().items()}
     # the shipped UI graphs are built on the default host, 0.3.75 (its widget values read the same on 0.33)

@@ -15,7 +15,7 @@ import comfy.model_management
 import comfy.model_patcher
 import comfy.supported_models_base
 
-from . import core_patches
+from . import core_patches, video_control
 from .unet import VideoCrafterUNet
 from .freenoise import frames_of_context_window
 from .model_sampling import model_sampling_for
@@ -191,6 +191,7 @@ def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=N
     patcher = core_model_patcher_class()(model, load_device=load_device,
                                          offload_device=comfy.model_management.unet_offload_device())
     core_patches.install(patcher)
+    video_control.install(patcher)
     dynamic = getattr(patcher, "is_dynamic", lambda: False)()  # 0.3.x patchers are never dynamic
     model.load_model_weights(unet_sd, assign=dynamic)
     logging.info("VideoCrafter: %s, UNet weights %s (compute %s)%s", info.description, unet_dtype,

@@ -465,6 +465,7 @@ class VideoCrafterUNet(nn.Module):
             if level != len(cfg.channel_mult) - 1:
                 self.input_blocks.append(BlockSequence(Downsample(ch, True, dims=2, out_channels=ch, **kw)))
                 skip_channels.append(ch)
+        self.skip_channels = tuple(skip_channels)  # what a ControlNet's residuals must match, input block order
 
         self.middle_block = BlockSequence(res(ch, ch), *transformers(ch), res(ch, ch))
 

@@ -10,9 +10,9 @@ from ..vc_models.download import fetch_model
 from .loader import FOLDER  # registers models/videocrafter
 
 
-def model_folder():
-    """The first (default) models/videocrafter folder ComfyUI knows."""
-    return folder_paths.get_folder_paths(FOLDER)[0]
+def model_folder(kind=FOLDER):
+    """The first (default) folder ComfyUI knows for models of `kind` (models/videocrafter, models/controlnet)."""
+    return folder_paths.get_folder_paths(kind)[0]
 
 
 class ByteProgress:
@@ -41,16 +41,17 @@ class VideoCrafterModelDownloader:
     FUNCTION = "fetch"
     DESCRIPTION = ("Downloads a released VideoCrafter / DynamiCrafter / T2V-Turbo model from Hugging Face once "
                    "(resumable, progress in the bar and the terminal), checks it, and converts it to an fp16 "
-                   ".safetensors in models/videocrafter under the name the shipped workflows load. "
+                   ".safetensors in models/videocrafter (ControlNets: models/controlnet) under the name the shipped "
+                   "workflows load. "
                    "Files already there are not downloaded again. Press R (refresh) afterwards so the loaders list it.")
 
     @classmethod
     def INPUT_TYPES(cls):
-        released = registry.released()
-        listing = "; ".join(f"{e.id}: {e.description} -> {e.release.file_name}" for e in released)
+        released = registry.downloads()
+        listing = "; ".join(f"{e.id}: {e.description} -> models/{e.release.folder}/{e.release.file_name}" for e in released)
         return {"required": {
             "model": ([e.id for e in released], {"default": released[0].id, "tooltip":
-                      f"Which released model to fetch (file written into models/videocrafter). {listing}."}),
+                      f"Which released model to fetch. {listing}."}),
             "delete_pickle": ("BOOLEAN", {"default": False, "tooltip":
                               "Delete the released .ckpt/.pt after conversion (saves its size on disk). Off: it is "
                               "kept in models/videocrafter/originals/."}),
@@ -59,12 +60,13 @@ class VideoCrafterModelDownloader:
     @classmethod
     def IS_CHANGED(cls, model, delete_pickle):
         # run again when the file was removed or replaced since the last run
-        released = {e.id: e.release.file_name for e in registry.released()}
-        path = os.path.join(model_folder(), released[model]) if model in released else ""
+        released = {e.id: e.release for e in registry.downloads()}
+        path = os.path.join(model_folder(released[model].folder), released[model].file_name) if model in released else ""
         return os.path.getmtime(path) if os.path.isfile(path) else "missing"
 
     def fetch(self, model, delete_pickle):
-        result = fetch_model(model, model_folder(), delete_pickle=delete_pickle, progress=ByteProgress())
+        folder = model_folder(next(e.release.folder for e in registry.downloads() if e.id == model))
+        result = fetch_model(model, folder, delete_pickle=delete_pickle, progress=ByteProgress())
         name = os.path.basename(result.path)
         state = "downloaded and converted" if result.downloaded else ("converted" if result.converted else "already present")
         return {"ui": {"text": [f"{name}: {state} ({result.path})"]}, "result": (name, result.path)}

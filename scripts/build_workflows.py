@@ -39,6 +39,11 @@ NODE_TYPES = {
     "ImageBatch": [],
     "VideoCrafterKeyFrameSequence": ["loop", "width", "height", "length", "fs", "seed", "steps", "cfg", "sampler_name",
                                      "scheduler", "eta", "segments_per_batch"],
+    "LoadVideo": ["file"],
+    "GetVideoComponents": [],
+    "VideoCrafterSketchHint": ["width", "height"],
+    "ControlNetLoader": ["control_net_name"],
+    "ControlNetApplyAdvanced": ["strength", "start_percent", "end_percent"],
 }
 
 # Model files: the names `scripts/download_models.py` / the VideoCrafter Model Downloader node write into
@@ -55,28 +60,32 @@ def shipped_workflows():
     return {w.name: (entry, w) for entry in registry.MODELS for w in entry.workflows}
 
 
-def downloads(entry):
-    """The registry entries whose files a workflow of `entry` loads: its base model's first (T2V-Turbo)."""
-    return [registry.entry(entry.base_model), entry] if entry.base_model else [entry]
+def downloads(entry, workflow):
+    """The registry entries whose files `workflow` of `entry` loads: its base model's first (T2V-Turbo), the
+    model, its ControlNet (sketch guidance)."""
+    models = [registry.entry(entry.base_model), entry] if entry.base_model else [entry]
+    return models + [registry.controlnet_for(entry.id)] if workflow.variation == "sketch" else models
 
 
-MODEL_FOLDER = "videocrafter"
 MODELS_GUIDE_URL = "https://github.com/comfyui-videocrafter/ComfyUI-VideoCrafter#getting-the-models"
 
 
 def model_entries(widgets):
     """The `properties.models` entries of a node whose widget values name model files of the downloader."""
-    files = {e.release.file_name for e in registry.released()}
-    return [{"name": value, "url": MODELS_GUIDE_URL, "directory": MODEL_FOLDER}
-            for value in widgets if isinstance(value, str) and value in files]
+    folders = {e.release.file_name: e.release.folder for e in registry.downloads()}
+    return [{"name": value, "url": MODELS_GUIDE_URL, "directory": folders[value]}
+            for value in widgets if isinstance(value, str) and value in folders]
 
 
 def model_note(entries, node_id):
     """A UI-only Note node telling how to get the model files of `entries` (the Missing Models dialog cannot)."""
     ids = [e.id for e in entries]
-    names = ", ".join(e.release.file_name for e in entries)
+    folders = {}
+    for e in entries:
+        folders.setdefault(e.release.folder, []).append(e.release.file_name)
+    names = "; ".join(f"{', '.join(files)} in ComfyUI/models/{folder}/" for folder, files in folders.items())
     urls = "\n".join(e.release.url for e in entries)
-    text = (f"Models: {names} in ComfyUI/models/videocrafter/.\n\n"
+    text = (f"Models: {names}.\n\n"
             f"Get them once with the node 'VideoCrafter Model Downloader' (model {' and '.join(ids)}), then press R, "
             f"or on a server: python custom_nodes/ComfyUI-VideoCrafter/scripts/download_models.py {' '.join(ids)}\n"
             f"They are downloaded from\n{urls}\nand converted to fp16 .safetensors.")
@@ -186,6 +195,24 @@ def keyframes_graph(variant, ckpt, prompt, d, images=4):
                  "projector": (1, 4), "key_frames": batch}, "VideoCrafter Key-Frame Sequence", (1240, 200))
     nodes[8] = ("CreateVideo", [8.0], {"images": (6, 0)}, "Create Video", (2160, 200))
     nodes[9] = ("SaveVideo", [f"videocrafter/{variant}", "auto", "auto"], {"video": (8, 0)}, "Save Video", (2440, 200))
+    return nodes
+
+
+def sketch_graph(variant, ckpt, prompt, d, controlnet):
+    """ToonCrafter interpolation guided by sketch frames: a video of sketches (one per frame) through VideoCrafter
+    Sketch Hint into core Apply ControlNet with the sketch encoder `controlnet` (a registry.ControlNetEntry) at its
+    original control scale, on the interpolation conditioning."""
+    nodes = dynamicrafter_graph(variant, ckpt, prompt, d, mode="interpolate")
+    nodes[40] = ("LoadVideo", ["sketches.mp4"], {}, f"Sketch frames ({d.frames}, black lines on white)", (40, 1240))
+    nodes[41] = ("GetVideoComponents", [], {"video": (40, 0)}, "Sketch frames", (420, 1240))
+    nodes[42] = ("VideoCrafterSketchHint", [d.width, d.height], {"sketches": (41, 0)}, "VideoCrafter Sketch Hint",
+                 (840, 1000))
+    nodes[43] = ("ControlNetLoader", [controlnet.release.file_name], {}, "Sketch encoder (ControlNet)", (840, 1240))
+    nodes[44] = ("ControlNetApplyAdvanced", [controlnet.strength, 0.0, 1.0],
+                 {"positive": (11, 0), "negative": (11, 1), "control_net": (43, 0), "image": (42, 0)},
+                 f"Apply ControlNet (sketch, control scale {controlnet.strength})", (1240, 620))
+    sampler = nodes[6]
+    nodes[6] = sampler[:2] + ({**sampler[2], "positive": (44, 0), "negative": (44, 1)},) + sampler[3:]
     return nodes
 
 
@@ -481,6 +508,8 @@ def workflow_graph(entry, workflow):
         return build(entry.id, ckpt, workflow.prompt, d)
     if workflow.variation == "keyframes":
         return keyframes_graph(name, ckpt, workflow.prompt, d)
+    if workflow.variation == "sketch":
+        return sketch_graph(name, ckpt, workflow.prompt, d, registry.controlnet_for(entry.id))
     if entry.family == registry.TURBO:
         return turbo_graph(name, registry.entry(entry.base_model).release.file_name, ckpt, workflow.prompt, d)
     if entry.family == registry.DYNAMICRAFTER:
@@ -504,11 +533,12 @@ BUILD_HOST_VERSION = "0.3.75"
 
 
 def main(folder=os.path.join(ROOT, "workflows")):
-    workflows = {name: (entry, workflow_graph(entry, workflow)) for name, (entry, workflow) in shipped_workflows().items()}
+    workflows = {name: (entry, workflow, workflow_graph(entry, workflow))
+                 for name, (entry, workflow) in shipped_workflows().items()}
     # the shipped UI graphs are built on the default host, 0.3.75 (its widget values read the same on 0.33)
-    info = comfy_boot.object_info(sorted({node[0] for _, nodes in workflows.values() for node in nodes.values()}))
-    for name, (entry, nodes) in workflows.items():
-        write_json(os.path.join(folder, f"{name}.json"), to_ui(nodes, name, info, downloads(entry)))
+    info = comfy_boot.object_info(sorted({node[0] for _, _, nodes in workflows.values() for node in nodes.values()}))
+    for name, (entry, workflow, nodes) in workflows.items():
+        write_json(os.path.join(folder, f"{name}.json"), to_ui(nodes, name, info, downloads(entry, workflow)))
         write_json(os.path.join(folder, "api", f"{name}.json"), to_api(nodes))
         print("wrote", name)
 

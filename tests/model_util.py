@@ -25,9 +25,9 @@ def run_node(node, *args):
     return result.result if hasattr(result, "result") else result
 
 
-def random_controlnet(unet_config, hint_channels=3, seed=0, model_channels=None):
-    """A random SD-layout ControlNet state dict (`control_model.` keys, as the released ControlNets and ToonCrafter's
-    sketch encoder store them) sized to a VideoCrafter UNet's configuration (`model_channels` overrides its width):
+def random_controlnet(unet_config, hint_channels=3, seed=0, model_channels=None, prefix="control_model."):
+    """A random SD-layout ControlNet state dict (`control_model.` keys as the released SD ControlNets store them;
+    `prefix` "" for the bare keys of ToonCrafter's sketch encoder, a cldm ControlNet's own state dict) sized to a VideoCrafter UNet's configuration (`model_channels` overrides its width):
     the blocks of ComfyUI's own ControlNet at those sizes, zero convolutions not zero so the residuals are not."""
     import comfy.cldm.cldm
     cfg = unet_config
@@ -40,5 +40,5 @@ def random_controlnet(unet_config, hint_channels=3, seed=0, model_channels=None)
                            for level in levels for _ in range(cfg.num_res_blocks)],
         transformer_depth_middle=cfg.transformer_depth, use_linear_in_transformer=cfg.use_linear)
     generator = torch.Generator().manual_seed(seed)
-    return {"control_model." + k: torch.randn(v.shape, generator=generator) * (0.05 if v.ndim > 1 else 0.01)
+    return {prefix + k: torch.randn(v.shape, generator=generator) * (0.05 if v.ndim > 1 else 0.01)
             for k, v in net.state_dict().items()}

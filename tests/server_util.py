@@ -81,6 +81,7 @@ class ComfyServer:
                     f"    base_path: {self.models_dir}\n"
                     "    checkpoints: checkpoints\n"
                     "    videocrafter: checkpoints\n"
+                    "    controlnet: controlnet\n"
                     "    clip_vision: clip_vision\n"
                     "    vae: vae\n")
 

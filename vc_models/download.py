@@ -3,7 +3,8 @@
 No ComfyUI imports: `scripts/download_models.py` uses this on servers without ComfyUI, and the
 `VideoCrafterModelDownloader` node (nodes/download.py) wraps it with ComfyUI's progress bar.
 
-The models and their released files are `vc_models.registry`'s entries with a `release`.
+The models and their released files are `vc_models.registry`'s entries with a `release`, and its ControlNets
+(`registry.CONTROLNETS`, for models/controlnet: `release.folder` says which ComfyUI models folder a file is for).
 
 Flow for one model id (`fetch_model`):
 1. `<dir>/<file>.safetensors` already there -> nothing to do (no network).
@@ -30,6 +31,7 @@ from . import registry
 ORIGINALS = "originals"  # subfolder of the model folder holding the released pickles
 PART_SUFFIX = ".part"
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+CONTROLNET_KEY = "zero_convs.0.0.weight"  # what core's ControlNet loader recognises an SD-layout ControlNet by
 
 
 class DownloadError(RuntimeError):
@@ -37,8 +39,8 @@ class DownloadError(RuntimeError):
 
 
 def released_model(model_id):
-    """The registry entry of a released model id; DownloadError naming the known ids otherwise."""
-    known = registry.released()
+    """The registry entry of a released model (or ControlNet) id; DownloadError naming the known ids otherwise."""
+    known = registry.downloads()
     for entry in known:
         if entry.id == model_id:
             return entry
@@ -48,6 +50,8 @@ def released_model(model_id):
 def listing_line(entry):
     """One line of `scripts/download_models.py --list` for a released model."""
     needs = f" (needs {registry.entry(entry.base_model).release.file_name} for text/VAE)" if entry.base_model else ""
+    if entry.release.folder == registry.CONTROLNET_FOLDER:
+        needs += f" (goes to models/{entry.release.folder})"
     return f"{entry.id:15s} {entry.release.file_name:40s} {entry.description}{needs}  <- {entry.release.url}"
 
 
@@ -167,11 +171,15 @@ def convert_pickle(model, pickle_path, dst):
     except CheckpointError as e:
         raise DownloadError(f"{pickle_path} is not a usable {model.description} file: {e} "
                             f"Delete it and run again, or {manual_instructions(model, os.path.dirname(os.path.dirname(pickle_path)))}") from e
+    controlnet = model.release.folder == registry.CONTROLNET_FOLDER
+    if controlnet and not any(k.endswith(CONTROLNET_KEY) for k in sd):
+        raise DownloadError(f"{pickle_path} holds no '{CONTROLNET_KEY}' tensor: not an SD-layout ControlNet "
+                            f"({model.description}).")
     if model.release.bare_unet and any(k.startswith(UNET_PREFIX) for k in sd):
         raise DownloadError(f"{pickle_path} is a full checkpoint, not the bare UNet state dict {model.release.repo} releases.")
-    if not model.release.bare_unet and not any(k.startswith(UNET_PREFIX) for k in sd):
+    if not model.release.bare_unet and not controlnet and not any(k.startswith(UNET_PREFIX) for k in sd):
         raise DownloadError(f"{pickle_path} holds no 'model.diffusion_model.' tensors: not a {model.description} checkpoint.")
-    tensors = safetensors_tensors(sd, fp16=True, keep_schedule=not model.release.bare_unet)
+    tensors = safetensors_tensors(sd, fp16=True, keep_schedule=not (model.release.bare_unet or controlnet))
     write_safetensors(tensors, dst, metadata={"videocrafter_model": model.id, "source": model.release.url})
     return dst
 

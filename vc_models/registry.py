@@ -66,6 +66,7 @@ class Release:
     file: str  # in the repo
     file_name: str  # in models/videocrafter: what the shipped workflows load
     bare_unet: bool = False  # a UNet state dict alone (T2V-Turbo: used with the VideoCrafter2 checkpoint)
+    folder: str = "videocrafter"  # the ComfyUI models folder it goes to (CONTROLNET_FOLDER for a ControlNet)
     sha256_source: str = "the hub's LFS ETag"
 
     @property
@@ -87,7 +88,7 @@ class Workflow:
     """A graph `scripts/build_workflows.py` ships for the model; `variation` names one of its builders."""
     name: str
     prompt: str
-    variation: str = ""  # "" (the family's graph), "loop", "freenoise", "keyframes"
+    variation: str = ""  # "" (the family's graph), "loop", "freenoise", "keyframes", "sketch"
 
 
 @dataclass(frozen=True)
@@ -215,7 +216,8 @@ MODELS = [
                schedule=SCALED_V, release=_hub("Doubiiu/ToonCrafter", "tooncrafter_512.safetensors"),
                dualref_decoder=True,
                workflows=(Workflow("toon_512_interp", "an anime scene"),
-                          Workflow("toon_512_keyframes", "an anime scene", "keyframes")),
+                          Workflow("toon_512_keyframes", "an anime scene", "keyframes"),
+                          Workflow("toon_512_sketch", "an anime scene", "sketch")),
                **{**_DC, "image_inputs": START_END_IMAGES}),
     ModelEntry("turbo_v2_mg", "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512", TURBO,
                lambda f: f.guidance_embed and f.motion_guidance,
@@ -230,6 +232,35 @@ MODELS = [
                release=_hub("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "t2v_turbo_v2_unet_no_mg.safetensors", "unet_no_mg.pt",
                             bare_unet=True)),
 ]
+
+
+CONTROLNET_FOLDER = "controlnet"
+
+
+@dataclass(frozen=True)
+class ControlNetEntry:
+    """A released ControlNet for a model of the family, loaded by core 'Load ControlNet Model' and applied per
+    frame (`vc_models.video_control`); `strength` is the original's control scale."""
+    id: str
+    description: str
+    model: str  # the id of the model entry it guides
+    release: Release
+    strength: float = 1.0
+    base_model: str = ""  # the downloader lists every download alike
+
+
+CONTROLNETS = [
+    # the community sketch guidance (reference README, "Sketch guidance"): an SD 2.1-layout ControlNet with one
+    # hint channel, inverted grey sketches, control scale 0.6
+    ControlNetEntry("toon_sketch_encoder", "ToonCrafter sketch encoder (ControlNet, 1-channel sketches)", "toon_512",
+                    Release("Doubiiu/ToonCrafter", "sketch_encoder.ckpt", "tooncrafter_sketch_encoder.safetensors",
+                            folder=CONTROLNET_FOLDER), strength=0.6),
+]
+
+
+def controlnet_for(model_id):
+    """The released ControlNet entry that guides model `model_id`."""
+    return next(c for c in CONTROLNETS if c.model == model_id)
 
 
 class UnknownModel(KeyError):
@@ -254,3 +285,8 @@ def detect(features):
 def released():
     """The entries with a released file, in `MODELS` order."""
     return [e for e in MODELS if e.release is not None]
+
+
+def downloads():
+    """Everything the downloader fetches: the released models, then their ControlNets."""
+    return released() + CONTROLNETS

@@ -154,3 +154,19 @@ def check_control(control, model):
             raise UnsupportedControlError(f"This ControlNet takes {hint_channels}-channel hints, the image has "
                                           f"{hint.shape[1]} channels.")
         control.cond_hint_original = hint.mean(dim=1, keepdim=True)
+
+
+# OpenCV's BGR2GRAY weights (ITU-R BT.601), as the community sketch guidance converts its sketch frames
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def sketch_hint(images, width, height):
+    """ToonCrafter sketch frames as its sketch encoder takes them: grey, inverted (black lines on white become
+    white on black), in [0, 1], scaled to cover width x height and center-cropped (the community code's
+    Resize(min) + CenterCrop at 320x512). IMAGE [N, H, W, 3] in, IMAGE [N, height, width, 3] out, the grey value
+    in every channel (previewable; a 1-channel ControlNet takes their mean, the same value)."""
+    import comfy.utils
+    grey = (images[..., :3] * images.new_tensor(GREY_WEIGHTS)).sum(dim=-1, keepdim=True)
+    inverted = (1.0 - grey).movedim(-1, 1)
+    resized = comfy.utils.common_upscale(inverted, width, height, "bilinear", "center").clamp(0.0, 1.0)
+    return resized.movedim(1, -1).expand(-1, -1, -1, 3).contiguous()

@@ -27,6 +27,7 @@ CUT = 15 * 1024 * 1024
 VC2 = ("VideoCrafter/VideoCrafter2", "model.ckpt")
 I2V = ("VideoCrafter/Image2Video-512", "model.ckpt")
 TURBO = ("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "unet_no_mg.pt")
+SKETCH = ("Doubiiu/ToonCrafter", "sketch_encoder.ckpt")
 UNET = "model.diffusion_model."
 SCHEDULE = ("betas", "alphas_cumprod", "scale_arr")
 
@@ -39,12 +40,17 @@ def pickled(obj):
 
 @pytest.fixture(scope="module")
 def released():
-    """Tiny checkpoints as the hub serves them: VideoCrafter {"state_dict"} fp32 pickles, a bare turbo UNet."""
+    """Tiny checkpoints as the hub serves them: VideoCrafter {"state_dict"} fp32 pickles, a bare turbo UNet, a
+    ControlNet in the sketch encoder's layout (bare cldm keys, 1 hint channel; a few of its tensors)."""
     t2v = {k: v.float() for k, v in safetensors.torch.load_file(os.path.join(GOLDEN, "tiny_t2v_v2.safetensors")).items()}
     i2v = safetensors.torch.load_file(os.path.join(GOLDEN, "tiny_i2v_v1.safetensors"))
     unet = {k[len(UNET):]: v for k, v in t2v.items() if k.startswith(UNET)}
+    generator = torch.Generator().manual_seed(0)
+    sketch = {name: torch.randn(shape, generator=generator) for name, shape in (
+        ("input_hint_block.0.weight", (16, 1, 3, 3)), ("zero_convs.0.0.weight", (64, 64, 1, 1)),
+        ("middle_block_out.0.bias", (64,)))}
     return {VC2: (t2v, pickled({"state_dict": t2v})), I2V: (i2v, pickled({"state_dict": i2v})),
-            TURBO: (unet, pickled(unet))}
+            TURBO: (unet, pickled(unet)), SKETCH: (sketch, pickled(sketch))}
 
 
 @pytest.fixture(scope="module")
@@ -57,9 +63,9 @@ def hub(released):
     hub.stop()
 
 
-def run_script(endpoint, *args):
+def run_script(endpoint, *args, cwd=None):
     env = dict(os.environ, HF_ENDPOINT=endpoint, HF_HUB_DISABLE_TELEMETRY="1")
-    return subprocess.run([venv_python(), SCRIPT, *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([venv_python(), SCRIPT, *args], env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def model_files(folder):
@@ -105,6 +111,21 @@ def test_turbo_unet_keeps_its_keys_and_the_pickle_goes_when_asked(hub, released,
     assert set(out) == set(source)
     assert all(v.dtype == torch.float16 and torch.equal(v, source[k].half()) for k, v in out.items())
     assert model_files(tmp_path) == {"t2v_turbo_v2_unet_no_mg.safetensors"}
+
+
+def test_sketch_encoder_goes_to_the_controlnet_folder(hub, released, tmp_path):
+    """Without --dir (the pack outside custom_nodes): ./models/controlnet, fp16, the keys core's ControlNet loader
+    reads as they were."""
+    source, _ = released[SKETCH]
+    result = run_script(hub.url, "toon_sketch_encoder", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "models" / "controlnet"
+    out = safetensors.torch.load_file(str(folder / "tooncrafter_sketch_encoder.safetensors"))
+    assert set(out) == set(source)
+    assert all(v.dtype == torch.float16 and torch.equal(v, source[k].half()) for k, v in out.items())
+    assert model_files(tmp_path) == {"models/controlnet/tooncrafter_sketch_encoder.safetensors",
+                                     "models/controlnet/originals/tooncrafter_sketch_encoder.ckpt"}
+    assert "toon_sketch_encoder" in run_script(hub.url, "--list").stdout
 
 
 def test_resume_after_a_cut_connection_and_after_a_failed_run(hub, released, tmp_path):
@@ -168,7 +189,7 @@ def test_unknown_id_lists_the_known_ones(tmp_path):
 
 # ------------------------------------------------------------------ the node in a ComfyUI server
 IDS = ["vc2_t2v_512", "vc1_t2v_512", "vc1_t2v_1024", "vc1_i2v_512", "dc_256", "dc_512", "dc_1024",
-       "dc_512_interp", "toon_512", "turbo_v2_mg", "turbo_v2_nomg"]
+       "dc_512_interp", "toon_512", "turbo_v2_mg", "turbo_v2_nomg", "toon_sketch_encoder"]
 
 
 @pytest.fixture(scope="module")

@@ -122,8 +122,8 @@ def control_name(control):
 
 def check_control(control, model):
     """Refuse a control that cannot run per frame on `model` (a VideoCrafterModel), or whose blocks do not fit
-    its UNet; a 1-channel ControlNet given an RGB hint takes the channels' mean (as core does for 1-channel
-    T2I adapters: a grey sketch stays the same)."""
+    its UNet; a 1-channel ControlNet given an RGB hint takes its grey value (equal channels, as VideoCrafter Sketch
+    Hint gives) or else the channels' mean (as core does for 1-channel T2I adapters)."""
     description = model.info.description
     net = getattr(control, "control_model", None)
     if type(control) is not comfy.controlnet.ControlNet or not isinstance(net, comfy.cldm.cldm.ControlNet) \
@@ -153,7 +153,8 @@ def check_control(control, model):
         if hint_channels != 1:
             raise UnsupportedControlError(f"This ControlNet takes {hint_channels}-channel hints, the image has "
                                           f"{hint.shape[1]} channels.")
-        control.cond_hint_original = hint.mean(dim=1, keepdim=True)
+        grey = hint[:, :1]
+        control.cond_hint_original = grey if torch.equal(hint, grey.expand_as(hint)) else hint.mean(dim=1, keepdim=True)
 
 
 # OpenCV's BGR2GRAY weights (ITU-R BT.601), as the community sketch guidance converts its sketch frames
@@ -164,7 +165,7 @@ def sketch_hint(images, width, height):
     """ToonCrafter sketch frames as its sketch encoder takes them: grey, inverted (black lines on white become
     white on black), in [0, 1], scaled to cover width x height and center-cropped (the community code's
     Resize(min) + CenterCrop at 320x512). IMAGE [N, H, W, 3] in, IMAGE [N, height, width, 3] out, the grey value
-    in every channel (previewable; a 1-channel ControlNet takes their mean, the same value)."""
+    in every channel (previewable; a 1-channel ControlNet takes that grey value)."""
     import comfy.utils
     grey = (images[..., :3] * images.new_tensor(GREY_WEIGHTS)).sum(dim=-1, keepdim=True)
     inverted = (1.0 - grey).movedim(-1, 1)

@@ -337,6 +337,24 @@ def test_table_columns_are_the_workflow_roles(tmp_path):
     assert job.values["end_image"] == os.path.join(str(tmp_path), "b.png")
 
 
+def test_key_frame_columns_fill_the_batch_in_order(tmp_path):
+    """key_frame_N (keyframe_N, key_N) are image columns; on the Key-Frame Sequence workflow they are its key frames
+    in batch order, and the start-image column is not one of them."""
+    p = _write(tmp_path / "k.csv", "Key Frame 1,keyframe_2,key_3\na.png,b.png,c.png\n")
+    (job,) = load_jobs(p)
+    assert job.values == {f"key_frame_{i}": os.path.join(str(tmp_path), f"{n}.png") for i, n in ((1, "a"), (2, "b"), (3, "c"))}
+    wf = wfm.load_workflow(os.path.join(REPO, "workflows", "api", "dc_512_keyframes.json"))
+    roles = wfm.find_roles(wf)
+    assert "image" not in roles and "key_frame_5" not in roles
+    out = wfm.fill(wf, roles, {f"key_frame_{i}": f"k{i}.png" for i in range(1, 5)})
+    batch = []
+    link = out["6"]["inputs"]["key_frames"]  # walk the Image Batch chain: image1 is the earlier frames
+    while out[link[0]]["class_type"] == "ImageBatch":
+        batch.insert(0, out[out[link[0]]["inputs"]["image2"][0]]["inputs"]["image"])
+        link = out[link[0]]["inputs"]["image1"]
+    assert [out[link[0]]["inputs"]["image"]] + batch == ["k1.png", "k2.png", "k3.png", "k4.png"]
+
+
 def test_fill_coerces_and_follows_primitive_links():
     wf = wfm.load_workflow(T2V_WF)
     sampler = wfm.find_sampler(wf)
@@ -524,6 +542,35 @@ def test_batch_mixed_t2v_i2v(server, tmp_path):
           + ", ".join(f"{k}={v['seconds']}" for k, v in m.items()))
 
 
+def test_key_frame_sequence_job(server, tmp_path):
+    """A key-frame job (4 key frames, the shipped DynamiCrafter key-frame workflow on the tiny model) runs to a
+    video of 3 segments joined on the key frames; a row naming 2 of the 4 key frames fails, saying which."""
+    from PIL import Image
+    colours = [(250, 20, 20), (20, 250, 20), (20, 20, 250), (250, 250, 20)]
+    for i, colour in enumerate(colours, start=1):
+        Image.new("RGB", (128, 64), colour).save(tmp_path / f"k{i}.png")
+    workflow = os.path.join(REPO, "workflows", "api", "dc_512_keyframes.json")
+    tiny = {"width": 128, "height": 64, "frames": 4, "steps": 2}
+    rows = [dict(name="keys", prompt="a smooth transition", seed=5, checkpoint="tiny_dc_512.safetensors",
+                 workflow=workflow, **tiny, **{f"key_frame_{i}": f"k{i}.png" for i in range(1, 5)}),
+            dict(name="two_keys", prompt="a smooth transition", seed=5, checkpoint="tiny_dc_512.safetensors",
+                 workflow=workflow, **tiny, key_frame_1="k1.png", key_frame_2="k2.png")]
+    table = write_table(tmp_path / "jobs.csv", rows)
+    out = str(tmp_path / "out")
+    r = run_cli(table, out, server)
+    assert r.returncode == 1, r.stdout + r.stderr
+    m = read_manifest(out)
+    assert m["two_keys"]["status"] == "failed" and "takes 4 key frames" in m["two_keys"]["error"], m["two_keys"]
+    assert m["keys"]["status"] == "done", m["keys"]
+    import av
+    with av.open(os.path.join(out, m["keys"]["files"][0])) as container:
+        assert len(list(container.decode(video=0))) == 3 * (4 - 1) + 1
+    hist = http_json(f"{server.url}/history/{m['keys']['prompt_id']}")[m["keys"]["prompt_id"]]
+    loads = {nid: n["inputs"]["image"] for nid, n in hist["prompt"][2].items() if n["class_type"] == "LoadImage"}
+    uploads = [wfm.upload_name(str(tmp_path / f"k{i}.png")) for i in range(1, 5)]
+    assert [loads[nid] for nid in ("20", "21", "22", "23")] == uploads
+
+
 def test_rejected_row_reported_and_others_run(server, tmp_path):
     # a workflow with a second output that fails validation: ComfyUI queues the prompt with
     # `node_errors` for the bad output; that job is a failure, not done with half its outputs
@@ -703,6 +750,9 @@ def test_attempts_are_bounded_across_runs(server, tmp_path):
     ("dc_512_freenoise_64", {"image": "10", "frames": "11", "window_size": "15", "window_stride": "15"}),
     ("vc2_t2v_512_freenoise_64", {"frames": "5", "window_size": "12"}),
     ("vc2_turbo_v2", {"unet": "12", "steps": "6", "frames": "5"}),
+    ("dc_512_keyframes", {"key_frame_1": "20", "key_frame_2": "21", "key_frame_4": "23", "frames": "6", "fs": "6",
+                          "width": "6"}),
+    ("toon_512_keyframes", {"key_frame_1": "20", "key_frame_3": "22", "height": "6"}),
 ])
 def test_shipped_workflows_fill_by_role(name, expected):
     """The shipped DynamiCrafter, FreeNoise and turbo workflows: each table column finds its node."""

@@ -12,6 +12,8 @@ COLUMNS = {
     "negative": ("negative", "negative_prompt", "neg"),
     "image": ("image", "image_path", "init_image", "input_image", "start_image", "start_frame", "first_frame"),
     "end_image": ("end_image", "end_frame", "last_frame"),
+    # the images of VideoCrafter Key-Frame Sequence, in order (key_frame_1 is the first of the batch)
+    **{f"key_frame_{i}": (f"key_frame_{i}", f"keyframe_{i}", f"key_{i}") for i in range(1, 1 + 8)},
     "seed": ("seed",),
     "steps": ("steps",),
     "cfg": ("cfg", "cfg_scale", "guidance", "guidance_scale"),
@@ -33,7 +35,7 @@ COLUMNS = {
 # columns that name a batch setting rather than a workflow input
 BATCH_COLUMNS = ("name", "workflow")
 # columns holding a local file that is uploaded to the server's input folder
-IMAGE_COLUMNS = ("image", "end_image")
+IMAGE_COLUMNS = ("image", "end_image") + tuple(c for c in COLUMNS if c.startswith("key_frame_"))
 # columns whose text is used exactly as written (others are stripped of surrounding blanks)
 VERBATIM_COLUMNS = ("prompt", "negative")
 # roles the tool fills itself

@@ -72,6 +72,12 @@ class Planner:
             if seed is None:
                 raise wfm.WorkflowError("seed 'random' must be drawn before planning")
             values["seed"] = seed
+        key_frames = [role for role in roles if role.startswith("key_frame_")]
+        given = [role for role in key_frames if role in values]
+        if given and len(given) != len(key_frames):
+            raise wfm.WorkflowError(f"the workflow takes {len(key_frames)} key frames ({', '.join(key_frames)}); "
+                                    f"the row gives {', '.join(given)}: fill every one, or use a workflow with "
+                                    f"{len(given)} key frames")
         uploads = {}
         for role in IMAGE_COLUMNS:
             if role in values:

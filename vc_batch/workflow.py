@@ -4,7 +4,8 @@ An API workflow is {node_id: {"class_type": str, "inputs": {name: value | [src_i
 Roles are found from the graph's structure, never from node ids:
 
   sampler   the node with `positive`, `negative` and `latent_image` inputs
-            (VideoCrafterKSampler preferred if there are several)
+            (VideoCrafterKSampler preferred if there are several), or else the one with
+            `positive`, `negative` and `key_frames` (VideoCrafter Key-Frame Sequence samples itself)
   prompt    the `text` of the text encoder reached by walking up from the sampler's
             `positive` input (through any node with positive/negative inputs such as
             VideoCrafterFPSConditioning / VideoCrafterImageEncode, taking the input that
@@ -19,6 +20,9 @@ Roles are found from the graph's structure, never from node ids:
             Conditioning), or, in a graph without one, of the LoadImage node(s) upstream of
             the sampler (VideoCrafter I2V)
   end_image the `image` of the LoadImage node(s) feeding an `end_image` input
+  key_frame_1, key_frame_2, ...  the `image` of the LoadImage nodes feeding the sampler's
+            `key_frames` input, in the order their Image Batch nodes join them (width, height,
+            frames and fs are then the sequence node's own)
   fs, mode  `fs` / `mode` of the node with a `start_image` input (DynamiCrafter Conditioning)
   window_size, window_stride  on a node upstream of the sampler (VideoCrafter FreeNoise)
   checkpoint  every `ckpt_name` input upstream of the sampler
@@ -43,6 +47,7 @@ TEXT_INPUTS = ("text", "prompt")
 FRAMES_INPUTS = ("frames", "length", "video_frames", "num_frames")
 FPS_INPUTS = ("fps", "frame_rate")
 IMAGE_LOADERS = ("LoadImage", "LoadImageOutput")
+KEY_FRAMES_INPUT = "key_frames"  # VideoCrafter Key-Frame Sequence's IMAGE batch of key frames
 LITERAL_INPUTS = ("value", "text", "string", "int", "float", "number", "seed")
 
 
@@ -135,6 +140,8 @@ def find_sampler(wf):
     cands = [nid for nid, n in wf.items()
              if {"positive", "negative", "latent_image"} <= set(n["inputs"])]
     if not cands:
+        cands = [nid for nid, n in wf.items() if {"positive", "negative", KEY_FRAMES_INPUT} <= set(n["inputs"])]
+    if not cands:
         cands = [nid for nid, n in wf.items() if n["class_type"] in SAMPLER_PREFERENCE]
     if len(cands) > 1:
         for cls in SAMPLER_PREFERENCE:
@@ -187,16 +194,22 @@ def find_roles(wf, overrides=None):
             if name:
                 roles[role] = [_resolve_literal(wf, sampler, name)]
         lat = s_in.get("latent_image")
-        if is_link(lat) and str(lat[0]) in wf:
-            lid = str(lat[0])
+        key_frames = s_in.get(KEY_FRAMES_INPUT)
+        # the node that sets the video's size: the latent's, or the key-frame sequence itself
+        lid = str(lat[0]) if is_link(lat) and str(lat[0]) in wf else (sampler if key_frames is not None else None)
+        if lid is not None:
             l_in = wf[lid]["inputs"]
             for role, names in (("width", ("width",)), ("height", ("height",)), ("frames", FRAMES_INPUTS),
-                                ("batch_size", ("batch_size",))):
+                                ("batch_size", ("batch_size",)), ("fs", ("fs",) if key_frames is not None else ())):
                 name = next((n for n in names if n in l_in), None)
                 if name:
                     roles[role] = [_resolve_literal(wf, lid, name)]
         up = sorted(_upstream(wf, [sampler]), key=_id_key)
-        _image_roles(wf, up, roles)
+        if key_frames is not None:
+            for index, nid in enumerate(_batch_order(wf, key_frames), start=1):
+                roles[f"key_frame_{index}"] = [(nid, "image")]
+        else:
+            _image_roles(wf, up, roles)
         for role, name in (("checkpoint", "ckpt_name"), ("unet", "unet_name")):
             hits = [(nid, name) for nid in up if name in wf[nid]["inputs"] and not is_link(wf[nid]["inputs"][name])]
             if hits:
@@ -230,6 +243,20 @@ def _loaders_feeding(wf, link):
         return []
     return sorted((nid for nid in _upstream(wf, [str(link[0])]) if wf[nid]["class_type"] in IMAGE_LOADERS
                    and "image" in wf[nid]["inputs"]), key=_id_key)
+
+
+def _batch_order(wf, link):
+    """The image loaders feeding an IMAGE batch link, in the batch's order: an Image Batch node's `image1`
+    before its `image2`; other nodes' loaders in id order."""
+    if not is_link(link) or str(link[0]) not in wf:
+        return []
+    nid = str(link[0])
+    node = wf[nid]
+    if node["class_type"] in IMAGE_LOADERS and "image" in node["inputs"]:
+        return [nid]
+    if "image1" in node["inputs"] and "image2" in node["inputs"]:
+        return _batch_order(wf, node["inputs"]["image1"]) + _batch_order(wf, node["inputs"]["image2"])
+    return _loaders_feeding(wf, link)
 
 
 def _image_roles(wf, up, roles):

@@ -214,3 +214,14 @@ def test_sketch_encoder_layout_loads_and_takes_the_sketch_hint(pack, graphs, con
     rgb = sample(model, *apply(positive, negative, control, hint, strength=0.6), latent, steps=1)
     grey = sample(model, *apply(positive, negative, control, hint[..., :1], strength=0.6), latent, steps=1)
     assert torch.equal(rgb, grey)
+
+
+def test_old_apply_controlnet_guides_the_negative_too(graphs, controls):
+    """Core 'Apply ControlNet (OLD)' sets the control on the positive only, for core to copy to the negative: the
+    video is the one 'Apply ControlNet (Advanced)' gives with the same hint on both."""
+    import nodes as core
+    model, positive, negative, latent = graphs["tiny_t2v_v2"]
+    image = hints(FRAMES, 11)
+    (old,) = core.ControlNetApply().apply_controlnet(positive, controls["tiny_t2v_v2"], image, 1.0)
+    advanced = sample(model, *apply(positive, negative, controls["tiny_t2v_v2"], image), latent, steps=1)
+    assert rel_err(sample(model, old, negative, latent, steps=1), advanced) < 1e-6

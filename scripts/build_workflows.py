@@ -320,6 +320,11 @@ def ui_sockets(info):
     return inputs, list(zip(info["output_name"], info["output"]))
 
 
+# rows a node of a newer supported host has beyond the build host's: 0.33's Get Video Components adds the
+# bit_depth and color_space outputs
+NEWER_HOST_ROWS = {"GetVideoComponents": 2}
+
+
 def node_size(info, values, spare_rows=0):
     """[width, height] of the node body (the title bar is above `pos`), at least what the frontend draws, with
     `spare_rows` widget rows more."""
@@ -450,8 +455,8 @@ def to_ui(nodes, variant, object_info, downloads=()):
             properties["models"] = model_entries(widgets)
         ui_nodes.append({
             "id": nid, "type": ntype, "pos": list(pos), "flags": {},
-            # room for one optional widget a newer host adds (0.33's Create Video bit_depth)
-            "size": node_size(object_info[ntype], widgets, spare_rows=1),
+            # room for one optional widget a newer host adds (0.33's Create Video bit_depth), or its extra outputs
+            "size": node_size(object_info[ntype], widgets, spare_rows=NEWER_HOST_ROWS.get(ntype, 1)),
             "order": order, "mode": 0, "title": title,
             "inputs": [{"name": n, "type": t, "link": link_of.get((nid, i))} for i, (n, t) in enumerate(in_sockets)],
             "outputs": [{"name": n, "type": t, "links": out_links.get((nid, i), []), "slot_index": i}

@@ -131,7 +131,7 @@ def test_residuals_are_the_2d_controlnet_frame_by_frame(graphs, controls, contro
     positive, negative = apply(positive, negative, controls[model_name], per_frame)
     positive, negative = apply(positive, negative, second, one, strength=0.6)
     patched, calls = recorded_calls(model)
-    sample(patched, positive, negative, latent)
+    sample(patched, positive, negative, latent, steps=1)
     assert calls and all(call["control"] is not None for call in calls)
     first_net = controls[model_name].control_model
     for call in calls[:2]:
@@ -159,7 +159,7 @@ def test_start_end_percent_limits_the_steps(graphs, controls):
     """end_percent 0.3: the first steps get residuals, the later ones none (core's timestep range on video)."""
     model, positive, negative, latent = graphs["tiny_t2v_v2"]
     patched, calls = recorded_calls(model)
-    sample(patched, *apply(positive, negative, controls["tiny_t2v_v2"], hints(1, 6), end=0.3), latent)
+    sample(patched, *apply(positive, negative, controls["tiny_t2v_v2"], hints(1, 6), end=0.3), latent, steps=2)
     applied = [call["control"] is not None for call in calls]
     assert applied[0] and not applied[-1], applied
 

@@ -171,9 +171,15 @@ def test_hint_batch_of_the_wrong_length_explains(graphs, controls):
 
 
 def test_controls_that_cannot_run_per_frame_are_refused(graphs, controlnet_dir):
-    """A Control-LoRA (core loader) and a ControlNet of another width: refused by name before sampling."""
+    """A T2I-Adapter and a Control-LoRA (both through core's loader) and a ControlNet of another width: refused by
+    name before sampling."""
     import safetensors.torch
+    from comfy.t2i_adapter.adapter import Adapter_light
     model, positive, negative, latent = graphs["tiny_t2v_v2"]
+    adapter = Adapter_light(cin=64 * 3, nums_rb=4).state_dict()
+    safetensors.torch.save_file(adapter, controlnet_dir / "t2i_adapter.safetensors")
+    with pytest.raises(ValueError, match=r"T2I-Adapter \(T2IAdapter\) cannot control this VideoCrafter model"):
+        sample(model, *apply(positive, negative, load_controlnet("t2i_adapter.safetensors"), hints(1, 8)), latent)
     cfg = model.model.diffusion_model.config
     lora = {"lora_controlnet": torch.zeros(1), "input_hint_block.0.weight": torch.zeros(16, 3, 3, 3)}
     safetensors.torch.save_file(lora, controlnet_dir / "control_lora.safetensors")

@@ -79,7 +79,8 @@ class FrameControl(comfy.controlnet.ControlBase):
         if self.with_image_tokens:
             context = torch.cat([context, cond["image_context"].to(context)], dim=1)
         per_frame = {**cond, "c_crossattn": context.repeat_interleave(frames, dim=0)}
-        return self.control.get_control(video_to_frames(x_noisy), t.repeat_interleave(frames), per_frame, batched_number, transformer_options)
+        return self.control.get_control(video_to_frames(x_noisy), t.repeat_interleave(frames), per_frame,
+                                        batched_number, transformer_options)
 
     # the wrapped chain's own state and models
     def pre_run(self, model, percent_to_timestep_function):

@@ -99,9 +99,10 @@ def recorded_calls(model):
     return patched, calls
 
 
-def per_frame_residuals(network, call, hint, frames):
+def per_frame_residuals(network, call, hint, frames, videos=1):
     """ComfyUI's 2-D ControlNet network run on each frame's 4-D slice of the UNet input (noisy latent channels
-    only), with that frame's hint image, the video's timestep and its text followed by its image tokens:
+    only), with that frame's hint image (one for all; image i for frame i; or per video of the `videos` in each
+    cond/uncond chunk, image v*T+i), the video's timestep and its text followed by its image tokens:
     {"output": [...], "middle": [...]} of [(B*T), C, h, w], frames of a video consecutive."""
     x = call["x"][:, :4]  # DynamiCrafter's concat latent rides on the channels after the noisy latent
     context = call["context"]
@@ -111,7 +112,8 @@ def per_frame_residuals(network, call, hint, frames):
     with torch.no_grad():
         for video in range(x.shape[0]):
             for frame in range(frames):
-                image = hint[frame if hint.shape[0] > 1 else 0].movedim(-1, 0)[None]
+                index = {1: 0, frames: frame}.get(hint.shape[0], (video % videos) * frames + frame)
+                image = hint[index].movedim(-1, 0)[None]
                 result = network(x=x[video:video + 1, :, frame], hint=image, timesteps=call["timesteps"][video:video + 1],
                                  context=context[video:video + 1])
                 for key, residuals in result.items():
@@ -144,6 +146,20 @@ def test_residuals_are_the_2d_controlnet_frame_by_frame(graphs, controls, contro
                 assert rel_err(got, ra + 0.6 * rb) < 1e-5
         skip = ours["output"][0]  # batch: cond then uncond videos, FRAMES frames each
         assert rel_err(skip[1], skip[0]) > CHANGED, "per-frame hints gave the same residual to different frames"
+
+
+def test_batch_of_videos_takes_one_hint_per_frame_of_each(pack, graphs, controls):
+    """Two videos in the latent batch and 2*T hint images: video v's frame i gets image v*T+i."""
+    model, positive, negative, _ = graphs["tiny_t2v_v2"]
+    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(WIDTH, HEIGHT, FRAMES, 2)
+    per_video = hints(2 * FRAMES, 12)
+    patched, calls = recorded_calls(model)
+    sample(patched, *apply(positive, negative, controls["tiny_t2v_v2"], per_video), latent, steps=1)
+    (call,) = calls
+    expected = per_frame_residuals(controls["tiny_t2v_v2"].control_model, call, per_video, FRAMES, videos=2)
+    for key in ("output", "middle"):
+        for got, want in zip(call["control"][key], expected[key]):
+            assert rel_err(got, want) < 1e-5
 
 
 def test_constant_hint_is_one_image_broadcast(graphs, controls):

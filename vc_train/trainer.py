@@ -197,6 +197,10 @@ def check_interpolation_data(cfg, entry):
     """DynamiCrafter's interp_mode conditions on the clip's first and last frame (and CLIP on the first): a
     random conditioning frame does not apply, and a video too short for the clip would drop out of the data
     silently, so it is an error naming the videos."""
+    if "interp" not in cfg.name.lower():
+        raise ValueError(f"The result of training {entry.description} must have 'interp' in its name (the loader "
+                         f"tells the interpolation model from DynamiCrafter 512 by the file name): e.g. "
+                         f"{cfg.name}_interp instead of {cfg.name}.")
     if cfg.cond_frame != "first":
         raise ValueError(f"{entry.description} trains as interpolation: conditioned on the clip's first and last "
                          "frame (the original's rand_cond_frame: false); set cond_frame to 'first'.")

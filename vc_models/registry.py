@@ -123,6 +123,8 @@ class ModelEntry:
     train_refusal: str = ""
     # DynamiCrafter's fs condition is the clip's frame stride (256) rather than its fps (512/1024)
     fs_is_frame_stride: bool = False
+    # the training graph `scripts/build_train_workflow.py` ships for the model ("" for none)
+    train_workflow: str = ""
     # the VAE is the dual-reference one (`vc_models.dualref_vae`): its decoder looks at the key frames
     dualref_decoder: bool = False
     workflows: tuple = ()
@@ -193,7 +195,8 @@ MODELS = [
     ModelEntry("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", I2V,
                lambda f: _video_conditioned(f) and f.image_cross_attention,
                SamplingDefaults(320, 512, 8), release=_hub("VideoCrafter/Image2Video-512", "videocrafter1_i2v_512.safetensors"),
-               train_stages=TRAIN_STAGES, workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),), **_VC_I2V),
+               train_stages=TRAIN_STAGES, train_workflow="train_i2v", workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),),
+               **_VC_I2V),
     ModelEntry("dc_256", "DynamiCrafter image animation 256x256",
                matches=lambda f: f.concat_latent and f.image_cross_attention and not _dynamicrafter_v(f),
                defaults=SamplingDefaults(256, 256, 3, cfg=7.5),
@@ -201,6 +204,7 @@ MODELS = [
     ModelEntry("dc_512", "DynamiCrafter image animation 320x512",
                matches=_dynamicrafter_512,
                defaults=_DC_512, schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_512", "dynamicrafter_512.safetensors"),
+               train_workflow="train_dc_512",
                workflows=(Workflow("dc_512", _BOAT_PROMPT),
                           Workflow("dc_512_freenoise_64", "a boat sailing on the sea, waves moving, gentle camera pan",
                                    "freenoise")),

@@ -173,3 +173,16 @@ def test_dynamicrafter_resumes_after_kill_9_bit_identical(mods, tmp_path, data_d
     key = "model.diffusion_model.out.2.weight"
     assert torch.equal(safetensors.torch.load_file(resumed.outputs["checkpoint"])[key],
                        safetensors.torch.load_file(straight.outputs["checkpoint"])[key])
+
+
+def test_example_configs_read(mods):
+    """Every scripts/train_*.example.yaml is a valid TrainConfig whose stage its model has."""
+    registry = comfy_host.pack("vc_models.registry")
+    scripts = os.path.join(comfy_host.REPO, "scripts")
+    examples = sorted(n for n in os.listdir(scripts) if n.startswith("train_") and n.endswith(".example.yaml"))
+    assert len(examples) >= 3
+    for name in examples:
+        cfg = mods["config"].TrainConfig.from_yaml(os.path.join(scripts, name))
+        stem = os.path.splitext(os.path.basename(cfg.checkpoint))[0]
+        entry = next(e for e in registry.released() if os.path.splitext(e.release.file_name)[0] == stem)
+        assert all(stage in mods["trainer"].model_stages(entry, cfg) for stage, _ in cfg.stage_plan()), name

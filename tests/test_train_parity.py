@@ -15,7 +15,7 @@ TOL = 1e-4  # the README's tolerance for embeddings and single UNet calls
 
 
 @pytest.fixture(scope="module")
-def mods(pack):
+def mods(pack, one_torch_thread):
     return {"training": comfy_host.pack("vc_models.training"), "families": comfy_host.pack("vc_train.families"),
             "objective": comfy_host.pack("vc_train.objective"), "config": comfy_host.pack("vc_train.config")}
 

@@ -22,7 +22,7 @@ import train_util
 def mods(pack, one_torch_thread):
     return {name: comfy_host.pack(module) for name, module in (
         ("config", "vc_train.config"), ("trainer", "vc_train.trainer"), ("training", "vc_models.training"),
-        ("checkpoint", "vc_models.checkpoint"), ("data", "vc_train.data"))}
+        ("checkpoint", "vc_models.checkpoint"), ("data", "vc_train.data"), ("families", "vc_train.families"))}
 
 
 @pytest.fixture(scope="module")
@@ -185,4 +185,4 @@ def test_example_configs_read(mods):
         cfg = mods["config"].TrainConfig.from_yaml(os.path.join(scripts, name))
         stem = os.path.splitext(os.path.basename(cfg.checkpoint))[0]
         entry = next(e for e in registry.released() if os.path.splitext(e.release.file_name)[0] == stem)
-        assert all(stage in mods["trainer"].model_stages(entry, cfg) for stage, _ in cfg.stage_plan()), name
+        assert all(stage in mods["families"].model_stages(entry, cfg) for stage, _ in cfg.stage_plan()), name

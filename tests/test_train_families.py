@@ -101,11 +101,12 @@ def test_dynamicrafter_videos_stage_trains_unet_and_resampler(mods, tmp_path, da
 def test_dynamicrafter_interpolation_trains_on_start_and_end_frames(mods, tmp_path, data_dir):
     interp = str(tmp_path / "tiny_dc_512_interp.safetensors")  # the interpolation model is told by its file name
     shutil.copy(train_util.TINY_DC, interp)
-    cfg = config(mods, tmp_path, data_dir, interp, finetune_steps=4, name="tiny_interp")
+    cfg = config(mods, tmp_path, data_dir, interp, finetune_steps=4, name="tiny_interp", sample_every=4, sample_steps=2)
     result, models, _ = train(mods, cfg)
     assert models.interpolation
     assert_loss_falls(result, 4)
     assert detected(mods, result.outputs["checkpoint"]) == "dc_512_interp"
+    assert train_util.read_video_frames(result.outputs["last_sample"]).shape[:3] == (cfg.frames, 64, 64)
 
 
 def test_inputs_refused_before_any_model_loads(mods, tmp_path, data_dir, image_dir, models_dir, tiny_toon_file,

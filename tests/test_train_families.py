@@ -131,6 +131,10 @@ def test_inputs_refused_before_any_model_loads(mods, tmp_path, data_dir, image_d
         check(config(mods, tmp_path, data_dir, train_util.TINY_T2V, stage="projector"))
     with pytest.raises(mods["data"].DatasetError, match="videos and no images"):
         check(config(mods, tmp_path, data_dir, train_util.TINY_T2V, stage="images"))
+    listing = tmp_path / "stills.csv"
+    listing.write_text("path,caption\nstill00.png,a still\n")
+    with pytest.raises(mods["data"].DatasetError, match="folder of images.*is not a folder"):
+        check(config(mods, tmp_path, str(listing), train_util.TINY_T2V, stage="images"))
     interp = str(tmp_path / "tiny_dc_512_interp.safetensors")
     shutil.copy(train_util.TINY_DC, interp)
     with pytest.raises(mods["data"].DatasetError, match="3 videos are shorter than an interpolation clip"):

@@ -203,6 +203,9 @@ def check_plan(cfg, entry):
                          f"{list(I2V_STAGES)}); for the stages {refused} leave clip_vision empty.")
     if refused:
         raise ValueError(f"{entry.description} trains the stages {list(allowed)} only; the plan asks for {refused}.")
+    if cfg.stage == "images" and not os.path.isdir(cfg.data):
+        raise DatasetError(f"Stage 'images' trains on a folder of images with same-name .txt captions; {cfg.data} is "
+                           "not a folder.")
     if os.path.isdir(cfg.data):
         videos, images = count_media(cfg.data)
         if cfg.stage != "images" and not videos and images:

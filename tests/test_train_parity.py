@@ -17,16 +17,18 @@ TOL = 1e-4  # the README's tolerance for embeddings and single UNet calls
 @pytest.fixture(scope="module")
 def mods(pack, one_torch_thread):
     return {"training": comfy_host.pack("vc_models.training"), "families": comfy_host.pack("vc_train.families"),
-            "objective": comfy_host.pack("vc_train.objective"), "config": comfy_host.pack("vc_train.config")}
+            "trainer": comfy_host.pack("vc_train.trainer"), "config": comfy_host.pack("vc_train.config")}
 
 
 def golden_case(mods, variant):
     golden, meta = load_golden(variant, "train_case1")
-    models = mods["training"].VideoCrafterTrainingModels.from_files(os.path.join(comfy_host.GOLDEN, f"{variant}.safetensors"))
+    sd = comfy_host.pack("vc_models.checkpoint_file").load_state_dict(os.path.join(comfy_host.GOLDEN, f"{variant}.safetensors"))
+    # the tiny files store their schedule in float16; a released file in float32: the golden's float32 buffers,
+    # as the README says, read the way the trainer reads a checkpoint's
+    sd.update({k: golden[k] for k in ("alphas_cumprod", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")})
+    models = mods["training"].VideoCrafterTrainingModels(sd, f"{variant}.safetensors")
     models.unet.eval()  # the goldens ran the UNet in eval mode (training runs dropout 0.1)
-    # the tiny files store their schedule in float16: the golden's own buffers, as the README says
-    schedule = mods["objective"].NoiseSchedule(golden["alphas_cumprod"], golden["scale_arr"],
-                                               golden["sqrt_alphas_cumprod"], golden["sqrt_one_minus_alphas_cumprod"])
+    schedule = mods["trainer"].noise_schedule(models)
     inputs = meta["inputs"]
     cfg = mods["config"].TrainConfig(text_dropout=inputs["uncond_prob"], image_dropout=inputs["uncond_prob"])
     objective = mods["families"].objective_for(models, schedule, cfg)

@@ -24,6 +24,22 @@ log = logging.getLogger("vc_train")
 VAE_SCALE_FACTOR = 0.18215
 
 
+def schedule_roots(sd):
+    """(sqrt(a_t), sqrt(1 - a_t)) in float64 as the original computes them (from its float64 betas), or (None, None)
+    when the file keeps neither them nor its betas in float32 or better: sqrt(1 - a) from a float32
+    alphas_cumprod is off by ~1e-4 at t=0, from a float16 one by 7 %. The original's buffers where stored,
+    else from the stored betas (1 - a_0 = beta_0 keeps its precision)."""
+    precise = (torch.float32, torch.float64)
+    roots = [sd.get(k) for k in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")]
+    if all(r is not None and r.dtype in precise for r in roots):
+        return tuple(r.double() for r in roots)
+    betas = sd.get("betas")
+    if betas is not None and betas.dtype in precise:
+        alphas_cumprod = torch.cumprod(1.0 - betas.double(), dim=0)
+        return alphas_cumprod.sqrt(), (1.0 - alphas_cumprod).sqrt()
+    return None, None
+
+
 def load_training_state_dict(checkpoint_path, clip_vision_path="", projector_file="", seed=0):
     """The raw state dict training starts from (a T2V checkpoint given a CLIP vision file is upgraded to I2V)."""
     sd = ckpt_file.load_state_dict(checkpoint_path)
@@ -62,6 +78,7 @@ class VideoCrafterTrainingModels:
         self.sd = sd  # the start point: exports overlay the trained weights on it
         parts = ckpt_file.split_components(sd)
         self.alphas_cumprod, self.scale_arr = ckpt_file.noise_schedule(sd)
+        self.schedule_roots = schedule_roots(sd)
         self.latent_channels = info.unet.out_channels  # DynamiCrafter's input also carries the image latent
         self.train_stages = info.entry.train_stages
         # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)

@@ -38,6 +38,7 @@ class TrainingModels(Protocol):
     projector: object              # torch.nn.Module (names == checkpoint keys minus "image_proj_model.") or None
     alphas_cumprod: torch.Tensor
     scale_arr: object              # tensor or None
+    schedule_roots: tuple          # stored (sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod), each tensor or None
     latent_channels: int
     train_stages: tuple            # the stages the model accepts (its registry entry's)
     family: str                    # the registry family: "t2v" | "i2v" | "dynamicrafter"
@@ -173,6 +174,11 @@ def check_before_loading(cfg, entry=None):
     outputs.refuse_foreign(run_id)
 
 
+def noise_schedule(models):
+    """The training schedule of the models' checkpoint (its precise square roots where it has them)."""
+    return NoiseSchedule(models.alphas_cumprod, models.scale_arr, *models.schedule_roots)
+
+
 def _named_trainable_modules(models):
     out = {}
     for prefix, module in (("unet", models.unet), ("projector", models.projector)):
@@ -201,7 +207,7 @@ class Trainer:
         self.run_outputs = RunOutputs(cfg)
         self.paths = self.run_outputs.paths
         self.store = StateStore(self.paths["states"], cfg.keep_states)
-        self.schedule = NoiseSchedule(models.alphas_cumprod, models.scale_arr)
+        self.schedule = noise_schedule(models)
         self.objective = objective_for(models, self.schedule, cfg)
         self.params = _named_trainable_modules(models)
         self.kinds = models.unet_parameter_kinds()

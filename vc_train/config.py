@@ -4,7 +4,6 @@ from dataclasses import dataclass, fields, asdict
 # VideoCrafter1 I2V: projector, finetune, both (projector then finetune); text-to-video and DynamiCrafter: videos
 # (the UNet on video clips); text-to-video: images (the spatial layers on an image folder, VideoCrafter2's scheme)
 STAGES = ("projector", "finetune", "both", "videos", "images")
-UNET_STAGES = ("finetune", "videos", "images")  # the stages that run finetune_steps at finetune_lr
 # the UNet halves the latent (1/8 of the pixels) three times, so clip sizes are multiples of 8 * 2**3
 SIZE_MULTIPLE = 64
 FINETUNE_LAYERS = ("all", "temporal", "spatial", "cross_attention")

@@ -22,6 +22,7 @@ benchmark: setup
 
 workflows:
 	$(PY) scripts/build_workflows.py
+	$(PY) scripts/build_train_workflow.py
 
 clean:
 	rm -rf .venv .host .venv-0.33 .host-0.33 output .demo

@@ -1,4 +1,5 @@
-"""VideoCrafter Train I2V: the two-stage image-to-video trainer as a node (same core as scripts/vc_train.py)."""
+"""VideoCrafter Train (every family the trainer trains) and VideoCrafter Train I2V (the two-stage VideoCrafter1
+image-to-video graph): the trainer as nodes, the same core as scripts/vc_train.py."""
 import logging
 import os
 from dataclasses import fields
@@ -12,6 +13,7 @@ import folder_paths
 
 from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, SIZE_MULTIPLE
 from ..vc_train.trainer import Trainer, Callbacks, check_before_loading
+from ..vc_models.checkpoint import training_entry
 from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training
 from .loader import FOLDER, checkpoint_names, checkpoint_path
 from .safe_paths import resolve_input_path, plain_file_name
@@ -28,7 +30,8 @@ def _clip_vision_names():
 def _resolve_data_path(path):
     """Inside ComfyUI's input folder (see safe_paths)."""
     if not path.strip():
-        raise ValueError("Set 'data' to a folder of videos with .txt captions, or a .csv/.jsonl list.")
+        raise ValueError("Set 'data' to a folder of videos (stage 'images': of images) with .txt captions, or a "
+                         ".csv/.jsonl list.")
     return resolve_input_path(path, [folder_paths.get_input_directory()], "data")
 
 
@@ -71,24 +74,27 @@ def pil_to_image(img):
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
-class VideoCrafterTrainI2V:
+class VideoCrafterTrain:
     CATEGORY = "VideoCrafter/training"
     RETURN_TYPES = ("IMAGE", "STRING")
     RETURN_NAMES = ("loss_curve", "result_path")
-    OUTPUT_TOOLTIPS = ("The loss curve so far (raw and smoothed; a red line where the finetune stage starts).",
-                       "The file the last stage wrote: the full I2V checkpoint, or the projector file after stage 'projector'.")
+    OUTPUT_TOOLTIPS = ("The loss curve so far (raw and smoothed; a red line where a stage starts).",
+                       "The file the last stage wrote: the full checkpoint, or the projector file after stage 'projector'.")
     OUTPUT_NODE = True
     FUNCTION = "train"
-    DESCRIPTION = ("Trains VideoCrafter1 image-to-video in the paper's two stages: 'projector' trains the image "
-                   "projector and the image key/value matrices with the video model frozen; 'finetune' trains the "
-                   "UNet with projector and text encoder fixed. Starts from an I2V checkpoint, or a T2V "
-                   "(VideoCrafter2) checkpoint plus a CLIP vision file. Resumes from its last saved state.")
+    DESCRIPTION = ("Trains the model of ckpt_name in the stages its family has: VideoCrafter2 / VideoCrafter1 "
+                   "text-to-video 'videos' (the UNet, or its temporal layers, on video clips) then 'images' (the "
+                   "spatial layers on an image folder, VideoCrafter2's scheme); DynamiCrafter 256/512/1024 and the "
+                   "512 interpolation model 'videos' (UNet and image projector, the original objective); "
+                   "VideoCrafter1 image-to-video 'projector' / 'finetune' / 'both'. A stage the model does not have "
+                   "is refused naming those it has. Resumes from its last saved state.")
+    STAGE_CHOICES = STAGES
 
     @classmethod
     def INPUT_TYPES(cls):
         spec = {"required": {}, "optional": {}, "hidden": {"unique_id": "UNIQUE_ID"}}
         for section, name, options in INPUTS:
-            spec[section][name] = _node_input(name, options) if name in CONFIG_FIELDS else NODE_ONLY[name]()
+            spec[section][name] = _node_input(name, options, cls) if name in CONFIG_FIELDS else NODE_ONLY[name]()
         return spec
 
     def train(self, ckpt_name, output_name, clip_vision_name=NONE, save_to="checkpoints", unique_id=None, **options):
@@ -102,7 +108,12 @@ class VideoCrafterTrainI2V:
         cfg = TrainConfig(**options, checkpoint=checkpoint_path(ckpt_name), clip_vision=clip_vision or "",
                           device=str(comfy.model_management.get_torch_device()), output_dir=run_dir,
                           checkpoint_dir=ckpt_dir, name=name)
-        check_before_loading(cfg)  # a refused resume or an existing result fails before any model loads
+        entry = training_entry(cfg.checkpoint)  # the model from the file's layout: a refused model fails here
+        if cfg.stage not in self.STAGE_CHOICES:
+            raise ValueError(f"This node trains the stages {list(self.STAGE_CHOICES)}; use 'VideoCrafter Train' for "
+                             f"stage {cfg.stage!r}.")
+        check_before_loading(cfg, entry)  # a plan or data the model cannot train, a refused resume or an existing
+        # result fail before any model loads
         free_memory_for_training()
         # ComfyUI runs nodes under torch.inference_mode(): tensors made there can never join autograd,
         # so the models are built and trained outside it
@@ -118,19 +129,31 @@ class VideoCrafterTrainI2V:
         return (pil_to_image(result.loss_curve), last)
 
 
+class VideoCrafterTrainI2V(VideoCrafterTrain):
+    """The VideoCrafter1 image-to-video graph's node (train_i2v.json and graphs saved with it): its stages only."""
+    DESCRIPTION = ("Trains VideoCrafter1 image-to-video in the paper's two stages: 'projector' trains the image "
+                   "projector and the image key/value matrices with the video model frozen; 'finetune' trains the "
+                   "UNet with projector and text encoder fixed. Starts from an I2V checkpoint, or a T2V "
+                   "(VideoCrafter2) checkpoint plus a CLIP vision file. Resumes from its last saved state. "
+                   "'VideoCrafter Train' trains the other families.")
+    STAGE_CHOICES = ("projector", "finetune", "both")
+
+
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
 WIDGET_TYPES = {int: "INT", float: "FLOAT", bool: "BOOLEAN", str: "STRING"}
-CHOICES = {"stage": STAGES, "finetune_layers": FINETUNE_LAYERS, "precision": PRECISIONS, "cond_frame": COND_FRAMES}
+CHOICES = {"finetune_layers": FINETUNE_LAYERS, "precision": PRECISIONS, "cond_frame": COND_FRAMES}
 STEPS = {"min": 0, "max": 10**7}
 SIZE = {"min": SIZE_MULTIPLE, "max": 2048, "step": SIZE_MULTIPLE}
 RATE = {"min": 0.0, "max": 1.0, "step": 1e-6, "round": False}
 PROBABILITY = {"min": 0.0, "max": 1.0, "step": 0.01}
 
 
-def _node_input(name, options):
+def _node_input(name, options, node_class):
     """A TrainConfig field as a widget: its type and default from the dataclass, range and tooltip from INPUTS."""
     options = dict(options)
     default = options.pop("default", CONFIG_FIELDS[name].default)
+    if name == "stage":
+        return (list(node_class.STAGE_CHOICES), {"default": default, **options})
     if name in CHOICES:
         return (list(CHOICES[name]), {"default": default, **options})
     return (WIDGET_TYPES[CONFIG_FIELDS[name].type], {"default": default, **options})
@@ -138,14 +161,17 @@ def _node_input(name, options):
 
 # inputs that are not TrainConfig fields (the node maps them onto fields itself)
 NODE_ONLY = {
-    "ckpt_name": lambda: (checkpoint_names(), {"tooltip": "Start point: a VideoCrafter1 I2V checkpoint (continue "
-                          "training) or a text-to-video one (VideoCrafter2) together with clip_vision_name."}),
+    "ckpt_name": lambda: (checkpoint_names(), {"tooltip": "Start point, the model to train: VideoCrafter2 / "
+                          "VideoCrafter1 text-to-video (alone: stages videos/images; with clip_vision_name: upgraded "
+                          "to image-to-video), DynamiCrafter 256/512/1024 or 512 interpolation, VideoCrafter1 I2V. "
+                          "ToonCrafter and T2V-Turbo are refused (the originals define no such training)."}),
     "output_name": lambda: ("STRING", {"default": "videocrafter_i2v_trained", "tooltip": "Name of the results: "
                             "<name>.safetensors (stage 2), <name>_projector.safetensors (stage 1), and the run folder "
                             "output/videocrafter_training/<name> (states, loss_log.csv, loss_curve.png). A plain "
                             "name, no folders."}),
     "clip_vision_name": lambda: (_clip_vision_names(), {"default": NONE, "tooltip": "OpenCLIP ViT-H-14 vision "
-                                 "file from models/clip_vision; needed when ckpt_name is text-to-video."}),
+                                 "file from models/clip_vision: upgrades a text-to-video ckpt_name to image-to-video "
+                                 "(stages projector/finetune). Leave 'none' otherwise."}),
     "save_to": lambda: (list(SAVE_TO), {"default": "checkpoints", "tooltip": "Where the results go: "
                         "models/checkpoints (ready for the loader) or the run folder in the output directory."}),
 }
@@ -155,21 +181,24 @@ NODE_ONLY = {
 INPUTS = [
     ("required", "ckpt_name", None),
     ("required", "data", {"default": "videocrafter_train", "tooltip": "A folder of videos with same-name .txt "
-     "captions, or a .csv/.jsonl of (path, caption) rows (WebVid style). Relative paths are inside ComfyUI's input "
-     "folder (absolute paths only where the server allows them)."}),
-    ("required", "stage", {"tooltip": "projector: stage 1 only; finetune: stage 2 only; both: stage 1 then stage 2."}),
+     "captions, or a .csv/.jsonl of (path, caption) rows (WebVid style); stage 'images': a folder of images with "
+     "captions. Relative paths are inside ComfyUI's input folder (absolute paths only where the server allows them)."}),
+    ("required", "stage", {"tooltip": "VideoCrafter1 I2V: projector (stage 1), finetune (stage 2), both (1 then 2). "
+     "Text-to-video: videos (finetune_layers of the UNet on clips), images (the spatial layers on an image folder). "
+     "DynamiCrafter: videos. Each runs finetune_steps at finetune_lr (projector: projector_steps, projector_lr)."}),
     ("required", "projector_steps", {**STEPS, "tooltip": "Optimizer steps of stage 1 (projector + image key/value)."}),
-    ("required", "finetune_steps", {**STEPS, "tooltip": "Optimizer steps of stage 2 (UNet finetuning)."}),
-    ("required", "finetune_layers", {"tooltip": "UNet layers stage 2 trains: all, temporal layers only, spatial "
-     "layers only, or the cross-attention only."}),
+    ("required", "finetune_steps", {**STEPS, "tooltip": "Optimizer steps of the UNet stage (finetune, videos, "
+     "images)."}),
+    ("required", "finetune_layers", {"tooltip": "UNet layers the finetune / videos stage trains: all (DynamiCrafter: "
+     "with its image projector), temporal layers only, spatial layers only, or the cross-attention only."}),
     ("required", "projector_lr", {**RATE, "tooltip": "AdamW learning rate of stage 1."}),
-    ("required", "finetune_lr", {**RATE, "tooltip": "AdamW learning rate of stage 2."}),
+    ("required", "finetune_lr", {**RATE, "tooltip": "AdamW learning rate of the UNet stage."}),
     ("required", "batch_size", {"min": 1, "max": 256, "tooltip": "Videos per micro-step."}),
     ("required", "grad_accum", {"min": 1, "max": 1024, "tooltip": "Micro-steps per optimizer step (effective "
      "batch = batch_size x grad_accum)."}),
     ("required", "frames", {"min": 1, "max": 128, "tooltip": "Frames per training clip."}),
     ("required", "frame_stride", {"min": 1, "max": 64, "tooltip": "Take every n-th source frame; the fps "
-     "condition is the video's fps / stride."}),
+     "condition is the video's fps / stride (DynamiCrafter 512/1024: fs = fps // stride; 256: fs = the stride)."}),
     ("required", "width", {**SIZE, "tooltip": "Training width, a multiple of 64; videos are resized and "
      "centre-cropped."}),
     ("required", "height", {**SIZE, "tooltip": "Training height, a multiple of 64; videos are resized and "
@@ -184,11 +213,12 @@ INPUTS = [
      "training, e.g. to run stage 2 after a separate stage 1: a file name in models/checkpoints or "
      "models/videocrafter (or a path in the input folder)."}),
     ("optional", "cond_frame", {"tooltip": "Conditioning image: the first frame of the clip (as at inference) or "
-     "a random frame of it."}),
+     "a random frame of it (DynamiCrafter's rand_cond_frame). Interpolation: first (and the last frame)."}),
     ("optional", "text_dropout", {**PROBABILITY, "tooltip": "Probability of training a sample with the empty "
      "prompt (classifier-free guidance)."}),
     ("optional", "image_dropout", {**PROBABILITY, "tooltip": "Probability of replacing the conditioning image by "
-     "an all-zero image (in [-1,1]; what the sampler's negative uses) before CLIP and the projector."}),
+     "an all-zero image (in [-1,1]; what the sampler's negative uses) before CLIP and the projector. DynamiCrafter "
+     "draws once as the original: text dropped below 2x text_dropout, image from image_dropout to 3x it."}),
     ("optional", "gradient_checkpointing", {"tooltip": "Recompute UNet blocks in the backward pass: far less "
      "memory, ~30% slower."}),
     ("optional", "cache_latents", {"tooltip": "Encode every video and its conditioning image once (each video "
@@ -199,7 +229,7 @@ INPUTS = [
      "run to keep."}),
     ("optional", "save_fp16", {"tooltip": "Write the final checkpoint in float16."}),
     ("optional", "sample_every", {**STEPS, "tooltip": "Write a preview video every n steps to the run folder's "
-     "samples/ (0: never): the first video's caption and first frame, faithful DDIM, cfg 12."}),
+     "samples/ (0: never): the first clip's caption and conditioning frame(s), the model's own sampler, cfg 12."}),
     ("optional", "sample_steps", {"min": 1, "max": 1000, "tooltip": "DDIM steps of the preview videos."}),
     ("optional", "save_to", None),
     ("optional", "resume", {"tooltip": "Continue the newest run of this output_name's run folder (e.g. after an "
@@ -210,5 +240,6 @@ INPUTS = [
 ]
 
 
-NODE_CLASS_MAPPINGS = {"VideoCrafterTrainI2V": VideoCrafterTrainI2V}
-NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterTrainI2V": "VideoCrafter Train I2V (two-stage)"}
+NODE_CLASS_MAPPINGS = {"VideoCrafterTrain": VideoCrafterTrain, "VideoCrafterTrainI2V": VideoCrafterTrainI2V}
+NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterTrain": "VideoCrafter Train",
+                              "VideoCrafterTrainI2V": "VideoCrafter Train I2V (two-stage)"}

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Writes workflows/train_i2v.json (UI format) and workflows/api/train_i2v.json (API format) from the
-VideoCrafterTrainI2V node's own INPUT_TYPES, so the widget order never drifts from the node.
+"""Writes the training graphs of the registry entries with a `train_workflow` (workflows/<name>.json in UI format,
+workflows/api/<name>.json in API format) from the trainer node's own INPUT_TYPES, so the widget order never drifts
+from the node: train_i2v (VideoCrafter1 I2V, the two-stage node), train_dc_512 (DynamiCrafter 512, VideoCrafter Train).
 
     .venv/bin/python scripts/build_train_workflow.py
 """
@@ -12,16 +13,27 @@ import comfy_boot  # noqa: E402
 from build_workflows import registry, to_ui, write_json  # noqa: E402
 
 ROOT = comfy_boot.REPO
-# the model the two-stage trainer takes (the registry's entry with train stages), by the name the model
-# downloader writes into models/videocrafter; the graph's Note says how to get it
-TRAINED = next(e for e in registry.MODELS if e.train_stages)
-I2V_CKPT = TRAINED.release.file_name
-
-# Values that differ from the node's defaults in the shipped graph
-VALUES = {"ckpt_name": I2V_CKPT, "data": "videocrafter_train", "stage": "both", "output_name": "videocrafter_i2v_trained"}
+INFO = ("Put training videos (with same-name .txt captions) in ComfyUI/input/videocrafter_train, or set 'data' to a "
+        ".csv/.jsonl. Results go to models/checkpoints; states and the loss log to "
+        "output/videocrafter_training/<output_name>.")
 
 
-def train_widgets(node_class):
+def graph_values(entry):
+    """(node type, title, widget values that differ from the node's defaults) of the entry's training graph: the
+    model by the name the downloader writes into models/videocrafter (the graph's Note says how to get it), its
+    stages (VideoCrafter1 I2V: both), DynamiCrafter's random conditioning frame (the original's rand_cond_frame)."""
+    values = {"ckpt_name": entry.release.file_name, "data": "videocrafter_train",
+              "output_name": f"{entry.release.file_name.rsplit('.', 1)[0]}_trained"}
+    if entry.family == registry.I2V:
+        return "VideoCrafterTrainI2V", "VideoCrafter Train I2V (two-stage)", {
+            **values, "stage": "both", "output_name": "videocrafter_i2v_trained"}
+    values.update(stage=entry.train_stages[0], height=entry.defaults.height, width=entry.defaults.width)
+    if entry.family == registry.DYNAMICRAFTER:
+        values.update(cond_frame="random")
+    return "VideoCrafterTrain", "VideoCrafter Train", values
+
+
+def train_widgets(node_class, values):
     """[(name, value)] of the node's widgets in UI order; the frontend adds a 'control after
     generate' value after an INT input named seed."""
     spec = node_class.INPUT_TYPES()
@@ -29,35 +41,40 @@ def train_widgets(node_class):
     for section in ("required", "optional"):
         for name, (kind, options) in spec.get(section, {}).items():
             if isinstance(kind, list):
-                value = VALUES.get(name, options.get("default", kind[0] if kind else ""))
+                value = values.get(name, options.get("default", kind[0] if kind else ""))
             else:
-                value = VALUES.get(name, options.get("default"))
+                value = values.get(name, options.get("default"))
             out.append((name, value))
             if name == "seed":
                 out.append((None, "fixed"))
     return out
 
 
-def main():
-    pack = comfy_boot.boot(cpu=True)
-    widgets = train_widgets(pack.NODE_CLASS_MAPPINGS["VideoCrafterTrainI2V"])
+def build(pack, entry):
+    node_type, title, values = graph_values(entry)
+    widgets = train_widgets(pack.NODE_CLASS_MAPPINGS[node_type], values)
     nodes = {
-        1: ("VideoCrafterTrainI2V", [value for _, value in widgets], {}, "VideoCrafter Train I2V (two-stage)", (60, 120)),
+        1: (node_type, [value for _, value in widgets], {}, title, (60, 120)),
         2: ("SaveImage", ["videocrafter_training/loss_curve"], {"images": (1, 0)}, "Loss curve", (540, 120)),
     }
     api = {
-        "1": {"class_type": "VideoCrafterTrainI2V", "_meta": {"title": nodes[1][3]},
+        "1": {"class_type": node_type, "_meta": {"title": title},
               "inputs": {name: value for name, value in widgets if name is not None}},
         "2": {"class_type": "SaveImage", "_meta": {"title": nodes[2][3]},
               "inputs": {"filename_prefix": nodes[2][1][0], "images": ["1", 0]}},
     }
-    ui = to_ui(nodes, "train_i2v", comfy_boot.object_info(["VideoCrafterTrainI2V", "SaveImage"]), [TRAINED])
-    ui["extra"]["info"] = ("Put training videos (with same-name .txt captions) in ComfyUI/input/videocrafter_train, "
-                           "or set 'data' to a .csv/.jsonl. Results go to models/checkpoints; states and the loss "
-                           "log to output/videocrafter_training/<output_name>.")
-    write_json(os.path.join(ROOT, "workflows", "train_i2v.json"), ui)
-    write_json(os.path.join(ROOT, "workflows", "api", "train_i2v.json"), api)
-    print("wrote workflows/train_i2v.json and workflows/api/train_i2v.json")
+    ui = to_ui(nodes, entry.train_workflow, comfy_boot.object_info([node_type, "SaveImage"]), [entry])
+    ui["extra"]["info"] = INFO
+    return ui, api
+
+
+def main():
+    pack = comfy_boot.boot(cpu=True)
+    for entry in (e for e in registry.MODELS if e.train_workflow):
+        ui, api = build(pack, entry)
+        write_json(os.path.join(ROOT, "workflows", f"{entry.train_workflow}.json"), ui)
+        write_json(os.path.join(ROOT, "workflows", "api", f"{entry.train_workflow}.json"), api)
+        print(f"wrote workflows/{entry.train_workflow}.json and workflows/api/{entry.train_workflow}.json")
 
 
 if __name__ == "__main__":

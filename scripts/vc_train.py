@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Train the VideoCrafter image-to-video model from a YAML config (the same core as the
-VideoCrafterTrainI2V node).
+"""Train a VideoCrafter-family model (VideoCrafter2/1 text-to-video, DynamiCrafter, VideoCrafter1 I2V) from a
+YAML config (the same core as the VideoCrafter Train node).
 
     .venv/bin/python scripts/vc_train.py --config train.yaml [--set finetune_steps=200 ...]
     torchrun --nproc_per_node 2 scripts/vc_train.py --config train.yaml     # data parallel
 
-Keys of the YAML are the fields of vc_train/config.py:TrainConfig. Only rank 0 writes files;
-the data is sharded across ranks; a rerun with the same output_dir resumes from the newest state.
+Keys of the YAML are the fields of vc_train/config.py:TrainConfig (examples: scripts/train_*.example.yaml).
+Only rank 0 writes files; the data is sharded across ranks; a rerun with the same output_dir resumes from the
+newest state.
 """
 import argparse
 import json
@@ -64,7 +65,7 @@ def main(argv=None):
     if args.cpu:
         overrides.setdefault("device", "cpu")
     cfg = config_mod.TrainConfig.from_yaml(args.config, overrides)
-    trainer_mod.check_before_loading(cfg)  # a refused resume or an existing result fails before the models load
+    trainer_mod.check_before_loading(cfg)  # a refused model, plan, data, resume or result fails before the models load
     models = training.VideoCrafterTrainingModels.from_files(cfg.checkpoint, cfg.clip_vision, cfg.projector_file, cfg.seed)
     trainer = trainer_mod.Trainer(cfg, models, print_progress_class(trainer_mod.Callbacks)(rank))
     try:

@@ -1,5 +1,5 @@
-"""The trainer node inside a real ComfyUI server: the shipped train workflow runs on the tiny I2V
-checkpoint and its loss curve comes back through /history and /view; an interrupt saves a state."""
+"""The trainer nodes inside a real ComfyUI server: the shipped train workflows run on the tiny I2V and
+DynamiCrafter 512 checkpoints and the loss curve comes back through /history and /view; an interrupt saves a state."""
 import io
 import json
 import os
@@ -33,25 +33,29 @@ def train_server(tmp_path_factory):
     srv.stop()
 
 
-def train_workflow(**overrides):
-    with open(os.path.join(REPO, "workflows", "api", "train_i2v.json")) as f:
+def train_workflow(name="train_i2v", node_type="VideoCrafterTrainI2V", **overrides):
+    with open(os.path.join(REPO, "workflows", "api", f"{name}.json")) as f:
         workflow = json.load(f)
-    node = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterTrainI2V")
+    node = next(n for n in workflow.values() if n["class_type"] == node_type)
     node["inputs"].update(dict(ckpt_name="tiny_i2v_v1.safetensors", data=TRAIN_DATA, stage="both", projector_steps=1,
                                finetune_steps=1, frames=4, frame_stride=2, width=64, height=64,
                                gradient_checkpointing=False, save_to="output"), **overrides)
     return workflow
 
 
-def test_train_node_registered_with_tooltips(train_server):
-    info = train_server.object_info()["VideoCrafterTrainI2V"]
+@pytest.mark.parametrize("node_type,graph,stages", [
+    ("VideoCrafterTrainI2V", "train_i2v", ["projector", "finetune", "both"]),
+    ("VideoCrafterTrain", "train_dc_512", ["projector", "finetune", "both", "videos", "images"])])
+def test_train_node_registered_with_tooltips(train_server, node_type, graph, stages):
+    info = train_server.object_info()[node_type]
     assert info["category"] == "VideoCrafter/training"
+    assert info["input"]["required"]["stage"][0] == stages
     for section in ("required", "optional"):
         for name, spec in info["input"][section].items():
             assert spec[1].get("tooltip"), name
-    with open(os.path.join(REPO, "workflows", "train_i2v.json")) as f:
+    with open(os.path.join(REPO, "workflows", f"{graph}.json")) as f:
         ui = json.load(f)
-    node = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterTrainI2V")
+    node = next(n for n in ui["nodes"] if n["type"] == node_type)
     widgets = list(info["input"]["required"]) + list(info["input"]["optional"])
     assert len(node["widgets_values"]) == len(widgets) + 1  # + the seed's control-after-generate
 
@@ -70,6 +74,24 @@ def test_train_workflow_returns_loss_curve(train_server):
     assert os.path.exists(os.path.join(run, "tiny_run.safetensors"))
     assert os.path.exists(os.path.join(run, "tiny_run_projector.safetensors"))
     assert open(os.path.join(run, "loss_log.csv")).read().count("\n") == 3
+
+
+def test_dynamicrafter_train_workflow_trains_and_previews(train_server):
+    workflow = train_workflow("train_dc_512", "VideoCrafterTrain", ckpt_name="tiny_dc_512.safetensors", stage="videos",
+                              finetune_steps=2, sample_every=2, sample_steps=2, output_name="tiny_dc_run")
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    run = os.path.join(train_server.output_dir, "videocrafter_training", "tiny_dc_run")
+    assert os.path.exists(os.path.join(run, "samples", "step_00000002.mp4"))
+    from safetensors import safe_open
+    with safe_open(os.path.join(run, "tiny_dc_run.safetensors"), "pt") as f:
+        assert f.metadata()["format"] == "videocrafter-dc_512"
+    # a stage DynamiCrafter does not have: refused naming those it has
+    workflow = train_workflow("train_dc_512", "VideoCrafterTrain", ckpt_name="tiny_dc_512.safetensors", stage="both",
+                              output_name="tiny_dc_refused")
+    entry = run_prompt(train_server, workflow, timeout=120)
+    assert entry["status"]["status_str"] == "error"
+    assert "trains the stages ['videos'] only" in json.dumps(entry["status"]["messages"])
 
 
 def saved_states(states):

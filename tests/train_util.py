@@ -8,6 +8,7 @@ import comfy_host
 
 TINY_I2V = os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.safetensors")
 TINY_T2V = os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors")
+TINY_DC = os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors")
 
 
 def write_video(path, frames=10, height=64, width=128, fps=8, phase=0.0):
@@ -40,6 +41,29 @@ def make_dataset(folder, count=4, frames=10, height=64, width=128, broken=0, sho
             f.write(b"\x00\x00\x00\x18ftypmp42 definitely not a video")
     for i in range(short):
         write_video(os.path.join(folder, f"short{i}.mp4"), 2, height, width)
+    return folder
+
+
+def read_video_frames(path):
+    """uint8 [T, H, W, 3] of a video file (PyAV)."""
+    import av
+    with av.open(path) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def make_image_folder(folder, count=3, height=64, width=96, broken=0):
+    """`count` PNG images with same-name captions, plus `broken` files that are not images."""
+    from PIL import Image
+    os.makedirs(folder, exist_ok=True)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    for i in range(count):
+        img = np.stack([(np.sin(xx / (5 + i)) + 1) * 127, (np.cos(yy / 6) + 1) * 127, np.full_like(xx, 40 * i)], -1)
+        Image.fromarray(img.astype(np.uint8)).save(os.path.join(folder, f"still{i:02d}.png"))
+        with open(os.path.join(folder, f"still{i:02d}.txt"), "w") as f:
+            f.write(f"a still pattern number {i}")
+    for i in range(broken):
+        with open(os.path.join(folder, f"broken{i}.png"), "wb") as f:
+            f.write(b"\x89PNG not really")
     return folder
 
 

@@ -4,12 +4,13 @@ No ComfyUI imports: the trainer and the command-line tools use this too. Reading
 `vc_models.checkpoint_file`'s.
 """
 import dataclasses
+import os
 import re
 from dataclasses import dataclass
 
 from . import registry
 from .checkpoint_file import (CheckpointError, UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX,
-                              rename_legacy_keys, split_components)
+                              rename_legacy_keys, split_components, read_layout)
 from .unet_config import UNetConfig, HEAD_DIM
 
 # T2V-Turbo's guidance-scale embedding; its UNets ship as bare state dicts (`torch.save(unet.state_dict())`,
@@ -225,3 +226,25 @@ def turbo_unet_info(cfg, name="UNet file"):
     """The CheckpointInfo of a T2V-Turbo UNet with configuration `cfg` (from `inspect_turbo_unet`): no schedule
     buffers travel with it (its model samples on the plain schedule, as the distillation ran)."""
     return detect_entry(checkpoint_features({}, cfg, name), cfg, name)
+
+
+def refuse_untrainable(entry, name):
+    """The trainer runs the stages its registry entry lists; a model without (ToonCrafter, T2V-Turbo) is refused,
+    saying why (`train_refusal`)."""
+    if not entry.train_stages and not entry.trains_after_upgrade:
+        trainable = ", ".join(e.description for e in registry.MODELS if e.train_stages or e.trains_after_upgrade)
+        why = f": {entry.train_refusal}" if entry.train_refusal else ""
+        raise CheckpointError(f"{name} is a {entry.description} checkpoint: the trainer does not train this "
+                              f"model{why}. Start from one of: {trainable}.")
+
+
+def training_entry(path):
+    """The registry entry of a training start point from the file's layout alone (no weights read, so before any
+    model loads); a model the trainer refuses (`refuse_untrainable`) or an unknown file is a CheckpointError."""
+    name = os.path.basename(path)
+    layout = read_layout(path)
+    if TURBO_KEY in layout and not any(k.startswith(UNET_PREFIX) for k in layout):
+        refuse_untrainable(next(e for e in registry.MODELS if e.family == registry.TURBO), name)
+    entry = inspect_checkpoint(layout, name).entry
+    refuse_untrainable(entry, name)
+    return entry

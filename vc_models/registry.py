@@ -20,7 +20,11 @@ NO_IMAGE, START_IMAGE, START_END_IMAGES = (), ("start",), ("start", "end")
 # The DynamiCrafter Resampler emits `num_queries x video_length` tokens (16 x 16); frame i of a
 # 16-frame latent cross-attends to tokens 16i..16i+15. The split is not visible in the tensors.
 DYNAMICRAFTER_TOKENS_PER_FRAME = 16
+# trainer stages (`vc_train/stages.py` says what each trains): VideoCrafter1 I2V's two, the VideoCrafter2 paper's
+# video-then-image scheme for text-to-video, DynamiCrafter's one (UNet and Resampler on videos)
 TRAIN_STAGES = ("projector", "finetune")
+T2V_TRAIN_STAGES = ("videos", "images")
+DYNAMICRAFTER_TRAIN_STAGES = ("videos",)
 
 
 @dataclass(frozen=True)
@@ -113,9 +117,15 @@ class ModelEntry:
     release: Optional[Release] = None
     # a model whose text encoder and VAE come from another entry's checkpoint (T2V-Turbo: VideoCrafter2)
     base_model: str = ""
-    # trainer: the stages it runs on this model; `trains_after_upgrade`: upgraded to image-to-video first
+    # trainer: the stages it runs on this model; `trains_after_upgrade`: also upgraded to image-to-video (with a CLIP
+    # vision file); `train_refusal`: why the trainer refuses a model without stages (the error says it)
     train_stages: tuple = ()
     trains_after_upgrade: bool = False
+    train_refusal: str = ""
+    # DynamiCrafter's fs condition is the clip's frame stride (256) rather than its fps (512/1024)
+    fs_is_frame_stride: bool = False
+    # the training graph `scripts/build_train_workflow.py` ships for the model ("" for none)
+    train_workflow: str = ""
     # the VAE is the dual-reference one (`vc_models.dualref_vae`): its decoder looks at the key frames
     dualref_decoder: bool = False
     workflows: tuple = ()
@@ -155,9 +165,12 @@ _T2V_PROMPT = "a corgi running on the beach at sunset, high quality"
 _BOAT_PROMPT = "a boat sailing on the sea, waves moving"
 _DC_512 = SamplingDefaults(320, 512, 24, cfg=7.5, scheduler="videocrafter_trailing", guidance_rescale=0.7)
 _DC = dict(family=DYNAMICRAFTER, image_inputs=START_IMAGE, image_node="DynamiCrafter Conditioning", concat_latent=True,
+           train_stages=DYNAMICRAFTER_TRAIN_STAGES,
            last_step_keeps_scale=True, unet_switches=(("image_tokens_per_frame", DYNAMICRAFTER_TOKENS_PER_FRAME),))
 # T2V-Turbo-v2: LCM with the original's timesteps, the guidance scale in the UNet's embedding (so cfg 1)
 _TURBO_DEFAULTS = SamplingDefaults(320, 512, 16, steps=8, cfg=1.0, eta=0.0, sampler="videocrafter_lcm", scheduler="videocrafter_turbo")
+_TURBO_REFUSAL = ("a T2V-Turbo UNet is consistency-distilled from VideoCrafter2 (a few-step sampler, not a diffusion "
+                  "objective the trainer has); train VideoCrafter2 itself")
 _VC_I2V = dict(image_inputs=START_IMAGE, image_node="VideoCrafter Image Encode")
 
 
@@ -169,28 +182,30 @@ MODELS = [
     ModelEntry("vc2_t2v_512", "VideoCrafter2 text-to-video 320x512", T2V,
                lambda f: _video_conditioned(f) and not f.image_cross_attention and f.temporal_conv,
                SamplingDefaults(320, 512, 28), release=_hub("VideoCrafter/VideoCrafter2", "videocrafter2_t2v_512.safetensors"),
-               trains_after_upgrade=True,
+               train_stages=T2V_TRAIN_STAGES, trains_after_upgrade=True,
                workflows=(Workflow("vc2_t2v_512", _T2V_PROMPT), Workflow("vc2_t2v_512_freenoise_64", _T2V_PROMPT, "freenoise"))),
     ModelEntry("vc1_t2v_512", "VideoCrafter1 text-to-video 320x512", T2V,
                lambda f: _video_conditioned(f) and not f.image_cross_attention and not f.temporal_conv and not f.has_scale_arr,
                SamplingDefaults(320, 512, 28), release=_hub("VideoCrafter/Text2Video-512", "videocrafter1_t2v_512.safetensors"),
-               trains_after_upgrade=True),
+               train_stages=T2V_TRAIN_STAGES, trains_after_upgrade=True),
     ModelEntry("vc1_t2v_1024", "VideoCrafter1 text-to-video 576x1024", T2V,
                lambda f: _video_conditioned(f) and not f.image_cross_attention and not f.temporal_conv and f.has_scale_arr,
                SamplingDefaults(576, 1024, 28), release=_hub("VideoCrafter/Text2Video-1024", "videocrafter1_t2v_1024.safetensors"),
-               trains_after_upgrade=True,
+               train_stages=T2V_TRAIN_STAGES, trains_after_upgrade=True,
                workflows=(Workflow("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed"),)),
     ModelEntry("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", I2V,
                lambda f: _video_conditioned(f) and f.image_cross_attention,
                SamplingDefaults(320, 512, 8), release=_hub("VideoCrafter/Image2Video-512", "videocrafter1_i2v_512.safetensors"),
-               train_stages=TRAIN_STAGES, workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),), **_VC_I2V),
+               train_stages=TRAIN_STAGES, train_workflow="train_i2v", workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),),
+               **_VC_I2V),
     ModelEntry("dc_256", "DynamiCrafter image animation 256x256",
                matches=lambda f: f.concat_latent and f.image_cross_attention and not _dynamicrafter_v(f),
                defaults=SamplingDefaults(256, 256, 3, cfg=7.5),
-               release=_hub("Doubiiu/DynamiCrafter", "dynamicrafter_256.safetensors"), **_DC),
+               release=_hub("Doubiiu/DynamiCrafter", "dynamicrafter_256.safetensors"), fs_is_frame_stride=True, **_DC),
     ModelEntry("dc_512", "DynamiCrafter image animation 320x512",
                matches=_dynamicrafter_512,
                defaults=_DC_512, schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_512", "dynamicrafter_512.safetensors"),
+               train_workflow="train_dc_512",
                workflows=(Workflow("dc_512", _BOAT_PROMPT),
                           Workflow("dc_512_freenoise_64", "a boat sailing on the sea, waves moving, gentle camera pan",
                                    "freenoise")),
@@ -215,20 +230,23 @@ MODELS = [
                defaults=replace(_DC_512, fps=10),
                schedule=SCALED_V, release=_hub("Doubiiu/ToonCrafter", "tooncrafter_512.safetensors"),
                dualref_decoder=True,
+               train_refusal="the original ToonCrafter code (Doubiiu/ToonCrafter) defines no interpolation training: its "
+                             "training config and LatentVisualDiffusion.get_batch_input are DynamiCrafter's image "
+                             "animation (no interp_mode), and nothing trains the dual-reference decoder",
                workflows=(Workflow("toon_512_interp", "an anime scene"),
                           Workflow("toon_512_keyframes", "an anime scene", "keyframes"),
                           Workflow("toon_512_sketch", "an anime scene", "sketch")),
-               **{**_DC, "image_inputs": START_END_IMAGES}),
+               **{**_DC, "image_inputs": START_END_IMAGES, "train_stages": ()}),
     ModelEntry("turbo_v2_mg", "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512", TURBO,
                lambda f: f.guidance_embed and f.motion_guidance,
                _TURBO_DEFAULTS,
-               schedule=CONSISTENCY, base_model="vc2_t2v_512",
+               schedule=CONSISTENCY, base_model="vc2_t2v_512", train_refusal=_TURBO_REFUSAL,
                release=_hub("jiachenli-ucsb/T2V-Turbo-v2", "t2v_turbo_v2_unet_mg.safetensors", "unet_mg.pt", bare_unet=True),
                workflows=(Workflow("vc2_turbo_v2", _T2V_PROMPT),)),
     ModelEntry("turbo_v2_nomg", "T2V-Turbo-v2 (VideoCrafter2 distilled, no motion guidance) 320x512", TURBO,
                lambda f: f.guidance_embed and not f.motion_guidance,
                _TURBO_DEFAULTS,
-               schedule=CONSISTENCY, base_model="vc2_t2v_512",
+               schedule=CONSISTENCY, base_model="vc2_t2v_512", train_refusal=_TURBO_REFUSAL,
                release=_hub("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "t2v_turbo_v2_unet_no_mg.safetensors", "unet_no_mg.pt",
                             bare_unet=True)),
 ]

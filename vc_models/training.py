@@ -24,29 +24,28 @@ log = logging.getLogger("vc_train")
 VAE_SCALE_FACTOR = 0.18215
 
 
-def refuse_untrainable(info, name):
-    """The trainer runs the stages its registry entry lists (VideoCrafter1 I2V's two, or those of the model a
-    text-to-video checkpoint is upgraded to); any other model (DynamiCrafter's concatenated image latent, fs
-    condition and v-prediction; T2V-Turbo) is refused before anything is loaded."""
-    entry = info.entry
-    if not entry.train_stages and not entry.trains_after_upgrade:
-        trainable = ", ".join(e.description for e in registry.MODELS if e.train_stages or e.trains_after_upgrade)
-        raise ckpt_file.CheckpointError(
-            f"{name} is a {info.description} checkpoint: the trainer does not train this model. Start from one of: "
-            f"{trainable}.")
+def schedule_roots(sd):
+    """(sqrt(a_t), sqrt(1 - a_t)) in float64 as the original computes them (from its float64 betas), or (None, None)
+    when the file keeps neither them nor its betas in float32 or better: sqrt(1 - a) from a float32
+    alphas_cumprod is off by ~1e-4 at t=0, from a float16 one by 7 %. The original's buffers where stored,
+    else from the stored betas (1 - a_0 = beta_0 keeps its precision)."""
+    precise = (torch.float32, torch.float64)
+    roots = [sd.get(k) for k in ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod")]
+    if all(r is not None and r.dtype in precise for r in roots):
+        return tuple(r.double() for r in roots)
+    betas = sd.get("betas")
+    if betas is not None and betas.dtype in precise:
+        alphas_cumprod = torch.cumprod(1.0 - betas.double(), dim=0)
+        return alphas_cumprod.sqrt(), (1.0 - alphas_cumprod).sqrt()
+    return None, None
 
 
 def load_training_state_dict(checkpoint_path, clip_vision_path="", projector_file="", seed=0):
-    """The raw I2V state dict training starts from (a T2V checkpoint is upgraded with the CLIP vision file)."""
+    """The raw state dict training starts from (a T2V checkpoint given a CLIP vision file is upgraded to I2V)."""
     sd = ckpt_file.load_state_dict(checkpoint_path)
     info = ckpt.inspect_checkpoint(sd, os.path.basename(checkpoint_path))
-    refuse_untrainable(info, os.path.basename(checkpoint_path))
-    if not info.is_i2v:
-        if not clip_vision_path:
-            raise ckpt_file.CheckpointError(
-                f"{os.path.basename(checkpoint_path)} is a {info.description} checkpoint: training image-to-video "
-                "from it needs a CLIP vision file (OpenCLIP ViT-H-14, e.g. models/clip_vision/"
-                "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors).")
+    ckpt.refuse_untrainable(info.entry, os.path.basename(checkpoint_path))
+    if info.entry.trains_after_upgrade and clip_vision_path:
         log.info("Upgrading %s to image-to-video with %s", info.description, os.path.basename(clip_vision_path))
         sd = upgrade_t2v_to_i2v(sd, ckpt_file.load_state_dict(clip_vision_path), seed)
     if projector_file:
@@ -69,26 +68,32 @@ class VideoCrafterTrainingModels:
 
     def __init__(self, sd, name="checkpoint"):
         info = ckpt.inspect_checkpoint(sd, name)
-        refuse_untrainable(info, name)
-        if not info.is_i2v:
-            raise ckpt_file.CheckpointError(f"{name} is not an image-to-video checkpoint (upgrade it first)")
+        ckpt.refuse_untrainable(info.entry, name)
         self.info = info
+        entry = info.entry
+        self.family, self.parameterization = entry.family, entry.parameterization
+        self.interpolation = entry.image_inputs == registry.START_END_IMAGES
+        self.fs_is_frame_stride = entry.fs_is_frame_stride
+        self.default_fps = entry.defaults.fps
         self.sd = sd  # the start point: exports overlay the trained weights on it
         parts = ckpt_file.split_components(sd)
         self.alphas_cumprod, self.scale_arr = ckpt_file.noise_schedule(sd)
-        self.latent_channels = info.unet.in_channels
+        self.schedule_roots = schedule_roots(sd)
+        self.latent_channels = info.unet.out_channels  # DynamiCrafter's input also carries the image latent
         self.train_stages = info.entry.train_stages
         # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)
         self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
         self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt_file.UNET_PREFIX].items()}, strict=True)
-        projector_sd = parts[ckpt_file.PROJECTOR_PREFIX]
-        self.projector = ImageProjector(ProjectorConfig.from_state_dict(projector_sd), dtype=torch.float32, device="cpu",
-                                        operations=comfy.ops.disable_weight_init)
-        self.projector.load_state_dict({k: v.float() for k, v in projector_sd.items()}, strict=True)
+        self.projector = self.clip_vision = None  # text-to-video: no image conditioning
+        if info.is_i2v:
+            projector_sd = parts[ckpt_file.PROJECTOR_PREFIX]
+            self.projector = ImageProjector(ProjectorConfig.from_state_dict(projector_sd), dtype=torch.float32,
+                                            device="cpu", operations=comfy.ops.disable_weight_init)
+            self.projector.load_state_dict({k: v.float() for k, v in projector_sd.items()}, strict=True)
+            visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items() if k.startswith("visual.")}
+            self.clip_vision = build_clip_vision(visual)
         # frozen encoders: ComfyUI objects, placed and offloaded by model management
         self.clip = build_text_encoder(parts[ckpt_file.TEXT_PREFIX])
-        visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items() if k.startswith("visual.")}
-        self.clip_vision = build_clip_vision(visual)
         self.vae = build_vae(parts[ckpt_file.VAE_PREFIX])
 
     @classmethod
@@ -130,7 +135,7 @@ class VideoCrafterTrainingModels:
         return {k: v.float() for k, v in out.items() if is_projector_file_key(k)}
 
     def checkpoint_tensors(self, trained, dtype=torch.float16):
-        """The whole I2V checkpoint: the start point with the `trained` tensors replaced; float tensors
+        """The whole checkpoint: the start point with the `trained` tensors replaced; float tensors
         in `dtype` except the noise-schedule buffers (kept as they were)."""
         trained = {self.checkpoint_key(n): v for n, v in trained.items()}
         out = {}
@@ -146,27 +151,37 @@ class VideoCrafterTrainingModels:
         return out
 
 
-    def sample_video(self, caption, image, fps, frames, height, width, steps=25, cfg=12.0, seed=0, eta=1.0):
-        """A preview video from the current weights with the pack's faithful DDIM (as the I2V workflow
-        samples): a temporary ModelPatcher around a copy of the UNet. Returns IMAGE frames [T, H, W, 3]."""
+    def sample_video(self, caption, image, end_image, fps, frames, height, width, steps=25, cfg=12.0, seed=0, eta=1.0):
+        """A preview video from the current weights with the pack's faithful DDIM, conditioned as the family's
+        workflow conditions (text; + image tokens; + DynamiCrafter's concat latent of `image`, or of `image` and
+        `end_image` for interpolation): a temporary ModelPatcher around a copy of the UNet. Returns IMAGE frames
+        [T, H, W, 3]."""
         import comfy.sample
         import comfy.samplers
-        from .model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY
-        from .sampling import SAMPLER_NAME, SCHEDULER_NAME
+        from .conditioning import concat_latent
+        from .model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
         unet_sd = {k: v.detach().float().cpu() for k, v in self.unet.state_dict().items()}
         model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
         try:
             with torch.no_grad():
-                def project(tokens):
-                    return self.projector(tokens.to(self.projector.latents)).float().cpu()
-                # the inference nodes' function: identical previews and sampled videos
-                image_emb, image_uncond = projected_image_tokens(self.clip_vision, project, image[None].float())
-                positive = [[self.encode_text([caption]).cpu(), {IMAGE_TOKENS_KEY: image_emb, FPS_KEY: fps}]]
-                negative = [[self.encode_text([""]).cpu(), {IMAGE_TOKENS_KEY: image_uncond, FPS_KEY: fps}]]
+                shared, positive_extra, negative_extra = {FPS_KEY: fps}, {}, {}
+                if self.projector is not None:
+                    def project(tokens):
+                        return self.projector(tokens.to(self.projector.latents)).float().cpu()
+                    # the inference nodes' function: identical previews and sampled videos
+                    image_emb, image_uncond = projected_image_tokens(self.clip_vision, project, image[None].float())
+                    positive_extra, negative_extra = {IMAGE_TOKENS_KEY: image_emb}, {IMAGE_TOKENS_KEY: image_uncond}
+                if self.info.entry.concat_latent:
+                    end = None if end_image is None else end_image[None].float()
+                    mode = "interpolate" if self.interpolation else "i2v"
+                    shared[CONCAT_LATENT_KEY] = concat_latent(self.vae, image[None].float(), end, mode, frames).cpu()
+                positive = [[self.encode_text([caption]).cpu(), {**shared, **positive_extra}]]
+                negative = [[self.encode_text([""]).cpu(), {**shared, **negative_extra}]]
                 latent = torch.zeros([1, self.latent_channels, frames, height // 8, width // 8])
                 noise = comfy.sample.prepare_noise(latent, seed)
-                sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), SCHEDULER_NAME, steps)
-                sampler = comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta})
+                defaults = self.info.entry.defaults  # the family's sampler and timesteps, as its workflow samples
+                sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), defaults.scheduler, steps)
+                sampler = comfy.samplers.ksampler(defaults.sampler, {"eta": eta})
                 samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
                                                      disable_pbar=True, seed=seed)
                 video = samples.transpose(1, 2).reshape(-1, *samples.shape[1:2], *samples.shape[3:])

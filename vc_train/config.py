@@ -1,7 +1,9 @@
 """Training configuration: one dataclass, read from YAML (CLI) or built from node inputs."""
 from dataclasses import dataclass, fields, asdict
 
-STAGES = ("projector", "finetune", "both")
+# VideoCrafter1 I2V: projector, finetune, both (projector then finetune); text-to-video and DynamiCrafter: videos
+# (the UNet on video clips); text-to-video: images (the spatial layers on an image folder, VideoCrafter2's scheme)
+STAGES = ("projector", "finetune", "both", "videos", "images")
 # the UNet halves the latent (1/8 of the pixels) three times, so clip sizes are multiples of 8 * 2**3
 SIZE_MULTIPLE = 64
 FINETUNE_LAYERS = ("all", "temporal", "spatial", "cross_attention")
@@ -16,18 +18,18 @@ class TrainConfig:
     clip_vision: str = ""           # OpenCLIP ViT-H visual tower file; required when starting from T2V
     projector_file: str = ""        # optional stage-1 result applied on top of `checkpoint`
     # ---- data
-    data: str = ""                  # folder of videos + same-name .txt, or a .csv / .jsonl (path, caption)
+    data: str = ""                  # folder of videos (or images, stage images) + same-name .txt, or a .csv / .jsonl
     video_root: str = ""            # base folder for relative paths in a CSV/JSONL (default: its folder)
     frames: int = 16
     frame_stride: int = 4           # fps condition = clip fps / frame_stride
     height: int = 320
     width: int = 512
-    cond_frame: str = "first"       # conditioning image: first sampled frame, or a random one of the clip
+    cond_frame: str = "first"       # conditioning image: first sampled frame, or a random one (rand_cond_frame)
     probe_videos: bool = True       # open every video once at start to skip unreadable / too-short ones
     # ---- schedule
-    stage: str = "both"             # projector | finetune | both (projector then finetune)
+    stage: str = "both"             # projector | finetune | both (I2V); videos | images (text-to-video, DynamiCrafter)
     projector_steps: int = 1000
-    finetune_steps: int = 1000
+    finetune_steps: int = 1000      # steps of the UNet stage (finetune, videos, images)
     finetune_layers: str = "all"    # all | temporal | spatial | cross_attention
     projector_lr: float = 1e-4
     finetune_lr: float = 1e-5
@@ -84,6 +86,9 @@ class TrainConfig:
                 lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
                 raise ValueError(f"{name} {value} is not a multiple of {SIZE_MULTIPLE} (the VAE downsamples by 8, "
                                  f"the UNet halves that three times): use {lower} or {lower + SIZE_MULTIPLE}")
+        if self.stage == "images" and self.finetune_layers not in ("all", "spatial"):
+            raise ValueError(f"stage 'images' trains the spatial layers (VideoCrafter2's scheme); finetune_layers "
+                             f"{self.finetune_layers!r} does not apply: set it to 'spatial' (or 'all')")
         for name in ("text_dropout", "image_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1]")
@@ -95,6 +100,8 @@ class TrainConfig:
             plan.append(("projector", self.projector_steps))
         if self.stage in ("finetune", "both"):
             plan.append(("finetune", self.finetune_steps))
+        if self.stage in ("videos", "images"):
+            plan.append((self.stage, self.finetune_steps))
         return [(s, n) for s, n in plan if n > 0]
 
     def total_steps(self):

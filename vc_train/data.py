@@ -19,6 +19,7 @@ import torch.nn.functional as F
 log = logging.getLogger("vc_train")
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PATH_COLUMNS = ("path", "video", "video_path", "file", "filename")
 CAPTION_COLUMNS = ("caption", "text", "prompt", "name")
 
@@ -65,11 +66,25 @@ def _read_text(path, what):
                            f"{e.start}); save it as UTF-8.") from None
 
 
-def _list_folder(folder):
+def count_media(folder):
+    """(videos, images) in a folder, by extension."""
+    exts = [os.path.splitext(name)[1].lower() for name in os.listdir(folder)]
+    return sum(e in VIDEO_EXTENSIONS for e in exts), sum(e in IMAGE_EXTENSIONS for e in exts)
+
+
+def list_images(folder):
+    """[VideoItem] of the images in a folder (same-name .txt captions), for the `images` stage."""
+    if not os.path.isdir(folder):
+        raise DatasetError(f"Image folder not found: {folder} (stage 'images' trains on a folder of images with "
+                           "same-name .txt captions).")
+    return _list_folder(folder, IMAGE_EXTENSIONS)
+
+
+def _list_folder(folder, extensions=VIDEO_EXTENSIONS):
     items, missing_captions = [], 0
     for name in sorted(os.listdir(folder)):
         stem, ext = os.path.splitext(name)
-        if ext.lower() not in VIDEO_EXTENSIONS:
+        if ext.lower() not in extensions:
             continue
         caption_path = os.path.join(folder, stem + ".txt")
         caption = ""
@@ -79,7 +94,7 @@ def _list_folder(folder):
             missing_captions += 1
         items.append(VideoItem(os.path.join(folder, name), caption))
     if missing_captions:
-        log.warning("%d videos in %s have no .txt caption; they train with the empty prompt", missing_captions, folder)
+        log.warning("%d files in %s have no .txt caption; they train with the empty prompt", missing_captions, folder)
     return items
 
 
@@ -192,6 +207,8 @@ class Clip:
     cond_image: torch.Tensor  # [H, W, 3] 0..1
     caption: str
     fps: float          # the fps condition: source fps / frame stride
+    frame_stride: int = 1
+    cond_index: int = 0  # the frame of the clip `cond_image` is
 
 
 class VideoDataset:
@@ -247,13 +264,15 @@ class VideoDataset:
                 kept.append(self.items[index])
         self.items, self.meta = kept, meta
         if not kept:
-            raise DatasetError(
-                f"No usable training videos in {source_name}: {sum(self.skipped.values())} listed, skipped "
-                f"{dict(self.skipped) or 'none'}; each needs at least {self.span} frames "
-                f"({self.frames} frames at stride {self.frame_stride}) and PyAV must decode it.")
+            raise DatasetError(self._nothing_usable(source_name))
         if self.skipped:
             log.warning("Dataset: %d usable videos, skipped %s", len(kept), dict(self.skipped))
         return self
+
+    def _nothing_usable(self, source_name):
+        return (f"No usable training videos in {source_name}: {sum(self.skipped.values())} listed, skipped "
+                f"{dict(self.skipped) or 'none'}; each needs at least {self.span} frames "
+                f"({self.frames} frames at stride {self.frame_stride}) and PyAV must decode it.")
 
     def load(self, index, generator):
         """Clip of video `index`, its start (and the random conditioning frame) drawn from `generator`."""
@@ -269,7 +288,44 @@ class VideoDataset:
         frames = resize_center_crop(read_frames(item.path, indices), self.height, self.width)
         cond = 0 if self.cond_frame == "first" else int(torch.randint(0, self.frames, (1,), generator=generator))
         return Clip(index=index, frames=frames, cond_image=frames[cond], caption=item.caption,
-                    fps=fps / self.frame_stride)
+                    fps=fps / self.frame_stride, frame_stride=self.frame_stride, cond_index=cond)
+
+
+class ImageDataset(VideoDataset):
+    """Images as one-frame clips (VideoCrafter2's image stage: the spatial layers learn from stills; the temporal
+    layers, frozen, see a single frame). `fps`: the fps condition they train with (the model's default)."""
+
+    def __init__(self, items, height, width, fps):
+        super().__init__(items, 1, 1, height, width)
+        self.image_fps = fps
+
+    def probe_indices(self, indices):
+        from PIL import Image
+        results = []
+        for index in indices:
+            item, reason, meta = self.items[index], None, None
+            try:
+                with Image.open(item.path) as img:
+                    img.verify()
+                meta = (1, self.image_fps)
+            except Exception as e:  # PIL raises many kinds for broken files
+                reason = "unreadable"
+                log.warning("Skipping unreadable image %s: %s: %s", item.path, type(e).__name__, e)
+            results.append((index, meta, reason))
+        return results
+
+    def _nothing_usable(self, source_name):
+        return (f"No usable training images in {source_name}: {sum(self.skipped.values())} listed, skipped "
+                f"{dict(self.skipped) or 'none'}; PIL must open each ({', '.join(IMAGE_EXTENSIONS)}).")
+
+    def load(self, index, generator):
+        import numpy as np
+        from PIL import Image
+        item = self.items[index]
+        with Image.open(item.path) as img:
+            pixels = torch.from_numpy(np.asarray(img.convert("RGB")).copy())
+        frames = resize_center_crop(pixels[None], self.height, self.width)
+        return Clip(index=index, frames=frames, cond_image=frames[0], caption=item.caption, fps=float(self.image_fps))
 
 
 # ---------------------------------------------------------------- order and sharding

@@ -2,7 +2,9 @@
 
 Stage `projector`: the projector (Resampler) and the image key/value matrices `attn2.to_k_ip` /
 `attn2.to_v_ip`; stage `finetune`: UNet parameters of the chosen layer group; the projector and the
-text encoder stay fixed. Names are prefixed `unet.` / `projector.` (the trainable modules of
+text encoder stay fixed. Stage `videos`: as `finetune`, plus the projector when every layer
+trains (DynamiCrafter's `image_proj_model_trainable`); stage `images`: the spatial layers only
+(VideoCrafter2's image stage). Names are prefixed `unet.` / `projector.` (the trainable modules of
 `TrainingModels`); `unet_kinds` maps each UNet parameter name to "temporal" or "spatial" and is
 built from module types by the glue.
 """
@@ -26,7 +28,9 @@ def trainable_names(stage, unet_kinds, projector_names, finetune_layers="all"):
         if not any(n.startswith("unet.") for n in names):
             raise ValueError("The model has no image cross-attention (to_k_ip/to_v_ip): not an image-to-video UNet")
         return sorted(names)
-    if stage != "finetune":
+    if stage == "images":
+        finetune_layers = "spatial"
+    elif stage not in ("finetune", "videos"):
         raise ValueError(f"unknown stage {stage!r}")
     pick = {
         "all": lambda n, k: True,
@@ -37,6 +41,8 @@ def trainable_names(stage, unet_kinds, projector_names, finetune_layers="all"):
     names = sorted(f"unet.{n}" for n, k in unet_kinds.items() if pick(n, k))
     if not names:
         raise ValueError(f"finetune_layers={finetune_layers!r} selects no UNet parameter")
+    if stage == "videos" and finetune_layers == "all":
+        names = sorted(names + [f"projector.{n}" for n in projector_names])
     return names
 
 
@@ -46,5 +52,6 @@ def state_names(plan, unet_kinds, projector_names, finetune_layers):
     for stage, _ in plan:
         names.update(trainable_names(stage, unet_kinds, projector_names, finetune_layers))
     # a finetune-only run starts from a checkpoint's projector, but a stage-1 state may precede it
-    names.update(trainable_names("projector", unet_kinds, projector_names))
+    if any(stage in ("projector", "finetune") for stage, _ in plan):
+        names.update(trainable_names("projector", unet_kinds, projector_names))
     return sorted(names)

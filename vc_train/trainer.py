@@ -1,8 +1,9 @@
-"""The two-stage I2V training loop, shared by the node and the command line.
+"""The training loop of every family the trainer trains, shared by the node and the command line.
 
 `train(cfg, models)` takes the model glue (`TrainingModels`, built with ComfyUI by
 `vc_models/training.py`), runs the stage plan with resume, gradient accumulation, autocast,
-data parallelism and checkpointing, and returns the written files and the loss history.
+data parallelism and checkpointing, and returns the written files and the loss history. What a batch is and what
+the loss is per family is `vc_train/families.py`'s.
 """
 import contextlib
 import hashlib
@@ -18,10 +19,12 @@ import torch
 from . import stages
 from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
+from ..vc_models.checkpoint import training_entry
 from ..vc_models.process_memory import peak_rss_bytes
-from .data import VideoDataset, SampleStream, list_videos, DatasetError, dataset_digest
+from .data import VideoDataset, ImageDataset, SampleStream, list_videos, list_images, DatasetError, dataset_digest
 from .distributed import Distributed
-from .objective import NoiseSchedule, step_generator, eps_loss, dropout_mask
+from .families import Batch, objective_for, check_plan
+from .objective import NoiseSchedule, step_generator
 from .plot import render_loss_curve
 from .resume import resume_changes
 from .state import StateStore, new_run_id, write_loss_csv, write_json, write_video
@@ -32,11 +35,17 @@ log = logging.getLogger("vc_train")
 class TrainingModels(Protocol):
     """What the trainer needs from the model glue. Encoders are frozen and run without grad."""
     unet: torch.nn.Module          # parameter names == checkpoint keys minus "model.diffusion_model."
-    projector: torch.nn.Module     # parameter names == checkpoint keys minus "image_proj_model."
+    projector: object              # torch.nn.Module (names == checkpoint keys minus "image_proj_model.") or None
     alphas_cumprod: torch.Tensor
     scale_arr: object              # tensor or None
+    schedule_roots: tuple          # stored (sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod), each tensor or None
     latent_channels: int
     train_stages: tuple            # the stages the model accepts (its registry entry's)
+    family: str                    # the registry family: "t2v" | "i2v" | "dynamicrafter"
+    parameterization: str          # "eps" | "v"
+    interpolation: bool            # DynamiCrafter's interp_mode (start and end frame conditioned)
+    fs_is_frame_stride: bool       # DynamiCrafter 256: fs is the frame stride
+    default_fps: int               # the fps condition of the `images` stage's one-frame clips
 
     def unet_parameter_kinds(self) -> dict: ...            # name -> "temporal" | "spatial"
     def original_parameter(self, full_name) -> torch.Tensor: ...  # float32 CPU value as loaded
@@ -44,7 +53,8 @@ class TrainingModels(Protocol):
     def encode_video(self, frames) -> torch.Tensor: ...    # [T, H, W, 3] 0..1 -> [C, T, h, w] model space
     def image_tokens(self, images) -> torch.Tensor: ...    # [B, H, W, 3] 0..1 -> [B, 257, W]
     def projector_file_tensors(self, trained) -> dict: ...        # trained: {"unet.…"/"projector.…": fp32}
-    def checkpoint_tensors(self, trained, dtype) -> dict: ...     # the whole I2V checkpoint
+    def checkpoint_tensors(self, trained, dtype) -> dict: ...     # the whole checkpoint
+    def sample_video(self, caption, image, end_image, fps, frames, height, width, **sampling) -> torch.Tensor: ...
 
 
 class Callbacks:
@@ -87,7 +97,8 @@ def autocast_dtype(cfg, device):
 
 
 RUN_METADATA_KEY = "videocrafter_train_run"  # in the results' safetensors metadata: which run wrote them
-STAGE_OUTPUT = {"projector": "projector_file", "finetune": "checkpoint"}  # the result each stage writes
+# the result each stage writes
+STAGE_OUTPUT = {"projector": "projector_file", "finetune": "checkpoint", "videos": "checkpoint", "images": "checkpoint"}
 
 
 class RunOutputs:
@@ -127,11 +138,11 @@ class RunOutputs:
             if os.path.exists(path) and not self.may_replace(path, run_id):
                 refuse_existing(path, "The training result")
 
-    def write_result(self, stage, tensors, step, run_id):
+    def write_result(self, stage, tensors, step, run_id, model_id):
         """The stage's result file, marked as run `run_id`'s; returns (output key, path)."""
         key = STAGE_OUTPUT[stage]
         path = self.paths[key]
-        meta = {"step": str(step), "stage": stage, "format": "videocrafter-i2v", RUN_METADATA_KEY: run_id}
+        meta = {"step": str(step), "stage": stage, "format": f"videocrafter-{model_id}", RUN_METADATA_KEY: run_id}
         return key, write_safetensors(tensors, path, meta, overwrite=self.may_replace(path, run_id))
 
     def existing_results(self):
@@ -145,9 +156,11 @@ def resume_refusal(path, meta, changes):
             "to start a new run (the earlier run's states are kept).")
 
 
-def check_before_loading(cfg):
-    """The checks that need no model, run before the (slow) model loading: a resume that would mix
-    two trainings and results that would replace an existing file are refused here."""
+def check_before_loading(cfg, entry=None):
+    """The checks that need no model, run before the (slow) model loading: a model the trainer refuses, a plan
+    or data that do not fit the model, a resume that would mix two trainings and results that would replace
+    an existing file are refused here. `entry`: the checkpoint's registry entry (read from the file if None)."""
+    check_plan(cfg, entry or training_entry(cfg.checkpoint))
     outputs = RunOutputs(cfg)
     store = StateStore(outputs.paths["states"])
     path = store.latest() if cfg.resume else None
@@ -161,10 +174,15 @@ def check_before_loading(cfg):
     outputs.refuse_foreign(run_id)
 
 
+def noise_schedule(models):
+    """The training schedule of the models' checkpoint (its precise square roots where it has them)."""
+    return NoiseSchedule(models.alphas_cumprod, models.scale_arr, *models.schedule_roots)
+
+
 def _named_trainable_modules(models):
     out = {}
     for prefix, module in (("unet", models.unet), ("projector", models.projector)):
-        for name, p in module.named_parameters():
+        for name, p in (module.named_parameters() if module is not None else ()):
             out[f"{prefix}.{name}"] = p
     return out
 
@@ -189,10 +207,11 @@ class Trainer:
         self.run_outputs = RunOutputs(cfg)
         self.paths = self.run_outputs.paths
         self.store = StateStore(self.paths["states"], cfg.keep_states)
-        self.schedule = NoiseSchedule(models.alphas_cumprod, models.scale_arr)
+        self.schedule = noise_schedule(models)
+        self.objective = objective_for(models, self.schedule, cfg)
         self.params = _named_trainable_modules(models)
         self.kinds = models.unet_parameter_kinds()
-        self.projector_names = [n for n, _ in models.projector.named_parameters()]
+        self.projector_names = [n for n, _ in models.projector.named_parameters()] if models.projector is not None else []
         self.plan = cfg.stage_plan()
         if not self.plan:
             raise ValueError("Nothing to train: the stage plan has no steps (projector_steps / finetune_steps are 0)")
@@ -212,8 +231,12 @@ class Trainer:
     def _build_dataset(self):
         cfg, dist = self.cfg, self.dist
         # an error on any rank reaches every rank at the next collective step: all fail together
-        items = dist.on_main(lambda: list_videos(cfg.data, cfg.video_root))
-        dataset = VideoDataset(items, cfg.frames, cfg.frame_stride, cfg.height, cfg.width, cfg.cond_frame)
+        if cfg.stage == "images":
+            items = dist.on_main(lambda: list_images(cfg.data))
+            dataset = ImageDataset(items, cfg.height, cfg.width, self.models.default_fps)
+        else:
+            items = dist.on_main(lambda: list_videos(cfg.data, cfg.video_root))
+            dataset = VideoDataset(items, cfg.frames, cfg.frame_stride, cfg.height, cfg.width, cfg.cond_frame)
         if cfg.probe_videos:
             # every rank opens its share of the videos; all ranks then keep the same items
             mine = range(dist.rank, len(dataset.items), dist.world_size)
@@ -236,7 +259,7 @@ class Trainer:
         return torch.stack([self.text_cache[c] for c in captions])
 
     def _clip(self, index, generator):
-        """(latent [C,T,h,w], image tokens [257,W], fps, caption) of a dataset item."""
+        """(latent [C,T,h,w], image tokens [257,W] or None, clip) of a dataset item (the clip without its frames)."""
         if self.cfg.cache_latents and index in self.clip_cache:
             return self.clip_cache[index]
         if self.cfg.cache_latents:  # a cached item keeps one clip: drawn from its own seed
@@ -249,8 +272,9 @@ class Trainer:
             return None
         with torch.no_grad():
             latent = self.models.encode_video(clip.frames).float().cpu()
-            tokens = self.models.image_tokens(clip.cond_image[None])[0].float().cpu()
-        item = (latent, tokens, clip.fps, clip.caption)
+            tokens = self.models.image_tokens(clip.cond_image[None])[0].float().cpu() if self.objective.uses_image else None
+        clip.frames = clip.cond_image = None  # only the latent is kept (and cached)
+        item = (latent, tokens, clip)
         if self.cfg.cache_latents:
             self.clip_cache[index] = item
         return item
@@ -298,11 +322,12 @@ class Trainer:
             items.append(item)
             if epoch == 0:
                 self.epoch0_samples.append(index)
-        latents = torch.stack([i[0] for i in items])
-        tokens = torch.stack([i[1] for i in items])
-        fps = torch.tensor([i[2] for i in items], dtype=torch.float32)
-        context = self._text([i[3] for i in items])
-        return latents, tokens, fps, context
+        clips = [i[2] for i in items]
+        return Batch(latents=torch.stack([i[0] for i in items]), context=self._text([c.caption for c in clips]),
+                     fps=torch.tensor([c.fps for c in clips], dtype=torch.float32),
+                     frame_stride=torch.tensor([c.frame_stride for c in clips]),
+                     image_tokens=torch.stack([i[1] for i in items]) if self.objective.uses_image else None,
+                     cond_index=torch.tensor([c.cond_index for c in clips]))
 
     # ------------------------------------------------------------ model placement
     def _set_stage(self, stage):
@@ -324,10 +349,9 @@ class Trainer:
             p.requires_grad_(trainable)
             p.grad = None
         for buf_owner in (self.models.unet, self.models.projector):
-            buf_owner.to(self.device)
+            if buf_owner is not None:
+                buf_owner.to(self.device).train()  # the temporal convolutions carry dropout 0.1, as the original
         self.models.unet.gradient_checkpointing = self.cfg.gradient_checkpointing
-        self.models.unet.train()  # the temporal convolutions carry dropout 0.1, as in the original training
-        self.models.projector.train()
         self.trainable = [self.params[n] for n in sorted(names)]
         self.projector_trainable = any(n.startswith("projector.") for n in names)
         cfg = self.cfg
@@ -401,12 +425,13 @@ class Trainer:
         else:
             dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
             tensors = self.models.checkpoint_tensors(self._state_weights(), dtype)
-        key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id)
+        key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id, self.models.info.variant)
         self.outputs[key] = path
         log.info("Wrote %s output at step %d", stage, self.step)
 
     def _sample_condition(self):
-        """(caption, image [H, W, 3] 0..1, fps) of the preview videos, fixed for the whole run."""
+        """The preview videos' conditions, fixed for the whole run: caption, image [H, W, 3] 0..1 (the first dataset
+        clip's conditioning frame, or `sample_image`), end image (its last frame: interpolation), the fps condition."""
         cfg = self.cfg
         clip = self.dataset.load(0, step_generator(cfg.seed, "sample"))
         image, caption = clip.cond_image, cfg.sample_prompt or clip.caption
@@ -417,7 +442,9 @@ class Trainer:
             with Image.open(cfg.sample_image) as img:
                 pixels = torch.from_numpy(np.asarray(img.convert("RGB")).copy())
             image = resize_center_crop(pixels[None], cfg.height, cfg.width)[0]
-        return caption, image, clip.fps
+        fps = float(self.objective.fps_condition(torch.tensor([clip.fps]), torch.tensor([clip.frame_stride]))[0])
+        end_image = clip.frames[-1] if self.models.interpolation else None
+        return dict(caption=caption, image=image, end_image=end_image, fps=fps), clip.fps
 
     def _write_sample(self):
         if not self.dist.is_main:
@@ -425,15 +452,15 @@ class Trainer:
         cfg = self.cfg
         if not hasattr(self, "sample_condition"):
             self.sample_condition = self._sample_condition()
-        caption, image, fps = self.sample_condition
+        condition, video_fps = self.sample_condition
         self.models.unet.eval()
         try:
-            frames = self.models.sample_video(caption, image, fps, cfg.frames, cfg.height, cfg.width,
-                                              steps=cfg.sample_steps, cfg=cfg.sample_cfg, seed=cfg.seed)
+            frames = self.models.sample_video(frames=cfg.frames, height=cfg.height, width=cfg.width,
+                                              steps=cfg.sample_steps, cfg=cfg.sample_cfg, seed=cfg.seed, **condition)
         finally:
             self.models.unet.train()
         path = os.path.join(cfg.output_dir, "samples", f"step_{self.step:08d}.mp4")
-        self.outputs["last_sample"] = write_video(path, frames, fps)
+        self.outputs["last_sample"] = write_video(path, frames, video_fps)
         log.info("Wrote sample %s", path)
 
     def _stage_starts(self):
@@ -462,25 +489,12 @@ class Trainer:
             g = step_generator(cfg.seed, key_step, self.dist.rank, micro)
             if cfg.overfit_batch:
                 self.stream.epoch, self.stream.offset, self.stream._shard = 0, 0, None
-            latents, tokens, fps, context = self._batch(g)
-            b = latents.shape[0]
-            text_drop = dropout_mask(b, cfg.text_dropout, g)
-            image_drop = dropout_mask(b, cfg.image_dropout, g)
-            t = self.schedule.sample_timesteps(b, g)
-            noise = torch.randn(latents.shape, generator=g)
+            batch = self._batch(g)
+            draws = self.objective.draw(batch.latents.shape[0], batch.latents.shape, g)
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # the model's own dropout
-            if text_drop.any():
-                context[text_drop] = self.empty_text.to(context.dtype)
-            if image_drop.any():
-                tokens[image_drop] = self.zero_image_tokens.to(tokens.dtype)
-            latents, noise = latents.to(self.device), noise.to(self.device)
-            x_t = self.schedule.add_noise(latents, t, noise)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-                with torch.set_grad_enabled(self.projector_trainable):
-                    image_context = models.projector(tokens.to(self.device))
-                eps = models.unet(x_t, t.to(self.device, torch.float32), context=context.to(self.device),
-                                  fps=fps.to(self.device), image_context=image_context)
-                loss = eps_loss(eps, noise) / cfg.grad_accum
+            terms = self.objective.terms(models.unet, models.projector, batch, draws, self.empty_text,
+                                         self.zero_image_tokens, self.device, self.amp_dtype, self.projector_trainable)
+            loss = terms.loss / cfg.grad_accum
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.item()
         self.dist.average_gradients(self.trainable)
@@ -499,8 +513,10 @@ class Trainer:
     def _unconditional_inputs(self):
         with torch.no_grad():
             self.empty_text = self.models.encode_text([""]).float().cpu()[0]
-            grey = torch.full((1, self.cfg.height, self.cfg.width, 3), 0.5)  # all-zero image in [-1, 1]
-            self.zero_image_tokens = self.models.image_tokens(grey).float().cpu()[0]
+            self.zero_image_tokens = None
+            if self.objective.uses_image:
+                grey = torch.full((1, self.cfg.height, self.cfg.width, 3), 0.5)  # all-zero image in [-1, 1]
+                self.zero_image_tokens = self.models.image_tokens(grey).float().cpu()[0]
 
     def run(self):
         cfg = self.cfg

@@ -78,6 +78,7 @@ class VideoCrafterTrainingModels:
         self.alphas_cumprod, self.scale_arr = ckpt_file.noise_schedule(sd)
         self.latent_channels = info.unet.in_channels
         self.train_stages = info.entry.train_stages
+        self.model_id = info.entry.id
         # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)
         self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
         self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt_file.UNET_PREFIX].items()}, strict=True)
@@ -146,15 +147,19 @@ class VideoCrafterTrainingModels:
         return out
 
 
-    def sample_video(self, caption, image, fps, frames, height, width, steps=25, cfg=12.0, seed=0, eta=1.0):
+    def sample_video(self, caption, image, fps, frames, height, width, steps=25, cfg=12.0, seed=0, eta=1.0, lora=None):
         """A preview video from the current weights with the pack's faithful DDIM (as the I2V workflow
-        samples): a temporary ModelPatcher around a copy of the UNet. Returns IMAGE frames [T, H, W, 3]."""
+        samples): a temporary ModelPatcher around a copy of the UNet. With `lora` (a LoRA file's tensors) the
+        frames are base model | base + LoRA side by side, same seed, the LoRA applied by core's LoRA loading
+        as Load LoRA (model only) does. Returns IMAGE frames [T, H, W, 3] (twice the width with a LoRA)."""
         import comfy.sample
         import comfy.samplers
+        import comfy.sd
         from .model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY
         from .sampling import SAMPLER_NAME, SCHEDULER_NAME
         unet_sd = {k: v.detach().float().cpu() for k, v in self.unet.state_dict().items()}
         model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
+        models = [model] if lora is None else [model, comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]]
         try:
             with torch.no_grad():
                 def project(tokens):
@@ -166,14 +171,17 @@ class VideoCrafterTrainingModels:
                 latent = torch.zeros([1, self.latent_channels, frames, height // 8, width // 8])
                 noise = comfy.sample.prepare_noise(latent, seed)
                 sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), SCHEDULER_NAME, steps)
-                sampler = comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta})
-                samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
-                                                     disable_pbar=True, seed=seed)
-                video = samples.transpose(1, 2).reshape(-1, *samples.shape[1:2], *samples.shape[3:])
-                decoded = self.vae.decode(video)
-            return decoded.reshape(-1, *decoded.shape[-3:]).float().cpu()
+                videos = []
+                for patcher in models:
+                    sampler = comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta})
+                    samples = comfy.sample.sample_custom(patcher, noise, cfg, sampler, sigmas, positive, negative,
+                                                         latent, disable_pbar=True, seed=seed)
+                    video = samples.transpose(1, 2).reshape(-1, *samples.shape[1:2], *samples.shape[3:])
+                    decoded = self.vae.decode(video)
+                    videos.append(decoded.reshape(-1, *decoded.shape[-3:]).float().cpu())
+            return torch.cat(videos, dim=2)  # side by side along the width
         finally:
-            del model
+            del model, models
             comfy.model_management.unload_all_models()  # drops the preview UNet copy (encoders reload on demand)
             comfy.model_management.soft_empty_cache()
 

@@ -9,7 +9,8 @@ from .config import TrainConfig
 
 # fields that define what a run trains on and how its data and noise are drawn
 PLAN_FIELDS = ("checkpoint", "clip_vision", "projector_file", "finetune_layers", "seed", "batch_size",
-               "grad_accum", "overfit_batch")
+               "grad_accum", "overfit_batch", "adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets",
+               "sharding")
 DATA_FIELDS = ("data", "video_root", "frames", "frame_stride", "height", "width", "cond_frame")
 
 

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from . import stages
+from . import lora as lora_adapters
 from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
 from ..vc_models.process_memory import peak_rss_bytes
@@ -37,6 +38,7 @@ class TrainingModels(Protocol):
     scale_arr: object              # tensor or None
     latent_channels: int
     train_stages: tuple            # the stages the model accepts (its registry entry's)
+    model_id: str                  # the registry id of the model training starts from
 
     def unet_parameter_kinds(self) -> dict: ...            # name -> "temporal" | "spatial"
     def original_parameter(self, full_name) -> torch.Tensor: ...  # float32 CPU value as loaded
@@ -87,7 +89,6 @@ def autocast_dtype(cfg, device):
 
 
 RUN_METADATA_KEY = "videocrafter_train_run"  # in the results' safetensors metadata: which run wrote them
-STAGE_OUTPUT = {"projector": "projector_file", "finetune": "checkpoint"}  # the result each stage writes
 
 
 class RunOutputs:
@@ -100,11 +101,15 @@ class RunOutputs:
         self.paths = {
             "projector_file": os.path.join(ckpt_dir, f"{cfg.name}_projector.safetensors"),
             "checkpoint": os.path.join(ckpt_dir, f"{cfg.name}.safetensors"),
+            "lora": os.path.join(ckpt_dir, f"{cfg.name}.safetensors"),
             "loss_csv": os.path.join(cfg.output_dir, "loss_log.csv"),
             "loss_curve": os.path.join(cfg.output_dir, "loss_curve.png"),
             "summary": os.path.join(cfg.output_dir, "summary.json"),
             "states": os.path.join(cfg.output_dir, "states"),
         }
+        # the result each stage writes: a LoRA run's finetune stage writes the LoRA instead of a checkpoint
+        self.stage_output = {"projector": "projector_file",
+                             "finetune": "lora" if cfg.adapter == "lora" else "checkpoint"}
 
     @staticmethod
     def owner(path):
@@ -123,20 +128,21 @@ class RunOutputs:
     def refuse_foreign(self, run_id):
         """Refuse before training when a result of the stage plan exists and is not run `run_id`'s (None: a new run)."""
         for stage, _ in self.cfg.stage_plan():
-            path = self.paths[STAGE_OUTPUT[stage]]
+            path = self.paths[self.stage_output[stage]]
             if os.path.exists(path) and not self.may_replace(path, run_id):
                 refuse_existing(path, "The training result")
 
-    def write_result(self, stage, tensors, step, run_id):
+    def write_result(self, stage, tensors, step, run_id, extra_meta=None):
         """The stage's result file, marked as run `run_id`'s; returns (output key, path)."""
-        key = STAGE_OUTPUT[stage]
+        key = self.stage_output[stage]
         path = self.paths[key]
-        meta = {"step": str(step), "stage": stage, "format": "videocrafter-i2v", RUN_METADATA_KEY: run_id}
+        meta = {"step": str(step), "stage": stage, "format": "videocrafter-i2v", **(extra_meta or {}),
+                RUN_METADATA_KEY: run_id}
         return key, write_safetensors(tensors, path, meta, overwrite=self.may_replace(path, run_id))
 
     def existing_results(self):
         """{output key: path} of the result files on disk (also those an earlier, resumed session wrote)."""
-        return {key: self.paths[key] for key in STAGE_OUTPUT.values() if os.path.exists(self.paths[key])}
+        return {key: self.paths[key] for key in self.stage_output.values() if os.path.exists(self.paths[key])}
 
 
 def resume_refusal(path, meta, changes):
@@ -161,11 +167,13 @@ def check_before_loading(cfg):
     outputs.refuse_foreign(run_id)
 
 
-def _named_trainable_modules(models):
+def _named_trainable_modules(models, adapter=None):
     out = {}
     for prefix, module in (("unet", models.unet), ("projector", models.projector)):
         for name, p in module.named_parameters():
             out[f"{prefix}.{name}"] = p
+    if adapter is not None:
+        out.update({f"lora.{name}": p for name, p in adapter.named_adapter_parameters().items()})
     return out
 
 
@@ -190,8 +198,12 @@ class Trainer:
         self.paths = self.run_outputs.paths
         self.store = StateStore(self.paths["states"], cfg.keep_states)
         self.schedule = NoiseSchedule(models.alphas_cumprod, models.scale_arr)
-        self.params = _named_trainable_modules(models)
         self.kinds = models.unet_parameter_kinds()
+        # a LoRA run: adapters beside the UNet (a rank no targeted layer allows is refused here, before training)
+        self.adapter = (lora_adapters.LoraAdapters(models.unet, self.kinds, cfg.lora_rank, cfg.lora_alpha,
+                                                   cfg.lora_dropout, cfg.lora_targets, cfg.seed)
+                        if cfg.adapter == "lora" else None)
+        self.params = _named_trainable_modules(models, self.adapter)
         self.projector_names = [n for n, _ in models.projector.named_parameters()]
         self.plan = cfg.stage_plan()
         if not self.plan:
@@ -199,7 +211,7 @@ class Trainer:
         refused = [stage for stage, _ in self.plan if stage not in models.train_stages]
         if refused:
             raise ValueError(f"This model trains the stages {list(models.train_stages)} only; the plan asks for {refused}.")
-        self.state_names = stages.state_names(self.plan, self.kinds, self.projector_names, cfg.finetune_layers)
+        self.state_names = self._state_names()
         self.frozen_master = {}  # fp32 CPU values of state parameters while held frozen in half precision
         self.text_cache, self.clip_cache = {}, {}
         self.history, self.step = [], 0
@@ -207,6 +219,20 @@ class Trainer:
         self.step_times = []
         self.outputs = {}
         self.interrupt = None  # the exception the host's check_interrupt raised, if it did
+
+    # ------------------------------------------------------------ which parameters train
+    def _stage_names(self, stage):
+        """Sorted full names the stage updates: with a LoRA adapter, the finetune stage trains only the adapters."""
+        if stage == "finetune" and self.adapter is not None:
+            return sorted(f"lora.{n}" for n in self.adapter.named_adapter_parameters())
+        return stages.trainable_names(stage, self.kinds, self.projector_names, self.cfg.finetune_layers)
+
+    def _state_names(self):
+        if self.adapter is None:
+            return stages.state_names(self.plan, self.kinds, self.projector_names, self.cfg.finetune_layers)
+        others = [(stage, n) for stage, n in self.plan if stage != "finetune"]
+        names = stages.state_names(others, self.kinds, self.projector_names, self.cfg.finetune_layers)
+        return sorted(set(names) | set(self._stage_names("finetune")))
 
     # ------------------------------------------------------------ data
     def _build_dataset(self):
@@ -306,7 +332,7 @@ class Trainer:
 
     # ------------------------------------------------------------ model placement
     def _set_stage(self, stage):
-        names = set(stages.trainable_names(stage, self.kinds, self.projector_names, self.cfg.finetune_layers))
+        names = set(self._stage_names(stage))
         in_state = set(self.state_names)
         for name, p in self.params.items():
             trainable = name in names
@@ -323,8 +349,9 @@ class Trainer:
                 p.data = p.data.to(self.device)
             p.requires_grad_(trainable)
             p.grad = None
-        for buf_owner in (self.models.unet, self.models.projector):
-            buf_owner.to(self.device)
+        for buf_owner in (self.models.unet, self.models.projector, self.adapter):
+            if buf_owner is not None:
+                buf_owner.to(self.device)
         self.models.unet.gradient_checkpointing = self.cfg.gradient_checkpointing
         self.models.unet.train()  # the temporal convolutions carry dropout 0.1, as in the original training
         self.models.projector.train()
@@ -396,14 +423,25 @@ class Trainer:
     def _write_stage_output(self, stage):
         if not self.dist.is_main:
             return
+        extra_meta = None
         if stage == "projector":
             tensors = self.models.projector_file_tensors(self._state_weights())
+        elif self.adapter is not None:
+            tensors = self._lora_tensors(torch.float16 if self.cfg.save_fp16 else torch.float32)
+            cfg = self.cfg
+            extra_meta = lora_adapters.metadata(self.models.model_id, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
+                                                cfg.lora_targets, self.step, len(self.dataset))
         else:
             dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
             tensors = self.models.checkpoint_tensors(self._state_weights(), dtype)
-        key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id)
+        key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id, extra_meta)
         self.outputs[key] = path
         log.info("Wrote %s output at step %d", stage, self.step)
+
+    def _lora_tensors(self, dtype=torch.float32):
+        """The adapters' current values in the LoRA file's format (core Load LoRA's keys)."""
+        values = {n[len("lora."):]: v for n, v in self._state_weights().items() if n.startswith("lora.")}
+        return lora_adapters.export_tensors(values, self.cfg.lora_alpha, dtype)
 
     def _sample_condition(self):
         """(caption, image [H, W, 3] 0..1, fps) of the preview videos, fixed for the whole run."""
@@ -428,8 +466,10 @@ class Trainer:
         caption, image, fps = self.sample_condition
         self.models.unet.eval()
         try:
+            # a LoRA run: base model | base + LoRA side by side, same seed
             frames = self.models.sample_video(caption, image, fps, cfg.frames, cfg.height, cfg.width,
-                                              steps=cfg.sample_steps, cfg=cfg.sample_cfg, seed=cfg.seed)
+                                              steps=cfg.sample_steps, cfg=cfg.sample_cfg, seed=cfg.seed,
+                                              lora=self._lora_tensors() if self.adapter is not None else None)
         finally:
             self.models.unet.train()
         path = os.path.join(cfg.output_dir, "samples", f"step_{self.step:08d}.mp4")
@@ -512,7 +552,7 @@ class Trainer:
         for stage, steps in self.plan:
             stage_start, stage_end = stage_end, stage_end + steps
             if self.step >= stage_end:
-                if self.step == stage_end and not os.path.exists(self.paths[STAGE_OUTPUT[stage]]):
+                if self.step == stage_end and not os.path.exists(self.paths[self.run_outputs.stage_output[stage]]):
                     # stopped between the stage's last step and its result: the state holds that result
                     self._write_stage_output(stage)
                 continue

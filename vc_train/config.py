@@ -95,6 +95,9 @@ class TrainConfig:
             if self.sharding == "fsdp":
                 raise ValueError("sharding 'fsdp' is for full finetunes (adapter none): a LoRA's trainable "
                                  "state is small, use sharding 'ddp'")
+        if self.sharding == "fsdp" and self.sample_every:
+            raise ValueError("sharding 'fsdp' writes no preview videos (each rank holds a shard of the UNet): "
+                             "set sample_every to 0, or sample the result file")
         for name in ("frames", "frame_stride", "height", "width", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

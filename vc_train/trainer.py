@@ -17,6 +17,7 @@ import torch
 
 from . import stages
 from . import lora as lora_adapters
+from . import sharding
 from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
 from ..vc_models.process_memory import peak_rss_bytes
@@ -160,7 +161,7 @@ def check_before_loading(cfg):
     run_id = None
     if path:
         _, _, meta = StateStore.load(path, weights=False)
-        changes = resume_changes(meta, cfg, dataset=None)
+        changes = resume_changes(meta, cfg, dataset=None, world_size=int(os.environ.get("WORLD_SIZE", "1")))
         if changes:
             raise ValueError(resume_refusal(path, meta, changes))
         run_id = store.run_of(path)
@@ -192,8 +193,16 @@ class Trainer:
         self.device = resolve_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = dist or Distributed.from_env(self.device.type)
         self.amp_dtype = autocast_dtype(cfg, self.device)
-        # frozen weights in half precision only where it pays (GPU); the CPU keeps float32
-        self.frozen_dtype = self.amp_dtype if (self.amp_dtype and self.device.type == "cuda") else torch.float32
+        # frozen weights in half precision only where it pays (GPU); the CPU keeps float32. Sharded: float32
+        # shards (1/N of the memory), gathered block by block in the autocast dtype
+        sharded = cfg.sharding == "fsdp"
+        half_frozen = self.amp_dtype and self.device.type == "cuda" and not sharded
+        self.frozen_dtype = self.amp_dtype if half_frozen else torch.float32
+        self.sharder = None
+        if sharded:
+            self.sharder = sharding.Sharding(self.device, self.dist.world_size,
+                                     self.amp_dtype if self.device.type == "cuda" else None)
+        self.sharded = False  # the UNet is sharded (at the first stage's placement)
         self.run_outputs = RunOutputs(cfg)
         self.paths = self.run_outputs.paths
         self.store = StateStore(self.paths["states"], cfg.keep_states)
@@ -336,7 +345,9 @@ class Trainer:
         in_state = set(self.state_names)
         for name, p in self.params.items():
             trainable = name in names
-            if trainable and name in self.frozen_master:
+            if self.sharded:  # placed once, before sharding, in float32
+                pass
+            elif trainable and name in self.frozen_master:
                 p.data = self.frozen_master.pop(name).to(self.device, torch.float32)
             elif trainable and p.dtype != torch.float32:
                 # held in half precision and never trained: take the full-precision original
@@ -350,8 +361,12 @@ class Trainer:
             p.requires_grad_(trainable)
             p.grad = None
         for buf_owner in (self.models.unet, self.models.projector, self.adapter):
-            if buf_owner is not None:
+            if buf_owner is not None and not self.sharded:
                 buf_owner.to(self.device)
+        if self.sharder is not None and not self.sharded:
+            self.sharder.shard(self.models.unet)  # replaces the UNet's parameters by their shards
+            self.sharded = True
+            self.params = _named_trainable_modules(self.models, self.adapter)
         self.models.unet.gradient_checkpointing = self.cfg.gradient_checkpointing
         self.models.unet.train()  # the temporal convolutions carry dropout 0.1, as in the original training
         self.models.projector.train()
@@ -361,24 +376,40 @@ class Trainer:
         lr = cfg.projector_lr if stage == "projector" else cfg.finetune_lr
         self.lr = lr
         self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay, foreach=True)
+                                           weight_decay=cfg.weight_decay,
+                                           # foreach over hundreds of sharded tensors: a first step of minutes (CPU)
+                                           foreach=not self.sharded)
         self.scaler = torch.amp.GradScaler("cuda") if (self.amp_dtype == torch.float16 and self.device.type == "cuda") else None
 
     # ------------------------------------------------------------ state
     def _state_weights(self):
-        """fp32 CPU values of every parameter the plan may change (exact even while held in half precision)."""
-        return {n: self.frozen_master.get(n, self.params[n]).detach().float().cpu() for n in self.state_names}
+        """fp32 CPU values of every parameter the plan may change (exact even while held in half precision).
+        Sharded: the full values on every rank (a collective: every rank calls it)."""
+        return {n: sharding.full_value(self.frozen_master.get(n, self.params[n]).detach()).float().cpu()
+                for n in self.state_names}
+
+    def _weights_for_main(self):
+        """The state weights on rank 0 (None elsewhere); every rank takes part in gathering sharded ones."""
+        return self._state_weights() if (self.dist.is_main or self.sharded) else None
 
     def _save_state(self, stage):
+        weights = self._weights_for_main()
+        optimizer = self.optimizer.state_dict()
+        tmp = None
+        if self.sharded:  # each rank writes its optimizer shards into the state rank 0 then completes
+            tmp = self.dist.on_main(lambda: self.store.begin(self.step))
+            self.store.write_rank_part(tmp, self.dist.rank, sharding.local_optimizer_state(optimizer))
+            self.dist.barrier()
+            optimizer = None
         if self.dist.is_main:
-            optimizer_state = {"optimizer": self.optimizer.state_dict(), "stage": stage,
+            optimizer_state = {"optimizer": optimizer, "stage": stage,
                                "scaler": self.scaler.state_dict() if self.scaler else None,
                                "torch_rng": torch.get_rng_state()}
             meta = {"step": self.step, "stage": stage, "stream": self.stream.state_dict(),
                     "seed": self.cfg.seed, "world_size": self.dist.world_size, "history": self.history,
                     "config": self.cfg.as_dict(), "skipped": dict(self.dataset.skipped),
                     "dataset": self.dataset_info}
-            path = self.store.save(self.step, self._state_weights(), optimizer_state, meta)
+            path = self.store.save(self.step, weights, optimizer_state, meta, tmp)
             log.info("Saved training state %s", path)
         self.dist.barrier()
 
@@ -390,7 +421,7 @@ class Trainer:
             run_id = new_run_id()
         else:
             _, _, meta = StateStore.load(path, weights=False)
-            changes = resume_changes(meta, self.cfg, self.dataset_info)
+            changes = resume_changes(meta, self.cfg, self.dataset_info, self.dist.world_size)
             if changes:
                 raise ValueError(resume_refusal(path, meta, changes))
             run_id = self.store.run_of(path)
@@ -411,6 +442,8 @@ class Trainer:
             for name, value in weights.items():
                 if name in self.params:
                     self.params[name].data = value.to(self.params[name].dtype)
+        if self.sharder is not None:
+            optimizer_state["optimizer"] = StateStore.load_rank_part(path, self.dist.rank)
         self.step = meta["step"]
         self.history = [r for r in meta["history"] if r["step"] <= self.step]
         self.stream.load_state_dict(meta["stream"])
@@ -421,26 +454,27 @@ class Trainer:
 
     # ------------------------------------------------------------ outputs
     def _write_stage_output(self, stage):
+        weights = self._weights_for_main()
         if not self.dist.is_main:
             return
         extra_meta = None
         if stage == "projector":
-            tensors = self.models.projector_file_tensors(self._state_weights())
+            tensors = self.models.projector_file_tensors(weights)
         elif self.adapter is not None:
-            tensors = self._lora_tensors(torch.float16 if self.cfg.save_fp16 else torch.float32)
+            tensors = self._lora_tensors(weights, torch.float16 if self.cfg.save_fp16 else torch.float32)
             cfg = self.cfg
             extra_meta = lora_adapters.metadata(self.models.model_id, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
                                                 cfg.lora_targets, self.step, len(self.dataset))
         else:
             dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
-            tensors = self.models.checkpoint_tensors(self._state_weights(), dtype)
+            tensors = self.models.checkpoint_tensors(weights, dtype)
         key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id, extra_meta)
         self.outputs[key] = path
         log.info("Wrote %s output at step %d", stage, self.step)
 
-    def _lora_tensors(self, dtype=torch.float32):
-        """The adapters' current values in the LoRA file's format (core Load LoRA's keys)."""
-        values = {n[len("lora."):]: v for n, v in self._state_weights().items() if n.startswith("lora.")}
+    def _lora_tensors(self, weights, dtype=torch.float32):
+        """The adapters' values among the state `weights` in the LoRA file's format (core Load LoRA's keys)."""
+        values = {n[len("lora."):]: v for n, v in weights.items() if n.startswith("lora.")}
         return lora_adapters.export_tensors(values, self.cfg.lora_alpha, dtype)
 
     def _sample_condition(self):
@@ -469,7 +503,7 @@ class Trainer:
             # a LoRA run: base model | base + LoRA side by side, same seed
             frames = self.models.sample_video(caption, image, fps, cfg.frames, cfg.height, cfg.width,
                                               steps=cfg.sample_steps, cfg=cfg.sample_cfg, seed=cfg.seed,
-                                              lora=self._lora_tensors() if self.adapter is not None else None)
+                                              lora=self._lora_tensors(self._state_weights()) if self.adapter else None)
         finally:
             self.models.unet.train()
         path = os.path.join(cfg.output_dir, "samples", f"step_{self.step:08d}.mp4")
@@ -523,10 +557,15 @@ class Trainer:
                 loss = eps_loss(eps, noise) / cfg.grad_accum
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.item()
-        self.dist.average_gradients(self.trainable)
+        if self.sharded:  # the shards' gradients arrive averaged (reduce-scatter); the rest is replicated
+            self.dist.average_gradients(sharding.replicated(self.trainable))
+        else:
+            self.dist.average_gradients(self.trainable)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if cfg.max_grad_norm > 0:
+        if cfg.max_grad_norm > 0 and self.sharded:
+            sharding.clip_grad_norm(self.trainable, cfg.max_grad_norm)
+        elif cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
         if self.scaler:
             self.scaler.step(self.optimizer)
@@ -558,7 +597,10 @@ class Trainer:
                 continue
             self._set_stage(stage)
             if optimizer_state is not None and optimizer_state["stage"] == stage and self.step > stage_start:
-                self.optimizer.load_state_dict(optimizer_state["optimizer"])
+                saved = optimizer_state["optimizer"]
+                if self.sharded:
+                    saved = sharding.sharded_optimizer_state(saved, self.trainable)
+                self.optimizer.load_state_dict(saved)
                 if self.scaler and optimizer_state.get("scaler"):
                     self.scaler.load_state_dict(optimizer_state["scaler"])
             optimizer_state = None
@@ -604,6 +646,8 @@ class Trainer:
 
     def _finish(self):
         digests = self.dist.gather(weights_digest(self._state_weights(), self.state_names))
+        optimizer_bytes = self.dist.gather(sharding.optimizer_state_bytes(self.optimizer.state_dict())
+                                           if hasattr(self, "optimizer") else 0)
         samples = self.dist.gather(sorted(self.epoch0_samples))
         timed = self.step_times[1:] or self.step_times
         per_step = sum(timed) / len(timed) if timed else float("nan")
@@ -615,6 +659,7 @@ class Trainer:
             "peak_rss_mb_rank0": round(rss_mb, 1),
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if self.device.type == "cuda" else None,
             "rank_weight_sha256": digests, "epoch0_indices_by_rank": samples,
+            "sharding": self.cfg.sharding, "optimizer_state_bytes_by_rank": optimizer_bytes,
             "dataset_size": len(self.dataset), "skipped": dict(self.dataset.skipped),
             "probed_by_rank": getattr(self, "probed_by_rank", None), "run_id": self.store.run_id,
             "outputs": {k: v for k, v in self.outputs.items()},

@@ -19,9 +19,12 @@ I2V_CKPT = TRAINED.release.file_name
 
 # Values that differ from the node's defaults in the shipped graph
 VALUES = {"ckpt_name": I2V_CKPT, "data": "videocrafter_train", "stage": "both", "output_name": "videocrafter_i2v_trained"}
+INFO = ("Put training videos (with same-name .txt captions) in ComfyUI/input/videocrafter_train, or set 'data' to a "
+        ".csv/.jsonl. Results go to models/checkpoints (a LoRA: models/loras); states and the loss log to "
+        "output/videocrafter_training/<output_name>.")
 
 
-def train_widgets(node_class):
+def train_widgets(node_class, values=VALUES):
     """[(name, value)] of the node's widgets in UI order; the frontend adds a 'control after
     generate' value after an INT input named seed."""
     spec = node_class.INPUT_TYPES()
@@ -29,18 +32,21 @@ def train_widgets(node_class):
     for section in ("required", "optional"):
         for name, (kind, options) in spec.get(section, {}).items():
             if isinstance(kind, list):
-                value = VALUES.get(name, options.get("default", kind[0] if kind else ""))
+                value = values.get(name, options.get("default", kind[0] if kind else ""))
             else:
-                value = VALUES.get(name, options.get("default"))
+                value = values.get(name, options.get("default"))
             out.append((name, value))
             if name == "seed":
                 out.append((None, "fixed"))
     return out
 
 
-def main():
-    pack = comfy_boot.boot(cpu=True)
-    widgets = train_widgets(pack.NODE_CLASS_MAPPINGS["VideoCrafterTrainI2V"])
+def build(pack, model_id, name, values, info=INFO):
+    """workflows/<name>.json and workflows/api/<name>.json: the trainer node on registry model `model_id`'s
+    released file with `values` over the node's defaults (e.g. {"adapter": "lora", "stage": "finetune"})."""
+    entry = registry.entry(model_id)
+    widgets = train_widgets(pack.NODE_CLASS_MAPPINGS["VideoCrafterTrainI2V"],
+                            {**VALUES, "ckpt_name": entry.release.file_name, **values})
     nodes = {
         1: ("VideoCrafterTrainI2V", [value for _, value in widgets], {}, "VideoCrafter Train I2V (two-stage)", (60, 120)),
         2: ("SaveImage", ["videocrafter_training/loss_curve"], {"images": (1, 0)}, "Loss curve", (540, 120)),
@@ -51,13 +57,15 @@ def main():
         "2": {"class_type": "SaveImage", "_meta": {"title": nodes[2][3]},
               "inputs": {"filename_prefix": nodes[2][1][0], "images": ["1", 0]}},
     }
-    ui = to_ui(nodes, "train_i2v", comfy_boot.object_info(["VideoCrafterTrainI2V", "SaveImage"]), [TRAINED])
-    ui["extra"]["info"] = ("Put training videos (with same-name .txt captions) in ComfyUI/input/videocrafter_train, "
-                           "or set 'data' to a .csv/.jsonl. Results go to models/checkpoints; states and the loss "
-                           "log to output/videocrafter_training/<output_name>.")
-    write_json(os.path.join(ROOT, "workflows", "train_i2v.json"), ui)
-    write_json(os.path.join(ROOT, "workflows", "api", "train_i2v.json"), api)
-    print("wrote workflows/train_i2v.json and workflows/api/train_i2v.json")
+    ui = to_ui(nodes, name, comfy_boot.object_info(["VideoCrafterTrainI2V", "SaveImage"]), [entry])
+    ui["extra"]["info"] = info
+    write_json(os.path.join(ROOT, "workflows", f"{name}.json"), ui)
+    write_json(os.path.join(ROOT, "workflows", "api", f"{name}.json"), api)
+    print(f"wrote workflows/{name}.json and workflows/api/{name}.json")
+
+
+def main():
+    build(comfy_boot.boot(cpu=True), TRAINED.id, "train_i2v", {})
 
 
 if __name__ == "__main__":

@@ -78,6 +78,13 @@ def _matrix_shape(module):
     return w.shape[0], w[0].numel()
 
 
+def _autocast_on(device_type):
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta, in scripts/training_memory.py)
+        return False
+
+
 class LoraLayer(nn.Module):
     def __init__(self, base, rank, alpha, dropout):
         super().__init__()
@@ -101,8 +108,8 @@ class LoraLayer(nn.Module):
             self.lora_up.weight.zero_()
 
     def delta(self, x, training):
-        if not torch.is_autocast_enabled(x.device.type):  # autocast casts by itself; else inputs may be half
-            x = x.to(self.lora_down.weight.dtype)
+        if x.dtype != self.lora_down.weight.dtype and not _autocast_on(x.device.type):
+            x = x.to(self.lora_down.weight.dtype)  # autocast casts by itself; without it the input may be half
         if self.dropout:
             x = nn.functional.dropout(x, self.dropout, training)
         return self.lora_up(self.lora_down(x)) * self.scale

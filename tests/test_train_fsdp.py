@@ -110,3 +110,7 @@ def test_fsdp_two_ranks_matches_ddp_and_resumes_after_kill(pack, tmp_path, monke
     with pytest.raises(ValueError) as error:
         trainer.check_before_loading(config.TrainConfig.from_dict(dict(fsdp, finetune_steps=STEPS + 1)))
     assert "world size 2 -> 1" in str(error.value) and "--nproc_per_node 2" in str(error.value)
+    monkeypatch.delenv("WORLD_SIZE")  # not under torchrun at all
+    with pytest.raises(ValueError) as error:
+        trainer.check_before_loading(config.TrainConfig.from_dict(dict(fsdp, output_dir=str(tmp_path / "fresh"))))
+    assert "sharding 'fsdp' needs several ranks: start the trainer with torchrun" in str(error.value)

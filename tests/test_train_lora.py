@@ -174,6 +174,17 @@ def test_lora_resume_is_bitwise_exact(mods, tmp_path, data_dir):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_lora_in_bf16_autocast(mods, tmp_path, data_dir):
+    """bf16 autocast (the GPU default) on the CPU: the adapters train in float32, the file is float32."""
+    cfg, models = build(mods, lora_config(tmp_path, data_dir, precision="bf16", finetune_steps=2, finetune_lr=1e-2,
+                                          lora_targets="attn1,temporal", gradient_checkpointing=True))
+    result = mods["trainer"].train(cfg, models)
+    assert all(r["loss"] == r["loss"] for r in result.history) and len(result.history) == 2
+    lora = safetensors.torch.load_file(result.outputs["lora"])
+    ups = [v for k, v in lora.items() if k.endswith(".lora_up.weight")]
+    assert all(v.dtype == torch.float32 for v in ups) and any(v.abs().max() > 0 for v in ups)
+
+
 @pytest.mark.parametrize("option, message", [
     ({"lora_rank": 0}, "lora_rank must be at least 1"),
     ({"lora_targets": "attn1,mlp"}, "unknown target group(s) ['mlp']"),

@@ -22,11 +22,15 @@ def unet_blocks(unet):
     return [*unet.input_blocks, unet.middle_block, *unet.output_blocks]
 
 
+def refuse_single_process(world_size):
+    if world_size < 2:
+        raise ValueError("sharding 'fsdp' needs several ranks: start the trainer with torchrun "
+                         "--nproc_per_node N (N >= 2), or use sharding 'ddp' on one process")
+
+
 class Sharding:
     def __init__(self, device, world_size, param_dtype=None):
-        if world_size < 2:
-            raise ValueError("sharding 'fsdp' needs several ranks: start the trainer with torchrun "
-                             "--nproc_per_node N (N >= 2), or use sharding 'ddp' on one process")
+        refuse_single_process(world_size)
         self.mesh = init_device_mesh(device.type, (world_size,))
         # on a GPU the blocks run in the autocast dtype (gathered in it: half the traffic); gradients reduce in fp32
         self.policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)

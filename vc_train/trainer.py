@@ -155,13 +155,16 @@ def resume_refusal(path, meta, changes):
 def check_before_loading(cfg):
     """The checks that need no model, run before the (slow) model loading: a resume that would mix
     two trainings and results that would replace an existing file are refused here."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
+    if cfg.sharding == "fsdp":
+        sharding.refuse_single_process(world_size)
     outputs = RunOutputs(cfg)
     store = StateStore(outputs.paths["states"])
     path = store.latest() if cfg.resume else None
     run_id = None
     if path:
         _, _, meta = StateStore.load(path, weights=False)
-        changes = resume_changes(meta, cfg, dataset=None, world_size=int(os.environ.get("WORLD_SIZE", "1")))
+        changes = resume_changes(meta, cfg, dataset=None, world_size=world_size)
         if changes:
             raise ValueError(resume_refusal(path, meta, changes))
         run_id = store.run_of(path)

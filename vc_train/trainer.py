@@ -156,8 +156,6 @@ def check_before_loading(cfg):
     """The checks that need no model, run before the (slow) model loading: a resume that would mix
     two trainings and results that would replace an existing file are refused here."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
-    if cfg.sharding == "fsdp":
-        sharding.refuse_single_process(world_size)
     outputs = RunOutputs(cfg)
     store = StateStore(outputs.paths["states"])
     path = store.latest() if cfg.resume else None
@@ -168,6 +166,8 @@ def check_before_loading(cfg):
         if changes:
             raise ValueError(resume_refusal(path, meta, changes))
         run_id = store.run_of(path)
+    if cfg.sharding == "fsdp":  # after the resume check: a sharded state names the world size it needs
+        sharding.refuse_single_process(world_size)
     outputs.refuse_foreign(run_id)
 
 

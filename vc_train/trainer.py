@@ -348,24 +348,14 @@ class Trainer:
         in_state = set(self.state_names)
         for name, p in self.params.items():
             trainable = name in names
-            if self.sharded:  # placed once, before sharding, in float32
-                pass
-            elif trainable and name in self.frozen_master:
-                p.data = self.frozen_master.pop(name).to(self.device, torch.float32)
-            elif trainable and p.dtype != torch.float32:
-                # held in half precision and never trained: take the full-precision original
-                p.data = self.models.original_parameter(name).to(self.device, torch.float32)
-            elif not trainable and p.dtype != self.frozen_dtype:
-                if name in in_state:  # keep its exact value for states and exports
-                    self.frozen_master[name] = p.detach().float().cpu().clone()
-                p.data = p.data.to(self.device, self.frozen_dtype)
-            else:
-                p.data = p.data.to(self.device)
+            if not self.sharded:  # sharded parameters were placed once, before sharding, in float32
+                self._place(name, p, trainable, in_state)
             p.requires_grad_(trainable)
             p.grad = None
-        for buf_owner in (self.models.unet, self.models.projector, self.adapter):
-            if buf_owner is not None and not self.sharded:
-                buf_owner.to(self.device)
+        if not self.sharded:
+            for buf_owner in (self.models.unet, self.models.projector, self.adapter):
+                if buf_owner is not None:
+                    buf_owner.to(self.device)
         if self.sharder is not None and not self.sharded:
             self.sharder.shard(self.models.unet)  # replaces the UNet's parameters by their shards
             self.sharded = True
@@ -383,6 +373,21 @@ class Trainer:
                                            # foreach over hundreds of sharded tensors: a first step of minutes (CPU)
                                            foreach=not self.sharded)
         self.scaler = torch.amp.GradScaler("cuda") if (self.amp_dtype == torch.float16 and self.device.type == "cuda") else None
+
+    def _place(self, name, p, trainable, in_state):
+        """Trained parameters in float32 on the device, frozen ones in the frozen dtype (exact values of those a
+        state holds kept aside)."""
+        if trainable and name in self.frozen_master:
+            p.data = self.frozen_master.pop(name).to(self.device, torch.float32)
+        elif trainable and p.dtype != torch.float32:
+            # held in half precision and never trained: take the full-precision original
+            p.data = self.models.original_parameter(name).to(self.device, torch.float32)
+        elif not trainable and p.dtype != self.frozen_dtype:
+            if name in in_state:  # keep its exact value for states and exports
+                self.frozen_master[name] = p.detach().float().cpu().clone()
+            p.data = p.data.to(self.device, self.frozen_dtype)
+        else:
+            p.data = p.data.to(self.device)
 
     # ------------------------------------------------------------ state
     def _state_weights(self):

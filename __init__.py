@@ -1,8 +1,9 @@
 """VideoCrafter for ComfyUI: the VideoCrafter family (VideoCrafter1/2, VideoCrafter1 I2V, DynamiCrafter,
 FreeNoise, T2V-Turbo-v2) as ComfyUI nodes, with a trainer and a batch command."""
-from .vc_models import sampling as _sampling
+from .vc_models import sampling as _sampling, lora_keys as _lora_keys
 
 _sampling.register()
+_lora_keys.install()  # core LoRA loading also reads peft / diffusers-style keys for this pack's UNet
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402  (after the sampler is registered)
 

@@ -11,7 +11,8 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, SIZE_MULTIPLE
+from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, ADAPTERS, SIZE_MULTIPLE
+from ..vc_train.lora import TARGET_GROUPS
 from ..vc_train.trainer import Trainer, Callbacks, check_before_loading
 from ..vc_models.checkpoint import training_entry
 from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training
@@ -101,7 +102,9 @@ class VideoCrafterTrain:
         """`options`: the TrainConfig fields among the inputs; a field a prompt leaves out keeps its default."""
         name = plain_file_name(output_name, "output_name", "videocrafter_i2v_trained")
         run_dir = os.path.join(folder_paths.get_output_directory(), "videocrafter_training", name)
-        ckpt_dir = folder_paths.get_folder_paths("checkpoints")[0] if save_to == "checkpoints" else run_dir
+        # a LoRA goes where core's Load LoRA lists them, a checkpoint where the loader does
+        models_folder = "loras" if options.get("adapter") == "lora" else "checkpoints"
+        ckpt_dir = folder_paths.get_folder_paths(models_folder)[0] if save_to == "checkpoints" else run_dir
         clip_vision = folder_paths.get_full_path("clip_vision", clip_vision_name) if clip_vision_name != NONE else ""
         options.update(data=_resolve_data_path(options.get("data", "")),
                        projector_file=_resolve_projector_file(options.get("projector_file", "")))
@@ -125,7 +128,7 @@ class VideoCrafterTrain:
             finally:
                 del models, trainer
                 free_memory_for_training()  # model management still holds the encoders this run loaded
-        last = result.outputs.get("checkpoint") or result.outputs.get("projector_file") or ""
+        last = result.outputs.get("lora") or result.outputs.get("checkpoint") or result.outputs.get("projector_file") or ""
         return (pil_to_image(result.loss_curve), last)
 
 
@@ -141,7 +144,7 @@ class VideoCrafterTrainI2V(VideoCrafterTrain):
 
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
 WIDGET_TYPES = {int: "INT", float: "FLOAT", bool: "BOOLEAN", str: "STRING"}
-CHOICES = {"finetune_layers": FINETUNE_LAYERS, "precision": PRECISIONS, "cond_frame": COND_FRAMES}
+CHOICES = {"finetune_layers": FINETUNE_LAYERS, "precision": PRECISIONS, "cond_frame": COND_FRAMES, "adapter": ADAPTERS}
 STEPS = {"min": 0, "max": 10**7}
 SIZE = {"min": SIZE_MULTIPLE, "max": 2048, "step": SIZE_MULTIPLE}
 RATE = {"min": 0.0, "max": 1.0, "step": 1e-6, "round": False}
@@ -166,14 +169,15 @@ NODE_ONLY = {
                           "to image-to-video), DynamiCrafter 256/512/1024 or 512 interpolation, VideoCrafter1 I2V. "
                           "ToonCrafter and T2V-Turbo are refused (the originals define no such training)."}),
     "output_name": lambda: ("STRING", {"default": "videocrafter_i2v_trained", "tooltip": "Name of the results: "
-                            "<name>.safetensors (stage 2), <name>_projector.safetensors (stage 1), and the run folder "
+                            "<name>.safetensors (stage 2: a checkpoint, or a LoRA in models/loras), <name>_projector.safetensors (stage 1), and the run folder "
                             "output/videocrafter_training/<name> (states, loss_log.csv, loss_curve.png). A plain "
                             "name, no folders."}),
     "clip_vision_name": lambda: (_clip_vision_names(), {"default": NONE, "tooltip": "OpenCLIP ViT-H-14 vision "
                                  "file from models/clip_vision: upgrades a text-to-video ckpt_name to image-to-video "
                                  "(stages projector/finetune). Leave 'none' otherwise."}),
     "save_to": lambda: (list(SAVE_TO), {"default": "checkpoints", "tooltip": "Where the results go: "
-                        "models/checkpoints (ready for the loader) or the run folder in the output directory."}),
+                        "models/checkpoints (ready for the loader; a LoRA: models/loras, ready for Load LoRA) or the run folder in "
+                        "the output directory."}),
 }
 
 # (section, name, widget options) in the node's widget order (saved workflows depend on it); names
@@ -237,6 +241,17 @@ INPUTS = [
      "states are kept)."}),
     ("optional", "overwrite", {"tooltip": "Replace result files of the same name that another run or model wrote. "
      "Off: such a name is refused before training starts."}),
+    ("optional", "adapter", {"tooltip": "What the finetune stage trains: none = the UNet weights of finetune_layers "
+     "(a full checkpoint); lora = LoRA adapters beside the frozen UNet, written to models/loras for core 'Load LoRA "
+     "(model only)' (use a larger finetune_lr, e.g. 1e-4). The preview videos then show base | base + LoRA."}),
+    ("optional", "lora_rank", {"min": 1, "max": 1024, "tooltip": "LoRA rank (at most min(inputs, outputs) of every "
+     "targeted layer)."}),
+    ("optional", "lora_alpha", {"min": 0.001, "max": 4096.0, "step": 0.001, "round": False, "tooltip": "LoRA alpha: "
+     "the adapter's output is scaled by alpha / rank."}),
+    ("optional", "lora_dropout", {"min": 0.0, "max": 0.99, "step": 0.01, "tooltip": "Dropout on the adapters' "
+     "input during training."}),
+    ("optional", "lora_targets", {"tooltip": "Comma-separated layer groups that get adapters: "
+     + "; ".join(f"{k} = {v}" for k, v in TARGET_GROUPS.items()) + "."}),
 ]
 
 

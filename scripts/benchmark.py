@@ -241,9 +241,10 @@ RELEASED_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channe
                 "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
 
 
-def activation_peak(forward):
+def activation_peak(forward, grad=False):
     """Peak bytes of the tensors `forward` (on meta tensors) keeps alive at once: every op output counted while a
-    reference to it lives (views and in-place results are not new memory)."""
+    reference to it lives (views and in-place results are not new memory). grad=True: with autograd, so a
+    `forward` that also runs the backward pass counts what the graph saves and the gradients it makes."""
     import weakref
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -267,7 +268,7 @@ def activation_peak(forward):
             return out
 
     counter = LiveBytes()
-    with torch.no_grad(), counter:
+    with torch.set_grad_enabled(grad), counter:
         forward()
     return counter.peak
 

@@ -50,9 +50,11 @@ def train_widgets(node_class, values):
     return out
 
 
-def build(pack, entry):
-    node_type, title, values = graph_values(entry)
-    widgets = train_widgets(pack.NODE_CLASS_MAPPINGS[node_type], values)
+def build(pack, entry, name=None, values=None):
+    """(UI graph, API graph) of the trainer node on the entry's released file: its training graph, or with
+    `values` over them (e.g. {"adapter": "lora"}) another graph `name` of the same node."""
+    node_type, title, base = graph_values(entry)
+    widgets = train_widgets(pack.NODE_CLASS_MAPPINGS[node_type], {**base, **(values or {})})
     nodes = {
         1: (node_type, [value for _, value in widgets], {}, title, (60, 120)),
         2: ("SaveImage", ["videocrafter_training/loss_curve"], {"images": (1, 0)}, "Loss curve", (540, 120)),
@@ -63,18 +65,24 @@ def build(pack, entry):
         "2": {"class_type": "SaveImage", "_meta": {"title": nodes[2][3]},
               "inputs": {"filename_prefix": nodes[2][1][0], "images": ["1", 0]}},
     }
-    ui = to_ui(nodes, entry.train_workflow, comfy_boot.object_info([node_type, "SaveImage"]), [entry])
+    ui = to_ui(nodes, name or entry.train_workflow, comfy_boot.object_info([node_type, "SaveImage"]), [entry])
     ui["extra"]["info"] = INFO
     return ui, api
 
 
+# graphs beyond each model's own training graph: (file name, model id, widget values over the model's graph)
+MORE_GRAPHS = (("train_lora_vc2", "vc2_t2v_512", {"adapter": "lora", "output_name": "videocrafter2_lora"}),)
+
+
 def main():
     pack = comfy_boot.boot(cpu=True)
-    for entry in (e for e in registry.MODELS if e.train_workflow):
-        ui, api = build(pack, entry)
-        write_json(os.path.join(ROOT, "workflows", f"{entry.train_workflow}.json"), ui)
-        write_json(os.path.join(ROOT, "workflows", "api", f"{entry.train_workflow}.json"), api)
-        print(f"wrote workflows/{entry.train_workflow}.json and workflows/api/{entry.train_workflow}.json")
+    graphs = [(e.train_workflow, e, None) for e in registry.MODELS if e.train_workflow]
+    graphs += [(name, registry.entry(model_id), values) for name, model_id, values in MORE_GRAPHS]
+    for name, entry, values in graphs:
+        ui, api = build(pack, entry, name, values)
+        write_json(os.path.join(ROOT, "workflows", f"{name}.json"), ui)
+        write_json(os.path.join(ROOT, "workflows", "api", f"{name}.json"), api)
+        print(f"wrote workflows/{name}.json and workflows/api/{name}.json")
 
 
 if __name__ == "__main__":

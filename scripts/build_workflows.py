@@ -37,6 +37,7 @@ NODE_TYPES = {
     # top-level codec it still accepts), so "auto", "auto" is read the same by both frontends and servers
     "SaveVideo": ["filename_prefix", "format", "codec"],
     "ImageBatch": [],
+    "LoraLoaderModelOnly": ["lora_name", "strength_model"],
     "VideoCrafterKeyFrameSequence": ["loop", "width", "height", "length", "fs", "seed", "steps", "cfg", "sampler_name",
                                      "scheduler", "eta", "segments_per_batch"],
     "LoadVideo": ["file"],
@@ -505,9 +506,34 @@ def dynamicrafter_freenoise_graph(variant, ckpt, prompt, d, frames=64):
     return nodes
 
 
+def lora_name(entry):
+    """The LoRA file a `lora` workflow of `entry` loads: what the trainer writes to models/loras for output_name
+    <model id>_lora with adapter lora."""
+    return f"{entry.id}_lora.safetensors"
+
+
+def lora_graph(nodes, lora_file):
+    """`nodes` with core Load LoRA (model only) between the model loader and everything that takes its MODEL."""
+    lora_id = max(nodes) + 1
+    takers = {nid: ins["model"] for nid, (_, _, ins, _, _) in nodes.items() if "model" in ins}
+    sources = set(takers.values())
+    if len(sources) != 1:
+        raise ValueError(f"a LoRA graph needs one MODEL source, this graph has {sorted(sources)}")
+    source = sources.pop()
+    out = {}
+    for nid, (ntype, widgets, ins, title, pos) in nodes.items():
+        out[nid] = (ntype, widgets, {k: ((lora_id, 0) if k == "model" else v) for k, v in ins.items()}, title, pos)
+    src_pos = nodes[source[0]][4]
+    out[lora_id] = ("LoraLoaderModelOnly", [lora_file, 1.0], {"model": source},
+                    "Load LoRA (model only): the trained LoRA", (src_pos[0], src_pos[1] + 420))
+    return out
+
+
 def workflow_graph(entry, workflow):
     """The nodes of one shipped workflow of a registry entry: its family's graph, or a variation of it."""
     d, ckpt, name = entry.defaults, entry.release.file_name, workflow.name
+    if workflow.variation == "lora":
+        return lora_graph(workflow_graph(entry, replace(workflow, variation="")), lora_name(entry))
     if workflow.variation == "freenoise":
         build = dynamicrafter_freenoise_graph if entry.family == registry.DYNAMICRAFTER else freenoise_graph
         return build(entry.id, ckpt, workflow.prompt, d)

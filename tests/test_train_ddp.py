@@ -10,13 +10,19 @@ import train_util
 from server_util import free_port, venv_python
 
 
-def torchrun_two_ranks(tmp_path, values, timeout=400):
-    config = tmp_path / "train.yaml"
+def torchrun_two_ranks_command(tmp_path, values, config_name="train.yaml"):
+    """(command, environment) of scripts/vc_train.py under torchrun with 2 CPU ranks on the config `values`."""
+    config = tmp_path / config_name
     config.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in values.items()))
     env = dict(os.environ, GLOO_SOCKET_IFNAME="lo", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     cmd = [venv_python(), "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
            "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
            os.path.join(comfy_host.REPO, "scripts", "vc_train.py"), "--config", str(config), "--cpu"]
+    return cmd, env
+
+
+def torchrun_two_ranks(tmp_path, values, timeout=400, config_name="train.yaml"):
+    cmd, env = torchrun_two_ranks_command(tmp_path, values, config_name)
     return subprocess.run(cmd, env=env, cwd=str(tmp_path), capture_output=True, text=True, timeout=timeout)
 
 

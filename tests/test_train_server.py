@@ -9,8 +9,10 @@ import urllib.request
 
 import pytest
 
+import comfy_host
 import train_util
-from server_util import ComfyServer, REPO, http_json, run_prompt, submit, wait_history
+from server_util import (ComfyServer, REPO, START_IMAGE, http_json, run_prompt, submit, wait_history, load_workflow,
+                         fill_inputs, output_files)
 
 TRAIN_DATA = "videocrafter_train_tiny"
 
@@ -20,6 +22,11 @@ def train_server(tmp_path_factory):
     """A server of its own (tests/conftest.py has no shared one); the dataset in its input folder."""
     srv = ComfyServer(tmp_path_factory.mktemp("train_server"))
     train_util.make_dataset(os.path.join(srv.input_dir, TRAIN_DATA), count=3)
+    # models/loras of this server only (the node writes a LoRA to the first loras folder)
+    with open(srv.yaml_path, "a") as f:
+        f.write(f"vc_test_loras:\n    base_path: {srv.models_dir}\n    is_default: true\n    loras: loras\n")
+    import shutil
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # see test_train_stages.mods: far faster on a shared 2-CPU box
     try:
@@ -126,3 +133,24 @@ def test_interrupt_saves_a_state_then_resumes(train_server):
     assert saved_states(states) == {run_id: [f"step_{step + 1:08d}"]}
     rows = open(os.path.join(run, "loss_log.csv")).read().strip().splitlines()[1:]
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, step + 2))
+
+
+def test_a_lora_trained_by_the_node_runs_in_the_shipped_lora_workflow(train_server):
+    """The user's path: the node trains a LoRA into models/loras, the shipped graph applies it with core
+    Load LoRA (model only) and makes a video."""
+    import av
+    import safetensors
+    entry = run_prompt(train_server, train_workflow(output_name="vc1_i2v_512_lora", stage="finetune", adapter="lora",
+                                                    lora_rank=4, finetune_lr=1e-2, save_to="checkpoints"), timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    lora = os.path.join(train_server.models_dir, "loras", "vc1_i2v_512_lora.safetensors")
+    with safetensors.safe_open(lora, "pt") as f:
+        assert f.metadata()["base_model"] == "vc1_i2v_512" and f.metadata()["lora_rank"] == "4"
+    workflow = fill_inputs(load_workflow("vc1_i2v_512_lora"), {"ckpt_name": "tiny_i2v_v1.safetensors", "width": 128,
+                                                               "height": 64, "frames": 4, "steps": 2, "image": START_IMAGE})
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    assert "lora key not loaded" not in train_server.log_tail()
+    (video,) = output_files(train_server, entry)
+    with av.open(video) as container:
+        assert len(list(container.decode(video=0))) == 4

@@ -92,7 +92,7 @@ class Workflow:
     """A graph `scripts/build_workflows.py` ships for the model; `variation` names one of its builders."""
     name: str
     prompt: str
-    variation: str = ""  # "" (the family's graph), "loop", "freenoise", "keyframes", "sketch"
+    variation: str = ""  # "" (the family's graph), "loop", "freenoise", "keyframes", "sketch", "lora" (+ core Load LoRA)
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,8 @@ MODELS = [
     ModelEntry("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", I2V,
                lambda f: _video_conditioned(f) and f.image_cross_attention,
                SamplingDefaults(320, 512, 8), release=_hub("VideoCrafter/Image2Video-512", "videocrafter1_i2v_512.safetensors"),
-               train_stages=TRAIN_STAGES, train_workflow="train_i2v", workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),),
+               train_stages=TRAIN_STAGES, train_workflow="train_i2v", workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),
+                                                                         Workflow("vc1_i2v_512_lora", _BOAT_PROMPT, "lora")),
                **_VC_I2V),
     ModelEntry("dc_256", "DynamiCrafter image animation 256x256",
                matches=lambda f: f.concat_latent and f.image_cross_attention and not _dynamicrafter_v(f),

@@ -81,6 +81,7 @@ class VideoCrafterTrainingModels:
         self.schedule_roots = schedule_roots(sd)
         self.latent_channels = info.unet.out_channels  # DynamiCrafter's input also carries the image latent
         self.train_stages = info.entry.train_stages
+        self.model_id = info.entry.id
         # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)
         self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
         self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt_file.UNET_PREFIX].items()}, strict=True)
@@ -151,17 +152,21 @@ class VideoCrafterTrainingModels:
         return out
 
 
-    def sample_video(self, caption, image, end_image, fps, frames, height, width, steps=25, cfg=12.0, seed=0, eta=1.0):
+    def sample_video(self, caption, image, end_image, fps, frames, height, width, steps=25, cfg=12.0, seed=0, eta=1.0,
+                     lora=None):
         """A preview video from the current weights with the pack's faithful DDIM, conditioned as the family's
         workflow conditions (text; + image tokens; + DynamiCrafter's concat latent of `image`, or of `image` and
-        `end_image` for interpolation): a temporary ModelPatcher around a copy of the UNet. Returns IMAGE frames
-        [T, H, W, 3]."""
+        `end_image` for interpolation): a temporary ModelPatcher around a copy of the UNet. With `lora` (a LoRA
+        file's tensors) the frames are base model | base + LoRA side by side, same seed, the LoRA applied by core's
+        LoRA loading as Load LoRA (model only) does. Returns IMAGE frames [T, H, W, 3] (twice the width with a LoRA)."""
         import comfy.sample
         import comfy.samplers
+        import comfy.sd
         from .conditioning import concat_latent
         from .model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
         unet_sd = {k: v.detach().float().cpu() for k, v in self.unet.state_dict().items()}
         model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
+        models = [model] if lora is None else [model, comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]]
         try:
             with torch.no_grad():
                 shared, positive_extra, negative_extra = {FPS_KEY: fps}, {}, {}
@@ -181,14 +186,17 @@ class VideoCrafterTrainingModels:
                 noise = comfy.sample.prepare_noise(latent, seed)
                 defaults = self.info.entry.defaults  # the family's sampler and timesteps, as its workflow samples
                 sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), defaults.scheduler, steps)
-                sampler = comfy.samplers.ksampler(defaults.sampler, {"eta": eta})
-                samples = comfy.sample.sample_custom(model, noise, cfg, sampler, sigmas, positive, negative, latent,
-                                                     disable_pbar=True, seed=seed)
-                video = samples.transpose(1, 2).reshape(-1, *samples.shape[1:2], *samples.shape[3:])
-                decoded = self.vae.decode(video)
-            return decoded.reshape(-1, *decoded.shape[-3:]).float().cpu()
+                videos = []
+                for patcher in models:
+                    sampler = comfy.samplers.ksampler(defaults.sampler, {"eta": eta})
+                    samples = comfy.sample.sample_custom(patcher, noise, cfg, sampler, sigmas, positive, negative,
+                                                         latent, disable_pbar=True, seed=seed)
+                    video = samples.transpose(1, 2).reshape(-1, *samples.shape[1:2], *samples.shape[3:])
+                    decoded = self.vae.decode(video)
+                    videos.append(decoded.reshape(-1, *decoded.shape[-3:]).float().cpu())
+            return torch.cat(videos, dim=2)  # side by side along the width
         finally:
-            del model
+            del model, models
             comfy.model_management.unload_all_models()  # drops the preview UNet copy (encoders reload on demand)
             comfy.model_management.soft_empty_cache()
 

@@ -1,6 +1,8 @@
 """Training configuration: one dataclass, read from YAML (CLI) or built from node inputs."""
 from dataclasses import dataclass, fields, asdict
 
+from .lora import DEFAULT_TARGETS, validate_options as validate_lora_options
+
 # VideoCrafter1 I2V: projector, finetune, both (projector then finetune); text-to-video and DynamiCrafter: videos
 # (the UNet on video clips); text-to-video: images (the spatial layers on an image folder, VideoCrafter2's scheme)
 STAGES = ("projector", "finetune", "both", "videos", "images")
@@ -9,6 +11,8 @@ SIZE_MULTIPLE = 64
 FINETUNE_LAYERS = ("all", "temporal", "spatial", "cross_attention")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COND_FRAMES = ("first", "random")
+ADAPTERS = ("none", "lora")
+SHARDINGS = ("ddp", "fsdp")
 
 
 @dataclass
@@ -30,7 +34,16 @@ class TrainConfig:
     stage: str = "both"             # projector | finetune | both (I2V); videos | images (text-to-video, DynamiCrafter)
     projector_steps: int = 1000
     finetune_steps: int = 1000      # steps of the UNet stage (finetune, videos, images)
-    finetune_layers: str = "all"    # all | temporal | spatial | cross_attention
+    finetune_layers: str = "all"    # all | temporal | spatial | cross_attention (adapter none)
+    # ---- what the finetune stage trains: the UNet weights (none) or LoRA adapters beside them (vc_train/lora.py)
+    adapter: str = "none"           # none | lora
+    lora_rank: int = 16
+    lora_alpha: float = 16.0        # the adapter's output is scaled by lora_alpha / lora_rank
+    lora_dropout: float = 0.0       # dropout on the adapter's input
+    lora_targets: str = DEFAULT_TARGETS  # comma-separated groups of vc_train.lora.TARGET_GROUPS
+    # ---- multi-process: ddp replicates the model (gradients averaged); fsdp shards parameters, gradients
+    # and optimizer states per UNet block (torch FSDP2; full finetunes)
+    sharding: str = "ddp"
     projector_lr: float = 1e-4
     finetune_lr: float = 1e-5
     weight_decay: float = 0.01
@@ -77,6 +90,16 @@ class TrainConfig:
         choice("finetune_layers", FINETUNE_LAYERS)
         choice("precision", PRECISIONS)
         choice("cond_frame", COND_FRAMES)
+        choice("adapter", ADAPTERS)
+        choice("sharding", SHARDINGS)
+        if self.adapter == "lora":
+            validate_lora_options(self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets)
+            if self.sharding == "fsdp":
+                raise ValueError("sharding 'fsdp' is for full finetunes (adapter none): a LoRA's trainable "
+                                 "state is small, use sharding 'ddp'")
+        if self.sharding == "fsdp" and self.sample_every:
+            raise ValueError("sharding 'fsdp' writes no preview videos (each rank holds a shard of the UNet): "
+                             "set sample_every to 0, or sample the result file")
         for name in ("frames", "frame_stride", "height", "width", "batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

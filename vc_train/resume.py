@@ -9,7 +9,8 @@ from .config import TrainConfig
 
 # fields that define what a run trains on and how its data and noise are drawn
 PLAN_FIELDS = ("checkpoint", "clip_vision", "projector_file", "finetune_layers", "seed", "batch_size",
-               "grad_accum", "overfit_batch")
+               "grad_accum", "overfit_batch", "adapter", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets",
+               "sharding")
 DATA_FIELDS = ("data", "video_root", "frames", "frame_stride", "height", "width", "cond_frame")
 
 
@@ -31,15 +32,19 @@ def _stage_changes(saved, cfg, step, stage):
     return changes
 
 
-def resume_changes(meta, cfg, dataset):
+def resume_changes(meta, cfg, dataset, world_size=1):
     """[description of each change] between the state's run (`meta` of a saved state) and `cfg` +
-    `dataset` ({"videos": usable count, "digest": dataset_digest}, None before the data is read);
-    empty when it may be resumed."""
+    `dataset` ({"videos": usable count, "digest": dataset_digest}, None before the data is read) on
+    `world_size` ranks; empty when it may be resumed."""
     saved_values = dict(meta.get("config") or {})
     saved = TrainConfig.from_dict({k: v for k, v in saved_values.items() if k in TrainConfig.__dataclass_fields__})
     changes = [f"{name} {getattr(saved, name)!r} -> {getattr(cfg, name)!r}"
                for name in PLAN_FIELDS + DATA_FIELDS if getattr(saved, name) != getattr(cfg, name)]
     changes += _stage_changes(saved, cfg, meta["step"], meta["stage"])
+    saved_ranks = meta.get("world_size", 1)
+    if cfg.sharding == "fsdp" and saved.sharding == "fsdp" and saved_ranks != world_size:
+        changes.append(f"world size {saved_ranks} -> {world_size} (a sharded state holds one optimizer shard per "
+                       f"rank: resume it with torchrun --nproc_per_node {saved_ranks})")
     old_data = meta.get("dataset")
     if dataset is not None and old_data and old_data.get("digest") != dataset["digest"]:
         changes.append(f"the usable videos or their captions ({old_data.get('videos')} -> {dataset['videos']} videos)")

@@ -10,6 +10,8 @@ built from module types by the glue.
 """
 
 IMAGE_KV = (".attn2.to_k_ip.", ".attn2.to_v_ip.")
+# the stages that train the UNet's own layers (or, in a LoRA run, adapters beside them)
+UNET_STAGES = ("finetune", "videos", "images")
 
 
 def is_image_kv(name):
@@ -30,7 +32,7 @@ def trainable_names(stage, unet_kinds, projector_names, finetune_layers="all"):
         return sorted(names)
     if stage == "images":
         finetune_layers = "spatial"
-    elif stage not in ("finetune", "videos"):
+    elif stage not in UNET_STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     pick = {
         "all": lambda n, k: True,

@@ -24,6 +24,7 @@ INCOMPLETE_PREFIX = ".incomplete-"
 META_FILE = "meta.json"  # written last inside a state: its presence marks a complete state
 WEIGHTS_FILE = "weights.safetensors"
 OPTIMIZER_FILE = "optimizer.pt"
+RANK_OPTIMIZER_FILE = "optimizer.rank{}.pt"  # a sharded run's optimizer states, one file per rank
 
 
 
@@ -118,16 +119,37 @@ class StateStore:
         """The run a state folder belongs to: its parent folder's name."""
         return os.path.basename(os.path.dirname(os.path.abspath(path)))
 
-    def save(self, step, weights, optimizer_state, meta):
-        """Write a complete state for `step` of this store's run; returns its folder."""
+    def begin(self, step):
+        """The (new, empty) temporary folder of `step`'s state: the other ranks of a sharded run write their
+        parts into it (`write_rank_part`) before `save` completes it."""
         if not self.run_id:
             raise ValueError("StateStore.save needs a run id")
         folder = os.path.join(self.folder, self.run_id)
         os.makedirs(folder, exist_ok=True)
-        final = os.path.join(folder, f"{STATE_PREFIX}{step:08d}")
         tmp = os.path.join(folder, f"{INCOMPLETE_PREFIX}{STATE_PREFIX}{step:08d}-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         os.makedirs(tmp)
+        return tmp
+
+    @staticmethod
+    def write_rank_part(tmp, rank, optimizer_state):
+        write_torch(os.path.join(tmp, RANK_OPTIMIZER_FILE.format(rank)), optimizer_state)
+
+    @staticmethod
+    def load_rank_part(path, rank):
+        """Rank `rank`'s optimizer states of a sharded run's state folder."""
+        part = os.path.join(path, RANK_OPTIMIZER_FILE.format(rank))
+        if not os.path.isfile(part):
+            raise ValueError(f"Training state {path} has no optimizer shard of rank {rank}: it was not written by "
+                             "a sharded (fsdp) run on this number of ranks")
+        return torch.load(part, map_location="cpu", weights_only=True)
+
+    def save(self, step, weights, optimizer_state, meta, tmp=None):
+        """Write a complete state for `step` of this store's run (into `tmp` from `begin`, which may hold
+        other ranks' parts); returns its folder."""
+        tmp = tmp or self.begin(step)
+        final = os.path.join(os.path.dirname(tmp), f"{STATE_PREFIX}{step:08d}")
+        folder = os.path.dirname(tmp)
         try:
             self._write_parts(tmp, weights, optimizer_state, dict(meta, run_id=self.run_id))
             if os.path.isdir(final):  # this run's state of the same step, written before an interrupt

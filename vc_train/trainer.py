@@ -17,6 +17,8 @@ from typing import Protocol
 import torch
 
 from . import stages
+from . import lora as lora_adapters
+from . import sharding
 from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
 from ..vc_models.checkpoint import training_entry
@@ -46,6 +48,7 @@ class TrainingModels(Protocol):
     interpolation: bool            # DynamiCrafter's interp_mode (start and end frame conditioned)
     fs_is_frame_stride: bool       # DynamiCrafter 256: fs is the frame stride
     default_fps: int               # the fps condition of the `images` stage's one-frame clips
+    model_id: str                  # the registry id of the model training starts from
 
     def unet_parameter_kinds(self) -> dict: ...            # name -> "temporal" | "spatial"
     def original_parameter(self, full_name) -> torch.Tensor: ...  # float32 CPU value as loaded
@@ -97,8 +100,6 @@ def autocast_dtype(cfg, device):
 
 
 RUN_METADATA_KEY = "videocrafter_train_run"  # in the results' safetensors metadata: which run wrote them
-# the result each stage writes
-STAGE_OUTPUT = {"projector": "projector_file", "finetune": "checkpoint", "videos": "checkpoint", "images": "checkpoint"}
 
 
 class RunOutputs:
@@ -111,11 +112,15 @@ class RunOutputs:
         self.paths = {
             "projector_file": os.path.join(ckpt_dir, f"{cfg.name}_projector.safetensors"),
             "checkpoint": os.path.join(ckpt_dir, f"{cfg.name}.safetensors"),
+            "lora": os.path.join(ckpt_dir, f"{cfg.name}.safetensors"),
             "loss_csv": os.path.join(cfg.output_dir, "loss_log.csv"),
             "loss_curve": os.path.join(cfg.output_dir, "loss_curve.png"),
             "summary": os.path.join(cfg.output_dir, "summary.json"),
             "states": os.path.join(cfg.output_dir, "states"),
         }
+        # the result each stage writes: a LoRA run's finetune stage writes the LoRA instead of a checkpoint
+        self.stage_output = {"projector": "projector_file",
+                             **{stage: "lora" if cfg.adapter == "lora" else "checkpoint" for stage in stages.UNET_STAGES}}
 
     @staticmethod
     def owner(path):
@@ -134,20 +139,21 @@ class RunOutputs:
     def refuse_foreign(self, run_id):
         """Refuse before training when a result of the stage plan exists and is not run `run_id`'s (None: a new run)."""
         for stage, _ in self.cfg.stage_plan():
-            path = self.paths[STAGE_OUTPUT[stage]]
+            path = self.paths[self.stage_output[stage]]
             if os.path.exists(path) and not self.may_replace(path, run_id):
                 refuse_existing(path, "The training result")
 
-    def write_result(self, stage, tensors, step, run_id, model_id):
+    def write_result(self, stage, tensors, step, run_id, model_id, extra_meta=None):
         """The stage's result file, marked as run `run_id`'s; returns (output key, path)."""
-        key = STAGE_OUTPUT[stage]
+        key = self.stage_output[stage]
         path = self.paths[key]
-        meta = {"step": str(step), "stage": stage, "format": f"videocrafter-{model_id}", RUN_METADATA_KEY: run_id}
+        meta = {"step": str(step), "stage": stage, "format": f"videocrafter-{model_id}", **(extra_meta or {}),
+                RUN_METADATA_KEY: run_id}
         return key, write_safetensors(tensors, path, meta, overwrite=self.may_replace(path, run_id))
 
     def existing_results(self):
         """{output key: path} of the result files on disk (also those an earlier, resumed session wrote)."""
-        return {key: self.paths[key] for key in STAGE_OUTPUT.values() if os.path.exists(self.paths[key])}
+        return {key: self.paths[key] for key in self.stage_output.values() if os.path.exists(self.paths[key])}
 
 
 def resume_refusal(path, meta, changes):
@@ -161,16 +167,19 @@ def check_before_loading(cfg, entry=None):
     or data that do not fit the model, a resume that would mix two trainings and results that would replace
     an existing file are refused here. `entry`: the checkpoint's registry entry (read from the file if None)."""
     check_plan(cfg, entry or training_entry(cfg.checkpoint))
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
     outputs = RunOutputs(cfg)
     store = StateStore(outputs.paths["states"])
     path = store.latest() if cfg.resume else None
     run_id = None
     if path:
         _, _, meta = StateStore.load(path, weights=False)
-        changes = resume_changes(meta, cfg, dataset=None)
+        changes = resume_changes(meta, cfg, dataset=None, world_size=world_size)
         if changes:
             raise ValueError(resume_refusal(path, meta, changes))
         run_id = store.run_of(path)
+    if cfg.sharding == "fsdp":  # after the resume check: a sharded state names the world size it needs
+        sharding.refuse_single_process(world_size)
     outputs.refuse_foreign(run_id)
 
 
@@ -179,11 +188,13 @@ def noise_schedule(models):
     return NoiseSchedule(models.alphas_cumprod, models.scale_arr, *models.schedule_roots)
 
 
-def _named_trainable_modules(models):
+def _named_trainable_modules(models, adapter=None):
     out = {}
     for prefix, module in (("unet", models.unet), ("projector", models.projector)):
         for name, p in (module.named_parameters() if module is not None else ()):
             out[f"{prefix}.{name}"] = p
+    if adapter is not None:
+        out.update({f"lora.{name}": p for name, p in adapter.named_adapter_parameters().items()})
     return out
 
 
@@ -202,15 +213,27 @@ class Trainer:
         self.device = resolve_device(cfg, int(os.environ.get("LOCAL_RANK", "0")))
         self.dist = dist or Distributed.from_env(self.device.type)
         self.amp_dtype = autocast_dtype(cfg, self.device)
-        # frozen weights in half precision only where it pays (GPU); the CPU keeps float32
-        self.frozen_dtype = self.amp_dtype if (self.amp_dtype and self.device.type == "cuda") else torch.float32
+        # frozen weights in half precision only where it pays (GPU); the CPU keeps float32. Sharded: float32
+        # shards (1/N of the memory), gathered block by block in the autocast dtype
+        sharded = cfg.sharding == "fsdp"
+        half_frozen = self.amp_dtype and self.device.type == "cuda" and not sharded
+        self.frozen_dtype = self.amp_dtype if half_frozen else torch.float32
+        self.sharder = None
+        if sharded:
+            self.sharder = sharding.Sharding(self.device, self.dist.world_size,
+                                     self.amp_dtype if self.device.type == "cuda" else None)
+        self.sharded = False  # the UNet is sharded (at the first stage's placement)
         self.run_outputs = RunOutputs(cfg)
         self.paths = self.run_outputs.paths
         self.store = StateStore(self.paths["states"], cfg.keep_states)
         self.schedule = noise_schedule(models)
         self.objective = objective_for(models, self.schedule, cfg)
-        self.params = _named_trainable_modules(models)
         self.kinds = models.unet_parameter_kinds()
+        # a LoRA run: adapters beside the UNet (a rank no targeted layer allows is refused here, before training)
+        self.adapter = (lora_adapters.LoraAdapters(models.unet, self.kinds, cfg.lora_rank, cfg.lora_alpha,
+                                                   cfg.lora_dropout, cfg.lora_targets, cfg.seed)
+                        if cfg.adapter == "lora" else None)
+        self.params = _named_trainable_modules(models, self.adapter)
         self.projector_names = [n for n, _ in models.projector.named_parameters()] if models.projector is not None else []
         self.plan = cfg.stage_plan()
         if not self.plan:
@@ -218,7 +241,7 @@ class Trainer:
         refused = [stage for stage, _ in self.plan if stage not in models.train_stages]
         if refused:
             raise ValueError(f"This model trains the stages {list(models.train_stages)} only; the plan asks for {refused}.")
-        self.state_names = stages.state_names(self.plan, self.kinds, self.projector_names, cfg.finetune_layers)
+        self.state_names = self._state_names()
         self.frozen_master = {}  # fp32 CPU values of state parameters while held frozen in half precision
         self.text_cache, self.clip_cache = {}, {}
         self.history, self.step = [], 0
@@ -226,6 +249,26 @@ class Trainer:
         self.step_times = []
         self.outputs = {}
         self.interrupt = None  # the exception the host's check_interrupt raised, if it did
+
+    # ------------------------------------------------------------ which parameters train
+    def _stage_names(self, stage):
+        """Sorted full names the stage updates: with a LoRA adapter, a UNet stage trains only the adapters (the
+        `images` stage those of spatial layers, as it trains the spatial layers of a full finetune)."""
+        if stage in stages.UNET_STAGES and self.adapter is not None:
+            names = sorted(f"lora.{n}" for n in self.adapter.named_adapter_parameters()
+                           if stage != "images" or self.kinds.get(n.rsplit(".lora_", 1)[0] + ".weight") != "temporal")
+            if not names:
+                raise ValueError(f"lora_targets {self.cfg.lora_targets!r} select no spatial layer: the 'images' stage "
+                                 "trains spatial layers only (add attn1, attn2 or ff)")
+            return names
+        return stages.trainable_names(stage, self.kinds, self.projector_names, self.cfg.finetune_layers)
+
+    def _state_names(self):
+        if self.adapter is None:
+            return stages.state_names(self.plan, self.kinds, self.projector_names, self.cfg.finetune_layers)
+        others = [(stage, n) for stage, n in self.plan if stage not in stages.UNET_STAGES]
+        names = stages.state_names(others, self.kinds, self.projector_names, self.cfg.finetune_layers) if others else []
+        return sorted(set(names).union(*(self._stage_names(stage) for stage, _ in self.plan if stage in stages.UNET_STAGES)))
 
     # ------------------------------------------------------------ data
     def _build_dataset(self):
@@ -331,26 +374,25 @@ class Trainer:
 
     # ------------------------------------------------------------ model placement
     def _set_stage(self, stage):
-        names = set(stages.trainable_names(stage, self.kinds, self.projector_names, self.cfg.finetune_layers))
+        names = set(self._stage_names(stage))
         in_state = set(self.state_names)
         for name, p in self.params.items():
             trainable = name in names
-            if trainable and name in self.frozen_master:
-                p.data = self.frozen_master.pop(name).to(self.device, torch.float32)
-            elif trainable and p.dtype != torch.float32:
-                # held in half precision and never trained: take the full-precision original
-                p.data = self.models.original_parameter(name).to(self.device, torch.float32)
-            elif not trainable and p.dtype != self.frozen_dtype:
-                if name in in_state:  # keep its exact value for states and exports
-                    self.frozen_master[name] = p.detach().float().cpu().clone()
-                p.data = p.data.to(self.device, self.frozen_dtype)
-            else:
-                p.data = p.data.to(self.device)
+            if not self.sharded:  # sharded parameters were placed once, before sharding, in float32
+                self._place(name, p, trainable, in_state)
             p.requires_grad_(trainable)
             p.grad = None
-        for buf_owner in (self.models.unet, self.models.projector):
-            if buf_owner is not None:
-                buf_owner.to(self.device).train()  # the temporal convolutions carry dropout 0.1, as the original
+        if not self.sharded:
+            for buf_owner in (self.models.unet, self.models.projector, self.adapter):
+                if buf_owner is not None:
+                    buf_owner.to(self.device)
+        if self.sharder is not None and not self.sharded:
+            self.sharder.shard(self.models.unet)  # replaces the UNet's parameters by their shards
+            self.sharded = True
+            self.params = _named_trainable_modules(self.models, self.adapter)
+        for module in (self.models.unet, self.models.projector):
+            if module is not None:
+                module.train()  # the temporal convolutions carry dropout 0.1, as the original
         self.models.unet.gradient_checkpointing = self.cfg.gradient_checkpointing
         self.trainable = [self.params[n] for n in sorted(names)]
         self.projector_trainable = any(n.startswith("projector.") for n in names)
@@ -358,24 +400,55 @@ class Trainer:
         lr = cfg.projector_lr if stage == "projector" else cfg.finetune_lr
         self.lr = lr
         self.optimizer = torch.optim.AdamW(self.trainable, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                           weight_decay=cfg.weight_decay, foreach=True)
+                                           weight_decay=cfg.weight_decay,
+                                           # foreach over hundreds of sharded tensors: a first step of minutes (CPU)
+                                           foreach=not self.sharded)
         self.scaler = torch.amp.GradScaler("cuda") if (self.amp_dtype == torch.float16 and self.device.type == "cuda") else None
+
+    def _place(self, name, p, trainable, in_state):
+        """Trained parameters in float32 on the device, frozen ones in the frozen dtype (exact values of those a
+        state holds kept aside)."""
+        if trainable and name in self.frozen_master:
+            p.data = self.frozen_master.pop(name).to(self.device, torch.float32)
+        elif trainable and p.dtype != torch.float32:
+            # held in half precision and never trained: take the full-precision original
+            p.data = self.models.original_parameter(name).to(self.device, torch.float32)
+        elif not trainable and p.dtype != self.frozen_dtype:
+            if name in in_state:  # keep its exact value for states and exports
+                self.frozen_master[name] = p.detach().float().cpu().clone()
+            p.data = p.data.to(self.device, self.frozen_dtype)
+        else:
+            p.data = p.data.to(self.device)
 
     # ------------------------------------------------------------ state
     def _state_weights(self):
-        """fp32 CPU values of every parameter the plan may change (exact even while held in half precision)."""
-        return {n: self.frozen_master.get(n, self.params[n]).detach().float().cpu() for n in self.state_names}
+        """fp32 CPU values of every parameter the plan may change (exact even while held in half precision).
+        Sharded: the full values on every rank (a collective: every rank calls it)."""
+        return {n: sharding.full_value(self.frozen_master.get(n, self.params[n]).detach()).float().cpu()
+                for n in self.state_names}
+
+    def _weights_for_main(self):
+        """The state weights on rank 0 (None elsewhere); every rank takes part in gathering sharded ones."""
+        return self._state_weights() if (self.dist.is_main or self.sharded) else None
 
     def _save_state(self, stage):
+        weights = self._weights_for_main()
+        optimizer = self.optimizer.state_dict()
+        tmp = None
+        if self.sharded:  # each rank writes its optimizer shards into the state rank 0 then completes
+            tmp = self.dist.on_main(lambda: self.store.begin(self.step))
+            self.store.write_rank_part(tmp, self.dist.rank, sharding.local_optimizer_state(optimizer))
+            self.dist.barrier()
+            optimizer = None
         if self.dist.is_main:
-            optimizer_state = {"optimizer": self.optimizer.state_dict(), "stage": stage,
+            optimizer_state = {"optimizer": optimizer, "stage": stage,
                                "scaler": self.scaler.state_dict() if self.scaler else None,
                                "torch_rng": torch.get_rng_state()}
             meta = {"step": self.step, "stage": stage, "stream": self.stream.state_dict(),
                     "seed": self.cfg.seed, "world_size": self.dist.world_size, "history": self.history,
                     "config": self.cfg.as_dict(), "skipped": dict(self.dataset.skipped),
                     "dataset": self.dataset_info}
-            path = self.store.save(self.step, self._state_weights(), optimizer_state, meta)
+            path = self.store.save(self.step, weights, optimizer_state, meta, tmp)
             log.info("Saved training state %s", path)
         self.dist.barrier()
 
@@ -387,7 +460,7 @@ class Trainer:
             run_id = new_run_id()
         else:
             _, _, meta = StateStore.load(path, weights=False)
-            changes = resume_changes(meta, self.cfg, self.dataset_info)
+            changes = resume_changes(meta, self.cfg, self.dataset_info, self.dist.world_size)
             if changes:
                 raise ValueError(resume_refusal(path, meta, changes))
             run_id = self.store.run_of(path)
@@ -408,6 +481,8 @@ class Trainer:
             for name, value in weights.items():
                 if name in self.params:
                     self.params[name].data = value.to(self.params[name].dtype)
+        if self.sharder is not None:
+            optimizer_state["optimizer"] = StateStore.load_rank_part(path, self.dist.rank)
         self.step = meta["step"]
         self.history = [r for r in meta["history"] if r["step"] <= self.step]
         self.stream.load_state_dict(meta["stream"])
@@ -418,16 +493,29 @@ class Trainer:
 
     # ------------------------------------------------------------ outputs
     def _write_stage_output(self, stage):
+        weights = self._weights_for_main()
         if not self.dist.is_main:
             return
+        extra_meta = None
         if stage == "projector":
-            tensors = self.models.projector_file_tensors(self._state_weights())
+            tensors = self.models.projector_file_tensors(weights)
+        elif self.adapter is not None:
+            tensors = self._lora_tensors(weights, torch.float16 if self.cfg.save_fp16 else torch.float32)
+            cfg = self.cfg
+            extra_meta = lora_adapters.metadata(self.models.model_id, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
+                                                cfg.lora_targets, self.step, len(self.dataset))
         else:
             dtype = torch.float16 if self.cfg.save_fp16 else torch.float32
-            tensors = self.models.checkpoint_tensors(self._state_weights(), dtype)
-        key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id, self.models.info.variant)
+            tensors = self.models.checkpoint_tensors(weights, dtype)
+        key, path = self.run_outputs.write_result(stage, tensors, self.step, self.store.run_id, self.models.info.variant,
+                                                  extra_meta)
         self.outputs[key] = path
         log.info("Wrote %s output at step %d", stage, self.step)
+
+    def _lora_tensors(self, weights, dtype=torch.float32):
+        """The adapters' values among the state `weights` in the LoRA file's format (core Load LoRA's keys)."""
+        values = {n[len("lora."):]: v for n, v in weights.items() if n.startswith("lora.")}
+        return lora_adapters.export_tensors(values, self.cfg.lora_alpha, dtype)
 
     def _sample_condition(self):
         """The preview videos' conditions, fixed for the whole run: caption, image [H, W, 3] 0..1 (the first dataset
@@ -455,7 +543,9 @@ class Trainer:
         condition, video_fps = self.sample_condition
         self.models.unet.eval()
         try:
-            frames = self.models.sample_video(frames=cfg.frames, height=cfg.height, width=cfg.width,
+            # a LoRA run: base model | base + LoRA side by side, same seed
+            lora = self._lora_tensors(self._state_weights()) if self.adapter else None
+            frames = self.models.sample_video(frames=cfg.frames, height=cfg.height, width=cfg.width, lora=lora,
                                               steps=cfg.sample_steps, cfg=cfg.sample_cfg, seed=cfg.seed, **condition)
         finally:
             self.models.unet.train()
@@ -497,10 +587,15 @@ class Trainer:
             loss = terms.loss / cfg.grad_accum
             (self.scaler.scale(loss) if self.scaler else loss).backward()
             total_loss += loss.item()
-        self.dist.average_gradients(self.trainable)
+        if self.sharded:  # the shards' gradients arrive averaged (reduce-scatter); the rest is replicated
+            self.dist.average_gradients(sharding.replicated(self.trainable))
+        else:
+            self.dist.average_gradients(self.trainable)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        if cfg.max_grad_norm > 0:
+        if cfg.max_grad_norm > 0 and self.sharded:
+            sharding.clip_grad_norm(self.trainable, cfg.max_grad_norm)
+        elif cfg.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.trainable, cfg.max_grad_norm)
         if self.scaler:
             self.scaler.step(self.optimizer)
@@ -528,13 +623,16 @@ class Trainer:
         for stage, steps in self.plan:
             stage_start, stage_end = stage_end, stage_end + steps
             if self.step >= stage_end:
-                if self.step == stage_end and not os.path.exists(self.paths[STAGE_OUTPUT[stage]]):
+                if self.step == stage_end and not os.path.exists(self.paths[self.run_outputs.stage_output[stage]]):
                     # stopped between the stage's last step and its result: the state holds that result
                     self._write_stage_output(stage)
                 continue
             self._set_stage(stage)
             if optimizer_state is not None and optimizer_state["stage"] == stage and self.step > stage_start:
-                self.optimizer.load_state_dict(optimizer_state["optimizer"])
+                saved = optimizer_state["optimizer"]
+                if self.sharded:
+                    saved = sharding.sharded_optimizer_state(saved, self.trainable)
+                self.optimizer.load_state_dict(saved)
                 if self.scaler and optimizer_state.get("scaler"):
                     self.scaler.load_state_dict(optimizer_state["scaler"])
             optimizer_state = None
@@ -580,6 +678,8 @@ class Trainer:
 
     def _finish(self):
         digests = self.dist.gather(weights_digest(self._state_weights(), self.state_names))
+        optimizer_bytes = self.dist.gather(sharding.optimizer_state_bytes(self.optimizer.state_dict())
+                                           if hasattr(self, "optimizer") else 0)
         samples = self.dist.gather(sorted(self.epoch0_samples))
         timed = self.step_times[1:] or self.step_times
         per_step = sum(timed) / len(timed) if timed else float("nan")
@@ -591,6 +691,7 @@ class Trainer:
             "peak_rss_mb_rank0": round(rss_mb, 1),
             "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if self.device.type == "cuda" else None,
             "rank_weight_sha256": digests, "epoch0_indices_by_rank": samples,
+            "sharding": self.cfg.sharding, "optimizer_state_bytes_by_rank": optimizer_bytes,
             "dataset_size": len(self.dataset), "skipped": dict(self.dataset.skipped),
             "probed_by_rank": getattr(self, "probed_by_rank", None), "run_id": self.store.run_id,
             "outputs": {k: v for k, v in self.outputs.items()},

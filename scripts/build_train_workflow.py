@@ -71,7 +71,7 @@ def build(pack, entry, name=None, values=None):
 
 
 # graphs beyond each model's own training graph: (file name, model id, widget values over the model's graph)
-MORE_GRAPHS = (("train_lora_vc2", "vc2_t2v_512", {"adapter": "lora", "output_name": "videocrafter2_lora"}),)
+MORE_GRAPHS = (("train_lora_vc2", "vc2_t2v_512", {"adapter": "lora", "finetune_lr": 1e-4, "output_name": "videocrafter2_lora"}),)
 
 
 def main():

@@ -68,11 +68,16 @@ def main():
     parser.add_argument("--caches", action="store_true",
                         help="one line each for core EasyCache and LazyCache (default settings) on a 50-step video: "
                              "fraction of UNet passes skipped, wall time and relative L2 of the latent vs uncached")
+    parser.add_argument("--memory-model", action="store_true",
+                        help="the UNet memory model's estimate beside the activation peak counted at the released widths "
+                             "(meta device, no weights: seconds), batch 1 and 2, 16 and 64 frames, fp32 and bf16")
     parser.add_argument("--toon-decode", action="store_true",
                         help="ToonCrafter's dual-reference decode beside the plain SD decode of the same 16 frames: "
                              "seconds and peak RSS with the tiny weights (CPU), and the activation peak of the released "
                              "widths in fp16 (counted on the meta device, attention as a fused kernel)")
     args = parser.parse_args()
+    if args.memory_model:
+        return memory_model_table(args)
     if args.toon_decode:
         return toon_decode_benchmark(args)
     if args.turbo and args.full_size and not args.turbo_unet:
@@ -270,6 +275,73 @@ def activation_peak(forward):
     with torch.no_grad(), counter:
         forward()
     return counter.peak
+
+
+def released_unet_config(layout="t2v_512_v2.0"):
+    """The UNet configuration of a released layout, read from its key shapes (../shared/reference/keys) alone."""
+    import torch
+    ckpt = comfy_boot.pack("vc_models.checkpoint")
+    prefix = "model.diffusion_model."
+    sd = {}
+    with open(os.path.join(comfy_boot.KEYS, f"{layout}.keys.tsv")) as f:
+        for line in f:
+            name, shape, _ = line.rstrip("\n").split("\t")
+            if name.startswith(prefix):
+                sd[name[len(prefix):]] = torch.empty([int(d) for d in shape.strip("[]").split(",") if d.strip()], device="meta")
+    return ckpt.infer_unet_config(sd)
+
+
+def unet_inputs(config, input_shape, device="meta", dtype=None):
+    """(x, timesteps, context, extra kwargs) of one UNet call on `input_shape` [B, C, T, h, w] (C: the noisy latent's)."""
+    import torch
+    b, _, t, h, w = input_shape
+    kw = dict(device=device, dtype=dtype)
+    extra = {}
+    if config.fps_cond:
+        extra["fps"] = torch.full((b,), 8.0, **kw)
+    if config.image_cross_attention:
+        tokens = config.image_tokens_per_frame * t if config.image_tokens_per_frame else 16
+        extra["image_context"] = torch.zeros(b, tokens, config.image_context_dim, **kw)
+    return (torch.zeros(b, config.in_channels, t, h, w, **kw), torch.full((b,), 500.0, **kw),
+            torch.zeros(b, 77, config.context_dim, **kw), extra)
+
+
+def counted_unet_peak(config, input_shape, dtype):
+    """Activation peak (bytes) of one released-width UNet call counted on the meta device, attention as a fused
+    kernel (its output only): what the memory model is derived from and checked against."""
+    import torch
+    from comfy.ldm.modules import attention as comfy_attention
+    unet = comfy_boot.pack("vc_models.unet")
+    fused, comfy_attention.optimized_attention = comfy_attention.optimized_attention, \
+        lambda q, k, v, heads, *a, **kw: torch.empty_like(q)
+    try:
+        with torch.device("meta"):
+            net = unet.VideoCrafterUNet(config, dtype=dtype)
+        x, timesteps, context, extra = unet_inputs(config, input_shape, dtype=dtype)
+        return activation_peak(lambda: net(x, timesteps, context, transformer_options={}, **extra))
+    finally:
+        comfy_attention.optimized_attention = fused
+
+
+def memory_model_table(args):
+    """The memory model's estimate beside the counted activation peak of one UNet call at the released widths, for
+    each released UNet layout, batch 1 and 2 (CFG), 16 and 64 frames, fp32 and bf16, fused attention."""
+    import torch
+    comfy_boot.boot(cpu=True, extra_args=["--use-pytorch-cross-attention"])
+    memory_model = comfy_boot.pack("vc_models.memory_model")
+    h, w = args.height // 8, args.width // 8
+    for layout in ("t2v_512_v2.0", "t2v_512_v1.0", "i2v_512_v1.0", "dynamicrafter_512_v1.0"):
+        config = released_unet_config(layout)
+        for dtype in (torch.float32, torch.bfloat16):
+            cells = []
+            for frames in (16, 64):
+                for batch in (1, 2):
+                    shape = (batch, 4, frames, h, w)
+                    counted = counted_unet_peak(config, shape, dtype)
+                    estimate = memory_model.unet_activation_bytes(config, shape, dtype)
+                    cells.append(f"{frames}f b{batch} {estimate / 2 ** 30:.2f}/{counted / 2 ** 30:.2f} GiB "
+                                 f"({estimate / counted - 1:+.0%})")
+            print(f"{layout} {args.width}x{args.height} {str(dtype)[6:]}: estimate/counted " + "; ".join(cells), flush=True)
 
 
 def released_activation_peaks(frames, height, width):

@@ -23,3 +23,15 @@ def run_node(node, *args):
     """A core node class run on positional inputs: nodes of the new API return NodeOutput, older ones tuples."""
     result = node.execute(*args) if hasattr(node, "execute") else getattr(node(), node.FUNCTION)(*args)
     return result.result if hasattr(result, "result") else result
+
+
+def sample_video(pack, bundle_model, clip):
+    """Two faithful-DDIM CFG steps on a 64x64, 2-frame latent through the pack's KSampler (the LATENT samples)."""
+    import nodes as core
+    (pos,) = core.CLIPTextEncode().encode(clip, "a corgi on the beach")
+    (neg,) = core.CLIPTextEncode().encode(clip, "")
+    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(64, 64, 2, 1)
+    (out,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+        bundle_model, pos, neg, latent, seed=3, steps=2, cfg=7.5, sampler_name="videocrafter_ddim",
+        scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
+    return out["samples"]

@@ -41,6 +41,10 @@ FEED_FORWARD_CHUNK_VALUES = 20  # per chunk token, in units of C0
 INIT_ATTENTION_TENSORS = 3
 INIT_ATTENTION_CHUNK_VALUES = 19  # per chunk token, in units of the initial attention's width
 SUB_QUADRATIC_QUERY_CHUNK = 512
+# The SD VAE decoder at the released widths (ch 128, 1,2,4,4, 2 res blocks): 40960 activation values per latent
+# pixel and frame counted on the meta device (scripts/benchmark.py --toon-decode, fused attention), + 25% for a
+# non-fused mid-block attention and the allocator. Core's SD formula (2178 * 64) is 3.4x that.
+PLAIN_DECODE_VALUES_PER_LATENT_PIXEL = 51200
 
 
 def attention_scratch_values(batch_frames, tokens, heads):
@@ -70,3 +74,10 @@ def unet_activation_bytes(config, input_shape, dtype):
         width = config.init_attn_heads * config.head_dim
         values = max(values, INIT_ATTENTION_TENSORS * c0 * pixel_frames + INIT_ATTENTION_CHUNK_VALUES * width * chunk)
     return values * comfy.model_management.dtype_size(dtype)
+
+
+def plain_decode_bytes(latent_shape, dtype):
+    """Bytes the SD VAE decoder needs per latent frame of [N, 4, h, w]: core's `memory_used_decode`, from which
+    comfy.sd.VAE.decode takes as many frames per batch as the free memory holds."""
+    return PLAIN_DECODE_VALUES_PER_LATENT_PIXEL * latent_shape[-2] * latent_shape[-1] * \
+        comfy.model_management.dtype_size(dtype)

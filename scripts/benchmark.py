@@ -56,6 +56,9 @@ def main():
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
     parser.add_argument("--weight-dtype", default="default")
+    parser.add_argument("--weight-dtypes", default=None,
+                        help="comma-separated weight dtypes (e.g. default,bf16,fp8_e4m3fn): one run each, in its own "
+                             "process (peaks do not mix), other options passed through; a summary line at the end")
     parser.add_argument("--turbo", action="store_true",
                         help="also time T2V-Turbo-v2 (one UNet pass per LCM step, cfg 1) on the same weights and print "
                              "seconds per video: VideoCrafter2 50 steps + CFG vs turbo 4 / 8 / 16 steps")
@@ -98,6 +101,8 @@ def main():
         parser.error("--turbo with --full-size needs --turbo-unet (a released T2V-Turbo UNet file)")
     if args.freenoise_memory:
         return compare_freenoise_memory()
+    if args.weight_dtypes:
+        return compare_weight_dtypes(args.weight_dtypes.split(","))
 
     pack = comfy_boot.boot(cpu=not args.gpu, extra_args=args.comfy_args.split())
     import torch
@@ -326,6 +331,32 @@ def _proc_status_bytes(field):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def compare_weight_dtypes(weight_dtypes):
+    """One benchmark process per weight dtype; their lines as they come, then one summary line."""
+    passthrough = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--weight-dtypes", "--weight-dtype"):
+            skip = True
+        elif not arg.startswith(("--weight-dtypes=", "--weight-dtype=")):
+            passthrough.append(arg)
+    results = {}
+    for dtype in weight_dtypes:
+        run = subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough, "--weight-dtype", dtype],
+                             capture_output=True, text=True)
+        lines = run.stdout.splitlines()
+        print("\n".join(l for l in lines if not l.startswith("RESULT ")), flush=True)
+        if run.returncode:
+            print(f"{dtype}: failed (exit {run.returncode}): {run.stderr[-2000:]}")
+            continue
+        results[dtype] = json.loads(next(l for l in lines if l.startswith("RESULT "))[len("RESULT "):])
+    print("weights: " + "; ".join(f"{d} {r['seconds_per_step']:.2f} s per CFG step, sampling peak "
+                                  f"{r['sampling_peak_bytes'] / 1024 ** 3:.2f} GiB (memory model "
+                                  f"{r['estimate_bytes'] / 1024 ** 3:.2f} GiB)" for d, r in results.items()))
 
 
 def compare_freenoise_memory():

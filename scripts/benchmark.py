@@ -501,6 +501,7 @@ def profile_blocks(args):
              "temporal transformer": lambda b: b(x, frames, transformer_options={}),
              "ResBlock + temporal conv": lambda b: b(x, emb, frames)}
     for name, block in blocks.items():
+        block.eval()  # no dropout, as ComfyUI runs the UNet
         for p in block.parameters():
             p.data = (torch.randn(p.shape, generator=generator) * 0.02).to(dtype)
         with torch.no_grad():

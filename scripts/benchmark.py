@@ -25,14 +25,16 @@ import comfy_boot  # noqa: E402
 
 
 def full_size_state_dict(layout="t2v_512_v2.0"):
-    """Random weights with the released layout (shapes from ../shared/reference/keys)."""
+    """Random weights with the released layout (shapes from ../shared/reference/keys), stored in fp16 as most
+    released files are (the model casts them to its weight dtype on load)."""
     import torch
     sd = {}
+    generator = torch.Generator().manual_seed(0)
     with open(os.path.join(comfy_boot.KEYS, f"{layout}.keys.tsv")) as f:
         for line in f:
             name, shape, _ = line.rstrip("\n").split("\t")
             dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]
-            sd[name] = torch.randn(dims) * 0.02 if dims else torch.tensor(1.0)
+            sd[name] = (torch.randn(dims, generator=generator) * 0.02).half() if dims else torch.tensor(1.0)
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     sd["alphas_cumprod"] = torch.cumprod(1 - betas, 0).float()
     if "scale_arr" in sd:
@@ -54,6 +56,9 @@ def main():
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
     parser.add_argument("--weight-dtype", default="default")
+    parser.add_argument("--weight-dtypes", default=None,
+                        help="comma-separated weight dtypes (e.g. default,bf16,fp8_e4m3fn): one run each, in its own "
+                             "process (peaks do not mix), other options passed through; a summary line at the end")
     parser.add_argument("--turbo", action="store_true",
                         help="also time T2V-Turbo-v2 (one UNet pass per LCM step, cfg 1) on the same weights and print "
                              "seconds per video: VideoCrafter2 50 steps + CFG vs turbo 4 / 8 / 16 steps")
@@ -68,17 +73,36 @@ def main():
     parser.add_argument("--caches", action="store_true",
                         help="one line each for core EasyCache and LazyCache (default settings) on a 50-step video: "
                              "fraction of UNet passes skipped, wall time and relative L2 of the latent vs uncached")
+    parser.add_argument("--original", default=None,
+                        help="with --full-size: a folder holding the original VideoCrafter code (a clone of "
+                             "AILab-CVC/VideoCrafter); its UNet is timed on the same random weights beside the pack's")
+    parser.add_argument("--run-original", default=None, help=argparse.SUPPRESS)  # the child process of --original
+    parser.add_argument("--profile-blocks", action="store_true",
+                        help="torch.profiler over one released-width block of each type (spatial transformer, temporal "
+                             "transformer, ResBlock with temporal conv) on the CFG batch, CPU, --weight-dtype (bf16 default)")
+    parser.add_argument("--memory-model", action="store_true",
+                        help="the UNet memory model's estimate beside the activation peak counted at the released widths "
+                             "(meta device, no weights: seconds), batch 1 and 2, 16 and 64 frames, fp32 and bf16")
     parser.add_argument("--toon-decode", action="store_true",
                         help="ToonCrafter's dual-reference decode beside the plain SD decode of the same 16 frames: "
                              "seconds and peak RSS with the tiny weights (CPU), and the activation peak of the released "
                              "widths in fp16 (counted on the meta device, attention as a fused kernel)")
     args = parser.parse_args()
+    if args.run_original:
+        args.original = args.run_original
+        return run_original(args)
+    if args.memory_model:
+        return memory_model_table(args)
+    if args.profile_blocks:
+        return profile_blocks(args)
     if args.toon_decode:
         return toon_decode_benchmark(args)
     if args.turbo and args.full_size and not args.turbo_unet:
         parser.error("--turbo with --full-size needs --turbo-unet (a released T2V-Turbo UNet file)")
     if args.freenoise_memory:
         return compare_freenoise_memory()
+    if args.weight_dtypes:
+        return compare_weight_dtypes(args.weight_dtypes.split(","))
 
     pack = comfy_boot.boot(cpu=not args.gpu, extra_args=args.comfy_args.split())
     import torch
@@ -90,6 +114,8 @@ def main():
     if args.full_size:
         sd = full_size_state_dict("dynamicrafter_512_v1.0" if dc else "t2v_512_v2.0")
         bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "random"), loader.WEIGHT_DTYPES[args.weight_dtype])
+        del sd  # the loaded model holds its own copy: this one would hide the sampling peak in the RSS
+        release_freed_memory()
         label = ("DynamiCrafter 512" if dc else "VC2 T2V") + " full size, random weights"
     else:
         path = args.ckpt or os.path.join(comfy_boot.GOLDEN, "tiny_dc_512.safetensors" if dc else "tiny_t2v_v2.safetensors")
@@ -113,27 +139,104 @@ def main():
         (model,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
         label += " + FreeNoise 16/4"
 
-    stamps = []
     import comfy.utils
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: stamps.append(time.perf_counter()))
+    import comfy.patcher_extension
+    stamps = []  # (wall, process CPU seconds) at each finished step
+    comfy.utils.set_progress_bar_global_hook(
+        lambda value, total, preview=None, node_id=None: stamps.append((time.perf_counter(), time.process_time())))
+    unet_batches = []  # the batch of every UNet call: CFG batched by core is one call of batch 2 per step
+
+    def count_calls(executor, x, *a, **k):
+        unet_batches.append(x.shape[0])
+        return executor(x, *a, **k)
+    model = model.clone()
+    model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "benchmark_calls", count_calls)
+    mm.load_models_gpu([model])
     baseline = reset_peak_memory(torch)
     start = time.perf_counter()
     sampler.sample(model, pos, neg, latent, seed=0, steps=args.steps + 1, cfg=cfg,
                    sampler_name="videocrafter_ddim", scheduler=scheduler, eta=1.0, denoise=1.0)
     total = time.perf_counter() - start
     sampling_peak = peak_memory(torch) - baseline
-    per_step = (stamps[-1] - stamps[0]) / (len(stamps) - 1) if len(stamps) > 1 else total
+    timed = len(stamps) - 1
+    per_step = (stamps[-1][0] - stamps[0][0]) / timed if timed else total
+    cpu_per_step = (stamps[-1][1] - stamps[0][1]) / timed if timed else float("nan")
+    shape = list(latent["samples"].shape)
+    estimate = bundle.model.model.memory_required([2] + shape[1:])
     rss_gb = comfy_boot.pack("vc_models.process_memory").peak_rss_bytes() / 1024 ** 3
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB" if torch.cuda.is_available() else ""
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     print(f"{label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, batch 1 with CFG, device {mm.get_torch_device()}, "
-          f"weights {bundle.model.model.get_dtype()}: {per_step:.3f} s per CFG step, peak RSS {rss_gb:.2f} GB{gpu}, "
-          f"sampling peak {sampling_peak / 1024 ** 2:.0f} MB above the loaded model "
-          f"({sampling_peak / args.frames / 1024 ** 2:.1f} MB per frame)")
-    print("RESULT " + json.dumps({"frames": args.frames, "sampling_peak_bytes": sampling_peak, "seconds_per_step": per_step}))
+          f"weights {bundle.model.model.get_dtype()} (compute {bundle.model.model.manual_cast_dtype or bundle.model.model.get_dtype()}), "
+          f"{torch.get_num_threads()} threads, load average {load}: sampled {len(stamps)} steps ({timed} timed after the "
+          f"first), UNet calls of batch {unet_batches}: {per_step:.3f} s per CFG step ({cpu_per_step:.1f} CPU s), "
+          f"peak RSS {rss_gb:.2f} GB{gpu}, sampling peak {sampling_peak / 1024 ** 3:.2f} GiB above the loaded model "
+          f"({sampling_peak / args.frames / 1024 ** 2:.1f} MiB per frame); memory model for the batch-2 call "
+          f"{estimate / 1024 ** 3:.2f} GiB")
+    print("RESULT " + json.dumps({"frames": args.frames, "sampling_peak_bytes": sampling_peak, "seconds_per_step": per_step,
+                                  "cpu_seconds_per_step": cpu_per_step, "estimate_bytes": estimate,
+                                  "weights": args.weight_dtype}))
+    if args.full_size and not dc:
+        original_benchmark(args)
     if args.turbo:
         turbo_benchmark(args, pack, bundle, pos, neg, latent, per_step, label)
     if args.caches:
         cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label)
+
+
+ORIGINAL_UNET = os.path.join("lvdm", "modules", "networks", "openaimodel3d.py")
+
+
+def original_benchmark(args):
+    """The original VideoCrafter2 UNet (its public code in the folder --original names) on the same random weights
+    and latent size, in its own process so the peaks do not mix; a message when the folder is not there."""
+    if not args.original or not os.path.isfile(os.path.join(args.original, ORIGINAL_UNET)):
+        print(f"original: skipped (no {ORIGINAL_UNET} under --original {args.original!r}: clone "
+              "https://github.com/AILab-CVC/VideoCrafter into a folder and name it)")
+        return
+    run = subprocess.run([sys.executable, os.path.abspath(__file__), "--run-original", args.original,
+                          "--width", str(args.width), "--height", str(args.height), "--frames", str(args.frames),
+                          "--steps", str(args.steps), "--weight-dtype", args.weight_dtype], text=True)
+    if run.returncode:
+        print(f"original: failed (exit {run.returncode}, see above)")
+
+
+def run_original(args):
+    """One DDIM CFG step as the original's sampler makes it (cond and uncond as two batch-1 UNet calls), timed
+    over --steps steps after a warm-up one; weights in the --weight-dtype (default fp32) with autocast off."""
+    import importlib
+    import torch
+    import yaml
+    sys.path.insert(0, os.path.abspath(args.original))
+    with open(os.path.join(args.original, "configs", "inference_t2v_512_v2.0.yaml")) as f:
+        unet_config = yaml.safe_load(f)["model"]["params"]["unet_config"]
+    module, name = unet_config["target"].rsplit(".", 1)
+    params = dict(unet_config["params"], use_checkpoint=False)
+    dtype = {"default": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.weight_dtype]
+    unet = getattr(importlib.import_module(module), name)(**params).to(dtype).eval()
+    sd = full_size_state_dict("t2v_512_v2.0")
+    prefix = "model.diffusion_model."
+    unet.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, strict=True)
+    del sd
+    release_freed_memory()
+    h, w = args.height // 8, args.width // 8
+    x = torch.randn(1, 4, args.frames, h, w, dtype=dtype)
+    contexts = [torch.randn(1, 77, 1024, dtype=dtype) for _ in range(2)]
+    t, fps = torch.full((1,), 999, dtype=torch.long), torch.full((1,), 8, dtype=torch.long)
+    baseline = reset_peak_memory(torch)
+    stamps = []
+    with torch.no_grad():
+        for _ in range(args.steps + 1):
+            for context in contexts:
+                unet(x, t, context=context, fps=fps)
+            stamps.append((time.perf_counter(), time.process_time()))
+    peak = peak_memory(torch) - baseline
+    per_step = (stamps[-1][0] - stamps[0][0]) / args.steps
+    cpu = (stamps[-1][1] - stamps[0][1]) / args.steps
+    print(f"original VideoCrafter2 UNet, random weights {dtype}: {args.width}x{args.height}x{args.frames}, "
+          f"{torch.get_num_threads()} threads, load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}: "
+          f"{per_step:.3f} s per CFG step ({cpu:.1f} CPU s, two batch-1 calls), peak {peak / 1024 ** 3:.2f} GiB above the "
+          f"loaded model")
 
 
 def seconds_per_step(sampler, model, pos, neg, latent, steps, cfg, sampler_name, scheduler):
@@ -195,6 +298,16 @@ def cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label, 
               f"{reference_time:.1f} s uncached ({reference_time / seconds:.2f}x), relative L2 vs uncached {error:.3f}")
 
 
+def release_freed_memory():
+    """Collect garbage and hand freed heap pages back to the OS (glibc keeps them otherwise), so the RSS baseline
+    of a measurement is what is live."""
+    import ctypes
+    import gc
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def reset_peak_memory(torch):
     """Start a fresh high-water mark; returns the memory in use now (GPU bytes, or process RSS)."""
     if torch.cuda.is_available():
@@ -218,6 +331,32 @@ def _proc_status_bytes(field):
             if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def compare_weight_dtypes(weight_dtypes):
+    """One benchmark process per weight dtype; their lines as they come, then one summary line."""
+    passthrough = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--weight-dtypes", "--weight-dtype"):
+            skip = True
+        elif not arg.startswith(("--weight-dtypes=", "--weight-dtype=")):
+            passthrough.append(arg)
+    results = {}
+    for dtype in weight_dtypes:
+        run = subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough, "--weight-dtype", dtype],
+                             capture_output=True, text=True)
+        lines = run.stdout.splitlines()
+        print("\n".join(l for l in lines if not l.startswith("RESULT ")), flush=True)
+        if run.returncode:
+            print(f"{dtype}: failed (exit {run.returncode}): {run.stderr[-2000:]}")
+            continue
+        results[dtype] = json.loads(next(l for l in lines if l.startswith("RESULT "))[len("RESULT "):])
+    print("weights: " + "; ".join(f"{d} {r['seconds_per_step']:.2f} s per CFG step, sampling peak "
+                                  f"{r['sampling_peak_bytes'] / 1024 ** 3:.2f} GiB (memory model "
+                                  f"{r['estimate_bytes'] / 1024 ** 3:.2f} GiB)" for d, r in results.items()))
 
 
 def compare_freenoise_memory():
@@ -271,6 +410,113 @@ def activation_peak(forward, grad=False):
     with torch.set_grad_enabled(grad), counter:
         forward()
     return counter.peak
+
+
+def released_unet_config(layout="t2v_512_v2.0"):
+    """The UNet configuration of a released layout, read from its key shapes (../shared/reference/keys) alone."""
+    import torch
+    ckpt = comfy_boot.pack("vc_models.checkpoint")
+    prefix = "model.diffusion_model."
+    sd = {}
+    with open(os.path.join(comfy_boot.KEYS, f"{layout}.keys.tsv")) as f:
+        for line in f:
+            name, shape, _ = line.rstrip("\n").split("\t")
+            if name.startswith(prefix):
+                sd[name[len(prefix):]] = torch.empty([int(d) for d in shape.strip("[]").split(",") if d.strip()], device="meta")
+    return ckpt.infer_unet_config(sd)
+
+
+def unet_inputs(config, input_shape, device="meta", dtype=None):
+    """(x, timesteps, context, extra kwargs) of one UNet call on `input_shape` [B, C, T, h, w] (C: the noisy latent's)."""
+    import torch
+    b, _, t, h, w = input_shape
+    kw = dict(device=device, dtype=dtype)
+    extra = {}
+    if config.fps_cond:
+        extra["fps"] = torch.full((b,), 8.0, **kw)
+    if config.image_cross_attention:
+        tokens = config.image_tokens_per_frame * t if config.image_tokens_per_frame else 16
+        extra["image_context"] = torch.zeros(b, tokens, config.image_context_dim, **kw)
+    return (torch.zeros(b, config.in_channels, t, h, w, **kw), torch.full((b,), 500.0, **kw),
+            torch.zeros(b, 77, config.context_dim, **kw), extra)
+
+
+def counted_unet_peak(config, input_shape, dtype):
+    """Activation peak (bytes) of one released-width UNet call counted on the meta device, attention as a fused
+    kernel (its output only): what the memory model is derived from and checked against."""
+    import torch
+    from comfy.ldm.modules import attention as comfy_attention
+    unet = comfy_boot.pack("vc_models.unet")
+    fused, comfy_attention.optimized_attention = comfy_attention.optimized_attention, \
+        lambda q, k, v, heads, *a, **kw: torch.empty_like(q)
+    try:
+        with torch.device("meta"):
+            net = unet.VideoCrafterUNet(config, dtype=dtype)
+        x, timesteps, context, extra = unet_inputs(config, input_shape, dtype=dtype)
+        return activation_peak(lambda: net(x, timesteps, context, transformer_options={}, **extra))
+    finally:
+        comfy_attention.optimized_attention = fused
+
+
+def memory_model_table(args):
+    """The memory model's estimate beside the counted activation peak of one UNet call at the released widths, for
+    each released UNet layout, batch 1 and 2 (CFG), 16 and 64 frames, fp32 and bf16, fused attention."""
+    import torch
+    comfy_boot.boot(cpu=True, extra_args=["--use-pytorch-cross-attention"])
+    memory_model = comfy_boot.pack("vc_models.memory_model")
+    h, w = args.height // 8, args.width // 8
+    for layout in ("t2v_512_v2.0", "t2v_512_v1.0", "i2v_512_v1.0", "dynamicrafter_512_v1.0"):
+        config = released_unet_config(layout)
+        for dtype in (torch.float32, torch.bfloat16):
+            cells = []
+            for frames in (16, 64):
+                for batch in (1, 2):
+                    shape = (batch, 4, frames, h, w)
+                    counted = counted_unet_peak(config, shape, dtype)
+                    estimate = memory_model.unet_activation_bytes(config, shape, dtype)
+                    cells.append(f"{frames}f b{batch} {estimate / 2 ** 30:.2f}/{counted / 2 ** 30:.2f} GiB "
+                                 f"({estimate / counted - 1:+.0%})")
+            print(f"{layout} {args.width}x{args.height} {str(dtype)[6:]}: estimate/counted " + "; ".join(cells), flush=True)
+
+
+def profile_blocks(args):
+    """torch.profiler over one block of each type at the released level-0 width (320 channels, heads of 64, context
+    1024) on the CFG batch (2 x --frames frames at --width x --height), random weights in --weight-dtype (default
+    bf16), CPU: the ops where the time and the allocated bytes go, per block."""
+    import torch
+    from torch.profiler import profile, ProfilerActivity
+    comfy_boot.boot(cpu=True, extra_args=args.comfy_args.split())
+    unet = comfy_boot.pack("vc_models.unet")
+    dtype = {"default": torch.bfloat16, "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[args.weight_dtype]
+    channels, frames, h, w = 320, args.frames, args.height // 8, args.width // 8
+    blocks = {
+        "spatial transformer": unet.SpatialTransformer(channels, channels // 64, 64, 1, 1024, dtype=dtype),
+        "temporal transformer": unet.TemporalTransformer(channels, channels // 64, 64, 1, dtype=dtype),
+        "ResBlock + temporal conv": unet.VideoResBlock(channels, 4 * channels, channels, temporal_conv=True, dtype=dtype),
+    }
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2 * frames, channels, h, w, generator=generator).to(dtype)
+    context = torch.randn(2 * frames, 77, 1024, generator=generator).to(dtype)
+    emb = torch.randn(2 * frames, 4 * channels, generator=generator).to(dtype)
+    calls = {"spatial transformer": lambda b: b(x, context, transformer_options={}),
+             "temporal transformer": lambda b: b(x, frames, transformer_options={}),
+             "ResBlock + temporal conv": lambda b: b(x, emb, frames)}
+    for name, block in blocks.items():
+        block.eval()  # no dropout, as ComfyUI runs the UNet
+        for p in block.parameters():
+            p.data = (torch.randn(p.shape, generator=generator) * 0.02).to(dtype)
+        with torch.no_grad():
+            calls[name](block)  # warm-up (oneDNN primitive creation)
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                start = time.perf_counter()
+                calls[name](block)
+                seconds = time.perf_counter() - start
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in ops)
+        top = "; ".join(f"{e.key} {e.self_cpu_time_total / total:.0%} ({e.count}x, "
+                        f"{max(e.self_cpu_memory_usage, 0) / 2 ** 20:.0f} MiB)" for e in ops[:8])
+        print(f"{name}, {str(dtype)[6:]}, [{2 * frames}, {channels}, {h}, {w}]: {seconds:.2f} s; self CPU time and "
+              f"bytes allocated by op: {top}", flush=True)
 
 
 def released_activation_peaks(frames, height, width):

@@ -42,3 +42,15 @@ def random_controlnet(unet_config, hint_channels=3, seed=0, model_channels=None,
     generator = torch.Generator().manual_seed(seed)
     return {prefix + k: torch.randn(v.shape, generator=generator) * (0.05 if v.ndim > 1 else 0.01)
             for k, v in net.state_dict().items()}
+
+
+def sample_video(pack, bundle_model, clip):
+    """Two faithful-DDIM CFG steps on a 64x64, 2-frame latent through the pack's KSampler (the LATENT samples)."""
+    import nodes as core
+    (pos,) = core.CLIPTextEncode().encode(clip, "a corgi on the beach")
+    (neg,) = core.CLIPTextEncode().encode(clip, "")
+    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(64, 64, 2, 1)
+    (out,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+        bundle_model, pos, neg, latent, seed=3, steps=2, cfg=7.5, sampler_name="videocrafter_ddim",
+        scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
+    return out["samples"]

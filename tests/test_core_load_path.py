@@ -7,24 +7,13 @@ import pytest
 import torch
 
 import comfy_host
+from model_util import sample_video as sample
 
 CKPT = "tiny_t2v_v2.safetensors"
 
 
 def load(pack, models_dir):
     return pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load(CKPT)
-
-
-def sample(pack, bundle_model, clip):
-    """Two faithful-DDIM CFG steps on a 64x64, 2-frame latent."""
-    import nodes as core
-    (pos,) = core.CLIPTextEncode().encode(clip, "a corgi on the beach")
-    (neg,) = core.CLIPTextEncode().encode(clip, "")
-    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(64, 64, 2, 1)
-    (out,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
-        bundle_model, pos, neg, latent, seed=3, steps=2, cfg=7.5, sampler_name="videocrafter_ddim",
-        scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
-    return out["samples"]
 
 
 @pytest.fixture

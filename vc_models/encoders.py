@@ -19,6 +19,7 @@ import comfy.supported_models_base
 import comfy.utils
 from comfy.text_encoders import sd2_clip
 
+from .memory_model import plain_decode_bytes
 from .projector import ImageProjector, ProjectorConfig
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -175,4 +176,6 @@ def vae_config(vae_sd):
 
 
 def build_vae(vae_sd):
-    return comfy.sd.VAE(sd=vae_sd, config=vae_config(vae_sd))
+    vae = comfy.sd.VAE(sd=vae_sd, config=vae_config(vae_sd))
+    vae.memory_used_decode = plain_decode_bytes  # measured (vc_models/memory_model.py), not core's SD guess
+    return vae

@@ -16,6 +16,7 @@ import comfy.model_patcher
 import comfy.supported_models_base
 
 from . import core_patches, video_control
+from .memory_model import unet_activation_bytes
 from .unet import VideoCrafterUNet
 from .freenoise import frames_of_context_window
 from .model_sampling import model_sampling_for
@@ -44,7 +45,6 @@ class VideoCrafterLatentFormat(comfy.latent_formats.SD15):
 class VideoCrafterModelConfig(comfy.supported_models_base.BASE):
     latent_format = VideoCrafterLatentFormat
     unet_extra_config = {}
-    memory_usage_factor = 2.0
     supported_inference_dtypes = [torch.float16, torch.bfloat16, torch.float32]
 
     # the unet_config entries core code reads of an SD-style UNet (FreeU: model_channels); the UNet takes them
@@ -83,6 +83,14 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
             raise ValueError(f"UNet tensors do not fit the inferred architecture: missing {missing[:5]}, "
                              f"unexpected {unexpected[:5]}")
         return self
+
+    def memory_required(self, input_shape, cond_shapes={}):
+        """Bytes one UNet call on a video latent needs above the weights, from the measured memory model
+        (vc_models/memory_model.py) in the compute dtype: core batches cond and uncond by it."""
+        if len(input_shape) != 5:
+            return super().memory_required(input_shape, cond_shapes)
+        dtype = self.manual_cast_dtype if self.manual_cast_dtype is not None else self.get_dtype()
+        return unet_activation_bytes(self.info.unet, input_shape, dtype)
 
     def concat_cond(self, **kwargs):
         if self.info.entry.concat_latent and kwargs.get(CONCAT_LATENT_KEY) is None:
@@ -154,6 +162,10 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         return out
 
 
+# weight dtypes computed in bf16 on a CPU with bf16 instructions (see build_model_patcher)
+BF16_COMPUTE_WEIGHTS = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
+
+
 def cpu_computes_bf16(device):
     """True on a CPU whose oneDNN has native bf16 kernels (AVX512-BF16 or AMX)."""
     if torch.device(device).type != "cpu":
@@ -181,10 +193,11 @@ def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=N
     unet_dtype = weight_dtype or comfy.model_management.unet_dtype(
         model_params=params, supported_dtypes=config.supported_inference_dtypes, weight_dtype=stored)
     manual_cast = comfy.model_management.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes)
-    if unet_dtype == torch.bfloat16 and manual_cast is not None and cpu_computes_bf16(load_device):
+    if unet_dtype in BF16_COMPUTE_WEIGHTS and manual_cast is not None and cpu_computes_bf16(load_device):
         # ComfyUI assumes bf16 is slow on every CPU; with AVX512-BF16/AMX oneDNN runs it about
-        # twice as fast as fp32, so a user who asked for bf16 weights gets bf16 compute there.
-        manual_cast = None
+        # twice as fast as fp32, so a user who asked for bf16 (or fp8) weights gets bf16 compute there
+        # (fp8 weights are cast per layer to bf16 by comfy.ops, as core does on a GPU).
+        manual_cast = None if unet_dtype == torch.bfloat16 else torch.bfloat16
     config.set_inference_dtype(unet_dtype, manual_cast)
     initial_device = comfy.model_management.unet_inital_load_device(params, unet_dtype)
     model = config.get_model(unet_sd, device=initial_device)

@@ -1,0 +1,83 @@
+"""How much memory one call of the VideoCrafter UNet needs above its weights: the estimate ComfyUI's
+`model.memory_required` returns, which decides whether core runs cond and uncond as one batch
+(comfy/samplers.py `_calc_cond_batch`: batched when `memory_required * 1.5 < free memory`) and how much of
+the model it keeps on the GPU (sampler_helpers.estimate_memory -> model_management.load_models_gpu).
+
+Core's generic formula (`area * 0.15 * memory_usage_factor` MB without a fused attention) is an image
+UNet's: for a 16-frame 320x512 batch of 2 it says ~36 GB where 1.7 GiB are used, so CFG ran as two calls.
+
+Derivation (`scripts/benchmark.py --memory-model` prints the measurements). The live tensor bytes of one
+forward were counted op by op (`activation_peak`: every op output while a reference to it lives) at the
+released widths (model_channels 320, channel_mult 1,2,4,4, 2 res blocks, heads of 64, context 1024) and at
+the tiny reference widths (64; 1,1,2,2; 1 res block), on the meta device, with the attention as a fused
+kernel (its output only). Everything scales with E = batch * frames * h * w (latent pixels over all frames);
+the peak sits at level 0 (full resolution, C0 = model_channels * channel_mult[0] channels), at one of three
+places, whichever is largest:
+- the self-attention of the first level-0 output block, holding the level-0 skips still to be consumed
+  (num_res_blocks + 1), the block's input (the upsampled level-1 output, C1 channels, concatenated with a
+  skip: C1 + C0), the previous block's output (C1) and the transformer's own tensors (ResBlock output,
+  proj_in, norm1, q, k, v, attention output, to_out and its reshape: 9 C0): (R + 1) + (C1 + C0) + C1 + 9 C0
+  values per latent pixel-frame (17.1 C0 measured for VideoCrafter2 / 1 / I2V / DynamiCrafter, 14.0 for the
+  tiny layout, exactly this count);
+- the feed-forward of that block's transformer, run over chunks of 8192 tokens (`TransformerBlock.max_ff_tokens`)
+  on the same held tensors less the attention's: (R + 1) + (C1 + C0) + C1 + 3 C0 per latent pixel-frame plus
+  20 C0 per chunk token (the GEGLU projection 8 C0, its halves' product and GELU, measured 19.5);
+- the initial temporal attention (VideoCrafter2 / I2V, `init_attn_heads` * 64 = W wide): its input, the
+  normalised copy and the output buffer, 3 C0 per latent pixel-frame, plus 19 W per token of its 8192-token
+  chunk (measured 19.0).
+Small videos hit the chunked places, released-size ones the attention. A non-fused attention (core's
+sub-quadratic or split attention, the CPU default) adds the score matrix of the largest attention (level 0's
+self-attention over h * w tokens, C0 / 64 heads per frame) twice (scores and probabilities): the
+sub-quadratic one in query chunks of 512 (the smallest chunk it falls back to: it takes larger ones only from
+memory that is free), the split one whole (it splits only when memory is short).
+"""
+import comfy.ldm.modules.attention as comfy_attention
+import comfy.model_management
+
+FF_CHUNK_TOKENS = 8192  # TransformerBlock.max_ff_tokens and TemporalTransformer.max_tokens_per_chunk
+ATTENTION_TENSORS = 9  # level-0 tensors of the transformer alive at its self-attention's output projection
+FEED_FORWARD_TENSORS = 3  # ... of the transformer alive at its feed-forward
+FEED_FORWARD_CHUNK_VALUES = 20  # per chunk token, in units of C0
+INIT_ATTENTION_TENSORS = 3
+INIT_ATTENTION_CHUNK_VALUES = 19  # per chunk token, in units of the initial attention's width
+SUB_QUADRATIC_QUERY_CHUNK = 512
+# The SD VAE decoder at the released widths (ch 128, 1,2,4,4, 2 res blocks): 40960 activation values per latent
+# pixel and frame counted on the meta device (scripts/benchmark.py --toon-decode, fused attention), + 25% for a
+# non-fused mid-block attention and the allocator. Core's SD formula (2178 * 64) is 3.4x that.
+PLAIN_DECODE_VALUES_PER_LATENT_PIXEL = 51200
+
+
+def attention_scratch_values(batch_frames, tokens, heads):
+    """Values the host's attention holds beyond its inputs and output for `batch_frames` * `heads` attentions of
+    `tokens` queries over as many keys: none for a fused kernel (PyTorch SDPA, xformers, sage, flash)."""
+    attention = comfy_attention.optimized_attention
+    if attention is comfy_attention.attention_sub_quad:
+        return 2 * batch_frames * heads * min(tokens, SUB_QUADRATIC_QUERY_CHUNK) * tokens
+    if attention in (comfy_attention.attention_split, comfy_attention.attention_basic):
+        return 2 * batch_frames * heads * tokens * tokens
+    return 0
+
+
+def unet_activation_bytes(config, input_shape, dtype):
+    """Peak bytes of activations of one UNet call on a latent `input_shape` [B, C, T, h, w] computed in `dtype`."""
+    batch, _, frames, h, w = input_shape
+    pixel_frames = batch * frames * h * w
+    c0 = config.model_channels * config.channel_mult[0]
+    c1 = config.model_channels * config.channel_mult[min(1, len(config.channel_mult) - 1)]
+    held = (config.num_res_blocks + 1) * c0 + (c1 + c0) + c1
+    chunk = min(pixel_frames, FF_CHUNK_TOKENS)
+    attention = (held + ATTENTION_TENSORS * c0) * pixel_frames + \
+        attention_scratch_values(batch * frames, h * w, max(1, c0 // config.head_dim))
+    feed_forward = (held + FEED_FORWARD_TENSORS * c0) * pixel_frames + FEED_FORWARD_CHUNK_VALUES * c0 * chunk
+    values = max(attention, feed_forward)
+    if config.init_attn_heads:
+        width = config.init_attn_heads * config.head_dim
+        values = max(values, INIT_ATTENTION_TENSORS * c0 * pixel_frames + INIT_ATTENTION_CHUNK_VALUES * width * chunk)
+    return values * comfy.model_management.dtype_size(dtype)
+
+
+def plain_decode_bytes(latent_shape, dtype):
+    """Bytes the SD VAE decoder needs per latent frame of [N, 4, h, w]: core's `memory_used_decode`, from which
+    comfy.sd.VAE.decode takes as many frames per batch as the free memory holds."""
+    return PLAIN_DECODE_VALUES_PER_LATENT_PIXEL * latent_shape[-2] * latent_shape[-1] * \
+        comfy.model_management.dtype_size(dtype)

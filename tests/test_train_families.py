@@ -89,6 +89,23 @@ def test_videocrafter2_images_stage_spatial_layers_on_one_frame_clips(mods, tmp_
     assert result.summary["skipped"] == {"unreadable": 1} and result.summary["dataset_size"] == 3
 
 
+def test_videocrafter2_images_stage_lora_trains_spatial_adapters_only(mods, tmp_path, image_dir):
+    """A LoRA in the `images` stage trains the adapters of spatial layers only (the stage's rule), the UNet's own
+    weights stay, and the result is a LoRA file with no temporal layer's keys."""
+    cfg = config(mods, tmp_path, image_dir, train_util.TINY_T2V, stage="images", adapter="lora", lora_rank=4,
+                 lora_targets="attn1,temporal", finetune_lr=1e-2)
+    result, models, changed = train(mods, cfg)
+    assert_loss_falls(result, 5)
+    assert not changed  # the UNet's weights: only adapters train
+    lora = safetensors.torch.load_file(result.outputs["lora"])
+    kinds = models.unet_parameter_kinds()
+    modules = {k[len("diffusion_model."):].rsplit(".", 2)[0] for k in lora if k.endswith("lora_up.weight")}
+    assert modules and all(kinds[f"{m}.weight"] == "spatial" and ".attn1." in m for m in modules), sorted(modules)
+    with pytest.raises(ValueError, match="select no spatial layer"):
+        train(mods, config(mods, tmp_path / "t", image_dir, train_util.TINY_T2V, stage="images", adapter="lora",
+                           lora_rank=4, lora_targets="temporal", name="t"))
+
+
 def test_dynamicrafter_videos_stage_trains_unet_and_resampler(mods, tmp_path, data_dir):
     cfg = config(mods, tmp_path, data_dir, train_util.TINY_DC, cond_frame="random", sample_every=5, sample_steps=2)
     result, models, changed = train(mods, cfg)
@@ -145,13 +162,22 @@ def test_inputs_refused_before_any_model_loads(mods, tmp_path, data_dir, image_d
         check(config(mods, tmp_path, data_dir, interp, name="mine"))
 
 
-def test_dynamicrafter_resumes_after_kill_9_bit_identical(mods, tmp_path, data_dir):
+KILL_RUNS = {  # (checkpoint, options, result file, a tensor of it)
+    "dynamicrafter": (train_util.TINY_DC, dict(text_dropout=0.5, image_dropout=0.2, cond_frame="random", finetune_lr=1e-4),
+                      "checkpoint", "model.diffusion_model.out.2.weight"),
+    "videocrafter2_lora": (train_util.TINY_T2V, dict(text_dropout=0.5, adapter="lora", lora_rank=4, finetune_lr=1e-3),
+                           "lora", "diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.lora_up.weight"),
+}
+
+
+@pytest.mark.parametrize("run", sorted(KILL_RUNS))
+def test_resumes_after_kill_9_bit_identical(mods, tmp_path, data_dir, run):
     """The command line killed (SIGKILL) once a state is saved, then run again: the same losses and weights as
-    one uninterrupted run."""
-    common = dict(finetune_steps=4, overfit_batch=False, text_dropout=0.5, image_dropout=0.2, cond_frame="random",
-                  save_every=1, finetune_lr=1e-4)
-    straight, _, _ = train(mods, config(mods, tmp_path / "straight", data_dir, train_util.TINY_DC, **common))
-    cfg = config(mods, tmp_path / "killed", data_dir, train_util.TINY_DC, **common)
+    one uninterrupted run (DynamiCrafter's full finetune; a LoRA on VideoCrafter2)."""
+    checkpoint, options, output, key = KILL_RUNS[run]
+    common = dict(finetune_steps=4, overfit_batch=False, save_every=1, **options)
+    straight, _, _ = train(mods, config(mods, tmp_path / "straight", data_dir, checkpoint, **common))
+    cfg = config(mods, tmp_path / "killed", data_dir, checkpoint, **common)
     yaml_path = tmp_path / "train.yaml"
     yaml_path.write_text(json.dumps(cfg.as_dict()))  # JSON is YAML
     command = [sys.executable, os.path.join(comfy_host.REPO, "scripts", "vc_train.py"), "--config", str(yaml_path), "--cpu"]
@@ -175,9 +201,8 @@ def test_dynamicrafter_resumes_after_kill_9_bit_identical(mods, tmp_path, data_d
     assert [resumed.summary["run_id"]] == killed_runs  # continued the killed run rather than starting over
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in straight.history]
     assert resumed.summary["rank_weight_sha256"] == straight.summary["rank_weight_sha256"]
-    key = "model.diffusion_model.out.2.weight"
-    assert torch.equal(safetensors.torch.load_file(resumed.outputs["checkpoint"])[key],
-                       safetensors.torch.load_file(straight.outputs["checkpoint"])[key])
+    assert torch.equal(safetensors.torch.load_file(resumed.outputs[output])[key],
+                       safetensors.torch.load_file(straight.outputs[output])[key])
 
 
 def test_example_configs_read(mods):

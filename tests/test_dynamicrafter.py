@@ -218,14 +218,6 @@ def test_frame_counts_other_than_16(pack, pipelines, dc_files):
     assert samples["samples"].shape == (1, 4, 12, 8, 16) and torch.isfinite(samples["samples"]).all()
 
 
-def test_trainer_refuses_dynamicrafter(pack):
-    """Training DynamiCrafter is out of the trainer's scope: it says so before loading any model."""
-    training = comfy_host.pack("vc_models.training")
-    ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
-    with pytest.raises(ckpt_file.CheckpointError, match="DynamiCrafter image animation 320x512 checkpoint: the trainer"):
-        training.load_training_state_dict(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
-
-
 def test_image_size_and_batch_handling(pack, pipelines):
     """A start image of another size is scaled and centre-cropped to width x height (here a 2x nearest-neighbour
     enlargement comes back exactly); one image serves every video of the batch; a mismatched batch is refused."""

@@ -15,7 +15,7 @@ from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, 
 from ..vc_train.lora import TARGET_GROUPS
 from ..vc_train.trainer import Trainer, Callbacks, check_before_loading
 from ..vc_models.checkpoint import training_entry
-from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training
+from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training, layout_unet
 from .loader import FOLDER, checkpoint_names, checkpoint_path
 from .safe_paths import resolve_input_path, plain_file_name
 
@@ -115,7 +115,7 @@ class VideoCrafterTrain:
         if cfg.stage not in self.STAGE_CHOICES:
             raise ValueError(f"This node trains the stages {list(self.STAGE_CHOICES)}; use 'VideoCrafter Train' for "
                              f"stage {cfg.stage!r}.")
-        check_before_loading(cfg, entry)  # a plan or data the model cannot train, a refused resume or an existing
+        check_before_loading(cfg, entry, layout_unet)  # a plan or data the model cannot train, a refused resume or an existing
         # result fail before any model loads
         free_memory_for_training()
         # ComfyUI runs nodes under torch.inference_mode(): tensors made there can never join autograd,

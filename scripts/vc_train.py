@@ -65,7 +65,7 @@ def main(argv=None):
     if args.cpu:
         overrides.setdefault("device", "cpu")
     cfg = config_mod.TrainConfig.from_yaml(args.config, overrides)
-    trainer_mod.check_before_loading(cfg)  # a refused model, plan, data, resume or result fails before the models load
+    trainer_mod.check_before_loading(cfg, layout_unet=training.layout_unet)  # a refused model, plan, data, resume or result fails before the models load
     models = training.VideoCrafterTrainingModels.from_files(cfg.checkpoint, cfg.clip_vision, cfg.projector_file, cfg.seed)
     trainer = trainer_mod.Trainer(cfg, models, print_progress_class(trainer_mod.Callbacks)(rank))
     try:

@@ -197,9 +197,18 @@ def test_bad_lora_options_are_refused_before_any_model_loads(mods, tmp_path, dat
     assert message in str(error.value)
 
 
-def test_a_rank_larger_than_a_layer_names_the_layer(mods, tmp_path, data_dir):
-    cfg, models = build(mods, lora_config(tmp_path, data_dir, lora_rank=10**4, lora_targets="attn1"))
+def test_a_rank_larger_than_a_layer_names_the_layer_before_any_model_loads(mods, tmp_path, data_dir, monkeypatch):
+    """The front ends' check (the UNet built on the meta device from the file's layout) refuses it before the
+    models load; the trainer refuses it too if handed loaded models."""
+    cfg = mods["config"].TrainConfig.from_dict(lora_config(tmp_path, data_dir, lora_rank=10**4, lora_targets="attn1"))
+    training = mods["training"]
+    monkeypatch.setattr(training.VideoCrafterTrainingModels, "from_files",
+                        classmethod(lambda *a, **k: pytest.fail("a model was loaded before the rank check")))
     with pytest.raises(ValueError) as error:
-        mods["trainer"].Trainer(cfg, models)
+        mods["trainer"].check_before_loading(cfg, layout_unet=training.layout_unet)
     text = str(error.value)
     assert "lora_rank 10000 is larger than layer " in text and ".attn1.to_q" in text and "use lora_rank <=" in text
+    monkeypatch.undo()
+    cfg, models = build(mods, lora_config(tmp_path, data_dir, lora_rank=10**4, lora_targets="attn1"))
+    with pytest.raises(ValueError, match="lora_rank 10000 is larger than layer "):
+        mods["trainer"].Trainer(cfg, models)

@@ -63,6 +63,15 @@ def _unet_parameter_kinds(unet):
     return {n: ("temporal" if n in temporal else "spatial") for n, _ in unet.named_parameters()}
 
 
+def layout_unet(checkpoint_path):
+    """(UNet on the meta device, its parameter kinds) from the file's layout: what a check before any model loads
+    may look at (layer sizes), with no weights read and no memory taken."""
+    info = ckpt.inspect_checkpoint(ckpt_file.read_layout(checkpoint_path), os.path.basename(checkpoint_path))
+    with torch.device("meta"):
+        unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="meta", operations=comfy.ops.disable_weight_init)
+    return unet, _unet_parameter_kinds(unet)
+
+
 class VideoCrafterTrainingModels:
     """Implements `vc_train.trainer.TrainingModels`."""
 

@@ -115,6 +115,23 @@ class LoraLayer(nn.Module):
         return self.lora_up(self.lora_down(x)) * self.scale
 
 
+def targeted_layers(unet, kinds, rank, targets):
+    """[(module name, module)] of the UNet's layers in the target groups; a rank larger than one of them allows is
+    a clear error naming the layer. Works on a UNet built on the meta device (the check before any model loads)."""
+    targets = parse_targets(targets) if isinstance(targets, str) else targets
+    picked = [(name, m) for name, m in unet.named_modules() if target_group(name, m, kinds) in targets]
+    if not picked:
+        raise ValueError(f"lora_targets {list(targets)} select no layer of this UNet")
+    too_small = [(name, _matrix_shape(m)) for name, m in picked if int(rank) > min(_matrix_shape(m))]
+    if too_small:
+        name, (out, inp) = too_small[0]
+        smallest = min(min(s) for _, s in too_small)
+        raise ValueError(f"lora_rank {int(rank)} is larger than layer {name} ({inp} inputs, {out} outputs) "
+                         f"allows: a LoRA's rank is at most min(inputs, outputs) of every targeted layer; "
+                         f"{len(too_small)} layers are smaller; use lora_rank <= {smallest} or other targets.")
+    return picked
+
+
 class LoraAdapters(nn.Module):
     """The adapters of one UNet, keyed by module name; `parameters()` are what a LoRA run trains."""
 
@@ -122,16 +139,7 @@ class LoraAdapters(nn.Module):
         super().__init__()
         self.rank, self.alpha, self.dropout = int(rank), float(alpha), float(dropout)
         self.targets = parse_targets(targets)
-        picked = [(name, m) for name, m in unet.named_modules() if target_group(name, m, kinds) in self.targets]
-        if not picked:
-            raise ValueError(f"lora_targets {list(self.targets)} select no layer of this UNet")
-        too_small = [(name, _matrix_shape(m)) for name, m in picked if self.rank > min(_matrix_shape(m))]
-        if too_small:
-            name, (out, inp) = too_small[0]
-            smallest = min(min(s) for _, s in too_small)
-            raise ValueError(f"lora_rank {self.rank} is larger than layer {name} ({inp} inputs, {out} outputs) "
-                             f"allows: a LoRA's rank is at most min(inputs, outputs) of every targeted layer; "
-                             f"{len(too_small)} layers are smaller; use lora_rank <= {smallest} or other targets.")
+        picked = targeted_layers(unet, kinds, self.rank, self.targets)
         self.names = [name for name, _ in picked]
         self.layers = nn.ModuleList(LoraLayer(m, self.rank, self.alpha, self.dropout) for _, m in picked)
         generator = torch.Generator().manual_seed(int(seed))  # the same start on every rank

@@ -162,11 +162,15 @@ def resume_refusal(path, meta, changes):
             "to start a new run (the earlier run's states are kept).")
 
 
-def check_before_loading(cfg, entry=None):
+def check_before_loading(cfg, entry=None, layout_unet=None):
     """The checks that need no model, run before the (slow) model loading: a model the trainer refuses, a plan
-    or data that do not fit the model, a resume that would mix two trainings and results that would replace
-    an existing file are refused here. `entry`: the checkpoint's registry entry (read from the file if None)."""
+    or data that do not fit the model, a LoRA rank a targeted layer cannot take, a resume that would mix two
+    trainings and results that would replace an existing file are refused here. `entry`: the checkpoint's registry
+    entry (read from the file if None); `layout_unet(path)`: (UNet on the meta device, parameter kinds), the glue's
+    (vc_models.training.layout_unet), for the LoRA layer sizes."""
     check_plan(cfg, entry or training_entry(cfg.checkpoint))
+    if cfg.adapter == "lora" and layout_unet is not None:
+        lora_adapters.targeted_layers(*layout_unet(cfg.checkpoint), cfg.lora_rank, cfg.lora_targets)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
     outputs = RunOutputs(cfg)
     store = StateStore(outputs.paths["states"])

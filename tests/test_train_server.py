@@ -135,6 +135,21 @@ def test_interrupt_saves_a_state_then_resumes(train_server):
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, step + 2))
 
 
+def test_shipped_videocrafter2_lora_train_workflow_writes_a_lora(train_server):
+    """workflows/api/train_lora_vc2.json as shipped (VideoCrafter Train, adapter lora, stage videos), on the tiny
+    VideoCrafter2 with one short step: a LoRA of VideoCrafter2 in the server's models/loras."""
+    import safetensors
+    workflow = train_workflow("train_lora_vc2", "VideoCrafterTrain", ckpt_name="tiny_t2v_v2.safetensors", stage="videos",
+                              lora_rank=4, save_to="checkpoints", output_name="tiny_vc2_lora")
+    node = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterTrain")
+    assert node["inputs"]["adapter"] == "lora"
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    with safetensors.safe_open(os.path.join(train_server.models_dir, "loras", "tiny_vc2_lora.safetensors"), "pt") as f:
+        assert f.metadata()["base_model"] == "vc2_t2v_512"
+        assert all(k.startswith("diffusion_model.") for k in f.keys())
+
+
 def test_a_lora_trained_by_the_node_runs_in_the_shipped_lora_workflow(train_server):
     """The user's path: the node trains a LoRA into models/loras, the shipped graph applies it with core
     Load LoRA (model only) and makes a video."""

@@ -165,7 +165,7 @@ def main():
     estimate = bundle.model.model.memory_required([2] + shape[1:])
     rss_gb = comfy_boot.pack("vc_models.process_memory").peak_rss_bytes() / 1024 ** 3
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB" if torch.cuda.is_available() else ""
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
+    load = load_average()
     print(f"{label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, batch 1 with CFG, device {mm.get_torch_device()}, "
           f"weights {bundle.model.model.get_dtype()} (compute {bundle.model.model.manual_cast_dtype or bundle.model.model.get_dtype()}), "
           f"{torch.get_num_threads()} threads, load average {load}: sampled {len(stamps)} steps ({timed} timed after the "
@@ -185,6 +185,11 @@ def main():
 
 
 ORIGINAL_UNET = os.path.join("lvdm", "modules", "networks", "openaimodel3d.py")
+
+
+def load_average():
+    """The 1/5/15-minute load averages (how busy the machine was: shared CPUs inflate wall times); Windows has none."""
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
 
 
 def original_benchmark(args):
@@ -234,7 +239,7 @@ def run_original(args):
     per_step = (stamps[-1][0] - stamps[0][0]) / args.steps
     cpu = (stamps[-1][1] - stamps[0][1]) / args.steps
     print(f"original VideoCrafter2 UNet, random weights {dtype}: {args.width}x{args.height}x{args.frames}, "
-          f"{torch.get_num_threads()} threads, load average {', '.join(f'{v:.1f}' for v in os.getloadavg())}: "
+          f"{torch.get_num_threads()} threads, load average {load_average()}: "
           f"{per_step:.3f} s per CFG step ({cpu:.1f} CPU s, two batch-1 calls), peak {peak / 1024 ** 3:.2f} GiB above the "
           f"loaded model")
 

@@ -171,10 +171,11 @@ def test_ray_workers_launch_comfyui_one_killed_then_the_driver(tmp_path):
             for row in rows}
     assert all(runs[n] == 1 for n in done_first), (runs, done_first, output)
     assert all(1 <= runs[n] <= 2 for n in runs), (runs, output)
-    # spread over the workers: a free worker takes the next job, so how many each ran depends on which ComfyUI
-    # starts first (the restarted one may take none); that more than one ran jobs does not
+    # a free worker takes the next job, so which workers ran jobs depends on which ComfyUI is up first: on a
+    # loaded 2-core machine one may run them all before the others start (CI saw that twice). Every job's worker
+    # is one of this batch's; that jobs spread over servers is checked with existing servers (the next test)
     workers = {e["worker"] for e in m.values()}
-    assert len(workers) >= 2 and workers <= {f"w{i}@{w.split('@')[1]}" for w in workers for i in (1, 2, 3)}, m
+    assert workers and workers <= {f"w{i}@{w.split('@')[1]}" for w in workers for i in (1, 2, 3)}, m
     print("\n3 launched workers: jobs per worker: "
           + ", ".join(f"{w}: {sum(e['worker'] == w for e in m.values())}" for w in sorted({e["worker"] for e in m.values()})))
 

@@ -500,7 +500,7 @@ def profile_blocks(args):
         "ResBlock + temporal conv": unet.VideoResBlock(channels, 4 * channels, channels, temporal_conv=True, dtype=dtype),
     }
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2 * frames, channels, h, w, generator=generator).to(dtype)
+    x = torch.randn(2 * frames, channels, h, w, generator=generator).to(dtype).contiguous(memory_format=unet.ACTIVATION_FORMAT)
     context = torch.randn(2 * frames, 77, 1024, generator=generator).to(dtype)
     emb = torch.randn(2 * frames, 4 * channels, generator=generator).to(dtype)
     calls = {"spatial transformer": lambda b: b(x, context, transformer_options={}),

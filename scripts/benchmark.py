@@ -5,7 +5,7 @@
   python scripts/benchmark.py --full-size --gpu     # random weights at the released VC2 size on a GPU
   python scripts/benchmark.py --turbo               # + seconds per video: VC2 50 steps + CFG vs T2V-Turbo 4/8/16
   python scripts/benchmark.py --dynamicrafter       # a DynamiCrafter 512 CFG step (tiny_dc_512 weights, CPU)
-  python scripts/benchmark.py --freenoise-memory    # peak memory per frame: 64 frames FreeNoise vs 16 plain
+  python scripts/benchmark.py --freenoise-memory    # peak memory per frame: 32 and 64 frames FreeNoise vs 16 plain
   python scripts/benchmark.py --caches              # core EasyCache / LazyCache on a 50-step video vs uncached
   python scripts/benchmark.py --toon-decode         # ToonCrafter's decoder beside the plain VAE, 16 frames
 
@@ -365,19 +365,22 @@ def compare_weight_dtypes(weight_dtypes):
 
 
 def compare_freenoise_memory():
-    """Each case in its own process (peaks do not mix): 16 frames plain, 64 frames with FreeNoise."""
+    """Each case in its own process (peaks do not mix): 16 frames plain, 32 and 64 frames with FreeNoise (window
+    16, stride 4); with --full-size at the released size."""
     passthrough = [a for a in sys.argv[1:] if a != "--freenoise-memory"]
     results = {}
-    for name, extra in (("plain", ["--frames", "16"]), ("freenoise", ["--frames", "64", "--freenoise"])):
+    cases = (("16 frames plain", ["--frames", "16"]), ("32 frames FreeNoise", ["--frames", "32", "--freenoise"]),
+             ("64 frames FreeNoise", ["--frames", "64", "--freenoise"]))
+    for name, extra in cases:
         run = subprocess.run([sys.executable, os.path.abspath(__file__), *passthrough, "--steps", "1", *extra],
                              capture_output=True, text=True, check=True)
         line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))
         results[name] = json.loads(line[len("RESULT "):])
     per_frame = {k: v["sampling_peak_bytes"] / v["frames"] for k, v in results.items()}
-    print(f"FreeNoise memory: sampling peak per frame generated {per_frame['plain'] / 1024 ** 2:.1f} MB "
-          f"(16 frames plain) vs {per_frame['freenoise'] / 1024 ** 2:.1f} MB (64 frames FreeNoise 16/4): "
-          f"ratio {per_frame['freenoise'] / per_frame['plain']:.2f} (target <= 1.5); s per CFG step "
-          f"{results['plain']['seconds_per_step']:.2f} vs {results['freenoise']['seconds_per_step']:.2f}")
+    plain = per_frame["16 frames plain"]
+    print("FreeNoise memory, sampling peak per frame generated (and s per CFG step): "
+          + "; ".join(f"{name} {per_frame[name] / 1024 ** 2:.1f} MB (x{per_frame[name] / plain:.2f}, "
+                      f"{r['seconds_per_step']:.2f} s)" for name, r in results.items()) + " (target: x <= 1.5)")
 
 
 # the released ToonCrafter / SD VAE ddconfig (the tiny models shrink ch to 32 and the res blocks to 1)

@@ -86,11 +86,16 @@ def video_to_frames(x):
     return x.transpose(1, 2).reshape(b * t, c, hh, ww)
 
 
-# The UNet keeps its activations channels-last ([(B*T), H, W, C] in memory): oneDNN's convolutions run on that
-# layout without reordering (at the released width, CPU: 3x3 convolutions 1.1x / 1.6x faster in fp32 / bf16, the
+# On the CPU the UNet keeps its activations channels-last ([(B*T), H, W, C] in memory): oneDNN's convolutions run
+# on that layout without reordering (at the released width: 3x3 convolutions 1.1x / 1.6x faster in fp32 / bf16, the
 # temporal 3x1x1 ones 1.35x / 2.8x), the spatial transformers' token view is free, and a temporal layer's
 # [B, C, T, H, W] view of the frames is itself channels-last, so no layer converts. Results do not depend on it.
+# Elsewhere the default layout stays: on a GPU it has not been measured (layers follow whichever layout comes in).
 ACTIVATION_FORMAT = torch.channels_last
+
+
+def activation_format(device):
+    return ACTIVATION_FORMAT if device.type == "cpu" else torch.contiguous_format
 
 
 class TemporalConvBlock(nn.Module):
@@ -375,8 +380,12 @@ class TemporalTransformer(nn.Module):
         step = max(1, self.max_tokens_per_chunk // (windows.gathered_frames if windows else t))
         for start in range(0, y.shape[0], step):
             out[start:start + step] = self._transform(y[start:start + step], windows, options)
-        # back to channels-last frames: [B, T, H, W, C] in memory, viewed as [(B*T), C, H, W]
-        out = out.view(b, h, w, t, c).permute(0, 3, 1, 2, 4).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        # back to the frames' layout: channels-last ([B, T, H, W, C] in memory) or [(B*T), C, H, W]
+        out = out.view(b, h, w, t, c)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            out = out.permute(0, 3, 1, 2, 4).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+        else:
+            out = out.permute(0, 3, 4, 1, 2).reshape(b * t, c, h, w)
         return out + x
 
     def _transform(self, y, windows, options):
@@ -564,7 +573,7 @@ class VideoCrafterUNet(nn.Module):
             image_context = self.image_context_per_frame(image_context.to(dtype), t)
 
         # the block loop of core's UNetModel._forward: same patches, same control, same places
-        h = video_to_frames(x).contiguous(memory_format=ACTIVATION_FORMAT)
+        h = video_to_frames(x).contiguous(memory_format=activation_format(x.device))
         skips = []
         for index, block in enumerate(self.input_blocks):
             transformer_options["block"] = ("input", index)

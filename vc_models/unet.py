@@ -90,12 +90,15 @@ def video_to_frames(x):
 # on that layout without reordering (at the released width: 3x3 convolutions 1.1x / 1.6x faster in fp32 / bf16, the
 # temporal 3x1x1 ones 1.35x / 2.8x), the spatial transformers' token view is free, and a temporal layer's
 # [B, C, T, H, W] view of the frames is itself channels-last, so no layer converts. Results do not depend on it.
-# Elsewhere the default layout stays: on a GPU it has not been measured (layers follow whichever layout comes in).
+# Elsewhere the default layout stays (layers follow whichever layout comes in): on a GPU it has not been measured,
+# and with autograd (training) torch 2.11's CPU backward through this UNet in channels-last crashes the process.
 ACTIVATION_FORMAT = torch.channels_last
 
 
 def activation_format(device):
-    return ACTIVATION_FORMAT if device.type == "cpu" else torch.contiguous_format
+    if device.type == "cpu" and not torch.is_grad_enabled():
+        return ACTIVATION_FORMAT
+    return torch.contiguous_format
 
 
 class TemporalConvBlock(nn.Module):

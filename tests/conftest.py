@@ -114,6 +114,22 @@ def pack():
     return comfy_host.boot()
 
 
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory):
+    """mktemp for a module's fixtures: what they write (checkpoints, servers' folders) is removed when the module is
+    done, so the suite's disk use stays that of one module at a time (pytest itself keeps those folders to the end
+    of the session, and the whole run wrote 7 GB; CI's disk ran out)."""
+    made = []
+
+    def mktemp(name):
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One real ComfyUI server for the tests that only need one (a module needing another setup defines its

@@ -478,8 +478,8 @@ def test_client_imports_no_torch_or_comfy():
 # ----------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ComfyServer(tmp_path_factory.mktemp("comfy"))
+def server(module_tmp):
+    srv = ComfyServer(module_tmp("comfy"))
     srv.start()
     info = http_json(srv.url + "/object_info/VideoCrafterKSampler")
     if "VideoCrafterKSampler" not in info:

@@ -193,8 +193,8 @@ IDS = ["vc2_t2v_512", "vc1_t2v_512", "vc1_t2v_1024", "vc1_i2v_512", "dc_256", "d
 
 
 @pytest.fixture(scope="module")
-def server(hub, tmp_path_factory):
-    root = tmp_path_factory.mktemp("download_server")
+def server(hub, module_tmp):
+    root = module_tmp("download_server")
     target = root / "downloads"
     yaml = root / "download_paths.yaml"
     yaml.write_text(f"downloads:\n    base_path: {root}\n    is_default: true\n    videocrafter: downloads\n")

@@ -19,8 +19,8 @@ MODELS = ("originals/t2v_512_v1.ckpt", "converted.safetensors", "unet_mg.pt", "t
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("folders_server")
+def server(module_tmp):
+    root = module_tmp("folders_server")
     own = root / "own_models"  # a second videocrafter folder, from the user's own extra_model_paths.yaml
     yaml = root / "own_paths.yaml"
     yaml.write_text(f"own:\n    base_path: {own}\n    videocrafter: videocrafter\n")

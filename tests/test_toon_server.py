@@ -22,10 +22,10 @@ EXPECTED_FRAMES = {"toon_512_interp": FRAMES, "toon_512_sketch": FRAMES, "toon_5
 
 
 @pytest.fixture(scope="module")
-def server(pack, tmp_path_factory):
+def server(pack, module_tmp):
     """A server with the tiny ToonCrafter written out beside the tiny DynamiCrafter 512."""
     import safetensors.torch
-    srv = ComfyServer(tmp_path_factory.mktemp("toon_server"), checkpoints=["tiny_dc_512.safetensors"])
+    srv = ComfyServer(module_tmp("toon_server"), checkpoints=["tiny_dc_512.safetensors"])
     safetensors.torch.save_file(tiny_toon_state_dict(), os.path.join(srv.models_dir, "checkpoints", TINY_FOR["toon_512_interp"]))
     shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     write_sketch_encoder(os.path.join(srv.models_dir, "controlnet"))

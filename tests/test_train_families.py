@@ -26,13 +26,13 @@ def mods(pack, one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return train_util.make_dataset(str(tmp_path_factory.mktemp("family_videos")), count=3)
+def data_dir(module_tmp):
+    return train_util.make_dataset(str(module_tmp("family_videos")), count=3)
 
 
 @pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    return train_util.make_image_folder(str(tmp_path_factory.mktemp("family_images")), count=3, broken=1)
+def image_dir(module_tmp):
+    return train_util.make_image_folder(str(module_tmp("family_images")), count=3, broken=1)
 
 
 def config(mods, tmp_path, data, checkpoint, **overrides):

@@ -25,15 +25,15 @@ def mods(pack, one_torch_thread):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return train_util.make_dataset(str(tmp_path_factory.mktemp("lora_data")), count=2)
+def data_dir(module_tmp):
+    return train_util.make_dataset(str(module_tmp("lora_data")), count=2)
 
 
 @pytest.fixture(scope="module")
-def loras_dir(pack, tmp_path_factory):
+def loras_dir(pack, module_tmp):
     """A models/loras folder registered with ComfyUI (where the node writes a LoRA)."""
     import folder_paths
-    folder = tmp_path_factory.mktemp("loras")
+    folder = module_tmp("loras")
     folder_paths.add_model_folder_path("loras", str(folder), is_default=True)
     return folder
 
@@ -73,9 +73,9 @@ def core_output(patcher, inputs):
 
 
 @pytest.fixture(scope="module")
-def trained(mods, tmp_path_factory, data_dir, loras_dir):
+def trained(mods, module_tmp, data_dir, loras_dir):
     """A LoRA on every target group, trained on an overfit batch into models/loras."""
-    tmp_path = tmp_path_factory.mktemp("lora_run")
+    tmp_path = module_tmp("lora_run")
     values = lora_config(tmp_path, data_dir, overfit_batch=True, text_dropout=0.0, image_dropout=0.0,
                          finetune_lr=1e-2, max_grad_norm=0, lora_dropout=0.1, checkpoint_dir=str(loras_dir),
                          name="tiny_lora", gradient_checkpointing=True, sample_every=4, sample_steps=2)

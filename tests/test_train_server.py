@@ -18,9 +18,9 @@ TRAIN_DATA = "videocrafter_train_tiny"
 
 
 @pytest.fixture(scope="module")
-def train_server(tmp_path_factory):
+def train_server(module_tmp):
     """A server of its own (tests/conftest.py has no shared one); the dataset in its input folder."""
-    srv = ComfyServer(tmp_path_factory.mktemp("train_server"))
+    srv = ComfyServer(module_tmp("train_server"))
     train_util.make_dataset(os.path.join(srv.input_dir, TRAIN_DATA), count=3)
     # models/loras of this server only (the node writes a LoRA to the first loras folder)
     with open(srv.yaml_path, "a") as f:

@@ -46,8 +46,8 @@ def mods(pack):
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return train_util.make_dataset(str(tmp_path_factory.mktemp("train_data")), count=4)
+def data_dir(module_tmp):
+    return train_util.make_dataset(str(module_tmp("train_data")), count=4)
 
 
 def build(mods, tmp_path, data_dir, **overrides):

@@ -281,9 +281,9 @@ def test_turbo_conditioning_on_a_plain_model_is_an_error(pack, nodes_, vc2):
 # --- the shipped workflow in a real server ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(module_tmp):
     from server_util import ComfyServer
-    srv = ComfyServer(tmp_path_factory.mktemp("turbo_server"))
+    srv = ComfyServer(module_tmp("turbo_server"))
     write_turbo_files(os.path.join(srv.models_dir, "checkpoints"))  # listed as models/videocrafter too
     srv.start()
     yield srv

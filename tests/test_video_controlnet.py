@@ -30,10 +30,10 @@ def sample(model, positive, negative, latent, steps=STEPS):
 
 
 @pytest.fixture(scope="module")
-def controlnet_dir(pack, tmp_path_factory):
+def controlnet_dir(pack, module_tmp):
     """A models/controlnet folder ComfyUI lists."""
     import folder_paths
-    folder = tmp_path_factory.mktemp("controlnet")
+    folder = module_tmp("controlnet")
     folder_paths.add_model_folder_path("controlnet", str(folder), is_default=True)
     return folder
 

@@ -56,6 +56,8 @@ def main():
     parser.add_argument("--frames", type=int, default=16)
     parser.add_argument("--steps", type=int, default=4, help="measured steps (after one warm-up step)")
     parser.add_argument("--weight-dtype", default="default")
+    parser.add_argument("--no-cfg", action="store_true",
+                        help="cfg 1: core skips the negative, so each step is one batch-1 UNet call (the memory of batch 1)")
     parser.add_argument("--weight-dtypes", default=None,
                         help="comma-separated weight dtypes (e.g. default,bf16,fp8_e4m3fn): one run each, in its own "
                              "process (peaks do not mix), other options passed through; a summary line at the end")
@@ -132,6 +134,8 @@ def main():
         cfg, scheduler = 7.5, "videocrafter_trailing"
     else:
         (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(args.width, args.height, args.frames, 1)
+    if args.no_cfg:
+        cfg = 1.0
     sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
 
     model = bundle.model
@@ -162,19 +166,20 @@ def main():
     per_step = (stamps[-1][0] - stamps[0][0]) / timed if timed else total
     cpu_per_step = (stamps[-1][1] - stamps[0][1]) / timed if timed else float("nan")
     shape = list(latent["samples"].shape)
-    estimate = bundle.model.model.memory_required([2] + shape[1:])
+    call_batch = max(unet_batches)
+    estimate = bundle.model.model.memory_required([call_batch] + shape[1:])
     rss_gb = comfy_boot.pack("vc_models.process_memory").peak_rss_bytes() / 1024 ** 3
     gpu = f", peak GPU memory {torch.cuda.max_memory_allocated() / 1024 ** 3:.2f} GB" if torch.cuda.is_available() else ""
     load = load_average()
-    print(f"{label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, batch 1 with CFG, device {mm.get_torch_device()}, "
+    print(f"{label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, batch 1 {'without' if args.no_cfg else 'with'} CFG, device {mm.get_torch_device()}, "
           f"weights {bundle.model.model.get_dtype()} (compute {bundle.model.model.manual_cast_dtype or bundle.model.model.get_dtype()}), "
           f"{torch.get_num_threads()} threads, load average {load}: sampled {len(stamps)} steps ({timed} timed after the "
           f"first), UNet calls of batch {unet_batches}: {per_step:.3f} s per CFG step ({cpu_per_step:.1f} CPU s), "
           f"peak RSS {rss_gb:.2f} GB{gpu}, sampling peak {sampling_peak / 1024 ** 3:.2f} GiB above the loaded model "
-          f"({sampling_peak / args.frames / 1024 ** 2:.1f} MiB per frame); memory model for the batch-2 call "
-          f"{estimate / 1024 ** 3:.2f} GiB")
+          f"({sampling_peak / args.frames / 1024 ** 2:.1f} MiB per frame); memory model for the batch-{call_batch} call "
+          f"{estimate / 1024 ** 3:.2f} GiB ({(sampling_peak / estimate - 1) * 100:+.0f}% measured)")
     print("RESULT " + json.dumps({"frames": args.frames, "sampling_peak_bytes": sampling_peak, "seconds_per_step": per_step,
-                                  "cpu_seconds_per_step": cpu_per_step, "estimate_bytes": estimate,
+                                  "cpu_seconds_per_step": cpu_per_step, "estimate_bytes": estimate, "call_batch": call_batch,
                                   "weights": args.weight_dtype}))
     if args.full_size and not dc:
         original_benchmark(args)

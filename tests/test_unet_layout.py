@@ -47,25 +47,3 @@ def test_activations_stay_channels_last_and_the_result_does_not_depend_on_it(pac
     # the same computation in another memory order: equal to float32 rounding
     assert ((out - reference).norm() / reference.norm()).item() < 1e-5
     assert not torch.equal(out, torch.zeros_like(out))
-
-
-@pytest.mark.parametrize("frames", [1, 2, 5])
-def test_temporal_convolution_as_gemms_equals_the_conv3d(pack, frames):
-    """The CPU fp32 channels-last path of the 3x1x1 temporal convolution (three GEMMs over shifted frames) against
-    the layer's own Conv3d, end frames (zero padding) included; other inputs run the Conv3d itself."""
-    unet = comfy_host.pack("vc_models.unet")
-    generator = torch.Generator().manual_seed(frames)
-    conv = unet.ops.Conv3d(24, 40, (3, 1, 1), padding=(1, 0, 0))
-    conv.weight.data = torch.randn(conv.weight.shape, generator=generator)
-    conv.bias.data = torch.randn(conv.bias.shape, generator=generator)
-    video = torch.randn(2, frames, 3, 5, 24, generator=generator).permute(0, 4, 1, 2, 3)  # channels-last [B,C,T,H,W]
-    with torch.no_grad():
-        reference = torch.nn.functional.conv3d(video.contiguous(), conv.weight, conv.bias, padding=(1, 0, 0))
-        out = unet.temporal_convolution(conv, video)
-        assert out.is_contiguous(memory_format=torch.channels_last_3d)
-        assert ((out - reference).norm() / reference.norm()).item() < 1e-6
-        # the default layout and bf16 go through the layer itself
-        assert torch.equal(unet.temporal_convolution(conv, video.contiguous()), conv(video.contiguous()))
-        conv.to(torch.bfloat16)
-        half = video.to(torch.bfloat16)
-        assert torch.equal(unet.temporal_convolution(conv, half), conv(half))

@@ -177,7 +177,7 @@ def main():
           f"first), UNet calls of batch {unet_batches}: {per_step:.3f} s per CFG step ({cpu_per_step:.1f} CPU s), "
           f"peak RSS {rss_gb:.2f} GB{gpu}, sampling peak {sampling_peak / 1024 ** 3:.2f} GiB above the loaded model "
           f"({sampling_peak / args.frames / 1024 ** 2:.1f} MiB per frame); memory model for the batch-{call_batch} call "
-          f"{estimate / 1024 ** 3:.2f} GiB ({(sampling_peak / estimate - 1) * 100:+.0f}% measured)")
+          f"{estimate / 1024 ** 3:.2f} GiB ({(estimate / max(sampling_peak, 1) - 1) * 100:+.0f}% off the measured peak)")
     print("RESULT " + json.dumps({"frames": args.frames, "sampling_peak_bytes": sampling_peak, "seconds_per_step": per_step,
                                   "cpu_seconds_per_step": cpu_per_step, "estimate_bytes": estimate, "call_batch": call_batch,
                                   "weights": args.weight_dtype}))

@@ -130,6 +130,26 @@ def module_tmp(tmp_path_factory):
         shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="module")
+def module_model_folder(pack, module_tmp):
+    """A new folder ComfyUI lists first for a kind of model ("loras", "controlnet"...) during one module: taken off
+    ComfyUI's list (and its file-list cache) before module_tmp removes it, so later modules never list a folder that
+    is gone."""
+    import folder_paths
+    listed = []
+
+    def make(kind):
+        folder = module_tmp(kind)
+        folder_paths.add_model_folder_path(kind, str(folder), is_default=True)
+        listed.append((kind, str(folder)))
+        return folder
+
+    yield make
+    for kind, folder in listed:
+        folder_paths.folder_names_and_paths[kind][0].remove(folder)
+        folder_paths.filename_list_cache.pop(kind, None)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One real ComfyUI server for the tests that only need one (a module needing another setup defines its

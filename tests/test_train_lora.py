@@ -30,12 +30,9 @@ def data_dir(module_tmp):
 
 
 @pytest.fixture(scope="module")
-def loras_dir(pack, module_tmp):
+def loras_dir(module_model_folder):
     """A models/loras folder registered with ComfyUI (where the node writes a LoRA)."""
-    import folder_paths
-    folder = module_tmp("loras")
-    folder_paths.add_model_folder_path("loras", str(folder), is_default=True)
-    return folder
+    return module_model_folder("loras")
 
 
 def lora_config(tmp_path, data_dir, **overrides):

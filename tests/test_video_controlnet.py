@@ -30,12 +30,9 @@ def sample(model, positive, negative, latent, steps=STEPS):
 
 
 @pytest.fixture(scope="module")
-def controlnet_dir(pack, module_tmp):
+def controlnet_dir(module_model_folder):
     """A models/controlnet folder ComfyUI lists."""
-    import folder_paths
-    folder = module_tmp("controlnet")
-    folder_paths.add_model_folder_path("controlnet", str(folder), is_default=True)
-    return folder
+    return module_model_folder("controlnet")
 
 
 def controlnet_file(folder, model, name, **kwargs):

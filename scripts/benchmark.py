@@ -508,7 +508,9 @@ def profile_blocks(args):
         "ResBlock + temporal conv": unet.VideoResBlock(channels, 4 * channels, channels, temporal_conv=True, dtype=dtype),
     }
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(2 * frames, channels, h, w, generator=generator).to(dtype).contiguous(memory_format=unet.ACTIVATION_FORMAT)
+    with torch.no_grad():  # the layout the UNet itself picks when it samples on the CPU
+        layout = unet.activation_format(torch.device("cpu"))
+    x = torch.randn(2 * frames, channels, h, w, generator=generator).to(dtype).contiguous(memory_format=layout)
     context = torch.randn(2 * frames, 77, 1024, generator=generator).to(dtype)
     emb = torch.randn(2 * frames, 4 * channels, generator=generator).to(dtype)
     calls = {"spatial transformer": lambda b: b(x, context, transformer_options={}),

@@ -6,7 +6,7 @@ PY := $(if $(filter 0.3.75,$(HOST)),.venv,.venv-0.33)/bin/python
 CKPT ?=
 MODEL ?=
 
-.PHONY: setup test demo benchmark workflows clean
+.PHONY: setup test demo benchmark workflows docs clean
 
 setup:
 	bash scripts/setup_host.sh
@@ -20,9 +20,15 @@ demo: setup
 benchmark: setup
 	$(PY) scripts/benchmark.py $(BENCH_ARGS)
 
+# the shipped graphs, then the README's tables (they list the graphs)
 workflows:
 	$(PY) scripts/build_workflows.py
 	$(PY) scripts/build_train_workflow.py
+	$(PY) scripts/readme_tables.py
+
+# README.md's tables of models, workflows and nodes, from the registry and the nodes (tests/test_readme.py checks them)
+docs:
+	$(PY) scripts/readme_tables.py
 
 clean:
 	rm -rf .venv .host .venv-0.33 .host-0.33 output .demo

@@ -74,11 +74,15 @@ def build(pack, entry, name=None, values=None):
 MORE_GRAPHS = (("train_lora_vc2", "vc2_t2v_512", {"adapter": "lora", "finetune_lr": 1e-4, "output_name": "videocrafter2_lora"}),)
 
 
+def training_graphs():
+    """[(workflow name, registry entry, widget values over the entry's graph or None)] of every training graph."""
+    graphs = [(e.train_workflow, e, None) for e in registry.MODELS if e.train_workflow]
+    return graphs + [(name, registry.entry(model_id), values) for name, model_id, values in MORE_GRAPHS]
+
+
 def main():
     pack = comfy_boot.boot(cpu=True)
-    graphs = [(e.train_workflow, e, None) for e in registry.MODELS if e.train_workflow]
-    graphs += [(name, registry.entry(model_id), values) for name, model_id, values in MORE_GRAPHS]
-    for name, entry, values in graphs:
+    for name, entry, values in training_graphs():
         ui, api = build(pack, entry, name, values)
         write_json(os.path.join(ROOT, "workflows", f"{name}.json"), ui)
         write_json(os.path.join(ROOT, "workflows", "api", f"{name}.json"), api)

@@ -38,9 +38,9 @@ FAMILY_GRAPH = {
 VARIATION = {
     "loop": "a loop back to the start image",
     "freenoise": "long video ({base}) with FreeNoise",
-    "keyframes": "one video through several key frames (Key-Frame Sequence)",
-    "sketch": "interpolation guided by sketch frames (sketch encoder as a ControlNet)",
-    "lora": "{base} with a LoRA you trained (core Load LoRA)",
+    "keyframes": "a video through several key frames (Key-Frame Sequence)",
+    "sketch": "interpolation guided by sketches (a ControlNet)",
+    "lora": "{base} with a LoRA you trained",
 }
 
 
@@ -100,7 +100,7 @@ def workflow_rows():
     for name, (entry, workflow) in build_workflows.shipped_workflows().items():
         needs = ", ".join(code(e.id) for e in build_workflows.downloads(entry, workflow))
         if workflow.variation == "lora":
-            needs += f" + your LoRA {code(build_workflows.lora_name(entry))} in `models/loras`"
+            needs += f" + your {code('loras/' + build_workflows.lora_name(entry))}"
         rows.append([f"{name}.json", entry.description, workflow_summary(entry, workflow), needs])
     for name, entry, values in build_train_workflow.training_graphs():
         rows.append([f"{name}.json", entry.description, training_summary(entry, values),

@@ -1,5 +1,5 @@
 """The UNet's activation layout on the CPU: channels-last through every layer (what makes oneDNN's convolutions
-run without reordering, README "Performance"), with the same result as the default layout."""
+run without reordering, docs/performance.md), with the same result as the default layout."""
 import dataclasses
 
 import pytest

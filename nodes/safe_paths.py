@@ -5,6 +5,8 @@ the server starts, never a node input an API user could set). Output names are p
 """
 import os
 
+from ..vc_models.paths import inside as _inside
+
 ALLOW_ABSOLUTE_ENV = "VIDEOCRAFTER_ALLOW_ABSOLUTE_PATHS"
 
 
@@ -16,17 +18,6 @@ def absolute_paths_allowed():
 # (':' also names an NTFS stream or a drive): refused everywhere, so a graph means the same on every server
 WINDOWS_DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 WINDOWS_FORBIDDEN_CHARS = set('<>:"|?*\\/') | {chr(c) for c in range(32)}
-
-
-def _inside(path, root, paths):
-    # lexical check (abspath folds '..'): a symlink the server owner placed inside a folder is followed on purpose;
-    # normcase: Windows compares paths without case and with either slash
-    root = paths.abspath(root)
-    try:
-        common = paths.commonpath([paths.abspath(path), root])
-    except ValueError:  # another drive or share on Windows
-        return False
-    return paths.normcase(common) == paths.normcase(root)
 
 
 def _anchored(value, paths):

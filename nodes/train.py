@@ -17,7 +17,7 @@ from ..vc_train.trainer import Trainer, Callbacks, check_before_loading
 from ..vc_models.checkpoint import training_entry
 from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training, layout_unet
 from .loader import FOLDER, checkpoint_names, checkpoint_path
-from .safe_paths import resolve_input_path, plain_file_name
+from .safe_paths import absolute_paths_allowed, resolve_input_path, plain_file_name
 
 log = logging.getLogger("vc_train")
 NONE = "none"
@@ -107,7 +107,9 @@ class VideoCrafterTrain:
         ckpt_dir = folder_paths.get_folder_paths(models_folder)[0] if save_to == "checkpoints" else run_dir
         clip_vision = folder_paths.get_full_path("clip_vision", clip_vision_name) if clip_vision_name != NONE else ""
         options.update(data=_resolve_data_path(options.get("data", "")),
-                       projector_file=_resolve_projector_file(options.get("projector_file", "")))
+                       projector_file=_resolve_projector_file(options.get("projector_file", "")),
+                       # the files a data list names stay inside the input folder too (unless the owner allowed more)
+                       data_roots=() if absolute_paths_allowed() else (folder_paths.get_input_directory(),))
         cfg = TrainConfig(**options, checkpoint=checkpoint_path(ckpt_name), clip_vision=clip_vision or "",
                           device=str(comfy.model_management.get_torch_device()), output_dir=run_dir,
                           checkpoint_dir=ckpt_dir, name=name)

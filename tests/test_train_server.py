@@ -169,3 +169,30 @@ def test_a_lora_trained_by_the_node_runs_in_the_shipped_lora_workflow(train_serv
     (video,) = output_files(train_server, entry)
     with av.open(video) as container:
         assert len(list(container.decode(video=0))) == 4
+
+
+def run_dir_files(server, name):
+    """Every file a run of `name` wrote: its run folder and result files in the server's model folders."""
+    run = os.path.join(server.output_dir, "videocrafter_training", name)
+    written = [os.path.join(d, f) for d, _, files in os.walk(run) for f in files]
+    return written + [os.path.join(d, f) for d, _, files in os.walk(server.models_dir) for f in files if f.startswith(name)]
+
+
+@pytest.mark.parametrize("entry", ["absolute", "climbing"])
+def test_a_training_list_naming_files_outside_the_input_folder_is_refused(train_server, entry):
+    """D1: a CSV uploaded to the input folder names a video outside it (an absolute path, or '../'): refused before
+    any model loads, naming the list's line and the folder; nothing is written."""
+    private = os.path.join(train_server.root, "private")
+    os.makedirs(private, exist_ok=True)
+    train_util.write_video(os.path.join(private, "secret.mp4"))
+    path = os.path.join(private, "secret.mp4") if entry == "absolute" else "../private/secret.mp4"
+    listing = f"outside_{entry}.csv"
+    with open(os.path.join(train_server.input_dir, listing), "w") as f:
+        f.write(f"path,caption\n{TRAIN_DATA}/clip00.mp4,inside\n{path},a private video\n")
+    name = f"tiny_outside_{entry}"
+    entry_ = run_prompt(train_server, train_workflow(output_name=name, data=listing, stage="projector"), timeout=300)
+    assert entry_["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry_["status"]["messages"])
+    assert f"{listing} line 3" in message and "lies outside" in message and "secret.mp4" in message, message
+    assert run_dir_files(train_server, name) == []
+

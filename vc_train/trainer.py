@@ -23,7 +23,7 @@ from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
 from ..vc_models.checkpoint import training_entry
 from ..vc_models.process_memory import peak_rss_bytes
-from .data import VideoDataset, ImageDataset, SampleStream, list_videos, list_images, DatasetError, dataset_digest
+from .data import VideoDataset, ImageDataset, SampleStream, list_training_items, DatasetError, dataset_digest
 from .distributed import Distributed
 from .families import Batch, objective_for, check_plan
 from .objective import NoiseSchedule, step_generator
@@ -279,10 +279,10 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         # an error on any rank reaches every rank at the next collective step: all fail together
         if cfg.stage == "images":
-            items = dist.on_main(lambda: list_images(cfg.data))
+            items = dist.on_main(lambda: list_training_items(cfg))
             dataset = ImageDataset(items, cfg.height, cfg.width, self.models.default_fps)
         else:
-            items = dist.on_main(lambda: list_videos(cfg.data, cfg.video_root))
+            items = dist.on_main(lambda: list_training_items(cfg))
             dataset = VideoDataset(items, cfg.frames, cfg.frame_stride, cfg.height, cfg.width, cfg.cond_frame)
         if cfg.probe_videos:
             # every rank opens its share of the videos; all ranks then keep the same items

@@ -70,6 +70,16 @@ class NodeProgress(Callbacks):
             pass
 
 
+def refuse_undeclared(node_class, options):
+    """ComfyUI hands a node every linked input of a prompt, declared or not: a link to a TrainConfig field the node
+    does not offer (video_root, sample_image, output_dir...) would set it. Refused, naming the inputs."""
+    declared = {name for _, name, _ in INPUTS}
+    undeclared = sorted(set(options) - declared)
+    if undeclared:
+        raise ValueError(f"{NODE_DISPLAY_NAME_MAPPINGS[node_class.__name__]} has no input(s) {undeclared}: remove "
+                         f"those links from the prompt (its inputs are {sorted(declared)}).")
+
+
 def pil_to_image(img):
     """PIL RGB -> ComfyUI IMAGE [1, H, W, 3] in 0..1."""
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
@@ -100,6 +110,7 @@ class VideoCrafterTrain:
 
     def train(self, ckpt_name, output_name, clip_vision_name=NONE, save_to="checkpoints", unique_id=None, **options):
         """`options`: the TrainConfig fields among the inputs; a field a prompt leaves out keeps its default."""
+        refuse_undeclared(type(self), options)
         name = plain_file_name(output_name, "output_name", "videocrafter_i2v_trained")
         run_dir = os.path.join(folder_paths.get_output_directory(), "videocrafter_training", name)
         # a LoRA goes where core's Load LoRA lists them, a checkpoint where the loader does

@@ -196,3 +196,21 @@ def test_a_training_list_naming_files_outside_the_input_folder_is_refused(train_
     assert f"{listing} line 3" in message and "lies outside" in message and "secret.mp4" in message, message
     assert run_dir_files(train_server, name) == []
 
+
+def test_links_to_inputs_the_train_node_does_not_declare_are_refused(train_server):
+    """D2: a prompt links TrainConfig fields the node does not offer (sample_image to a PNG outside every root,
+    output_dir): refused naming them; nothing is written."""
+    outside = os.path.join(train_server.root, "outside.png")
+    import shutil
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), outside)
+    workflow = train_workflow(output_name="tiny_undeclared", stage="projector", sample_every=1, sample_steps=1)
+    node = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterTrainI2V")
+    workflow["90"] = {"class_type": "PrimitiveString", "inputs": {"value": outside}}
+    workflow["91"] = {"class_type": "PrimitiveString", "inputs": {"value": train_server.root}}
+    node["inputs"].update(sample_image=["90", 0], output_dir=["91", 0])
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry["status"]["messages"])
+    assert "has no input(s) ['output_dir', 'sample_image']" in message and "remove those links" in message, message
+    assert run_dir_files(train_server, "tiny_undeclared") == []
+    assert not os.path.exists(os.path.join(train_server.root, "samples"))

@@ -508,7 +508,8 @@ def test_batch_mixed_t2v_i2v(server, tmp_path):
     table = write_table(tmp_path / "jobs.csv", rows)
     out = str(tmp_path / "out")
     t0 = time.time()
-    r = run_cli(table, out, server, "--max-queued", "2")
+    roots = ("--image-root", str(tmp_path), "--image-root", os.path.dirname(COND_IMAGE))
+    r = run_cli(table, out, server, "--max-queued", "2", *roots)
     elapsed = time.time() - t0
     assert r.returncode == 0, r.stderr
     m = read_manifest(out)
@@ -534,7 +535,7 @@ def test_batch_mixed_t2v_i2v(server, tmp_path):
     assert len(loads) == 1 and os.path.exists(os.path.join(server.input_dir, loads[0]))
     # running the finished batch again does nothing
     before = len(history_of(server))
-    r2 = run_cli(table, out, server)
+    r2 = run_cli(table, out, server, *roots)
     assert r2.returncode == 0, r2.stderr
     assert len(history_of(server)) == before
     assert read_manifest(out) == m
@@ -569,6 +570,35 @@ def test_key_frame_sequence_job(server, tmp_path):
     loads = {nid: n["inputs"]["image"] for nid, n in hist["prompt"][2].items() if n["class_type"] == "LoadImage"}
     uploads = [wfm.upload_name(str(tmp_path / f"k{i}.png")) for i in range(1, 5)]
     assert [loads[nid] for nid in ("20", "21", "22", "23")] == uploads
+
+
+def test_rows_upload_only_images_inside_the_image_roots(server, tmp_path):
+    """D3: a row's image outside the table's folder (an absolute path, '../') or a file that is not an image fails
+    that row, naming the fix, and nothing of it reaches the server; --image-root names another folder."""
+    tables, elsewhere = tmp_path / "tables", tmp_path / "elsewhere"
+    tables.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(COND_IMAGE, elsewhere / "secret.png")
+    (tables / "notes.png").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    rows = [i2v_row("absolute", 1, str(elsewhere / "secret.png")), i2v_row("climbing", 2, "../elsewhere/secret.png"),
+            i2v_row("not_an_image", 3, "notes.png")]
+    table = write_table(tables / "jobs.csv", rows)
+    out = str(tmp_path / "out")
+    uploaded = set(os.listdir(server.input_dir))
+    r = run_cli(table, out, server)
+    assert r.returncode == 1, r.stderr
+    m = read_manifest(out)
+    for name in ("absolute", "climbing"):
+        assert m[name]["status"] == "failed" and "lies outside" in m[name]["error"] and str(tables) in m[name]["error"] \
+            and "--image-root" in m[name]["error"], m[name]
+    assert m["not_an_image"]["status"] == "failed" and "is not an image" in m["not_an_image"]["error"], m["not_an_image"]
+    assert all(job_files(out, name) == [] for name in m)
+    assert set(os.listdir(server.input_dir)) == uploaded  # nothing was uploaded
+    # the user names the other folder: those rows run
+    r = run_cli(table, out, server, "--image-root", str(elsewhere))
+    m = read_manifest(out)
+    assert m["absolute"]["status"] == "done" and m["climbing"]["status"] == "done", r.stderr
+    assert m["not_an_image"]["status"] == "failed"
 
 
 def test_rejected_row_reported_and_others_run(server, tmp_path):

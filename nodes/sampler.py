@@ -10,6 +10,7 @@ import latent_preview
 
 from ..vc_models.sampling import SAMPLER_NAME, SCHEDULER_NAME
 from ..vc_models.model_base import VideoCrafterModel
+from .finite_inputs import check_finite
 from .latent import SIZE_MULTIPLE
 
 
@@ -81,6 +82,7 @@ class VideoCrafterKSampler:
 def sample_video(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0,
                  denoise=1.0, noise_sampler=None):
     """The VideoCrafter KSampler's LATENT; `noise_sampler` (optional) draws the per-step noise."""
+    check_finite(cfg=cfg, eta=eta, denoise=denoise)  # linked values skip validation
     latent = latent_image["samples"]
     check_latent(model, latent)
     latent = comfy.sample.fix_empty_latent_channels(model, latent)

@@ -89,3 +89,48 @@ def test_convert_node_output_name_cannot_climb(server):
                               "overwrite": False}}}
     error = execution_error(run(server, graph))
     assert "'output_name' '../../escaped' must be a plain file name" in error["exception_message"]
+
+
+def pack_float_inputs(info):
+    """[(node, input)] of every FLOAT input of this pack's nodes, as /object_info lists them."""
+    return [(node, name) for node, spec in info.items() if "VideoCrafter" in spec.get("python_module", "")
+            for section in ("required", "optional") for name, value in spec["input"].get(section, {}).items()
+            if value[0] == "FLOAT"]
+
+
+def test_every_float_input_refuses_nan_and_infinity_at_validation(server):
+    """D14: ComfyUI's min/max check passes NaN (and its JSON reads NaN / Infinity): every FLOAT input of the pack's
+    nodes refuses them when the prompt is queued, naming the input; the range is still enforced."""
+    info = server.object_info()
+    floats = pack_float_inputs(info)
+    assert ("VideoCrafterKSampler", "cfg") in floats and ("VideoCrafterTrain", "finetune_lr") in floats, floats
+    for node, name in floats:
+        for value, said in ((float("nan"), f"{name} is nan: give a finite number"),
+                            (float("inf"), f"{name} is inf: give a finite number"),
+                            (1e300, f"{name} 1e+300 is outside")):
+            graph = {"1": {"class_type": node, "inputs": {name: value}},
+                     "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+            queued, refused = submit(server, graph)
+            assert queued is None, (node, name, value)
+            details = [e.get("details", "") for e in refused["node_errors"]["1"]["errors"]]
+            assert any(said in d for d in details), (node, name, value, details)
+
+
+def test_nan_cfg_in_the_shipped_workflow_is_refused_and_a_linked_nan_fails_before_sampling(server):
+    """D14: cfg / eta / denoise NaN in vc2_t2v_512 are refused at /prompt (nothing queued); a NaN cfg through a link
+    fails the sampler before it samples, naming cfg; no video is written either way."""
+    from server_util import fill_inputs, load_workflow
+    before = sorted(os.listdir(server.output_dir))
+    for name in ("cfg", "eta", "denoise"):
+        workflow = fill_inputs(load_workflow("vc2_t2v_512"), {"ckpt_name": "tiny_t2v_v2.safetensors", name: float("nan"),
+                                                             "width": 128, "height": 64, "frames": 2, "steps": 2})
+        queued, refused = submit(server, workflow)
+        assert queued is None and f"{name} is nan" in str(refused), refused
+    workflow = fill_inputs(load_workflow("vc2_t2v_512"), {"ckpt_name": "tiny_t2v_v2.safetensors", "width": 128,
+                                                         "height": 64, "frames": 2, "steps": 2})
+    sampler = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterKSampler")
+    workflow["90"] = {"class_type": "PrimitiveFloat", "inputs": {"value": float("nan")}}
+    sampler["inputs"]["cfg"] = ["90", 0]
+    error = execution_error(run(server, workflow))  # core's Float node passes NaN on: the sampler refuses it
+    assert error["node_type"] == "VideoCrafterKSampler" and "cfg is nan" in error["exception_message"], error
+    assert sorted(os.listdir(server.output_dir)) == before

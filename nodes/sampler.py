@@ -10,6 +10,7 @@ import latent_preview
 
 from ..vc_models.sampling import SAMPLER_NAME, SCHEDULER_NAME
 from ..vc_models.model_base import VideoCrafterModel
+from ..vc_models.memory_model import sampling_refusal
 from .finite_inputs import check_finite
 from .latent import SIZE_MULTIPLE
 
@@ -85,6 +86,10 @@ def sample_video(model, positive, negative, latent_image, seed, steps, cfg, samp
     check_finite(cfg=cfg, eta=eta, denoise=denoise)  # linked values skip validation
     latent = latent_image["samples"]
     check_latent(model, latent)
+    if isinstance(model.model, VideoCrafterModel):
+        refusal = sampling_refusal(model, list(latent.shape))  # before noise, sigmas or a model load
+        if refusal:
+            raise ValueError(refusal)
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
     schedule = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,

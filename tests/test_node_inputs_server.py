@@ -1,5 +1,6 @@
 """Bad input to the nodes over a real ComfyUI server's API (issue 11): what a remote API user may
 send is checked by ComfyUI's own validation plus ours, and paths cannot leave ComfyUI's folders."""
+import math
 import os
 
 import pytest
@@ -133,4 +134,45 @@ def test_nan_cfg_in_the_shipped_workflow_is_refused_and_a_linked_nan_fails_befor
     sampler["inputs"]["cfg"] = ["90", 0]
     error = execution_error(run(server, workflow))  # core's Float node passes NaN on: the sampler refuses it
     assert error["node_type"] == "VideoCrafterKSampler" and "cfg is nan" in error["exception_message"], error
+    assert sorted(os.listdir(server.output_dir)) == before
+
+
+def test_a_latent_at_the_declared_maxima_is_refused_at_validation(server):
+    """D15: Empty VideoCrafter Latent's maxima allow 4096x4096, 1024 frames, batch 64 (a 275 GB latent): refused when
+    the prompt is queued, naming the frames that fit this machine's RAM."""
+    graph = {"1": {"class_type": "EmptyVideoCrafterLatent",
+                   "inputs": {"width": 4096, "height": 4096, "frames": 1024, "batch_size": 64}},
+             "2": {"class_type": "PreviewAny", "inputs": {"source": ["1", 0]}}}
+    queued, refused = submit(server, graph)
+    assert queued is None
+    details = " ".join(e["details"] for e in refused["node_errors"]["1"]["errors"])
+    ram = server_ram_gb(server)
+    assert f"more than this machine's {ram:.1f} GB of RAM: at most" in details and "frames fit at batch 64" in details, details
+
+
+def server_ram_gb(server):
+    from server_util import http_json
+    return http_json(server.url + "/system_stats")["system"]["ram_total"] / 2 ** 30
+
+
+def test_sampling_that_cannot_fit_the_machine_is_refused_before_sampling(server):
+    """D15: a latent that fits the RAM whose UNet activations (the memory model, vc_models/memory_model.py) cannot
+    fit this CPU server's RAM: the sampler refuses it before sampling, naming the frames that fit; no video."""
+    from server_util import fill_inputs, http_json, load_workflow
+    ram = http_json(server.url + "/system_stats")["system"]["ram_total"]
+    # latent pixel-frames of ~RAM / 1000 bytes: the latent is 1.6% of the RAM, one UNet call over it (thousands of
+    # bytes per pixel-frame at the tiny width) several times the RAM
+    pixel_frames = math.ceil(ram / 1000)
+    frames = min(1024, math.ceil(pixel_frames / (512 * 512)))
+    batch = math.ceil(pixel_frames / (512 * 512 * frames))
+    workflow = fill_inputs(load_workflow("vc2_t2v_512"), {"ckpt_name": "tiny_t2v_v2.safetensors", "width": 4096,
+                                                         "height": 4096, "frames": frames, "steps": 2})
+    next(n for n in workflow.values() if n["class_type"] == "EmptyVideoCrafterLatent")["inputs"]["batch_size"] = batch
+    before = sorted(os.listdir(server.output_dir))
+    error = execution_error(run(server, workflow))
+    assert error["node_type"] == "VideoCrafterKSampler", error
+    message = error["exception_message"]
+    assert f"Sampling {batch} x {frames} frames of 4096x4096 needs about" in message, message
+    assert f"this machine's RAM is {ram / 2 ** 30:.1f} GB: at most" in message and "frames of 4096x4096 fit" in message
+    assert not any("sample_custom" in line for line in error["traceback"]), error["traceback"][-3:]
     assert sorted(os.listdir(server.output_dir)) == before

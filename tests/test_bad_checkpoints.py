@@ -74,12 +74,12 @@ def tiny_checkpoint_with(server, name, change):
     return path
 
 
-def load_error(server, ckpt_name, **loader_inputs):
-    """The execution error of the shipped text-to-video graph on `ckpt_name` (tiny sizes); no video is written."""
-    from server_util import fill_inputs, load_workflow, run_prompt
+def load_error(server, ckpt_name, graph="vc2_t2v_512", **loader_inputs):
+    """The execution error of a shipped graph on `ckpt_name` (tiny sizes); no video is written."""
+    from server_util import START_IMAGE, fill_inputs, load_workflow, run_prompt
     before = sorted(os.listdir(server.output_dir))
-    workflow = fill_inputs(load_workflow("vc2_t2v_512"), {"ckpt_name": ckpt_name, "width": 128, "height": 64,
-                                                         "frames": 2, "steps": 2})
+    workflow = fill_inputs(load_workflow(graph), {"ckpt_name": ckpt_name, "width": 128, "height": 64,
+                                                  "frames": 2, "steps": 2, "image": START_IMAGE})
     loader = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterCheckpointLoader")
     loader["inputs"].update(loader_inputs)
     entry = run_prompt(server, workflow, timeout=180)
@@ -121,3 +121,43 @@ def test_loader_node_refuses_integer_weights_and_a_broken_schedule(server, name,
     message = error["exception_message"]
     assert name in message and said in message, message
     assert "download" in message.lower() or "released file" in message, message
+
+
+def projector_tensors():
+    """The tiny I2V checkpoint's projector and image key/value tensors: a stage-1 file's content."""
+    import safetensors.torch
+    projector_file = comfy_host.pack("vc_models.projector_file")
+    sd = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.safetensors"))
+    return {k: v for k, v in sd.items() if projector_file.is_projector_file_key(k)}
+
+
+def write_projector(path, kind):
+    import safetensors.torch
+    if kind == "zero_byte":
+        open(path, "wb").close()
+        return
+    tensors = projector_tensors()
+    if kind == "int64":
+        tensors = {k: (v * 100).to(torch.int64) for k, v in tensors.items()}
+    safetensors.torch.save_file(tensors, path)
+    if kind == "truncated":
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 3)
+
+
+@pytest.mark.parametrize("kind,said", [("zero_byte", "It is damaged or truncated"),
+                                       ("truncated", "It is damaged or truncated"),
+                                       ("int64", "is int64; VideoCrafter projector weights are floating point")])
+def test_loader_node_refuses_a_broken_projector_file_naming_it(pack, server, kind, said):
+    """D5: a zero-byte or truncated projector file gave a bare 'SafetensorError: header too small' (no file name);
+    an int64 one was applied. The loader's error names the file and how to get a good one."""
+    name = f"{kind}_projector.safetensors"
+    path = os.path.join(server.models_dir, "checkpoints", name)
+    write_projector(path, kind)
+    try:
+        error = load_error(server, "tiny_i2v_v1.safetensors", "vc1_i2v_512", projector_file=name)
+    finally:
+        os.remove(path)
+    assert error["node_type"] == "VideoCrafterCheckpointLoader", error
+    message = error["exception_message"]
+    assert name in message and said in message and "stage 'projector'" in message, message

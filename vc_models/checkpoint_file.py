@@ -125,14 +125,14 @@ SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.f
 REDOWNLOAD = "The file is damaged or not a VideoCrafter checkpoint: download (or convert) it again."
 
 
-def check_dtypes(sd, name, what="weights"):
-    """Every tensor the pack uses is floating point (fp32, fp16, bf16, fp8); CheckpointError naming the file and a
-    tensor otherwise (an int8-quantised copy loaded without an error and sampled black frames)."""
+def check_dtypes(sd, name, what="weights", fix="Use the released file or a .safetensors converted from it."):
+    """Every tensor the pack uses is floating point (fp32, fp16, bf16, fp8); CheckpointError naming the file, a
+    tensor and `fix` otherwise (an int8-quantised copy loaded without an error and sampled black frames)."""
     for key, value in sd.items():
         if not value.dtype.is_floating_point and not is_ignored_key(key):
             raise CheckpointError(f"{name}: tensor {key} is {str(value.dtype).replace('torch.', '')}; VideoCrafter "
                                   f"{what} are floating point (fp32, fp16, bf16 or fp8), and integer-quantised files "
-                                  f"are not supported. Use the released file or a .safetensors converted from it.")
+                                  f"are not supported. {fix}")
 
 
 def check_schedule(sd, name):

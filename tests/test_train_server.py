@@ -214,3 +214,24 @@ def test_links_to_inputs_the_train_node_does_not_declare_are_refused(train_serve
     assert "has no input(s) ['output_dir', 'sample_image']" in message and "remove those links" in message, message
     assert run_dir_files(train_server, "tiny_undeclared") == []
     assert not os.path.exists(os.path.join(train_server.root, "samples"))
+
+
+def test_a_dead_writers_partial_file_is_swept_when_a_result_is_written(train_server):
+    """D9: kill -9 during a result write left a model-sized `.partial` that nothing removed. The next write into
+    that folder removes the temporaries whose writer process is gone, and keeps those of a live one."""
+    import subprocess
+    import sys
+    name = "tiny_swept"
+    run = os.path.join(train_server.output_dir, "videocrafter_training", name)
+    os.makedirs(run)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = os.path.join(run, f".{name}_projector.safetensors.{gone.pid}-0badc0de.partial")
+    writing = os.path.join(run, f".{name}_other.safetensors.{os.getpid()}-0badc0de.partial")  # this test is alive
+    for path in (stale, writing):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 2**20)
+    entry = run_prompt(train_server, train_workflow(output_name=name, stage="projector"), timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    assert os.path.exists(os.path.join(run, f"{name}_projector.safetensors"))
+    assert not os.path.exists(stale) and os.path.exists(writing)

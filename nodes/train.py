@@ -13,10 +13,10 @@ import folder_paths
 
 from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, ADAPTERS, SIZE_MULTIPLE
 from ..vc_train.lora import TARGET_GROUPS
-from ..vc_train.trainer import Trainer, Callbacks, check_before_loading
+from ..vc_train.trainer import Trainer, Callbacks, RunOutputs, check_before_loading
 from ..vc_models.checkpoint import training_entry
 from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training, layout_unet
-from .loader import FOLDER, checkpoint_names, checkpoint_path
+from .loader import FOLDER, checkpoint_names, checkpoint_path, files_named
 from .safe_paths import absolute_paths_allowed, resolve_input_path, plain_file_name
 
 log = logging.getLogger("vc_train")
@@ -80,6 +80,21 @@ def refuse_undeclared(node_class, options):
                          f"those links from the prompt (its inputs are {sorted(declared)}).")
 
 
+def refuse_shadowing(cfg, models_folder):
+    """A result the node writes into a model folder must be the only file of its name the loaders list: another
+    file of that name in another folder would shadow it, or be shadowed by it. Refused before training."""
+    outputs = RunOutputs(cfg)
+    kinds = ("loras",) if models_folder == "loras" else (FOLDER, "checkpoints")
+    for stage, _ in cfg.stage_plan():
+        target = outputs.paths[outputs.stage_output[stage]]
+        name = os.path.basename(target)
+        others = [path for path in files_named(name, kinds) if os.path.realpath(path) != os.path.realpath(target)]
+        if others:
+            raise ValueError(f"output_name {cfg.name!r} would write {target}, but the loaders also list {others[0]} "
+                             "under that name (one of the two would load in place of the other): choose another "
+                             "output_name, or move that file.")
+
+
 def pil_to_image(img):
     """PIL RGB -> ComfyUI IMAGE [1, H, W, 3] in 0..1."""
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
@@ -124,6 +139,8 @@ class VideoCrafterTrain:
         cfg = TrainConfig(**options, checkpoint=checkpoint_path(ckpt_name), clip_vision=clip_vision or "",
                           device=str(comfy.model_management.get_torch_device()), output_dir=run_dir,
                           checkpoint_dir=ckpt_dir, name=name)
+        if save_to == "checkpoints":
+            refuse_shadowing(cfg, models_folder)
         entry = training_entry(cfg.checkpoint)  # the model from the file's layout: a refused model fails here
         if cfg.stage not in self.STAGE_CHOICES:
             raise ValueError(f"This node trains the stages {list(self.STAGE_CHOICES)}; use 'VideoCrafter Train' for "

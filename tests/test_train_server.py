@@ -24,7 +24,11 @@ def train_server(module_tmp):
     train_util.make_dataset(os.path.join(srv.input_dir, TRAIN_DATA), count=3)
     # models/loras of this server only (the node writes a LoRA to the first loras folder)
     with open(srv.yaml_path, "a") as f:
-        f.write(f"vc_test_loras:\n    base_path: {srv.models_dir}\n    is_default: true\n    loras: loras\n")
+        # models/checkpoints of this server too (a result saved to checkpoints lands there), and a user's own
+        # models/videocrafter folder
+        f.write(f"vc_test_loras:\n    base_path: {srv.models_dir}\n    is_default: true\n    loras: loras\n"
+                "    checkpoints: checkpoints\n    videocrafter: own_videocrafter\n")
+    os.makedirs(os.path.join(srv.models_dir, "own_videocrafter"))
     import shutil
     shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     saved = os.environ.get("OMP_NUM_THREADS")
@@ -235,3 +239,28 @@ def test_a_dead_writers_partial_file_is_swept_when_a_result_is_written(train_ser
     assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
     assert os.path.exists(os.path.join(run, f"{name}_projector.safetensors"))
     assert not os.path.exists(stale) and os.path.exists(writing)
+
+
+def test_a_result_and_a_model_of_the_same_name_in_another_folder_are_refused(train_server):
+    """D11: a training result named like a model in models/videocrafter was shadowed by it (the loader looked there
+    first). The node refuses such an output_name before training, naming both files; the loader refuses a name
+    two different files carry, naming both, instead of loading either."""
+    import shutil
+    own = os.path.join(train_server.models_dir, "own_videocrafter")
+    checkpoints = os.path.join(train_server.models_dir, "checkpoints")
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v1.safetensors"), os.path.join(own, "tiny_shadow.safetensors"))
+    entry = run_prompt(train_server, train_workflow(output_name="tiny_shadow", save_to="checkpoints"), timeout=300)
+    assert entry["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry["status"]["messages"])
+    assert "would write" in message and os.path.join(checkpoints, "tiny_shadow.safetensors") in message \
+        and os.path.join(own, "tiny_shadow.safetensors") in message and "choose another output_name" in message, message
+    assert run_dir_files(train_server, "tiny_shadow") == [os.path.join(own, "tiny_shadow.safetensors")]
+    # two different files of one name: the loader names both and loads neither
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"), os.path.join(checkpoints, "tiny_shadow.safetensors"))
+    workflow = fill_inputs(load_workflow("vc2_t2v_512"), {"ckpt_name": "tiny_shadow.safetensors", "width": 128,
+                                                         "height": 64, "frames": 2, "steps": 2})
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry["status"]["messages"])
+    assert "Two different files are named 'tiny_shadow.safetensors'" in message and "Rename or move one" in message, message
+    assert output_files(train_server, entry) == []

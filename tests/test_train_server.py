@@ -264,3 +264,24 @@ def test_a_result_and_a_model_of_the_same_name_in_another_folder_are_refused(tra
     message = json.dumps(entry["status"]["messages"])
     assert "Two different files are named 'tiny_shadow.safetensors'" in message and "Rename or move one" in message, message
     assert output_files(train_server, entry) == []
+
+
+def test_a_projector_run_named_like_an_unrelated_checkpoint_reports_its_own_result(train_server):
+    """D10: a projector-only run whose name matches an unrelated <name>.safetensors in its result folder reported
+    that file as its result_path and in summary.json. Only files the run wrote are its results."""
+    import shutil
+    name = "tiny_proj_only"
+    run = os.path.join(train_server.output_dir, "videocrafter_training", name)
+    os.makedirs(run)
+    unrelated = os.path.join(run, f"{name}.safetensors")
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"), unrelated)
+    workflow = train_workflow(output_name=name, stage="projector")
+    workflow["3"] = {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}}  # the node's result_path
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    projector = os.path.join(run, f"{name}_projector.safetensors")
+    assert entry["outputs"]["3"]["text"] == [projector], entry["outputs"]["3"]
+    with open(os.path.join(run, "summary.json")) as f:
+        outputs = json.load(f)["outputs"]
+    assert outputs["projector_file"] == projector and "checkpoint" not in outputs, outputs
+    assert unrelated not in outputs.values()

@@ -151,9 +151,12 @@ class RunOutputs:
                 RUN_METADATA_KEY: run_id}
         return key, write_safetensors(tensors, path, meta, overwrite=self.may_replace(path, run_id))
 
-    def existing_results(self):
-        """{output key: path} of the result files on disk (also those an earlier, resumed session wrote)."""
-        return {key: self.paths[key] for key in self.stage_output.values() if os.path.exists(self.paths[key])}
+    def existing_results(self, run_id):
+        """{output key: path} of run `run_id`'s result files on disk (also those an earlier, resumed session of it
+        wrote); an unrelated file that happens to have a result's name is not one (a projector-only run named like
+        an existing checkpoint reported that checkpoint as its result)."""
+        return {key: self.paths[key] for key in self.stage_output.values()
+                if os.path.exists(self.paths[key]) and self.owner(self.paths[key]) == run_id}
 
 
 def resume_refusal(path, meta, changes):
@@ -702,7 +705,7 @@ class Trainer:
         }
         if self.dist.is_main:
             self.outputs["loss_csv"], self.outputs["loss_curve"] = self.paths["loss_csv"], self.paths["loss_curve"]
-            self.outputs = {**self.run_outputs.existing_results(), **self.outputs}
+            self.outputs = {**self.run_outputs.existing_results(self.store.run_id), **self.outputs}
             summary["outputs"] = dict(self.outputs)
             self.outputs["summary"] = write_json(self.paths["summary"], summary)
         return TrainResult(step=self.step, history=self.history, loss_curve=self.loss_curve(),

@@ -175,7 +175,8 @@ def test_no_network_names_the_url_and_the_folder_then_converts_a_file_put_there(
     wanted = tmp_path / "originals" / "videocrafter1_i2v_512.ckpt"
     assert "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt" in result.stderr
     assert str(wanted) in result.stderr, result.stderr
-    assert model_files(tmp_path) == set()
+    assert all_files(tmp_path) == []  # a failed run writes nothing
+    wanted.parent.mkdir()
     wanted.write_bytes(released[I2V][1])  # the user downloads it by hand
     offline = run_script(closed, "vc1_i2v_512", "--dir", str(tmp_path))
     assert offline.returncode == 0, offline.stderr
@@ -293,3 +294,64 @@ def test_make_demo_model_downloads_then_renders(hub, tmp_path):
     assert (tmp_path / "models" / "videocrafter2_t2v_512.safetensors").is_file()
     videos = sorted(os.listdir(out))
     assert len(videos) == 1 and videos[0].endswith(".mp4") and str(out / videos[0]) in result.stdout, result.stdout
+
+
+# ------------------------------------------------------------------ hardening (issue 24)
+def all_files(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
+
+
+@pytest.mark.parametrize("mode", ["missing", "weak", "git", "redirect"])
+def test_a_download_that_cannot_be_verified_is_refused_and_writes_nothing(hub, tmp_path, mode):
+    """D6: with the hub's ETag missing, weak or a 40-hex git hash, or lost behind a redirect to another host, a
+    download with one byte flipped was accepted, converted and listed. Without a sha256 (the registry's pin or the
+    hub's LFS hash) nothing is downloaded, and the error says why."""
+    other = None
+    hub.corrupt.add(key(VC2))
+    if mode == "redirect":
+        other = FakeHub()
+        other.files, other.corrupt = hub.files, hub.corrupt
+        other.etag[key(VC2)] = "missing"
+        other.start()
+        hub.redirect[key(VC2)] = other.url.replace("127.0.0.1", "localhost")  # another host
+    else:
+        hub.etag[key(VC2)] = mode
+    try:
+        result = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    finally:
+        hub.corrupt.discard(key(VC2))
+        hub.etag.pop(key(VC2), None)
+        hub.redirect.pop(key(VC2), None)
+        if other is not None:
+            other.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot be verified: the hub sent no sha256" in result.stderr and "nothing was downloaded" in result.stderr, \
+        result.stderr
+    assert all_files(tmp_path) == []
+
+
+def test_a_pinned_sha256_is_what_a_download_is_checked_against(hub, released, tmp_path, monkeypatch):
+    """D6: the registry's pinned sha256 of a released file verifies the download even when the hub sends no hash,
+    and a hub whose file is not the pinned one is refused before anything is downloaded (the downloader in this
+    process, as scripts/download_models.py runs it: no ComfyUI)."""
+    import dataclasses
+    import importlib
+    monkeypatch.syspath_prepend(REPO)
+    download = importlib.import_module("vc_models.download")
+    entry = download.released_model("vc2_t2v_512")
+
+    def pinned(value):
+        return dataclasses.replace(entry, release=dataclasses.replace(entry.release, sha256=value))
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(download, "released_model", lambda model_id: pinned("0" * 64))
+    with pytest.raises(download.DownloadError, match="is not the released file") as refused:
+        download.fetch_model("vc2_t2v_512", str(tmp_path / "changed"), log=lambda *_: None)
+    assert "0" * 64 in str(refused.value) and not (tmp_path / "changed").exists()
+    monkeypatch.setattr(download, "released_model", lambda model_id: pinned(sha(released[VC2][1])))
+    hub.etag[key(VC2)] = "missing"
+    try:
+        result = download.fetch_model("vc2_t2v_512", str(tmp_path / "pinned"), log=lambda *_: None)
+    finally:
+        hub.etag.pop(key(VC2))
+    assert result.downloaded and os.path.isfile(result.path)

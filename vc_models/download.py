@@ -12,7 +12,9 @@ Flow for one model id (`fetch_model`):
    `HF_HUB_OFFLINE`) into `<dir>/originals/<stem><ext>.part`. The `.part` name is no model extension, so
    ComfyUI never lists an unfinished file; an interrupted run resumes from it (HTTP Range), and a connection
    cut mid-file is resumed within the run by huggingface_hub itself.
-3. The bytes are checked against the hub's sha256 (the LFS ETag) before the file takes its real name
+   Before anything is written: the file must be verifiable (a sha256 pinned in the registry, else the hub's strong
+   64-hex LFS ETag; with neither it is refused, saying why).
+3. The bytes are checked against that sha256 before the file takes its real name
    `<dir>/originals/<stem><ext>` (a complete, verified pickle; loadable as is).
 4. It is read with `torch.load(weights_only=True)` and written as `<dir>/<file>.safetensors`, floating-point
    weights in fp16 (noise-schedule buffers stay fp32), through the pack's atomic writer, so the
@@ -90,30 +92,55 @@ def _progress_tqdm(callback):
     return ReportingTqdm
 
 
+def expected_sha256(model, url, etag, raw_etag):
+    """(sha256 the download must have, where it comes from): the registry's pin of the released file, else the hub's
+    strong LFS ETag (64 hex digits). DownloadError when there is neither (the ETag missing, weak, a 40-hex git hash,
+    or lost behind a redirect to another host), or the hub's hash is not the pinned one: nothing unverified is kept."""
+    if model.release.sha256:
+        if SHA256.match(etag) and etag != model.release.sha256:
+            raise DownloadError(f"{url} is not the released file: the hub's sha256 is {etag}, the released one's "
+                                f"{model.release.sha256}, so nothing was downloaded. Check the repository's page "
+                                f"({model.release.page}): the file was replaced since the release.")
+        return model.release.sha256, "the released file's (pinned in the registry)"
+    if SHA256.match(etag):
+        return etag, "the hub's"
+    raise DownloadError(f"{url} cannot be verified: the hub sent no sha256 for it (ETag {raw_etag or 'missing'}; a "
+                        "download is checked against the hub's LFS sha256, a 64-hex ETag) and the registry pins none, "
+                        "so nothing was downloaded. Use the Hugging Face hub or a mirror that sends LFS hashes "
+                        f"(HF_ENDPOINT), or download the file yourself and check it against the sha256 on its page "
+                        f"({model.release.page}).")
+
+
 def download_pickle(model, folder, progress=None):
     """The released file into `<folder>/originals/<pickle_name>`, verified; returns its path.
 
     `progress(done_bytes, total_bytes)` is called as bytes arrive (it may raise to stop: the partial
     file stays and the next call resumes it)."""
     from huggingface_hub import hf_hub_url, get_hf_file_metadata
-    from huggingface_hub.file_download import http_get
 
     originals = os.path.join(folder, ORIGINALS)
     final = os.path.join(originals, model.release.pickle_name)
-    os.makedirs(originals, exist_ok=True)
     url = hf_hub_url(model.release.repo, model.release.file, endpoint=hub_endpoint())
     try:
         meta = get_hf_file_metadata(url)
     except Exception as e:  # offline, DNS, refused, 401/404, HF_HUB_OFFLINE ...
         raise DownloadError(f"Could not get {url}: {type(e).__name__}: {e}. {manual_instructions(model, folder)}") from e
     etag = (meta.etag or "").strip('"').lower()
+    sha256, source = expected_sha256(model, url, etag, meta.etag)
     part = final + PART_SUFFIX
-    # A .part of another file version (the ETag is stored beside it) is not resumed.
+    os.makedirs(originals, exist_ok=True)
+    return _download_locked(model, folder, url, meta, sha256, source, final, progress)
+
+
+def _download_locked(model, folder, url, meta, sha256, source, final, progress):
+    from huggingface_hub.file_download import http_get
+    part = final + PART_SUFFIX
+    # A .part of another file version (its sha256 is stored beside it) is not resumed.
     tag_file = part + ".etag"
-    if os.path.exists(part) and _read(tag_file) != etag:
+    if os.path.exists(part) and _read(tag_file) != sha256:
         os.remove(part)
     with open(tag_file, "w") as f:
-        f.write(etag)
+        f.write(sha256)
     resume = os.path.getsize(part) if os.path.exists(part) else 0
     if meta.size is not None and resume > meta.size:
         os.remove(part)
@@ -135,14 +162,13 @@ def download_pickle(model, folder, progress=None):
                 raise DownloadError(f"Download of {url} failed: {type(e).__name__}: {e}. Run again to resume "
                                     f"from the {os.path.getsize(part)} bytes kept in {part}. "
                                     f"{manual_instructions(model, folder)}") from e
-            raise
-    if SHA256.match(etag):
-        digest = sha256_of(part)
-        if digest != etag:
-            _remove(part, tag_file)
-            raise DownloadError(f"Download of {url} is corrupt: sha256 {digest} but the hub says {etag}. "
-                                f"The partial file was removed; run again to download it anew. "
-                                f"{manual_instructions(model, folder)}")
+            raise  # an interrupt: the bytes stay, the next run resumes them
+    digest = sha256_of(part)
+    if digest != sha256:
+        _remove(part, tag_file)
+        raise DownloadError(f"Download of {url} is corrupt: sha256 {digest} but {source} is {sha256}. "
+                            f"The partial file was removed; run again to download it anew. "
+                            f"{manual_instructions(model, folder)}")
     os.replace(part, final)
     _remove(tag_file)
     return final

@@ -11,6 +11,7 @@ and byte ranges (`Range: bytes=N-` -> 206 with Content-Range). Knobs for failure
   `W/"..."`, no X-Linked-Etag) or "git" (a 40-hex git blob hash, as for files not in LFS).
 - `redirect[path] = base_url`: HEAD and GET answer 302 to base_url + the same path, with no hash or size (a
   redirect to another host, as the hub's to its CDN, that lost them).
+- `claimed_size[path] = n`: HEAD claims the file has n bytes.
 `requests` records (method, path, Range header) of every request.
 """
 import hashlib
@@ -28,6 +29,7 @@ class FakeHub:
         self.corrupt = set()
         self.etag = {}
         self.redirect = {}
+        self.claimed_size = {}
         self.requests = []
         hub = self
 
@@ -56,7 +58,8 @@ class FakeHub:
                     self.send_header("ETag", 'W/"%x-%x"' % (len(data), hash(data) & 0xFFFFFFFF))
                 elif mode == "git":
                     self.send_header("ETag", '"%s"' % hashlib.sha1(data).hexdigest())
-                self.send_header("X-Linked-Size", str(len(data)))
+                size = hub.claimed_size.get(key, len(data)) if self.command == "HEAD" else len(data)
+                self.send_header("X-Linked-Size", str(size))
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data) - start))

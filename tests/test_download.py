@@ -330,6 +330,36 @@ def test_a_download_that_cannot_be_verified_is_refused_and_writes_nothing(hub, t
     assert all_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("case", ["100_tb", "100_tb_after_a_part", "over_the_free_space"])
+def test_a_download_the_disk_cannot_hold_is_refused_before_writing(hub, released, tmp_path, case):
+    """D7: a HEAD claiming 100 TB gave a raw ValueError (with a .part present it proceeded); 45 GB with 44 GB free
+    started writing. The free space is checked first (the rest of the download and its conversion); the refusal
+    names the sizes and the fix, and writes nothing (a .part kept from before stays as it was)."""
+    import shutil
+    if case == "over_the_free_space":  # fits alone, not with its conversion
+        claimed = shutil.disk_usage(tmp_path).free - 2**30
+    else:
+        claimed = 100 * 10**12
+    before = []
+    if case == "100_tb_after_a_part":
+        originals = tmp_path / "originals"
+        originals.mkdir()
+        (originals / "videocrafter2_t2v_512.ckpt.part").write_bytes(released[VC2][1][:1000])
+        (originals / "videocrafter2_t2v_512.ckpt.part.etag").write_text(sha(released[VC2][1]))
+        before = all_files(tmp_path)
+    hub.claimed_size[key(VC2)] = claimed
+    gets = len(hub.gets(*VC2))
+    try:
+        result = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    finally:
+        hub.claimed_size.pop(key(VC2))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "are needed in" in result.stderr and "are free" in result.stderr and "another disk" in result.stderr, \
+        result.stderr
+    assert f"{claimed / 1e9:.1f} GB" in result.stderr, result.stderr
+    assert all_files(tmp_path) == before and len(hub.gets(*VC2)) == gets
+
+
 def test_a_pinned_sha256_is_what_a_download_is_checked_against(hub, released, tmp_path, monkeypatch):
     """D6: the registry's pinned sha256 of a released file verifies the download even when the hub sends no hash,
     and a hub whose file is not the pinned one is refused before anything is downloaded (the downloader in this

@@ -13,7 +13,8 @@ Flow for one model id (`fetch_model`):
    ComfyUI never lists an unfinished file; an interrupted run resumes from it (HTTP Range), and a connection
    cut mid-file is resumed within the run by huggingface_hub itself.
    Before anything is written: the file must be verifiable (a sha256 pinned in the registry, else the hub's strong
-   64-hex LFS ETag; with neither it is refused, saying why).
+   64-hex LFS ETag; with neither it is refused, saying why), and the disk must hold the rest of it plus its
+   conversion. A write that fails (disk full) removes its `.part`: it cannot finish.
 3. The bytes are checked against that sha256 before the file takes its real name
    `<dir>/originals/<stem><ext>` (a complete, verified pickle; loadable as is).
 4. It is read with `torch.load(weights_only=True)` and written as `<dir>/<file>.safetensors`, floating-point
@@ -25,6 +26,7 @@ import hashlib
 import inspect
 import os
 import re
+import shutil
 from dataclasses import dataclass
 
 from . import registry
@@ -111,6 +113,30 @@ def expected_sha256(model, url, etag, raw_etag):
                         f"({model.release.page}).")
 
 
+def existing_folder(path):
+    """`path`, or the nearest folder above it that exists (where the disk space is measured)."""
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def check_free_space(url, folder, size, resume):
+    """The disk must hold the rest of the download and the fp16 `.safetensors` made from it (at most the pickle's
+    size): refused before anything is written, naming the sizes."""
+    if size is None:
+        return
+    need = size - resume + size
+    free = shutil.disk_usage(existing_folder(folder)).free
+    if need > free:
+        raise DownloadError(f"{url} is {_gb(size)} ({_gb(size - resume)} still to download) and its conversion up "
+                            f"to {_gb(size)} more: {_gb(need)} are needed in {folder}, {_gb(free)} are free. Free "
+                            "some space, or download to another disk (--dir, or another models folder).")
+
+
+def _gb(size):
+    return f"{size / 1e9:.1f} GB"
+
+
 def download_pickle(model, folder, progress=None):
     """The released file into `<folder>/originals/<pickle_name>`, verified; returns its path.
 
@@ -128,6 +154,8 @@ def download_pickle(model, folder, progress=None):
     etag = (meta.etag or "").strip('"').lower()
     sha256, source = expected_sha256(model, url, etag, meta.etag)
     part = final + PART_SUFFIX
+    resume = os.path.getsize(part) if os.path.exists(part) and _read(part + ".etag") == sha256 else 0
+    check_free_space(url, folder, meta.size, resume)
     os.makedirs(originals, exist_ok=True)
     return _download_locked(model, folder, url, meta, sha256, source, final, progress)
 
@@ -162,6 +190,11 @@ def _download_locked(model, folder, url, meta, sha256, source, final, progress):
                 raise DownloadError(f"Download of {url} failed: {type(e).__name__}: {e}. Run again to resume "
                                     f"from the {os.path.getsize(part)} bytes kept in {part}. "
                                     f"{manual_instructions(model, folder)}") from e
+            if isinstance(e, OSError):  # disk full, no permission...: this .part cannot finish here
+                f.close()
+                _remove(part, tag_file)
+                raise DownloadError(f"Download of {url} stopped: could not write {part}: {e.strerror or e}. The "
+                                    "partial file was removed. Free some space (or fix the folder), then run again.") from e
             raise  # an interrupt: the bytes stay, the next run resumes them
     digest = sha256_of(part)
     if digest != sha256:

@@ -12,11 +12,13 @@ and byte ranges (`Range: bytes=N-` -> 206 with Content-Range). Knobs for failure
 - `redirect[path] = base_url`: HEAD and GET answer 302 to base_url + the same path, with no hash or size (a
   redirect to another host, as the hub's to its CDN, that lost them).
 - `claimed_size[path] = n`: HEAD claims the file has n bytes.
+- `throttle[path] = s`: GET sleeps s seconds per MiB it sends (a slow connection).
 `requests` records (method, path, Range header) of every request.
 """
 import hashlib
 import http.server
 import threading
+import time
 
 
 class FakeHub:
@@ -30,6 +32,7 @@ class FakeHub:
         self.etag = {}
         self.redirect = {}
         self.claimed_size = {}
+        self.throttle = {}
         self.requests = []
         hub = self
 
@@ -125,6 +128,12 @@ class FakeHub:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if key in hub.throttle:
+                    for offset in range(0, len(body), 1 << 20):
+                        self.wfile.write(body[offset:offset + (1 << 20)])
+                        self.wfile.flush()
+                        time.sleep(hub.throttle[key])
                     return
                 self.wfile.write(body)
 

@@ -163,7 +163,9 @@ def test_corrupt_download_is_refused_and_leaves_nothing(hub, tmp_path):
         hub.corrupt.discard(key(VC2))
     assert result.returncode == 1
     assert "corrupt" in result.stderr and "sha256" in result.stderr and "run again" in result.stderr, result.stderr
-    assert [f for _, _, files in os.walk(tmp_path) for f in files] == []
+    # nothing but the empty lock file that lets one process at a time download it (filelock keeps it)
+    assert [f for _, _, files in os.walk(tmp_path) for f in files] == ["videocrafter2_t2v_512.ckpt.lock"]
+    assert os.path.getsize(tmp_path / "originals" / "videocrafter2_t2v_512.ckpt.lock") == 0
 
 
 def test_no_network_names_the_url_and_the_folder_then_converts_a_file_put_there(released, tmp_path):
@@ -358,6 +360,29 @@ def test_a_download_the_disk_cannot_hold_is_refused_before_writing(hub, released
         result.stderr
     assert f"{claimed / 1e9:.1f} GB" in result.stderr, result.stderr
     assert all_files(tmp_path) == before and len(hub.gets(*VC2)) == gets
+
+
+def test_two_downloads_of_one_model_at_once_share_one_download(hub, released, tmp_path):
+    """D8: two downloads of the same id at once appended to one .part: the kept pickle held two copies, the second
+    process crashed. One takes the file's lock and downloads, the other waits and uses the finished file."""
+    source, data = released[VC2]
+    hub.throttle[key(VC2)] = 0.1  # ~3 s for the file: the second process arrives while the first downloads
+    gets = len(hub.gets(*VC2))
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
+    try:
+        procs = [subprocess.Popen([venv_python(), SCRIPT, "vc2_t2v_512", "--dir", str(tmp_path)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        hub.throttle.pop(key(VC2))
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert hub.gets(*VC2)[gets:] == [None]  # one download, from the start
+    assert any("another process is downloading" in out for out, _ in outputs), outputs
+    with open(tmp_path / "originals" / "videocrafter2_t2v_512.ckpt", "rb") as f:
+        assert sha(f.read()) == sha(data)
+    out = safetensors.torch.load_file(str(tmp_path / "videocrafter2_t2v_512.safetensors"))
+    assert torch.equal(out[UNET + "out.2.weight"], source[UNET + "out.2.weight"].half())
+    assert model_files(tmp_path) == {"videocrafter2_t2v_512.safetensors", "originals/videocrafter2_t2v_512.ckpt"}
 
 
 def test_a_pinned_sha256_is_what_a_download_is_checked_against(hub, released, tmp_path, monkeypatch):

@@ -14,7 +14,8 @@ Flow for one model id (`fetch_model`):
    cut mid-file is resumed within the run by huggingface_hub itself.
    Before anything is written: the file must be verifiable (a sha256 pinned in the registry, else the hub's strong
    64-hex LFS ETag; with neither it is refused, saying why), and the disk must hold the rest of it plus its
-   conversion. A write that fails (disk full) removes its `.part`: it cannot finish.
+   conversion. One process at a time downloads a file (a lock beside it, `filelock`: cross-platform); another
+   waits, then uses the finished file. A write that fails (disk full) removes its `.part`: it cannot finish.
 3. The bytes are checked against that sha256 before the file takes its real name
    `<dir>/originals/<stem><ext>` (a complete, verified pickle; loadable as is).
 4. It is read with `torch.load(weights_only=True)` and written as `<dir>/<file>.safetensors`, floating-point
@@ -137,11 +138,12 @@ def _gb(size):
     return f"{size / 1e9:.1f} GB"
 
 
-def download_pickle(model, folder, progress=None):
+def download_pickle(model, folder, progress=None, log=print):
     """The released file into `<folder>/originals/<pickle_name>`, verified; returns its path.
 
     `progress(done_bytes, total_bytes)` is called as bytes arrive (it may raise to stop: the partial
     file stays and the next call resumes it)."""
+    from filelock import FileLock, Timeout
     from huggingface_hub import hf_hub_url, get_hf_file_metadata
 
     originals = os.path.join(folder, ORIGINALS)
@@ -157,7 +159,18 @@ def download_pickle(model, folder, progress=None):
     resume = os.path.getsize(part) if os.path.exists(part) and _read(part + ".etag") == sha256 else 0
     check_free_space(url, folder, meta.size, resume)
     os.makedirs(originals, exist_ok=True)
-    return _download_locked(model, folder, url, meta, sha256, source, final, progress)
+    lock = FileLock(final + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log(f"{model.id}: another process is downloading {final}; waiting for it")
+        lock.acquire()
+    try:
+        if os.path.isfile(final):  # the other process finished it
+            return final
+        return _download_locked(model, folder, url, meta, sha256, source, final, progress)
+    finally:
+        lock.release()
 
 
 def _download_locked(model, folder, url, meta, sha256, source, final, progress):
@@ -266,7 +279,7 @@ def fetch_model(model_id, folder, delete_pickle=False, progress=None, log=print)
     else:
         log(f"{model.id}: downloading {hub_endpoint()}/{model.release.repo}/resolve/main/{model.release.file} "
             f"into {os.path.join(folder, ORIGINALS)}")
-        pickle_path = download_pickle(model, folder, progress)
+        pickle_path = download_pickle(model, folder, progress, log)
         downloaded = True
     log(f"{model.id}: converting to fp16 safetensors -> {dst}")
     convert_pickle(model, pickle_path, dst)

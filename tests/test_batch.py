@@ -792,3 +792,93 @@ def test_shipped_workflows_fill_by_role(name, expected):
         assert [n for n, _ in roles[role]] == [node], (role, roles.get(role))
     for role in ("prompt", "negative", "seed", "checkpoint", "output"):
         assert roles[role], role
+
+
+class MalformedComfy:
+    """A stand-in ComfyUI that queues every prompt and answers /history and /queue the way a broken (or hostile)
+    server might: per job (by its filename_prefix), `answers[job]` is its /history entry; /queue lists numbers and
+    strings where prompts belong; /view serves '<subfolder>/<filename>' as the file."""
+
+    def __init__(self, answers):
+        import http.server
+        import threading
+        import urllib.parse
+        self.answers, self.prompts = answers, {}
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body, kind="application/json"):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                if url.path == "/system_stats":
+                    return self._send(200, {"system": {}, "devices": []})
+                if url.path == "/queue":
+                    return self._send(200, {"queue_running": [5], "queue_pending": [7, "x", [1]]})
+                if url.path.startswith("/history/"):
+                    pid = url.path[len("/history/"):]
+                    return self._send(200, {pid: fake.answers[fake.prompts[pid]]} if pid in fake.prompts else {})
+                if url.path == "/view":
+                    query = urllib.parse.parse_qs(url.query)
+                    return self._send(200, f"{query.get('subfolder', [''])[0]}/{query['filename'][0]}".encode(),
+                                      "application/octet-stream")
+                self._send(404, {})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prefix = next(n["inputs"]["filename_prefix"] for n in body["prompt"].values()
+                              if "filename_prefix" in n["inputs"])
+                fake.prompts[body["prompt_id"]] = prefix.split("/")[1]
+                self._send(200, {"prompt_id": body["prompt_id"], "number": 1, "node_errors": {}})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def history_with(outputs):
+    return {"status": {"status_str": "success", "completed": True, "messages": []}, "outputs": outputs}
+
+
+def test_malformed_server_answers_are_the_jobs_errors_and_no_output_is_lost(tmp_path):
+    """D13: an output named '..' or '' looped for ever as 'server unreachable'; a NUL in a name, a history entry that
+    is a list, outputs that are strings or numbers where the queue lists prompts gave tracebacks; three outputs of one
+    name kept one file. Each is now that job's error (the batch goes on and ends), and same-named outputs all land."""
+    def files(*names):
+        return {"9": {"images": [{"filename": name, "subfolder": sub, "type": "output"} for sub, name in names]}}
+    answers = {"dotdot": history_with(files(("", ".."))), "empty": history_with(files(("", ""))),
+               "nul": history_with(files(("", "a\u0000b.mp4"))), "list_entry": [1, 2],
+               "string_outputs": history_with({"9": "video.mp4"}),
+               "three_same": history_with(files(("a", "v.mp4"), ("b", "v.mp4"), ("c", "v.mp4")))}
+    fake = MalformedComfy(answers)
+    try:
+        table = write_table(tmp_path / "jobs.csv", [t2v_row(name, i) for i, name in enumerate(answers)])
+        out = str(tmp_path / "out")
+        r = subprocess.run([venv_python(), CLI, table, "--server", fake.url, "--out", out, "--poll-interval", "0.2",
+                            "--retry-timeout", "5", "--no-progress"], capture_output=True, text=True, timeout=120)
+    finally:
+        fake.stop()
+    assert r.returncode == 1, r.stdout + r.stderr  # some jobs failed; not 3 (server gone)
+    assert "unreachable" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    m = read_manifest(out)
+    for name in ("dotdot", "empty", "nul"):
+        assert m[name]["status"] == "failed" and "which is not a file name" in m[name]["error"], m[name]
+    assert m["list_entry"]["status"] == "failed" and "history entry is a list" in m["list_entry"]["error"]
+    assert m["string_outputs"]["status"] == "failed" and "output of node 9 is a str" in m["string_outputs"]["error"]
+    assert m["three_same"]["status"] == "done", m["three_same"]
+    kept = {name: open(os.path.join(out, "three_same", name)).read() for name in job_files(out, "three_same")}
+    assert sorted(kept.values()) == ["a/v.mp4", "b/v.mp4", "c/v.mp4"], kept
+    assert not os.path.exists(os.path.join(out, "..part")) and job_files(out, "dotdot") == []

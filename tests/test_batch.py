@@ -674,29 +674,37 @@ def test_server_killed_mid_batch_then_resume(server, tmp_path):
     assert r.returncode == 0 and len(history_of(server)) == before
 
 
-def test_ctrl_c_removes_queued_prompts(server, tmp_path):
-    names = ["c1", "c2", "c3", "c4"]
-    rows = [t2v_row(n, 40 + i) for i, n in enumerate(names)]
-    for r in rows:
-        r["steps"] = 12  # long enough to be caught running
-    table = write_table(tmp_path / "jobs.csv", rows)
-    out = str(tmp_path / "out")
-    proc = subprocess.Popen(cli_args(table, out, server, "--max-queued", "3"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def long_jobs(tmp_path, names, seed):
+    """(table, output folder) of text-to-video jobs long enough (12 steps) to be caught running."""
+    rows = [dict(t2v_row(n, seed + i), steps=12) for i, n in enumerate(names)]
+    return write_table(tmp_path / "jobs.csv", rows), str(tmp_path / "out")
+
+
+def ctrl_c_once(args, ready, what):
+    """Run the batch command, press Ctrl-C (SIGINT) once `ready()` holds; (its exit code, its output)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        def ours_on_server():
-            ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
-            q = server.queue()
-            running = {i[1] for i in q["queue_running"]} & ids
-            pending = {i[1] for i in q["queue_pending"]} & ids
-            return (running, pending) if running and len(pending) >= 2 else None
-        wait_for(ours_on_server, 120, "three prompts on the server, one running")
+        wait_for(ready, 120, what)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, output
+    return proc.returncode, output
+
+
+def test_ctrl_c_removes_queued_prompts(server, tmp_path):
+    table, out = long_jobs(tmp_path, ["c1", "c2", "c3", "c4"], 40)
+
+    def ours_on_server():
+        ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
+        q = server.queue()
+        running = {i[1] for i in q["queue_running"]} & ids
+        pending = {i[1] for i in q["queue_pending"]} & ids
+        return (running, pending) if running and len(pending) >= 2 else None
+    returncode, output = ctrl_c_once(cli_args(table, out, server, "--max-queued", "3"), ours_on_server,
+                                     "three prompts on the server, one running")
+    assert returncode == 130, output
     ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
     q = server.queue()
     on_server = {i[1] for i in q["queue_running"] + q["queue_pending"]}
@@ -882,3 +890,24 @@ def test_malformed_server_answers_are_the_jobs_errors_and_no_output_is_lost(tmp_
     kept = {name: open(os.path.join(out, "three_same", name)).read() for name in job_files(out, "three_same")}
     assert sorted(kept.values()) == ["a/v.mp4", "b/v.mp4", "c/v.mp4"], kept
     assert not os.path.exists(os.path.join(out, "..part")) and job_files(out, "dotdot") == []
+
+
+def test_ctrl_c_is_not_a_failed_attempt(server, tmp_path):
+    """D12: after Ctrl-C the rerun counted the batch's own interrupt as an attempt: with --max-attempts 1 the job
+    that was running failed and never ran. Cancelled by the user, it runs on the rerun."""
+    table, out = long_jobs(tmp_path, ["i1", "i2"], 90)
+
+    def one_running():
+        ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
+        return ids & {i[1] for i in server.queue()["queue_running"]}
+    returncode, output = ctrl_c_once(cli_args(table, out, server, "--max-queued", "2", "--max-attempts", "1"),
+                                     one_running, "a prompt of the batch running")
+    assert returncode == 130, output
+    m = read_manifest(out)
+    assert sum(e["status"] == "cancelled" for e in m.values()) >= 1, m
+    r = run_cli(table, out, server, "--max-attempts", "1")
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out)
+    for name in ("i1", "i2"):
+        assert m[name]["status"] == "done" and m[name]["attempts"] == 1, m[name]
+        assert len(job_files(out, name)) == 1

@@ -43,6 +43,7 @@ class Planned:
         self.prompt_id = None
         self.server_url = None  # the server an earlier run submitted prompt_id to
         self.may_have_run = False
+        self.attempt_returned = False  # the manifest's attempts no longer count the current prompt_id
         self.submitted = self.started = None  # monotonic times, kept by the executor running it
 
     def workflow_for(self, server_names):
@@ -156,6 +157,7 @@ class Planner:
                 planned.prompt_id, planned.server_url = pid, entry.get("server")
                 # an earlier run that died cannot tell us whether it started; one we cancelled did not crash
                 planned.may_have_run = status == "queued"
+                planned.attempt_returned = status == "cancelled"  # Ledger.cancel gave its attempt back already
                 adopt.append(planned)
                 continue
             todo.append(planned)

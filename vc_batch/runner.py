@@ -225,6 +225,7 @@ class BatchRunner(Ledger):
                              fingerprint=p.fingerprint, workflow=p.workflow_path, error=None, files=[],
                              seconds=None)
         p.prompt_id, p.submitted, p.started = pid, time.monotonic(), None
+        p.attempt_returned = False  # this submission is counted
         srv.inflight[pid] = p
         try:
             got, node_errors = await srv.client.submit(wf, pid)
@@ -422,5 +423,5 @@ class BatchRunner(Ledger):
             self.log(f"could not clean up the queue of {srv.url}: {e}")
         for pid in ids:
             p = srv.inflight.pop(pid)
-            self.manifest.update(p.name, status="cancelled")
+            self.cancel(p, f"{srv.url} prompt {pid[:8]}")
         self.log(f"cancelled {len(ids)} prompt(s) on {srv.url}; run the same command again to resume")

@@ -1,6 +1,8 @@
 """VideoCrafter KSampler: the core KSampler for 5-D video latents, with eta and the faithful DDIM."""
 import inspect
 
+import torch
+
 import comfy.k_diffusion.sampling as k_sampling
 import comfy.model_management
 import comfy.sample
@@ -104,6 +106,11 @@ def sample_video(model, positive, negative, latent_image, seed, steps, cfg, samp
         model, noise, cfg, make_sampler(sampler_name, eta, noise_sampler), sigmas, positive, negative, latent,
         noise_mask=latent_image.get("noise_mask"), callback=callback,
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    if not bool(torch.isfinite(samples).all()):
+        # NaN weights (or fp16 overflow) sampled black frames without a word; one check of the result says so
+        raise ValueError("The sampled latent holds NaN or infinite values, so the video would be black: the "
+                         "checkpoint's weights hold NaN (download or convert it again) or the computation overflowed "
+                         "(load it with weight_dtype bf16 or default instead of fp16).")
     out.pop("downscale_ratio_spacial", None)
     out["samples"] = samples
     return out

@@ -161,3 +161,17 @@ def test_loader_node_refuses_a_broken_projector_file_naming_it(pack, server, kin
     assert error["node_type"] == "VideoCrafterCheckpointLoader", error
     message = error["exception_message"]
     assert name in message and said in message and "stage 'projector'" in message, message
+
+
+def test_nan_weights_fail_the_sampler_instead_of_a_black_video(server):
+    """Doubtful case (docs/hardening.md): a NaN in the weights sampled black frames silently. The sampler checks
+    its result (no cost) and says what to do; no video is written."""
+    def nan_weight(sd):
+        sd["model.diffusion_model.out.2.weight"][0, 0, 0, 0] = float("nan")
+    path = tiny_checkpoint_with(server, "nan_weight.safetensors", nan_weight)
+    try:
+        error = load_error(server, "nan_weight.safetensors")
+    finally:
+        os.remove(path)
+    assert error["node_type"] == "VideoCrafterKSampler", error
+    assert "holds NaN or infinite values" in error["exception_message"] and "download" in error["exception_message"]

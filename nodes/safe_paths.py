@@ -47,10 +47,18 @@ def resolve_input_path(value, roots, what, paths=os.path):
     return next((path for path in candidates if paths.exists(path)), candidates[0])
 
 
+# file systems allow 255 bytes per name; results add suffixes (`_projector.safetensors`) and the atomic writer its
+# temporary's: a longer output name failed deep inside with ENAMETOOLONG naming a temporary file
+MAX_NAME_BYTES = 200
+
+
 def plain_file_name(value, what, default=""):
     """A file name with no folder part, valid on Windows and Unix alike: written results cannot land
     outside their folder (a drive, stream or device name would on Windows)."""
     name = value.strip() or default
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"'{what}' is {len(name.encode('utf-8'))} bytes long ({name[:40]}...); give at most "
+                         f"{MAX_NAME_BYTES} (file systems allow 255 for a whole file name, and results add suffixes).")
     device = name.split(".")[0].strip().upper()
     if (not name or set(name) & WINDOWS_FORBIDDEN_CHARS or device in WINDOWS_DEVICE_NAMES
             or name.endswith((".", " "))):

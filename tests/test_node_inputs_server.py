@@ -72,6 +72,7 @@ def train_graph(**inputs):
     ({"projector_file": "../../../comfy_server.log"}, "'projector_file' '../../../comfy_server.log' climbs out of"),
     ({"projector_file": "/etc/hostname"}, "'projector_file' '/etc/hostname' is outside"),
     ({"output_name": "../escaped"}, "'output_name' '../escaped' must be a plain file name"),
+    ({"output_name": "n" * 300}, "'output_name' is 300 bytes long"),  # was ENAMETOOLONG naming a temporary
     ({"width": 96}, "width 96 is not a multiple of 64"),
 ])
 def test_train_node_refuses_paths_outside_comfyui_and_bad_sizes_before_loading(server, inputs, message):

@@ -410,3 +410,28 @@ def test_a_pinned_sha256_is_what_a_download_is_checked_against(hub, released, tm
     finally:
         hub.etag.pop(key(VC2))
     assert result.downloaded and os.path.isfile(result.path)
+
+
+def test_a_refused_pickle_is_moved_aside_and_the_next_run_downloads_anew(hub, released, tmp_path):
+    """Doubtful case (docs/hardening.md): a pickle the converter refused stayed in originals/, listed as a model,
+    and every rerun failed on it. It is moved aside (not listed, not used again), and the next run downloads."""
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    (originals / "videocrafter2_t2v_512.ckpt").write_bytes(pickled({"state_dict": {"unrelated.weight": torch.ones(2)}}))
+    refused = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert refused.returncode == 1 and "holds no 'model.diffusion_model.' tensors" in refused.stderr \
+        and ".ckpt.refused (no longer listed" in refused.stderr, refused.stderr
+    assert model_files(tmp_path) == set() and all_files(tmp_path) == ["originals/videocrafter2_t2v_512.ckpt.refused"]
+    again = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert model_files(tmp_path) == {"videocrafter2_t2v_512.safetensors", "originals/videocrafter2_t2v_512.ckpt"}
+
+
+def test_dir_that_is_a_file_is_an_error_not_a_traceback(hub, tmp_path):
+    """Doubtful case (docs/hardening.md): --dir naming a file gave a raw traceback."""
+    target = tmp_path / "models.txt"
+    target.write_text("not a folder")
+    result = run_script(hub.url, "vc2_t2v_512", "--dir", str(target))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{target} is a file, not a folder" in result.stderr, result.stderr
+    assert all_files(tmp_path) == ["models.txt"]

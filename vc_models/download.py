@@ -35,6 +35,7 @@ from . import registry
 
 ORIGINALS = "originals"  # subfolder of the model folder holding the released pickles
 PART_SUFFIX = ".part"
+REFUSED_SUFFIX = ".refused"  # a pickle the converter refused, moved aside
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 CONTROLNET_KEY = "zero_convs.0.0.weight"  # what core's ControlNet loader recognises an SD-layout ControlNet by
 
@@ -241,8 +242,7 @@ def convert_pickle(model, pickle_path, dst):
     try:
         sd = load_state_dict(pickle_path)
     except CheckpointError as e:
-        raise DownloadError(f"{pickle_path} is not a usable {model.description} file: {e} "
-                            f"Delete it and run again, or {manual_instructions(model, os.path.dirname(os.path.dirname(pickle_path)))}") from e
+        raise DownloadError(f"{pickle_path} is not a usable {model.description} file: {e}") from e
     controlnet = model.release.folder == registry.CONTROLNET_FOLDER
     if controlnet and not any(k.endswith(CONTROLNET_KEY) for k in sd):
         raise DownloadError(f"{pickle_path} holds no '{CONTROLNET_KEY}' tensor: not an SD-layout ControlNet "
@@ -252,7 +252,11 @@ def convert_pickle(model, pickle_path, dst):
     if not model.release.bare_unet and not controlnet and not any(k.startswith(UNET_PREFIX) for k in sd):
         raise DownloadError(f"{pickle_path} holds no 'model.diffusion_model.' tensors: not a {model.description} checkpoint.")
     tensors = safetensors_tensors(sd, fp16=True, keep_schedule=not (model.release.bare_unet or controlnet))
-    write_safetensors(tensors, dst, metadata={"videocrafter_model": model.id, "source": model.release.url})
+    try:
+        write_safetensors(tensors, dst, metadata={"videocrafter_model": model.id, "source": model.release.url})
+    except OSError as e:  # disk full, read-only...: the pickle stays, the next run converts it
+        raise DownloadError(f"Could not write {dst}: {e.strerror or e}. Free some space (or fix the folder) and run "
+                            f"again: the downloaded {pickle_path} is kept and converted then.") from e
     return dst
 
 
@@ -268,6 +272,8 @@ def fetch_model(model_id, folder, delete_pickle=False, progress=None, log=print)
     """Make `<folder>/<file_name>` exist for a released model id; see the module docstring."""
     model = released_model(model_id)
     folder = os.path.abspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise DownloadError(f"{folder} is a file, not a folder: give a folder for the models (it is made if missing).")
     dst = os.path.join(folder, model.release.file_name)
     pickle_path = os.path.join(folder, ORIGINALS, model.release.pickle_name)
     if os.path.isfile(dst):
@@ -282,7 +288,17 @@ def fetch_model(model_id, folder, delete_pickle=False, progress=None, log=print)
         pickle_path = download_pickle(model, folder, progress, log)
         downloaded = True
     log(f"{model.id}: converting to fp16 safetensors -> {dst}")
-    convert_pickle(model, pickle_path, dst)
+    try:
+        convert_pickle(model, pickle_path, dst)
+    except DownloadError as e:
+        if os.path.isfile(dst):
+            raise
+        # a pickle the converter refuses is moved aside: otherwise it stays listed as a model (originals/ is inside
+        # the models folder) and every later run fails on it again instead of downloading the file anew
+        refused = pickle_path + REFUSED_SUFFIX
+        os.replace(pickle_path, refused)
+        raise DownloadError(f"{e} It was moved to {refused} (no longer listed or used; delete it): the next run "
+                            "downloads the released file again.") from e
     if delete_pickle:
         os.remove(pickle_path)
         log(f"{model.id}: deleted {pickle_path}")

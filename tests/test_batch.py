@@ -122,6 +122,14 @@ def test_csv_cells_beyond_the_header_are_errors_naming_the_line(tmp_path):
         load_jobs(_write(tmp_path / "none.jsonl", '{"prompt": "a"}\n{"promt": "b"}\n'))
 
 
+def test_a_huge_cell_is_named_as_such_not_as_broken_quoting(tmp_path):
+    """Doubtful case (docs/hardening.md): a 10 MB prompt was reported as 'broken CSV quoting'."""
+    table = _write(tmp_path / "jobs.csv", "prompt,seed\nshort,1\n\"" + "a" * 10_000_000 + "\",2\n")
+    r = subprocess.run([venv_python(), CLI, table, "--dry-run", "--workflow", T2V_WF], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "jobs.csv:3: a cell is longer than" in r.stderr and "shorten it" in r.stderr, r.stderr
+
+
 _FUZZ_PIECES = ["a", "Z", "7", " ", "  ", ",", ";", "\t", "|", '"', '""', "'", "\n", "\r\n", "\r",
                 "é", "中文", "😀", "\u2028", "\u00a0", "\ufeff", "x y", "-1.5", "random", "\\"]
 

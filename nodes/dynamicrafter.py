@@ -66,12 +66,12 @@ class DynamiCrafterConditioning:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height):
-        return validate_size(cls, width, height)
+    def VALIDATE_INPUTS(cls, width, height, length, batch_size):
+        return validate_size(cls, width, height, length, batch_size, frames_name="length")
 
     def encode(self, positive, negative, vae, clip_vision, projector, start_image, mode, width, height, length,
                batch_size, fs, end_image=None):
-        valid = self.VALIDATE_INPUTS(width, height)
+        valid = self.VALIDATE_INPUTS(width, height, length, batch_size)
         if valid is not True:
             raise ValueError(valid)
         for component in (clip_vision, projector):

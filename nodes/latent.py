@@ -3,6 +3,8 @@ import torch
 
 import comfy.model_management
 
+from ..vc_models.memory_model import latent_refusal
+
 # The UNet halves the latent three times (four levels), so pixels must be multiples of 8 * 2**3.
 SIZE_MULTIPLE = 64
 
@@ -20,15 +22,24 @@ def size_error(name, value, low, high):
     return None
 
 
-def validate_size(node_class, width, height):
-    """VALIDATE_INPUTS of a node with width/height inputs: the multiple-of-64 rule and, because naming
-    width/height in VALIDATE_INPUTS makes ComfyUI skip its own min/max checks for them, the declared range.
-    A value linked from another node is None at validation time; the node checks it when it arrives."""
+def validate_size(node_class, width, height, frames=None, batch_size=None, frames_name="frames"):
+    """VALIDATE_INPUTS of a node that makes a video latent: the multiple-of-64 rule and, because naming an input in
+    VALIDATE_INPUTS makes ComfyUI skip its own min/max check of it, the declared ranges; then whether the latent
+    (and the copies sampling makes of it) fits this machine's RAM at all. A value linked from another node is None
+    at validation time; the node checks it when it arrives."""
     spec = node_class.INPUT_TYPES()["required"]
     for name, value in (("width", width), ("height", height)):
         error = size_error(name, value, spec[name][1]["min"], spec[name][1]["max"]) if value is not None else None
         if error:
             return error
+    for name, value in ((frames_name, frames), ("batch_size", batch_size)):
+        low, high = spec[name][1]["min"], spec[name][1]["max"]
+        if value is not None and not low <= value <= high:
+            return f"{name} {value} is outside {low}..{high}."
+    if None not in (width, height, frames, batch_size):
+        refusal = latent_refusal(batch_size, frames, height // 8, width // 8)
+        if refusal:
+            return refusal
     return True
 
 
@@ -51,15 +62,13 @@ class EmptyVideoCrafterLatent:
         }}
 
     @classmethod
-    def VALIDATE_INPUTS(cls, width, height):
-        return validate_size(cls, width, height)
+    def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
+        return validate_size(cls, width, height, frames, batch_size)
 
     def generate(self, width, height, frames, batch_size=1):
-        valid = self.VALIDATE_INPUTS(width, height)
+        valid = self.VALIDATE_INPUTS(width, height, frames, batch_size)
         if valid is not True:
             raise ValueError(valid)
-        if not 1 <= frames or not 1 <= batch_size:
-            raise ValueError(f"frames ({frames}) and batch_size ({batch_size}) must be at least 1.")
         latent = torch.zeros([batch_size, 4, frames, height // 8, width // 8],
                              device=comfy.model_management.intermediate_device())
         return ({"samples": latent},)

@@ -40,11 +40,29 @@ def projector_file_names():
     return [n for n in checkpoint_names() if n.endswith("_projector.safetensors")]
 
 
+def files_named(name, kinds=(FOLDER, "checkpoints")):
+    """Every distinct file the folders of `kinds` hold under `name`, in the order ComfyUI searches them (the same
+    file reached through two folders, or a symlink, counts once)."""
+    name = os.path.relpath(os.path.join("/", name), "/")  # as folder_paths.get_full_path: no climbing out
+    found = {}
+    for kind in kinds:
+        for folder in folder_paths.get_folder_paths(kind) if kind in folder_paths.folder_names_and_paths else []:
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                found.setdefault(os.path.realpath(path), path)
+    return list(found.values())
+
+
 def checkpoint_path(name):
-    path = folder_paths.get_full_path(FOLDER, name) or folder_paths.get_full_path("checkpoints", name)
-    if path is None:
+    """The one file named `name` in models/videocrafter and models/checkpoints; two different files of that name are
+    refused (the first folder's used to load silently, e.g. a model shadowing a training result)."""
+    paths = files_named(name)
+    if not paths:
         raise FileNotFoundError(f"Checkpoint '{name}' not found in models/checkpoints or models/{FOLDER}.")
-    return path
+    if len(paths) > 1:
+        raise ValueError(f"Two different files are named '{name}': {' and '.join(paths)}; which one would load "
+                         "depends on the order of the model folders. Rename or move one of them.")
+    return paths[0]
 
 
 class VideoCrafterCheckpointLoader:

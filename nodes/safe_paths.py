@@ -5,6 +5,8 @@ the server starts, never a node input an API user could set). Output names are p
 """
 import os
 
+from ..vc_models.paths import inside as _inside
+
 ALLOW_ABSOLUTE_ENV = "VIDEOCRAFTER_ALLOW_ABSOLUTE_PATHS"
 
 
@@ -16,17 +18,6 @@ def absolute_paths_allowed():
 # (':' also names an NTFS stream or a drive): refused everywhere, so a graph means the same on every server
 WINDOWS_DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)), *(f"LPT{i}" for i in range(1, 10))}
 WINDOWS_FORBIDDEN_CHARS = set('<>:"|?*\\/') | {chr(c) for c in range(32)}
-
-
-def _inside(path, root, paths):
-    # lexical check (abspath folds '..'): a symlink the server owner placed inside a folder is followed on purpose;
-    # normcase: Windows compares paths without case and with either slash
-    root = paths.abspath(root)
-    try:
-        common = paths.commonpath([paths.abspath(path), root])
-    except ValueError:  # another drive or share on Windows
-        return False
-    return paths.normcase(common) == paths.normcase(root)
 
 
 def _anchored(value, paths):
@@ -56,10 +47,18 @@ def resolve_input_path(value, roots, what, paths=os.path):
     return next((path for path in candidates if paths.exists(path)), candidates[0])
 
 
+# file systems allow 255 bytes per name; results add suffixes (`_projector.safetensors`) and the atomic writer its
+# temporary's: a longer output name failed deep inside with ENAMETOOLONG naming a temporary file
+MAX_NAME_BYTES = 200
+
+
 def plain_file_name(value, what, default=""):
     """A file name with no folder part, valid on Windows and Unix alike: written results cannot land
     outside their folder (a drive, stream or device name would on Windows)."""
     name = value.strip() or default
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"'{what}' is {len(name.encode('utf-8'))} bytes long ({name[:40]}...); give at most "
+                         f"{MAX_NAME_BYTES} (file systems allow 255 for a whole file name, and results add suffixes).")
     device = name.split(".")[0].strip().upper()
     if (not name or set(name) & WINDOWS_FORBIDDEN_CHARS or device in WINDOWS_DEVICE_NAMES
             or name.endswith((".", " "))):

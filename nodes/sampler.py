@@ -1,6 +1,8 @@
 """VideoCrafter KSampler: the core KSampler for 5-D video latents, with eta and the faithful DDIM."""
 import inspect
 
+import torch
+
 import comfy.k_diffusion.sampling as k_sampling
 import comfy.model_management
 import comfy.sample
@@ -10,6 +12,8 @@ import latent_preview
 
 from ..vc_models.sampling import SAMPLER_NAME, SCHEDULER_NAME
 from ..vc_models.model_base import VideoCrafterModel
+from ..vc_models.memory_model import sampling_refusal
+from .finite_inputs import check_finite
 from .latent import SIZE_MULTIPLE
 
 
@@ -81,8 +85,13 @@ class VideoCrafterKSampler:
 def sample_video(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0,
                  denoise=1.0, noise_sampler=None):
     """The VideoCrafter KSampler's LATENT; `noise_sampler` (optional) draws the per-step noise."""
+    check_finite(cfg=cfg, eta=eta, denoise=denoise)  # linked values skip validation
     latent = latent_image["samples"]
     check_latent(model, latent)
+    if isinstance(model.model, VideoCrafterModel):
+        refusal = sampling_refusal(model, list(latent.shape))  # before noise, sigmas or a model load
+        if refusal:
+            raise ValueError(refusal)
     latent = comfy.sample.fix_empty_latent_channels(model, latent)
     noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
     schedule = comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
@@ -97,6 +106,11 @@ def sample_video(model, positive, negative, latent_image, seed, steps, cfg, samp
         model, noise, cfg, make_sampler(sampler_name, eta, noise_sampler), sigmas, positive, negative, latent,
         noise_mask=latent_image.get("noise_mask"), callback=callback,
         disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
+    if not bool(torch.isfinite(samples).all()):
+        # NaN weights (or fp16 overflow) sampled black frames without a word; one check of the result says so
+        raise ValueError("The sampled latent holds NaN or infinite values, so the video would be black: the "
+                         "checkpoint's weights hold NaN (download or convert it again) or the computation overflowed "
+                         "(load it with weight_dtype bf16 or default instead of fp16).")
     out.pop("downscale_ratio_spacial", None)
     out["samples"] = samples
     return out

@@ -13,11 +13,11 @@ import folder_paths
 
 from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, ADAPTERS, SIZE_MULTIPLE
 from ..vc_train.lora import TARGET_GROUPS
-from ..vc_train.trainer import Trainer, Callbacks, check_before_loading
+from ..vc_train.trainer import Trainer, Callbacks, RunOutputs, check_before_loading
 from ..vc_models.checkpoint import training_entry
 from ..vc_models.training import VideoCrafterTrainingModels, free_memory_for_training, layout_unet
-from .loader import FOLDER, checkpoint_names, checkpoint_path
-from .safe_paths import resolve_input_path, plain_file_name
+from .loader import FOLDER, checkpoint_names, checkpoint_path, files_named
+from .safe_paths import absolute_paths_allowed, resolve_input_path, plain_file_name
 
 log = logging.getLogger("vc_train")
 NONE = "none"
@@ -70,6 +70,31 @@ class NodeProgress(Callbacks):
             pass
 
 
+def refuse_undeclared(node_class, options):
+    """ComfyUI hands a node every linked input of a prompt, declared or not: a link to a TrainConfig field the node
+    does not offer (video_root, sample_image, output_dir...) would set it. Refused, naming the inputs."""
+    declared = {name for _, name, _ in INPUTS}
+    undeclared = sorted(set(options) - declared)
+    if undeclared:
+        raise ValueError(f"{NODE_DISPLAY_NAME_MAPPINGS[node_class.__name__]} has no input(s) {undeclared}: remove "
+                         f"those links from the prompt (its inputs are {sorted(declared)}).")
+
+
+def refuse_shadowing(cfg, models_folder):
+    """A result the node writes into a model folder must be the only file of its name the loaders list: another
+    file of that name in another folder would shadow it, or be shadowed by it. Refused before training."""
+    outputs = RunOutputs(cfg)
+    kinds = ("loras",) if models_folder == "loras" else (FOLDER, "checkpoints")
+    for stage, _ in cfg.stage_plan():
+        target = outputs.paths[outputs.stage_output[stage]]
+        name = os.path.basename(target)
+        others = [path for path in files_named(name, kinds) if os.path.realpath(path) != os.path.realpath(target)]
+        if others:
+            raise ValueError(f"output_name {cfg.name!r} would write {target}, but the loaders also list {others[0]} "
+                             "under that name (one of the two would load in place of the other): choose another "
+                             "output_name, or move that file.")
+
+
 def pil_to_image(img):
     """PIL RGB -> ComfyUI IMAGE [1, H, W, 3] in 0..1."""
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
@@ -100,6 +125,7 @@ class VideoCrafterTrain:
 
     def train(self, ckpt_name, output_name, clip_vision_name=NONE, save_to="checkpoints", unique_id=None, **options):
         """`options`: the TrainConfig fields among the inputs; a field a prompt leaves out keeps its default."""
+        refuse_undeclared(type(self), options)
         name = plain_file_name(output_name, "output_name", "videocrafter_i2v_trained")
         run_dir = os.path.join(folder_paths.get_output_directory(), "videocrafter_training", name)
         # a LoRA goes where core's Load LoRA lists them, a checkpoint where the loader does
@@ -107,10 +133,14 @@ class VideoCrafterTrain:
         ckpt_dir = folder_paths.get_folder_paths(models_folder)[0] if save_to == "checkpoints" else run_dir
         clip_vision = folder_paths.get_full_path("clip_vision", clip_vision_name) if clip_vision_name != NONE else ""
         options.update(data=_resolve_data_path(options.get("data", "")),
-                       projector_file=_resolve_projector_file(options.get("projector_file", "")))
+                       projector_file=_resolve_projector_file(options.get("projector_file", "")),
+                       # the files a data list names stay inside the input folder too (unless the owner allowed more)
+                       data_roots=() if absolute_paths_allowed() else (folder_paths.get_input_directory(),))
         cfg = TrainConfig(**options, checkpoint=checkpoint_path(ckpt_name), clip_vision=clip_vision or "",
                           device=str(comfy.model_management.get_torch_device()), output_dir=run_dir,
                           checkpoint_dir=ckpt_dir, name=name)
+        if save_to == "checkpoints":
+            refuse_shadowing(cfg, models_folder)
         entry = training_entry(cfg.checkpoint)  # the model from the file's layout: a refused model fails here
         if cfg.stage not in self.STAGE_CHOICES:
             raise ValueError(f"This node trains the stages {list(self.STAGE_CHOICES)}; use 'VideoCrafter Train' for "

@@ -50,7 +50,7 @@ def main(argv=None):
         folder = args.dir or default_dir(downloads[model_id].release.folder)
         try:
             result = fetch_model(model_id, folder, delete_pickle=args.delete_pickle)
-        except DownloadError as e:
+        except (DownloadError, OSError) as e:  # OSError: a folder that cannot be made or written
             print(f"error: {e}", file=sys.stderr)
             return 1
         print(f"{model_id}: {result.path}")

@@ -7,11 +7,18 @@ and byte ranges (`Range: bytes=N-` -> 206 with Content-Range). Knobs for failure
   connection after n bytes (a dropped connection); each cut is used once.
 - `fail_gets[path] = k`: the next k GETs of that file after any pending cut answer 503 (the hub gave up).
 - `corrupt.add(path)`: serve the file with one byte flipped while the headers keep the true sha256.
+- `etag[path]`: what the hub says of the file's hash instead: "missing" (no ETag at all), "weak" (a weak ETag
+  `W/"..."`, no X-Linked-Etag) or "git" (a 40-hex git blob hash, as for files not in LFS).
+- `redirect[path] = base_url`: HEAD and GET answer 302 to base_url + the same path, with no hash or size (a
+  redirect to another host, as the hub's to its CDN, that lost them).
+- `claimed_size[path] = n`: HEAD claims the file has n bytes.
+- `throttle[path] = s`: GET sleeps s seconds per MiB it sends (a slow connection).
 `requests` records (method, path, Range header) of every request.
 """
 import hashlib
 import http.server
 import threading
+import time
 
 
 class FakeHub:
@@ -22,6 +29,10 @@ class FakeHub:
         self.cut_after = {}
         self.fail_gets = {}
         self.corrupt = set()
+        self.etag = {}
+        self.redirect = {}
+        self.claimed_size = {}
+        self.throttle = {}
         self.requests = []
         hub = self
 
@@ -39,12 +50,19 @@ class FakeHub:
                 key = "/".join(parts[:2] + parts[4:])
                 return key, hub.files.get(key)
 
-            def _headers(self, data, status, start=0):
+            def _headers(self, data, status, start=0, key=None):
                 self.send_response(status)
                 self.send_header("X-Repo-Commit", hub.COMMIT)
-                self.send_header("X-Linked-Etag", '"%s"' % hashlib.sha256(data).hexdigest())
-                self.send_header("X-Linked-Size", str(len(data)))
-                self.send_header("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
+                mode = hub.etag.get(key)
+                if mode is None:
+                    self.send_header("X-Linked-Etag", '"%s"' % hashlib.sha256(data).hexdigest())
+                    self.send_header("ETag", '"%s"' % hashlib.sha256(data).hexdigest())
+                elif mode == "weak":
+                    self.send_header("ETag", 'W/"%x-%x"' % (len(data), hash(data) & 0xFFFFFFFF))
+                elif mode == "git":
+                    self.send_header("ETag", '"%s"' % hashlib.sha1(data).hexdigest())
+                size = hub.claimed_size.get(key, len(data)) if self.command == "HEAD" else len(data)
+                self.send_header("X-Linked-Size", str(size))
                 self.send_header("Accept-Ranges", "bytes")
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("Content-Length", str(len(data) - start))
@@ -62,12 +80,23 @@ class FakeHub:
                 if self.command == "GET":
                     self.wfile.write(body)
 
+            def _redirected(self, key):
+                if key not in hub.redirect:
+                    return False
+                self.send_response(302)
+                self.send_header("X-Repo-Commit", hub.COMMIT)
+                self.send_header("Location", hub.redirect[key] + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return True
+
             def do_HEAD(self):
                 hub.requests.append(("HEAD", self.path, self.headers.get("Range")))
                 key, data = self._resolve()
                 if data is None:
                     return self._not_found()
-                self._headers(data, 200)
+                if not self._redirected(key):
+                    self._headers(data, 200, key=key)
 
             def do_GET(self):
                 rng = self.headers.get("Range")
@@ -75,6 +104,8 @@ class FakeHub:
                 key, data = self._resolve()
                 if data is None:
                     return self._not_found()
+                if self._redirected(key):
+                    return
                 if hub.fail_gets.get(key) and key not in hub.cut_after:
                     hub.fail_gets[key] -= 1
                     self.send_response(503)
@@ -90,13 +121,19 @@ class FakeHub:
                 start = 0
                 if rng and rng.startswith("bytes="):
                     start = int(rng[len("bytes="):].split("-")[0])
-                self._headers(data, 206 if start else 200, start)
+                self._headers(data, 206 if start else 200, start, key)
                 body = sent[start:]
                 cut = hub.cut_after.pop(key, None)
                 if cut is not None:
                     self.wfile.write(body[:cut])
                     self.wfile.flush()
                     self.close_connection = True
+                    return
+                if key in hub.throttle:
+                    for offset in range(0, len(body), 1 << 20):
+                        self.wfile.write(body[offset:offset + (1 << 20)])
+                        self.wfile.flush()
+                        time.sleep(hub.throttle[key])
                     return
                 self.wfile.write(body)
 

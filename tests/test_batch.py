@@ -122,6 +122,14 @@ def test_csv_cells_beyond_the_header_are_errors_naming_the_line(tmp_path):
         load_jobs(_write(tmp_path / "none.jsonl", '{"prompt": "a"}\n{"promt": "b"}\n'))
 
 
+def test_a_huge_cell_is_named_as_such_not_as_broken_quoting(tmp_path):
+    """Doubtful case (docs/hardening.md): a 10 MB prompt was reported as 'broken CSV quoting'."""
+    table = _write(tmp_path / "jobs.csv", "prompt,seed\nshort,1\n\"" + "a" * 10_000_000 + "\",2\n")
+    r = subprocess.run([venv_python(), CLI, table, "--dry-run", "--workflow", T2V_WF], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2 and "jobs.csv:3: a cell is longer than" in r.stderr and "shorten it" in r.stderr, r.stderr
+
+
 _FUZZ_PIECES = ["a", "Z", "7", " ", "  ", ",", ";", "\t", "|", '"', '""', "'", "\n", "\r\n", "\r",
                 "é", "中文", "😀", "\u2028", "\u00a0", "\ufeff", "x y", "-1.5", "random", "\\"]
 
@@ -508,7 +516,8 @@ def test_batch_mixed_t2v_i2v(server, tmp_path):
     table = write_table(tmp_path / "jobs.csv", rows)
     out = str(tmp_path / "out")
     t0 = time.time()
-    r = run_cli(table, out, server, "--max-queued", "2")
+    roots = ("--image-root", str(tmp_path), "--image-root", os.path.dirname(COND_IMAGE))
+    r = run_cli(table, out, server, "--max-queued", "2", *roots)
     elapsed = time.time() - t0
     assert r.returncode == 0, r.stderr
     m = read_manifest(out)
@@ -534,7 +543,7 @@ def test_batch_mixed_t2v_i2v(server, tmp_path):
     assert len(loads) == 1 and os.path.exists(os.path.join(server.input_dir, loads[0]))
     # running the finished batch again does nothing
     before = len(history_of(server))
-    r2 = run_cli(table, out, server)
+    r2 = run_cli(table, out, server, *roots)
     assert r2.returncode == 0, r2.stderr
     assert len(history_of(server)) == before
     assert read_manifest(out) == m
@@ -569,6 +578,35 @@ def test_key_frame_sequence_job(server, tmp_path):
     loads = {nid: n["inputs"]["image"] for nid, n in hist["prompt"][2].items() if n["class_type"] == "LoadImage"}
     uploads = [wfm.upload_name(str(tmp_path / f"k{i}.png")) for i in range(1, 5)]
     assert [loads[nid] for nid in ("20", "21", "22", "23")] == uploads
+
+
+def test_rows_upload_only_images_inside_the_image_roots(server, tmp_path):
+    """D3: a row's image outside the table's folder (an absolute path, '../') or a file that is not an image fails
+    that row, naming the fix, and nothing of it reaches the server; --image-root names another folder."""
+    tables, elsewhere = tmp_path / "tables", tmp_path / "elsewhere"
+    tables.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(COND_IMAGE, elsewhere / "secret.png")
+    (tables / "notes.png").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    rows = [i2v_row("absolute", 1, str(elsewhere / "secret.png")), i2v_row("climbing", 2, "../elsewhere/secret.png"),
+            i2v_row("not_an_image", 3, "notes.png")]
+    table = write_table(tables / "jobs.csv", rows)
+    out = str(tmp_path / "out")
+    uploaded = set(os.listdir(server.input_dir))
+    r = run_cli(table, out, server)
+    assert r.returncode == 1, r.stderr
+    m = read_manifest(out)
+    for name in ("absolute", "climbing"):
+        assert m[name]["status"] == "failed" and "lies outside" in m[name]["error"] and str(tables) in m[name]["error"] \
+            and "--image-root" in m[name]["error"], m[name]
+    assert m["not_an_image"]["status"] == "failed" and "is not an image" in m["not_an_image"]["error"], m["not_an_image"]
+    assert all(job_files(out, name) == [] for name in m)
+    assert set(os.listdir(server.input_dir)) == uploaded  # nothing was uploaded
+    # the user names the other folder: those rows run
+    r = run_cli(table, out, server, "--image-root", str(elsewhere))
+    m = read_manifest(out)
+    assert m["absolute"]["status"] == "done" and m["climbing"]["status"] == "done", r.stderr
+    assert m["not_an_image"]["status"] == "failed"
 
 
 def test_rejected_row_reported_and_others_run(server, tmp_path):
@@ -644,29 +682,37 @@ def test_server_killed_mid_batch_then_resume(server, tmp_path):
     assert r.returncode == 0 and len(history_of(server)) == before
 
 
-def test_ctrl_c_removes_queued_prompts(server, tmp_path):
-    names = ["c1", "c2", "c3", "c4"]
-    rows = [t2v_row(n, 40 + i) for i, n in enumerate(names)]
-    for r in rows:
-        r["steps"] = 12  # long enough to be caught running
-    table = write_table(tmp_path / "jobs.csv", rows)
-    out = str(tmp_path / "out")
-    proc = subprocess.Popen(cli_args(table, out, server, "--max-queued", "3"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def long_jobs(tmp_path, names, seed):
+    """(table, output folder) of text-to-video jobs long enough (12 steps) to be caught running."""
+    rows = [dict(t2v_row(n, seed + i), steps=12) for i, n in enumerate(names)]
+    return write_table(tmp_path / "jobs.csv", rows), str(tmp_path / "out")
+
+
+def ctrl_c_once(args, ready, what):
+    """Run the batch command, press Ctrl-C (SIGINT) once `ready()` holds; (its exit code, its output)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        def ours_on_server():
-            ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
-            q = server.queue()
-            running = {i[1] for i in q["queue_running"]} & ids
-            pending = {i[1] for i in q["queue_pending"]} & ids
-            return (running, pending) if running and len(pending) >= 2 else None
-        wait_for(ours_on_server, 120, "three prompts on the server, one running")
+        wait_for(ready, 120, what)
         proc.send_signal(signal.SIGINT)
         output, _ = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, output
+    return proc.returncode, output
+
+
+def test_ctrl_c_removes_queued_prompts(server, tmp_path):
+    table, out = long_jobs(tmp_path, ["c1", "c2", "c3", "c4"], 40)
+
+    def ours_on_server():
+        ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
+        q = server.queue()
+        running = {i[1] for i in q["queue_running"]} & ids
+        pending = {i[1] for i in q["queue_pending"]} & ids
+        return (running, pending) if running and len(pending) >= 2 else None
+    returncode, output = ctrl_c_once(cli_args(table, out, server, "--max-queued", "3"), ours_on_server,
+                                     "three prompts on the server, one running")
+    assert returncode == 130, output
     ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
     q = server.queue()
     on_server = {i[1] for i in q["queue_running"] + q["queue_pending"]}
@@ -762,3 +808,114 @@ def test_shipped_workflows_fill_by_role(name, expected):
         assert [n for n, _ in roles[role]] == [node], (role, roles.get(role))
     for role in ("prompt", "negative", "seed", "checkpoint", "output"):
         assert roles[role], role
+
+
+class MalformedComfy:
+    """A stand-in ComfyUI that queues every prompt and answers /history and /queue the way a broken (or hostile)
+    server might: per job (by its filename_prefix), `answers[job]` is its /history entry; /queue lists numbers and
+    strings where prompts belong; /view serves '<subfolder>/<filename>' as the file."""
+
+    def __init__(self, answers):
+        import http.server
+        import threading
+        import urllib.parse
+        self.answers, self.prompts = answers, {}
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status, body, kind="application/json"):
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                url = urllib.parse.urlparse(self.path)
+                if url.path == "/system_stats":
+                    return self._send(200, {"system": {}, "devices": []})
+                if url.path == "/queue":
+                    return self._send(200, {"queue_running": [5], "queue_pending": [7, "x", [1]]})
+                if url.path.startswith("/history/"):
+                    pid = url.path[len("/history/"):]
+                    return self._send(200, {pid: fake.answers[fake.prompts[pid]]} if pid in fake.prompts else {})
+                if url.path == "/view":
+                    query = urllib.parse.parse_qs(url.query)
+                    return self._send(200, f"{query.get('subfolder', [''])[0]}/{query['filename'][0]}".encode(),
+                                      "application/octet-stream")
+                self._send(404, {})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prefix = next(n["inputs"]["filename_prefix"] for n in body["prompt"].values()
+                              if "filename_prefix" in n["inputs"])
+                fake.prompts[body["prompt_id"]] = prefix.split("/")[1]
+                self._send(200, {"prompt_id": body["prompt_id"], "number": 1, "node_errors": {}})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def history_with(outputs):
+    return {"status": {"status_str": "success", "completed": True, "messages": []}, "outputs": outputs}
+
+
+def test_malformed_server_answers_are_the_jobs_errors_and_no_output_is_lost(tmp_path):
+    """D13: an output named '..' or '' looped for ever as 'server unreachable'; a NUL in a name, a history entry that
+    is a list, outputs that are strings or numbers where the queue lists prompts gave tracebacks; three outputs of one
+    name kept one file. Each is now that job's error (the batch goes on and ends), and same-named outputs all land."""
+    def files(*names):
+        return {"9": {"images": [{"filename": name, "subfolder": sub, "type": "output"} for sub, name in names]}}
+    answers = {"dotdot": history_with(files(("", ".."))), "empty": history_with(files(("", ""))),
+               "nul": history_with(files(("", "a\u0000b.mp4"))), "list_entry": [1, 2],
+               "string_outputs": history_with({"9": "video.mp4"}),
+               "three_same": history_with(files(("a", "v.mp4"), ("b", "v.mp4"), ("c", "v.mp4")))}
+    fake = MalformedComfy(answers)
+    try:
+        table = write_table(tmp_path / "jobs.csv", [t2v_row(name, i) for i, name in enumerate(answers)])
+        out = str(tmp_path / "out")
+        r = subprocess.run([venv_python(), CLI, table, "--server", fake.url, "--out", out, "--poll-interval", "0.2",
+                            "--retry-timeout", "5", "--no-progress"], capture_output=True, text=True, timeout=120)
+    finally:
+        fake.stop()
+    assert r.returncode == 1, r.stdout + r.stderr  # some jobs failed; not 3 (server gone)
+    assert "unreachable" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    m = read_manifest(out)
+    for name in ("dotdot", "empty", "nul"):
+        assert m[name]["status"] == "failed" and "which is not a file name" in m[name]["error"], m[name]
+    assert m["list_entry"]["status"] == "failed" and "history entry is a list" in m["list_entry"]["error"]
+    assert m["string_outputs"]["status"] == "failed" and "output of node 9 is a str" in m["string_outputs"]["error"]
+    assert m["three_same"]["status"] == "done", m["three_same"]
+    kept = {name: open(os.path.join(out, "three_same", name)).read() for name in job_files(out, "three_same")}
+    assert sorted(kept.values()) == ["a/v.mp4", "b/v.mp4", "c/v.mp4"], kept
+    assert not os.path.exists(os.path.join(out, "..part")) and job_files(out, "dotdot") == []
+
+
+def test_ctrl_c_is_not_a_failed_attempt(server, tmp_path):
+    """D12: after Ctrl-C the rerun counted the batch's own interrupt as an attempt: with --max-attempts 1 the job
+    that was running failed and never ran. Cancelled by the user, it runs on the rerun."""
+    table, out = long_jobs(tmp_path, ["i1", "i2"], 90)
+
+    def one_running():
+        ids = {e["prompt_id"] for e in read_manifest(out).values() if e.get("prompt_id")}
+        return ids & {i[1] for i in server.queue()["queue_running"]}
+    returncode, output = ctrl_c_once(cli_args(table, out, server, "--max-queued", "2", "--max-attempts", "1"),
+                                     one_running, "a prompt of the batch running")
+    assert returncode == 130, output
+    m = read_manifest(out)
+    assert sum(e["status"] == "cancelled" for e in m.values()) >= 1, m
+    r = run_cli(table, out, server, "--max-attempts", "1")
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out)
+    for name in ("i1", "i2"):
+        assert m[name]["status"] == "done" and m[name]["attempts"] == 1, m[name]
+        assert len(job_files(out, name)) == 1

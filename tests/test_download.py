@@ -163,7 +163,9 @@ def test_corrupt_download_is_refused_and_leaves_nothing(hub, tmp_path):
         hub.corrupt.discard(key(VC2))
     assert result.returncode == 1
     assert "corrupt" in result.stderr and "sha256" in result.stderr and "run again" in result.stderr, result.stderr
-    assert [f for _, _, files in os.walk(tmp_path) for f in files] == []
+    # nothing but the empty lock file that lets one process at a time download it (filelock keeps it)
+    assert [f for _, _, files in os.walk(tmp_path) for f in files] == ["videocrafter2_t2v_512.ckpt.lock"]
+    assert os.path.getsize(tmp_path / "originals" / "videocrafter2_t2v_512.ckpt.lock") == 0
 
 
 def test_no_network_names_the_url_and_the_folder_then_converts_a_file_put_there(released, tmp_path):
@@ -175,7 +177,8 @@ def test_no_network_names_the_url_and_the_folder_then_converts_a_file_put_there(
     wanted = tmp_path / "originals" / "videocrafter1_i2v_512.ckpt"
     assert "https://huggingface.co/VideoCrafter/Image2Video-512/resolve/main/model.ckpt" in result.stderr
     assert str(wanted) in result.stderr, result.stderr
-    assert model_files(tmp_path) == set()
+    assert all_files(tmp_path) == []  # a failed run writes nothing
+    wanted.parent.mkdir()
     wanted.write_bytes(released[I2V][1])  # the user downloads it by hand
     offline = run_script(closed, "vc1_i2v_512", "--dir", str(tmp_path))
     assert offline.returncode == 0, offline.stderr
@@ -293,3 +296,142 @@ def test_make_demo_model_downloads_then_renders(hub, tmp_path):
     assert (tmp_path / "models" / "videocrafter2_t2v_512.safetensors").is_file()
     videos = sorted(os.listdir(out))
     assert len(videos) == 1 and videos[0].endswith(".mp4") and str(out / videos[0]) in result.stdout, result.stdout
+
+
+# ------------------------------------------------------------------ hardening (issue 24)
+def all_files(folder):
+    return sorted(os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files)
+
+
+@pytest.mark.parametrize("mode", ["missing", "weak", "git", "redirect"])
+def test_a_download_that_cannot_be_verified_is_refused_and_writes_nothing(hub, tmp_path, mode):
+    """D6: with the hub's ETag missing, weak or a 40-hex git hash, or lost behind a redirect to another host, a
+    download with one byte flipped was accepted, converted and listed. Without a sha256 (the registry's pin or the
+    hub's LFS hash) nothing is downloaded, and the error says why."""
+    other = None
+    hub.corrupt.add(key(VC2))
+    if mode == "redirect":
+        other = FakeHub()
+        other.files, other.corrupt = hub.files, hub.corrupt
+        other.etag[key(VC2)] = "missing"
+        other.start()
+        hub.redirect[key(VC2)] = other.url.replace("127.0.0.1", "localhost")  # another host
+    else:
+        hub.etag[key(VC2)] = mode
+    try:
+        result = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    finally:
+        hub.corrupt.discard(key(VC2))
+        hub.etag.pop(key(VC2), None)
+        hub.redirect.pop(key(VC2), None)
+        if other is not None:
+            other.stop()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "cannot be verified: the hub sent no sha256" in result.stderr and "nothing was downloaded" in result.stderr, \
+        result.stderr
+    assert all_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("case", ["100_tb", "100_tb_after_a_part", "over_the_free_space"])
+def test_a_download_the_disk_cannot_hold_is_refused_before_writing(hub, released, tmp_path, case):
+    """D7: a HEAD claiming 100 TB gave a raw ValueError (with a .part present it proceeded); 45 GB with 44 GB free
+    started writing. The free space is checked first (the rest of the download and its conversion); the refusal
+    names the sizes and the fix, and writes nothing (a .part kept from before stays as it was)."""
+    import shutil
+    if case == "over_the_free_space":  # fits alone, not with its conversion
+        claimed = shutil.disk_usage(tmp_path).free - 2**30
+    else:
+        claimed = 100 * 10**12
+    before = []
+    if case == "100_tb_after_a_part":
+        originals = tmp_path / "originals"
+        originals.mkdir()
+        (originals / "videocrafter2_t2v_512.ckpt.part").write_bytes(released[VC2][1][:1000])
+        (originals / "videocrafter2_t2v_512.ckpt.part.etag").write_text(sha(released[VC2][1]))
+        before = all_files(tmp_path)
+    hub.claimed_size[key(VC2)] = claimed
+    gets = len(hub.gets(*VC2))
+    try:
+        result = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    finally:
+        hub.claimed_size.pop(key(VC2))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "are needed in" in result.stderr and "are free" in result.stderr and "another disk" in result.stderr, \
+        result.stderr
+    assert f"{claimed / 1e9:.1f} GB" in result.stderr, result.stderr
+    assert all_files(tmp_path) == before and len(hub.gets(*VC2)) == gets
+
+
+def test_two_downloads_of_one_model_at_once_share_one_download(hub, released, tmp_path):
+    """D8: two downloads of the same id at once appended to one .part: the kept pickle held two copies, the second
+    process crashed. One takes the file's lock and downloads, the other waits and uses the finished file."""
+    source, data = released[VC2]
+    hub.throttle[key(VC2)] = 0.1  # ~3 s for the file: the second process arrives while the first downloads
+    gets = len(hub.gets(*VC2))
+    env = dict(os.environ, HF_ENDPOINT=hub.url, HF_HUB_DISABLE_TELEMETRY="1")
+    try:
+        procs = [subprocess.Popen([venv_python(), SCRIPT, "vc2_t2v_512", "--dir", str(tmp_path)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outputs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        hub.throttle.pop(key(VC2))
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert hub.gets(*VC2)[gets:] == [None]  # one download, from the start
+    assert any("another process is downloading" in out for out, _ in outputs), outputs
+    with open(tmp_path / "originals" / "videocrafter2_t2v_512.ckpt", "rb") as f:
+        assert sha(f.read()) == sha(data)
+    out = safetensors.torch.load_file(str(tmp_path / "videocrafter2_t2v_512.safetensors"))
+    assert torch.equal(out[UNET + "out.2.weight"], source[UNET + "out.2.weight"].half())
+    assert model_files(tmp_path) == {"videocrafter2_t2v_512.safetensors", "originals/videocrafter2_t2v_512.ckpt"}
+
+
+def test_a_pinned_sha256_is_what_a_download_is_checked_against(hub, released, tmp_path, monkeypatch):
+    """D6: the registry's pinned sha256 of a released file verifies the download even when the hub sends no hash,
+    and a hub whose file is not the pinned one is refused before anything is downloaded (the downloader in this
+    process, as scripts/download_models.py runs it: no ComfyUI)."""
+    import dataclasses
+    import importlib
+    monkeypatch.syspath_prepend(REPO)
+    download = importlib.import_module("vc_models.download")
+    entry = download.released_model("vc2_t2v_512")
+
+    def pinned(value):
+        return dataclasses.replace(entry, release=dataclasses.replace(entry.release, sha256=value))
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    monkeypatch.setattr(download, "released_model", lambda model_id: pinned("0" * 64))
+    with pytest.raises(download.DownloadError, match="is not the released file") as refused:
+        download.fetch_model("vc2_t2v_512", str(tmp_path / "changed"), log=lambda *_: None)
+    assert "0" * 64 in str(refused.value) and not (tmp_path / "changed").exists()
+    monkeypatch.setattr(download, "released_model", lambda model_id: pinned(sha(released[VC2][1])))
+    hub.etag[key(VC2)] = "missing"
+    try:
+        result = download.fetch_model("vc2_t2v_512", str(tmp_path / "pinned"), log=lambda *_: None)
+    finally:
+        hub.etag.pop(key(VC2))
+    assert result.downloaded and os.path.isfile(result.path)
+
+
+def test_a_refused_pickle_is_moved_aside_and_the_next_run_downloads_anew(hub, released, tmp_path):
+    """Doubtful case (docs/hardening.md): a pickle the converter refused stayed in originals/, listed as a model,
+    and every rerun failed on it. It is moved aside (not listed, not used again), and the next run downloads."""
+    originals = tmp_path / "originals"
+    originals.mkdir()
+    (originals / "videocrafter2_t2v_512.ckpt").write_bytes(pickled({"state_dict": {"unrelated.weight": torch.ones(2)}}))
+    refused = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert refused.returncode == 1 and "holds no 'model.diffusion_model.' tensors" in refused.stderr \
+        and ".ckpt.refused (no longer listed" in refused.stderr, refused.stderr
+    assert model_files(tmp_path) == set() and all_files(tmp_path) == ["originals/videocrafter2_t2v_512.ckpt.refused"]
+    again = run_script(hub.url, "vc2_t2v_512", "--dir", str(tmp_path))
+    assert again.returncode == 0, again.stderr
+    assert model_files(tmp_path) == {"videocrafter2_t2v_512.safetensors", "originals/videocrafter2_t2v_512.ckpt"}
+
+
+def test_dir_that_is_a_file_is_an_error_not_a_traceback(hub, tmp_path):
+    """Doubtful case (docs/hardening.md): --dir naming a file gave a raw traceback."""
+    target = tmp_path / "models.txt"
+    target.write_text("not a folder")
+    result = run_script(hub.url, "vc2_t2v_512", "--dir", str(target))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{target} is a file, not a folder" in result.stderr, result.stderr
+    assert all_files(tmp_path) == ["models.txt"]

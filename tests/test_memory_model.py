@@ -120,3 +120,21 @@ def test_plain_vae_decode_memory_per_frame_covers_the_released_decoder(pack, mod
     vae = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "default")[2]
     estimate = vae.memory_used_decode((1, 4, 40, 64), torch.float16)
     assert counted <= estimate <= 1.3 * counted, (estimate / 2 ** 20, counted / 2 ** 20)
+
+
+def test_a_refused_sampling_names_the_frames_that_fit(mods):
+    """D15: the refusal's 'at most N frames' is the boundary of the same memory model: N frames pass, N + 1 do not
+    (the released VideoCrafter2 on the meta device, this machine's RAM)."""
+    import re
+    memory_model = comfy_host.pack("vc_models.memory_model")
+    patcher = released_model(mods).current_patcher
+    total = psutil.virtual_memory().total
+    frames = 1024
+    message = memory_model.sampling_refusal(patcher, [4, 4, frames, 72, 128])  # 576x1024, batch 4
+    assert message is not None and f"RAM is {total / 2**30:.1f} GB" in message, message
+    fitting, batch = map(int, re.search(r"at most (\d+) frames of 1024x576 fit at batch (\d+)", message).groups())
+    assert 0 < fitting < frames
+    assert memory_model.sampling_refusal(patcher, [batch, 4, fitting, 72, 128]) is None
+    assert memory_model.sampling_refusal(patcher, [batch, 4, fitting + 1, 72, 128]) is not None
+    need = memory_model.sampling_bytes(patcher, [4, 4, frames, 72, 128])
+    assert f"needs about {need / 2**30:.1f} GB" in message

@@ -90,6 +90,34 @@ def test_state_store_survives_a_writer_crash(vt, tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path / "states" / "run-a")) == ["step_00000003", "step_00000004"]  # keep last 2
 
 
+def test_an_interrupt_while_pruning_leaves_no_half_deleted_state(vt, tmp_path, monkeypatch):
+    """Doubtful case (docs/hardening.md): Ctrl-C while an old state was being deleted left it with meta.json and
+    its weights gone, still counted as a state. A pruned state leaves the states first; the leftover goes later."""
+    state = vt["state"]
+    store = state.StateStore(str(tmp_path / "states"), keep=2, run_id="run-a")
+    w = {"unet.a": torch.arange(4.0)}
+    for step in (1, 2):
+        store.save(step, w, {}, {"step": step})
+    real_rmtree = state.shutil.rmtree
+
+    def interrupted(path, ignore_errors=False):
+        weights = os.path.join(path, state.WEIGHTS_FILE)
+        if os.path.isfile(weights):  # deleting a whole state: Ctrl-C after its first file
+            os.remove(weights)
+            raise KeyboardInterrupt
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(state.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        store.save(3, w, {}, {"step": step})
+    monkeypatch.setattr(state.shutil, "rmtree", real_rmtree)
+    assert [step for step, _ in store._complete("run-a")] == [2, 3]
+    for _, path in store._complete("run-a"):
+        assert state.StateStore.load(path)[0] is not None
+    store.save(4, w, {}, {"step": 4})
+    assert sorted(os.listdir(tmp_path / "states" / "run-a")) == ["step_00000003", "step_00000004"]
+
+
 def test_a_new_run_keeps_the_states_of_an_earlier_run(vt, tmp_path):
     """Issue 11: a fresh run in a folder holding higher-numbered states of an earlier run pruned its own
     new states and kept the old ones (and a resume would have mixed the two)."""

@@ -24,7 +24,11 @@ def train_server(module_tmp):
     train_util.make_dataset(os.path.join(srv.input_dir, TRAIN_DATA), count=3)
     # models/loras of this server only (the node writes a LoRA to the first loras folder)
     with open(srv.yaml_path, "a") as f:
-        f.write(f"vc_test_loras:\n    base_path: {srv.models_dir}\n    is_default: true\n    loras: loras\n")
+        # models/checkpoints of this server too (a result saved to checkpoints lands there), and a user's own
+        # models/videocrafter folder
+        f.write(f"vc_test_loras:\n    base_path: {srv.models_dir}\n    is_default: true\n    loras: loras\n"
+                "    checkpoints: checkpoints\n    videocrafter: own_videocrafter\n")
+    os.makedirs(os.path.join(srv.models_dir, "own_videocrafter"))
     import shutil
     shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     saved = os.environ.get("OMP_NUM_THREADS")
@@ -169,3 +173,115 @@ def test_a_lora_trained_by_the_node_runs_in_the_shipped_lora_workflow(train_serv
     (video,) = output_files(train_server, entry)
     with av.open(video) as container:
         assert len(list(container.decode(video=0))) == 4
+
+
+def run_dir_files(server, name):
+    """Every file a run of `name` wrote: its run folder and result files in the server's model folders."""
+    run = os.path.join(server.output_dir, "videocrafter_training", name)
+    written = [os.path.join(d, f) for d, _, files in os.walk(run) for f in files]
+    return written + [os.path.join(d, f) for d, _, files in os.walk(server.models_dir) for f in files if f.startswith(name)]
+
+
+@pytest.mark.parametrize("entry", ["absolute", "climbing"])
+def test_a_training_list_naming_files_outside_the_input_folder_is_refused(train_server, entry):
+    """D1: a CSV uploaded to the input folder names a video outside it (an absolute path, or '../'): refused before
+    any model loads, naming the list's line and the folder; nothing is written."""
+    private = os.path.join(train_server.root, "private")
+    os.makedirs(private, exist_ok=True)
+    train_util.write_video(os.path.join(private, "secret.mp4"))
+    path = os.path.join(private, "secret.mp4") if entry == "absolute" else "../private/secret.mp4"
+    listing = f"outside_{entry}.csv"
+    with open(os.path.join(train_server.input_dir, listing), "w") as f:
+        f.write(f"path,caption\n{TRAIN_DATA}/clip00.mp4,inside\n{path},a private video\n")
+    name = f"tiny_outside_{entry}"
+    entry_ = run_prompt(train_server, train_workflow(output_name=name, data=listing, stage="projector"), timeout=300)
+    assert entry_["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry_["status"]["messages"])
+    assert f"{listing} line 3" in message and "lies outside" in message and "secret.mp4" in message, message
+    assert run_dir_files(train_server, name) == []
+
+
+def test_links_to_inputs_the_train_node_does_not_declare_are_refused(train_server):
+    """D2: a prompt links TrainConfig fields the node does not offer (sample_image to a PNG outside every root,
+    output_dir): refused naming them; nothing is written."""
+    outside = os.path.join(train_server.root, "outside.png")
+    import shutil
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), outside)
+    workflow = train_workflow(output_name="tiny_undeclared", stage="projector", sample_every=1, sample_steps=1)
+    node = next(n for n in workflow.values() if n["class_type"] == "VideoCrafterTrainI2V")
+    workflow["90"] = {"class_type": "PrimitiveString", "inputs": {"value": outside}}
+    workflow["91"] = {"class_type": "PrimitiveString", "inputs": {"value": train_server.root}}
+    node["inputs"].update(sample_image=["90", 0], output_dir=["91", 0])
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry["status"]["messages"])
+    assert "has no input(s) ['output_dir', 'sample_image']" in message and "remove those links" in message, message
+    assert run_dir_files(train_server, "tiny_undeclared") == []
+    assert not os.path.exists(os.path.join(train_server.root, "samples"))
+
+
+def test_a_dead_writers_partial_file_is_swept_when_a_result_is_written(train_server):
+    """D9: kill -9 during a result write left a model-sized `.partial` that nothing removed. The next write into
+    that folder removes the temporaries whose writer process is gone, and keeps those of a live one."""
+    import subprocess
+    import sys
+    name = "tiny_swept"
+    run = os.path.join(train_server.output_dir, "videocrafter_training", name)
+    os.makedirs(run)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    stale = os.path.join(run, f".{name}_projector.safetensors.{gone.pid}-0badc0de.partial")
+    writing = os.path.join(run, f".{name}_other.safetensors.{os.getpid()}-0badc0de.partial")  # this test is alive
+    for path in (stale, writing):
+        with open(path, "wb") as f:
+            f.write(b"\0" * 2**20)
+    entry = run_prompt(train_server, train_workflow(output_name=name, stage="projector"), timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    assert os.path.exists(os.path.join(run, f"{name}_projector.safetensors"))
+    assert not os.path.exists(stale) and os.path.exists(writing)
+
+
+def test_a_result_and_a_model_of_the_same_name_in_another_folder_are_refused(train_server):
+    """D11: a training result named like a model in models/videocrafter was shadowed by it (the loader looked there
+    first). The node refuses such an output_name before training, naming both files; the loader refuses a name
+    two different files carry, naming both, instead of loading either."""
+    import shutil
+    own = os.path.join(train_server.models_dir, "own_videocrafter")
+    checkpoints = os.path.join(train_server.models_dir, "checkpoints")
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v1.safetensors"), os.path.join(own, "tiny_shadow.safetensors"))
+    entry = run_prompt(train_server, train_workflow(output_name="tiny_shadow", save_to="checkpoints"), timeout=300)
+    assert entry["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry["status"]["messages"])
+    assert "would write" in message and os.path.join(checkpoints, "tiny_shadow.safetensors") in message \
+        and os.path.join(own, "tiny_shadow.safetensors") in message and "choose another output_name" in message, message
+    assert run_dir_files(train_server, "tiny_shadow") == [os.path.join(own, "tiny_shadow.safetensors")]
+    # two different files of one name: the loader names both and loads neither
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"), os.path.join(checkpoints, "tiny_shadow.safetensors"))
+    workflow = fill_inputs(load_workflow("vc2_t2v_512"), {"ckpt_name": "tiny_shadow.safetensors", "width": 128,
+                                                         "height": 64, "frames": 2, "steps": 2})
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "error", train_server.log_tail()
+    message = json.dumps(entry["status"]["messages"])
+    assert "Two different files are named 'tiny_shadow.safetensors'" in message and "Rename or move one" in message, message
+    assert output_files(train_server, entry) == []
+
+
+def test_a_projector_run_named_like_an_unrelated_checkpoint_reports_its_own_result(train_server):
+    """D10: a projector-only run whose name matches an unrelated <name>.safetensors in its result folder reported
+    that file as its result_path and in summary.json. Only files the run wrote are its results."""
+    import shutil
+    name = "tiny_proj_only"
+    run = os.path.join(train_server.output_dir, "videocrafter_training", name)
+    os.makedirs(run)
+    unrelated = os.path.join(run, f"{name}.safetensors")
+    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"), unrelated)
+    workflow = train_workflow(output_name=name, stage="projector")
+    workflow["3"] = {"class_type": "PreviewAny", "inputs": {"source": ["1", 1]}}  # the node's result_path
+    entry = run_prompt(train_server, workflow, timeout=300)
+    assert entry["status"]["status_str"] == "success", (entry["status"], train_server.log_tail())
+    projector = os.path.join(run, f"{name}_projector.safetensors")
+    assert entry["outputs"]["3"]["text"] == [projector], entry["outputs"]["3"]
+    with open(os.path.join(run, "summary.json")) as f:
+        outputs = json.load(f)["outputs"]
+    assert outputs["projector_file"] == projector and "checkpoint" not in outputs, outputs
+    assert unrelated not in outputs.values()

@@ -38,6 +38,9 @@ def build_parser():
                    "(default workflows/api/vc2_t2v_512.json)")
     p.add_argument("--i2v-workflow", default=DEFAULT_I2V, help="API workflow for rows with an image "
                    "(default workflows/api/vc1_i2v_512.json)")
+    p.add_argument("--image-root", action="append", dest="image_roots", metavar="DIR",
+                   help="a folder the rows' images may come from (they are uploaded to the server); give it once per "
+                        "folder (default: the table's folder only)")
     p.add_argument("--roles", help='JSON mapping file overriding/adding roles: {"prompt": ["6", "text"], '
                    '"fps": [["9", "fps"], ["12", "fps"]], "eta": ["3", "eta"]}')
     p.add_argument("--max-queued", type=int, metavar="N",
@@ -101,7 +104,8 @@ def main(argv=None):
     manifest_path = args.manifest or os.path.join(args.out, "manifest.jsonl")
     planner = Planner(jobs, Manifest(manifest_path, warn=warn), t2v_workflow=args.t2v_workflow,
                       i2v_workflow=args.i2v_workflow, workflow=args.workflow, role_map=role_map, prefix=args.prefix,
-                      skip_failed=args.skip_failed, log=warn)
+                      skip_failed=args.skip_failed, log=warn,
+                      image_roots=args.image_roots or [os.path.dirname(os.path.abspath(args.jobs))])
     if args.dry_run:
         return dry_run(planner)
     ray = None

@@ -28,6 +28,12 @@ class RequestFailed(Exception):
     """Any other non-2xx answer."""
 
 
+class MalformedAnswer(RequestFailed):
+    """The server answered, with something this client cannot use (a history entry that is no object, outputs that
+    are no lists of files, a file name that is no file name): an error of the job it concerns, never the server
+    being down."""
+
+
 def format_rejection(body, workflow=None):
     """One readable line per problem from a 400 /prompt body: node id, class, input, message."""
     if not isinstance(body, dict):
@@ -93,9 +99,19 @@ class HistoryResult:
         self.outputs = list(outputs)  # output file items {filename, subfolder, type, node}
 
 
+def _object(value, what):
+    if not isinstance(value, dict):
+        raise MalformedAnswer(f"the server's {what} is a {type(value).__name__}, not an object")
+    return value
+
+
 def parse_history(entry):
-    status = entry.get("status") or {}
+    """The HistoryResult of a /history entry; MalformedAnswer for one this client cannot read."""
+    _object(entry, "history entry")
+    status = _object(entry.get("status") or {}, "history status")
     messages = status.get("messages") or []
+    if not isinstance(messages, list):
+        raise MalformedAnswer(f"the server's history messages are a {type(messages).__name__}, not a list")
     events = {m[0]: m[1] for m in messages if isinstance(m, list) and len(m) == 2 and isinstance(m[1], dict)}
     start = events.get("execution_start", {}).get("timestamp")
     end = next((events[k].get("timestamp") for k in ("execution_success", "execution_error", "execution_interrupted")
@@ -112,8 +128,8 @@ def parse_history(entry):
                 if err else f"server status {status.get('status_str')!r}")
         return HistoryResult(False, False, text, seconds)
     items = []
-    for nid, out in (entry.get("outputs") or {}).items():
-        for val in out.values():
+    for nid, out in _object(entry.get("outputs") or {}, "history outputs").items():
+        for val in _object(out, f"output of node {nid}").values():
             if isinstance(val, list):
                 items += [dict(it, node=nid) for it in val if isinstance(it, dict) and "filename" in it]
     # saved outputs; previews (type temp) only when nothing was saved
@@ -121,16 +137,35 @@ def parse_history(entry):
     return HistoryResult(True, seconds=seconds, outputs=chosen)
 
 
+# characters no file name may hold on Windows (and '/' nowhere): replaced in a local name
+_NOT_IN_NAMES = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+
+
+def local_name(filename):
+    """The name under which an output the server calls `filename` is kept locally: its last path part, with
+    characters no file system takes replaced; MalformedAnswer for one that names no file ('', '.', '..', a NUL)."""
+    if not isinstance(filename, str) or "\x00" in filename:
+        raise MalformedAnswer(f"the server named an output {filename!r}, which is not a file name")
+    name = _NOT_IN_NAMES.sub("_", filename.replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    if name.strip(". ") == "":
+        raise MalformedAnswer(f"the server named an output {filename!r}, which is not a file name")
+    return name
+
+
 def output_file_names(outputs):
-    """The local file name of each output item of one prompt: its own name, prefixed with its
-    node id when two output nodes wrote the same name."""
+    """The local file name of each output item of one prompt: its own name, prefixed with its node id (and a
+    number) when another item of the prompt has it already, compared as Windows does (without case): no file
+    overwrites another."""
     names, seen = [], set()
     for it in outputs:
-        fname = os.path.basename(it["filename"])
-        if fname in seen:
-            fname = f"{it['node']}_{fname}"
-        seen.add(fname)
-        names.append(fname)
+        base = name = local_name(it.get("filename"))
+        node = _NOT_IN_NAMES.sub("_", str(it.get("node", "")))
+        count = 1
+        while name.lower() in seen:
+            name = f"{node}_{base}" if count == 1 else f"{node}_{count}_{base}"
+            count += 1
+        seen.add(name.lower())
+        names.append(name)
     return names
 
 
@@ -214,8 +249,11 @@ class ComfyClient:
         status, body = await self._request("GET", "/queue")
         if status != 200 or not isinstance(body, dict):
             raise ServerDown(f"/queue: HTTP {status}")
-        running = {item[1] for item in body.get("queue_running", []) if len(item) > 1}
-        pending = {item[1] for item in body.get("queue_pending", []) if len(item) > 1}
+        # items are [number, prompt id, ...]: anything else names no prompt of ours
+        running, pending = (
+            {item[1] for item in (body.get(key) if isinstance(body.get(key), list) else [])
+             if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str)}
+            for key in ("queue_running", "queue_pending"))
         return running, pending
 
     async def history(self, prompt_id):
@@ -223,9 +261,7 @@ class ComfyClient:
         status, body = await self._request("GET", f"/history/{prompt_id}")
         if status != 200:
             raise RequestFailed(f"/history/{prompt_id}: HTTP {status}")
-        if isinstance(body, dict):
-            return body.get(prompt_id)
-        return None
+        return _object(body, "/history answer").get(prompt_id)
 
     async def submit(self, workflow, prompt_id):
         """Queue workflow as prompt_id; returns (prompt id, node_errors).  ComfyUI queues a
@@ -268,9 +304,9 @@ class ComfyClient:
                     async for chunk in r.content.iter_chunked(1 << 16):
                         f.write(chunk)
         except CONNECTION_ERRORS as e:
-            if isinstance(e, OSError) and not isinstance(e, ConnectionError) and dest is not None \
-                    and os.path.exists(os.path.dirname(dest)) and e.errno in (28, 13, 30):
-                raise  # disk full / permission / read-only: not the server's fault
+            if isinstance(e, OSError) and not isinstance(e, (ConnectionError, aiohttp.ClientError)):
+                # writing the local file failed (disk full, permission, read-only): not the server's fault
+                raise RequestFailed(f"could not write {dest}: {e}") from e
             raise ServerDown(f"/view {item['filename']}: {type(e).__name__}: {e}") from e
         return dest
 

@@ -59,11 +59,21 @@ class Ledger:
         entry = self.manifest.get(p.name) or {}
         attempts = entry.get("attempts") or 0
         note = note + ("" if counted else " before it ran (not counted)")
-        self.manifest.update(p.name, status="pending", attempts=attempts if counted else max(0, attempts - 1),
+        uncount = not counted and not p.attempt_returned
+        self.manifest.update(p.name, status="pending", attempts=max(0, attempts - 1) if uncount else attempts,
                              attempt_log=(entry.get("attempt_log") or []) + [note], error=note)
         self.log(f"{p.name}: {note}; submitting it again")
         p.prompt_id = None
-        p.may_have_run = False
+        p.may_have_run = p.attempt_returned = False
+
+    def cancel(self, p, where):
+        """p was stopped by this batch's own interrupt (Ctrl-C): not a failed attempt, so the attempt its
+        submission counted is given back (a rerun with --max-attempts 1 runs it)."""
+        entry = self.manifest.get(p.name) or {}
+        attempts = entry.get("attempts") or 0
+        note = f"{where}: cancelled by this batch's interrupt (not counted)"
+        self.manifest.update(p.name, status="cancelled", attempts=max(0, attempts - 1),
+                             attempt_log=(entry.get("attempt_log") or []) + [note])
 
     def fail(self, p, error):
         self.manifest.update(p.name, status="failed", error=error)

@@ -10,6 +10,19 @@ import random
 from . import workflow as wfm
 from .columns import IMAGE_COLUMNS
 
+# the first bytes of the image files a row may upload (WebP: RIFF....WEBP, checked apart)
+IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00", b"MM\x00*")
+
+
+def _inside(path, root):
+    """Lexically (abspath folds '..'), as the pack's nodes check their paths (vc_models/paths.py; this client
+    imports nothing of the pack's model code)."""
+    try:
+        common = os.path.commonpath([os.path.abspath(path), root])
+    except ValueError:  # another drive on Windows
+        return False
+    return os.path.normcase(common) == os.path.normcase(root)
+
 
 class Planned:
     """A job ready to submit: its row's values (a `random` seed already drawn) and the workflow
@@ -30,6 +43,7 @@ class Planned:
         self.prompt_id = None
         self.server_url = None  # the server an earlier run submitted prompt_id to
         self.may_have_run = False
+        self.attempt_returned = False  # the manifest's attempts no longer count the current prompt_id
         self.submitted = self.started = None  # monotonic times, kept by the executor running it
 
     def workflow_for(self, server_names):
@@ -42,8 +56,9 @@ class Planned:
 
 class Planner:
     def __init__(self, jobs, manifest, *, t2v_workflow=None, i2v_workflow=None, workflow=None, role_map=None,
-                 prefix="vc_batch", skip_failed=False, log=print):
+                 prefix="vc_batch", skip_failed=False, image_roots=(), log=print):
         self.jobs = jobs
+        self.image_roots = [os.path.abspath(root) for root in image_roots]  # empty: images from anywhere
         self.manifest = manifest
         self.t2v_workflow = t2v_workflow
         self.i2v_workflow = i2v_workflow
@@ -82,10 +97,23 @@ class Planner:
         for role in IMAGE_COLUMNS:
             if role in values:
                 local = values[role]
-                if not os.path.isfile(local):
-                    raise wfm.WorkflowError(f"{role} not found: {local}")
+                self.check_image(role, local)
                 uploads[role] = (local, wfm.upload_name(local))
         return Planned(job, path, wf, roles, values, uploads, output_prefix=f"{self.prefix}/{job.name}/{job.name}")
+
+    def check_image(self, role, local):
+        """A row's image is uploaded to the server (where /view serves it back): it must be an image file inside one
+        of the image roots, so a table cannot send any file this user can read."""
+        if self.image_roots and not any(_inside(local, root) for root in self.image_roots):
+            raise wfm.WorkflowError(f"{role} {local} lies outside {' and '.join(self.image_roots)}, where this "
+                                    "batch takes images from: move it there, or name its folder with --image-root")
+        if not os.path.isfile(local):
+            raise wfm.WorkflowError(f"{role} not found: {local}")
+        with open(local, "rb") as f:
+            head = f.read(16)
+        if not head.startswith(IMAGE_SIGNATURES) and not (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
+            raise wfm.WorkflowError(f"{role} {local} is not an image (PNG, JPEG, WebP, GIF, BMP or TIFF): only "
+                                    "images are uploaded")
 
     def roles_report(self, job):
         path, (wf, roles) = self._workflow_for(job)
@@ -129,6 +157,7 @@ class Planner:
                 planned.prompt_id, planned.server_url = pid, entry.get("server")
                 # an earlier run that died cannot tell us whether it started; one we cancelled did not crash
                 planned.may_have_run = status == "queued"
+                planned.attempt_returned = status == "cancelled"  # Ledger.cancel gave its attempt back already
                 adopt.append(planned)
                 continue
             todo.append(planned)

@@ -239,6 +239,7 @@ class RayExecutor(Ledger):
         else:
             attempts = self.attempts(p)
             p.prompt_id = str(uuid.uuid4())
+            p.attempt_returned = False  # this submission is counted
             self.manifest.update(p.name, status="queued", prompt_id=p.prompt_id, server=w.url,
                                  worker=f"{w.name}@{w.node}", attempts=attempts + 1, fingerprint=p.fingerprint,
                                  workflow=p.workflow_path, error=None, files=[], seconds=None)
@@ -266,7 +267,7 @@ class RayExecutor(Ledger):
         if result["status"] == "done":
             self._done(w, p, result)
         elif result["status"] == "interrupted" and self.stop_requested:
-            self.manifest.update(p.name, status="cancelled")
+            self.cancel(p, f"{w.url} prompt {p.prompt_id[:8]}")
         elif result["status"] == "interrupted":
             self._requeue(p, f"{w.url} prompt {p.prompt_id[:8]}: {result['error']}", counted=True)
         else:

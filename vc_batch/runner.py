@@ -13,8 +13,8 @@ import uuid
 
 import aiohttp
 
-from .client import (NO_OUTPUT, ComfyClient, PromptRejected, RequestFailed, ServerDown, output_file_names,
-                     parse_history, partial_rejection)
+from .client import (NO_OUTPUT, ComfyClient, MalformedAnswer, PromptRejected, RequestFailed, ServerDown,
+                     output_file_names, parse_history, partial_rejection)
 from .ledger import Ledger
 
 try:
@@ -225,6 +225,7 @@ class BatchRunner(Ledger):
                              fingerprint=p.fingerprint, workflow=p.workflow_path, error=None, files=[],
                              seconds=None)
         p.prompt_id, p.submitted, p.started = pid, time.monotonic(), None
+        p.attempt_returned = False  # this submission is counted
         srv.inflight[pid] = p
         try:
             got, node_errors = await srv.client.submit(wf, pid)
@@ -255,7 +256,14 @@ class BatchRunner(Ledger):
                 p.started = p.started or time.monotonic()
             if pid in running or pid in pending:
                 continue
-            entry = await srv.client.history(pid)
+            try:
+                entry = await srv.client.history(pid)
+                result = parse_history(entry) if entry is not None else None
+            except MalformedAnswer as e:  # the job's error: the server did answer
+                if srv.inflight.get(pid) is p:
+                    del srv.inflight[pid]
+                    self.fail(p, f"{e} (prompt {pid[:8]} on {srv.url})")
+                continue
             if srv.inflight.get(pid) is not p:
                 continue
             if entry is None:
@@ -263,7 +271,7 @@ class BatchRunner(Ledger):
                 # the prompt never arrived; its outputs were never fetched, so run it again
                 self._lost(srv, p, "gone from the server (restarted?)")
                 continue
-            await self._finished(srv, p, parse_history(entry))
+            await self._finished(srv, p, result)
 
     async def _finished(self, srv, p, result):
         if not result.ok:
@@ -285,10 +293,16 @@ class BatchRunner(Ledger):
             del srv.inflight[p.prompt_id]
             self.fail(p, NO_OUTPUT)
             return
+        try:
+            names = output_file_names(result.outputs)
+        except MalformedAnswer as e:
+            del srv.inflight[p.prompt_id]
+            self.fail(p, f"{e} (prompt {p.prompt_id[:8]} on {srv.url})")
+            return
         job_dir = os.path.join(self.out_dir, p.name)
         os.makedirs(job_dir, exist_ok=True)
         files = []
-        for it, fname in zip(result.outputs, output_file_names(result.outputs)):
+        for it, fname in zip(result.outputs, names):
             try:
                 await srv.client.download(it, os.path.join(job_dir, fname))  # ServerDown propagates
             except RequestFailed as e:
@@ -409,5 +423,5 @@ class BatchRunner(Ledger):
             self.log(f"could not clean up the queue of {srv.url}: {e}")
         for pid in ids:
             p = srv.inflight.pop(pid)
-            self.manifest.update(p.name, status="cancelled")
+            self.cancel(p, f"{srv.url} prompt {pid[:8]}")
         self.log(f"cancelled {len(ids)} prompt(s) on {srv.url}; run the same command again to resume")

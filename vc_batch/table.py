@@ -59,6 +59,10 @@ def _csv_rows(path, f, delimiter):
         except StopIteration:
             return
         except csv.Error as e:
+            if "field larger than field limit" in str(e):
+                raise TableError(f"{path}:{start}: a cell is longer than {csv.field_size_limit()} characters. A "
+                                 "prompt that long is cut to 77 tokens by the text encoder anyway: shorten it. (A "
+                                 "quote without its closing quote also makes the rest of the file one cell.)") from None
             raise TableError(f"{path}:{start}: broken CSV quoting ({e}); a field that holds the delimiter, "
                              'a quote or a line break must be in double quotes, with quotes inside doubled ("")') \
                 from None

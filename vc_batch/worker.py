@@ -21,8 +21,8 @@ import tempfile
 import time
 import uuid
 
-from .client import (NO_OUTPUT, ComfyClient, PromptRejected, RequestFailed, ServerDown, output_file_names,
-                     parse_history, partial_rejection)
+from .client import (NO_OUTPUT, ComfyClient, MalformedAnswer, PromptRejected, RequestFailed, ServerDown,
+                     output_file_names, parse_history, partial_rejection)
 
 WATCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "comfy_process.py")
 
@@ -180,17 +180,21 @@ class ComfyJobs:
             if pid not in running and pid not in pending:
                 break
             await asyncio.sleep(self.poll_interval)
-        entry = await c.history(pid)
+        try:
+            entry = await c.history(pid)
+            result = parse_history(entry) if entry is not None else None
+            names = output_file_names(result.outputs) if result is not None and result.ok else []
+        except MalformedAnswer as e:  # the job's error: the server did answer
+            return failed(pid, str(e))
         if entry is None:
             raise ServerDown(f"prompt {pid[:8]} is gone from {self.url} (restarted?)")
-        result = parse_history(entry)
         if not result.ok:
             return {"status": "interrupted" if result.interrupted else "failed", "prompt_id": pid,
                     "error": result.error, "seconds": result.seconds, "files": []}
         if not result.outputs:
             return failed(pid, NO_OUTPUT)
         files = []
-        for it, fname in zip(result.outputs, output_file_names(result.outputs)):
+        for it, fname in zip(result.outputs, names):
             try:
                 files.append((fname, await c.download(it)))
             except RequestFailed as e:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from . import registry
 from .checkpoint_file import (CheckpointError, UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX,
-                              rename_legacy_keys, split_components, read_layout)
+                              check_dtypes, check_schedule, rename_legacy_keys, split_components, read_layout)
 from .unet_config import UNetConfig, HEAD_DIM
 
 # T2V-Turbo's guidance-scale embedding; its UNets ship as bare state dicts (`torch.save(unet.state_dict())`,
@@ -187,6 +187,8 @@ def inspect_checkpoint(sd, name="checkpoint"):
     missing = [p for p in (VAE_PREFIX, TEXT_PREFIX) if not parts[p]]
     if missing:
         raise CheckpointError(f"{name} has a VideoCrafter UNet but no tensors under {missing}; {expected}.")
+    check_schedule(sd, name)
+    check_dtypes(sd, name)
     cfg = infer_unet_config(unet)
     if cfg.image_cross_attention and (not parts[PROJECTOR_PREFIX] or
                                       not any(k.startswith("visual.") for k in parts[VISION_PREFIX])):
@@ -211,6 +213,7 @@ def inspect_turbo_unet(sd, name="UNet file"):
                 ".safetensors with the same keys): the VideoCrafter2 UNet plus 'time_cond_proj.weight'")
     if "input_blocks.0.0.weight" not in unet or "out.2.weight" not in unet:
         raise CheckpointError(f"{name} is not a UNet: found {describe_found(sd)}; {expected}.")
+    check_dtypes(unet, name)
     if TURBO_KEY not in unet:
         raise CheckpointError(
             f"{name} is a UNet without the guidance-scale embedding ('time_cond_proj'), so it is not a T2V-Turbo "

@@ -115,6 +115,54 @@ def split_components(sd):
     return out
 
 
+# every model of the family trains on 1000 DDPM timesteps (its schedule buffers have that length; scale_arr may be
+# longer: the original cuts it)
+TIMESTEPS = 1000
+# the dtypes of safetensors headers (safe_open's get_dtype) the layout reader keeps on its meta tensors
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
+                      "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+REDOWNLOAD = "The file is damaged or not a VideoCrafter checkpoint: download (or convert) it again."
+
+
+def check_dtypes(sd, name, what="weights", fix="Use the released file or a .safetensors converted from it."):
+    """Every tensor the pack uses is floating point (fp32, fp16, bf16, fp8); CheckpointError naming the file, a
+    tensor and `fix` otherwise (an int8-quantised copy loaded without an error and sampled black frames)."""
+    for key, value in sd.items():
+        if not value.dtype.is_floating_point and not is_ignored_key(key):
+            raise CheckpointError(f"{name}: tensor {key} is {str(value.dtype).replace('torch.', '')}; VideoCrafter "
+                                  f"{what} are floating point (fp32, fp16, bf16 or fp8), and integer-quantised files "
+                                  f"are not supported. {fix}")
+
+
+def check_schedule(sd, name):
+    """The noise-schedule buffers a checkpoint carries (values read; meta tensors are left alone): alphas_cumprod of
+    TIMESTEPS values in (0, 1] decreasing (a zero-terminal-SNR schedule ends at 0), betas of as many in (0, 1],
+    scale_arr of at least as many positive values. CheckpointError naming the file and the buffer otherwise."""
+    def bad(key, why):
+        return CheckpointError(f"{name}: its noise schedule '{key}' {why}. {REDOWNLOAD}")
+    for key in SCHEDULE_KEYS:
+        value = sd.get(key)
+        if value is None or value.is_meta:
+            continue
+        if not value.dtype.is_floating_point:
+            raise bad(key, f"is {str(value.dtype).replace('torch.', '')}, not floating point")
+        if value.ndim != 1 or (value.numel() < TIMESTEPS if key == "scale_arr" else value.numel() != TIMESTEPS):
+            raise bad(key, f"has shape {list(value.shape)}; the models of this family have {TIMESTEPS} timesteps")
+        v = value.double()
+        if not bool(torch.isfinite(v).all()):
+            raise bad(key, "holds NaN or infinite values")
+        if key == "scale_arr" and not bool((v > 0).all()):
+            raise bad(key, "holds values that are not positive")
+        if key != "scale_arr":
+            # a zero-terminal-SNR schedule ends at 0 (in fp16 its last few values may all round to 0)
+            low = v >= 0 if key == "alphas_cumprod" else v > 0
+            if not bool((low & (v <= 1)).all()) or v[0] <= 0:
+                raise bad(key, f"holds values outside (0, 1] (from {v.min().item():.4g} to {v.max().item():.4g})")
+        if key == "alphas_cumprod" and not (bool((v[1:] <= v[:-1]).all()) and v[0] > v[-1]):
+            raise bad(key, "does not decrease from timestep to timestep")
+
+
 def noise_schedule(sd, timesteps=1000, linear_start=0.00085, linear_end=0.012):
     """(alphas_cumprod [T] float64, scale_arr [T] float64 or None) from the checkpoint buffers."""
     if "alphas_cumprod" in sd:
@@ -140,5 +188,7 @@ def read_layout(path):
             if key in SCHEDULE_KEYS:
                 sd[key] = f.get_tensor(key)
             else:
-                sd[key] = torch.empty(f.get_slice(key).get_shape(), device="meta")
+                piece = f.get_slice(key)
+                sd[key] = torch.empty(piece.get_shape(), dtype=SAFETENSORS_DTYPES.get(piece.get_dtype(), torch.uint8),
+                                      device="meta")
     return rename_legacy_keys(sd)

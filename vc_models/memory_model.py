@@ -81,3 +81,82 @@ def plain_decode_bytes(latent_shape, dtype):
     comfy.sd.VAE.decode takes as many frames per batch as the free memory holds."""
     return PLAIN_DECODE_VALUES_PER_LATENT_PIXEL * latent_shape[-2] * latent_shape[-1] * \
         comfy.model_management.dtype_size(dtype)
+
+
+# Refusing what cannot fit. Besides one UNet call's activations a sampling run holds latent-sized float32 tensors:
+# the latent, the noise, the sampler's x, denoised and its history, the cond/uncond batch in and out; a bound, small
+# beside the activations (~17 C0 values per latent pixel-frame against 4 per copy)
+SAMPLING_LATENT_COPIES = 10
+FLOAT32_BYTES = 4
+
+
+def latent_bytes(batch, frames, h, w):
+    """Bytes of one float32 video latent [batch, 4, frames, h, w]."""
+    return batch * 4 * frames * h * w * FLOAT32_BYTES
+
+
+def sampling_bytes(patcher, shape):
+    """Bytes sampling a latent of `shape` [B, 4, T, h, w] needs at the least on the model's device: one UNet call on
+    the whole batch (core can run cond and uncond apart, not split a batch; with core's context windows, one window
+    of frames), the latent copies, and on the CPU the weights too (they live in the same RAM)."""
+    batch, channels, frames, h, w = shape
+    handler = patcher.model_options.get("context_handler")
+    window = getattr(handler, "context_length", None)
+    call_frames = min(frames, window) if window else frames
+    need = patcher.model.memory_required([batch, channels, call_frames, h, w])
+    need += SAMPLING_LATENT_COPIES * latent_bytes(batch, frames, h, w)
+    if patcher.load_device.type == "cpu":
+        need += patcher.model_size()
+    return need
+
+
+def most_frames(fits, frames):
+    """The largest frame count below `frames` for which fits(count) holds (0 when not even one frame fits)."""
+    low, high = 0, frames - 1
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle - 1)
+    return low
+
+
+def gigabytes(size):
+    return f"{size / 2**30:.1f} GB"
+
+
+def device_memory_words(device):
+    return "this machine's RAM" if device.type == "cpu" else f"the {device} memory"
+
+
+def sampling_refusal(patcher, shape):
+    """None when sampling `shape` [B, 4, T, h, w] fits the model's device by the memory model (on the CPU: the host's
+    RAM); else the message, naming what fits: the most frames at this size, else at batch 1, else a smaller size."""
+    device = patcher.load_device
+    total = comfy.model_management.get_total_memory(device)
+    need = sampling_bytes(patcher, shape)
+    if need <= total:
+        return None
+    batch, channels, frames, h, w = shape
+    size = f"{w * 8}x{h * 8}"
+    asked = (f"Sampling {batch} x {frames} frames of {size} needs about {gigabytes(need)} (this model's memory "
+             f"model: one UNet call, the latents" + (", the weights" if device.type == "cpu" else "") +
+             f") and {device_memory_words(device)} is {gigabytes(total)}: ")
+    for fit_batch in dict.fromkeys((batch, 1)):
+        fitting = most_frames(lambda t: sampling_bytes(patcher, [fit_batch, channels, t, h, w]) <= total, frames + 1)
+        if fitting:
+            return asked + (f"at most {fitting} frames of {size} fit at batch {fit_batch}. Lower frames"
+                            + (" or batch_size." if fit_batch == batch else " and batch_size to 1."))
+    return asked + f"not even one frame of {size} fits. Lower width and height."
+
+
+def latent_refusal(batch, frames, h, w):
+    """None when a latent [batch, 4, frames, h, w] and the copies sampling makes of it fit the host's RAM, else the
+    message naming the most frames that fit (the model is not known yet: the sampler checks the rest)."""
+    total = comfy.model_management.get_total_memory(comfy.model_management.intermediate_device())
+    def need(t, b=batch):
+        return SAMPLING_LATENT_COPIES * latent_bytes(b, t, h, w)
+    if need(frames) <= total:
+        return None
+    fitting = most_frames(lambda t: need(t) <= total, frames + 1)
+    fix = f"at most {fitting} frames fit at batch {batch}" if fitting else "not even one frame fits: lower width and height"
+    return (f"A latent of {batch} x {frames} frames of {w * 8}x{h * 8} and its copies while sampling need about "
+            f"{gigabytes(need(frames))}, more than this machine's {gigabytes(total)} of RAM: {fix}.")

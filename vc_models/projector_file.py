@@ -5,7 +5,7 @@ No ComfyUI imports (the loader node and the trainer both use it).
 """
 import os
 
-from .checkpoint_file import PROJECTOR_PREFIX, UNET_PREFIX
+from .checkpoint_file import PROJECTOR_PREFIX, UNET_PREFIX, CheckpointError, check_dtypes
 
 IMAGE_KV_SUFFIXES = (".attn2.to_k_ip.weight", ".attn2.to_v_ip.weight")
 
@@ -23,8 +23,14 @@ def apply_projector_file(sd, path):
     import safetensors.torch
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No projector file at {path}")
-    patch = safetensors.torch.load_file(path, device="cpu")
     name = os.path.basename(path)
+    again = "Copy it again, or run stage 'projector' of VideoCrafter Train I2V again to write it."
+    try:
+        patch = safetensors.torch.load_file(path, device="cpu")
+    except Exception as e:  # safetensors' own errors (header too small, ...) name no file
+        raise CheckpointError(f"Could not read the projector file {name} ({os.path.getsize(path)} bytes): "
+                              f"{type(e).__name__}: {e}. It is damaged or truncated. {again}") from e
+    check_dtypes(patch, name, "projector weights", again)
     foreign = sorted(k for k in patch if not is_projector_file_key(k))
     if foreign or not any(k.startswith(PROJECTOR_PREFIX) for k in patch):
         raise ValueError(f"{name} is not a VideoCrafter projector file (expected only 'image_proj_model.*' and "

@@ -71,7 +71,9 @@ class Release:
     file_name: str  # in models/videocrafter: what the shipped workflows load
     bare_unet: bool = False  # a UNet state dict alone (T2V-Turbo: used with the VideoCrafter2 checkpoint)
     folder: str = "videocrafter"  # the ComfyUI models folder it goes to (CONTROLNET_FOLDER for a ControlNet)
-    sha256_source: str = "the hub's LFS ETag"
+    # sha256 of the released file, pinned where it is known (the downloader then trusts it over what the hub says);
+    # empty: the hub's own LFS sha256 (a strong 64-hex ETag) verifies the download, and without one it is refused
+    sha256: str = ""
 
     @property
     def page(self):

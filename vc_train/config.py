@@ -24,6 +24,9 @@ class TrainConfig:
     # ---- data
     data: str = ""                  # folder of videos (or images, stage images) + same-name .txt, or a .csv / .jsonl
     video_root: str = ""            # base folder for relative paths in a CSV/JSONL (default: its folder)
+    # folders every data file (the folder, the list and each video it names) must lie in; empty: anywhere. The node
+    # sets ComfyUI's input folder: a list uploaded there cannot make the trainer read files from elsewhere
+    data_roots: tuple = ()
     frames: int = 16
     frame_stride: int = 4           # fps condition = clip fps / frame_stride
     height: int = 320

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..vc_models.paths import inside_any
+
 log = logging.getLogger("vc_train")
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".gif", ".m4v")
@@ -34,8 +36,17 @@ class VideoItem:
     caption: str
 
 
-def list_videos(source, video_root=""):
-    """[VideoItem] from a folder, a .csv or a .jsonl."""
+def check_inside_roots(path, roots, what):
+    """`path` must lie inside one of `roots` (none: anywhere); a DatasetError naming `what` and the folders otherwise."""
+    if roots and not inside_any(path, roots):
+        raise DatasetError(f"{what} {path} lies outside {' or '.join(roots)}, the folder training data must come "
+                           "from here: give paths inside it (relative paths, no '..'), or move the files there.")
+
+
+def list_videos(source, video_root="", roots=()):
+    """[VideoItem] from a folder, a .csv or a .jsonl. `roots`: folders every listed file must lie in (the node passes
+    ComfyUI's input folder: a list uploaded there cannot make the trainer read files from elsewhere on the host)."""
+    check_inside_roots(source, roots, "The training data")
     if os.path.isdir(source):
         return _list_folder(source)
     if not os.path.isfile(source):
@@ -48,10 +59,24 @@ def list_videos(source, video_root=""):
         rows = _read_jsonl(source)
     else:
         raise DatasetError(f"{source}: unknown data list format (use a folder, .csv or .jsonl).")
-    empty = sum(1 for _, c in rows if not c.strip())
+    empty = sum(1 for _, c, _ in rows if not c.strip())
     if empty:
         log.warning("%d rows of %s have an empty caption; they train with the empty prompt", empty, source)
-    return [VideoItem(p if os.path.isabs(p) else os.path.join(root, p), c) for p, c in rows]
+    items = []
+    for path, caption, where in rows:
+        path = path if os.path.isabs(path) else os.path.join(root, path)
+        check_inside_roots(os.path.abspath(path), roots, f"{where}: the video")
+        items.append(VideoItem(path, caption))
+    return items
+
+
+def list_training_items(cfg):
+    """[VideoItem] of a TrainConfig's data: the images of stage 'images', else the videos (checked against
+    cfg.data_roots)."""
+    roots = tuple(cfg.data_roots or ())
+    if cfg.stage == "images":
+        return list_images(cfg.data, roots)
+    return list_videos(cfg.data, cfg.video_root, roots)
 
 
 def _read_text(path, what):
@@ -72,8 +97,9 @@ def count_media(folder):
     return sum(e in VIDEO_EXTENSIONS for e in exts), sum(e in IMAGE_EXTENSIONS for e in exts)
 
 
-def list_images(folder):
+def list_images(folder, roots=()):
     """[VideoItem] of the images in a folder (same-name .txt captions), for the `images` stage."""
+    check_inside_roots(folder, roots, "The image folder")
     if not os.path.isdir(folder):
         raise DatasetError(f"Image folder not found: {folder} (stage 'images' trains on a folder of images with "
                            "same-name .txt captions).")
@@ -127,7 +153,7 @@ def _read_csv(path):
             video = os.path.join(_pick(row, ("page_dir",), "page_dir", where), _pick(row, ("videoid",), "videoid", where) + ".mp4")
         else:
             video = _pick(row, PATH_COLUMNS, "video path", where)
-        rows.append((video, _pick(row, CAPTION_COLUMNS, "caption", where)))
+        rows.append((video, _pick(row, CAPTION_COLUMNS, "caption", where), where))
     return rows
 
 
@@ -143,7 +169,7 @@ def _read_jsonl(path):
             raise DatasetError(f"{where}: not valid JSON ({e.msg} at column {e.colno}).") from None
         if not isinstance(row, dict):
             raise DatasetError(f"{where}: expected an object like {{\"path\": ..., \"caption\": ...}}, got {type(row).__name__}.")
-        rows.append((_pick(row, PATH_COLUMNS, "video path", where), _pick(row, CAPTION_COLUMNS, "caption", where)))
+        rows.append((_pick(row, PATH_COLUMNS, "video path", where), _pick(row, CAPTION_COLUMNS, "caption", where), where))
     return rows
 
 

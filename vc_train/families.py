@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..vc_models.registry import START_END_IMAGES, TRAIN_STAGES as I2V_STAGES
-from .data import VideoDataset, DatasetError, count_media, list_videos
+from .data import VideoDataset, DatasetError, count_media, list_training_items
 
 
 @dataclass
@@ -218,6 +218,8 @@ def check_plan(cfg, entry):
                                "of images (stage 'videos' on videos).")
     if entry.image_inputs == START_END_IMAGES:
         check_interpolation_data(cfg, entry)
+    elif cfg.data_roots:
+        list_training_items(cfg)  # a listed file outside the data roots is refused before any model loads
 
 
 def check_interpolation_data(cfg, entry):
@@ -231,7 +233,7 @@ def check_interpolation_data(cfg, entry):
     if cfg.cond_frame != "first":
         raise ValueError(f"{entry.description} trains as interpolation: conditioned on the clip's first and last "
                          "frame (the original's rand_cond_frame: false); set cond_frame to 'first'.")
-    dataset = VideoDataset(list_videos(cfg.data, cfg.video_root), cfg.frames, cfg.frame_stride, cfg.height, cfg.width)
+    dataset = VideoDataset(list_training_items(cfg), cfg.frames, cfg.frame_stride, cfg.height, cfg.width)
     short = [dataset.items[i].path for i, _, reason in dataset.probe_indices(range(len(dataset))) if reason == "too_short"]
     if short:
         raise DatasetError(f"{len(short)} videos are shorter than an interpolation clip ({cfg.frames} frames at "

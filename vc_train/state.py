@@ -168,7 +168,12 @@ class StateStore:
 
     def _prune(self, folder):
         for _, path in self._complete(self.run_id)[:-self.keep]:
-            shutil.rmtree(path, ignore_errors=True)
+            # renamed out of the states first (one atomic step): an interrupt inside the deletion leaves a leftover
+            # the next prune removes, never a state that still has meta.json with its weights half deleted
+            doomed = os.path.join(folder, f"{INCOMPLETE_PREFIX}{os.path.basename(path)}-pruned")
+            shutil.rmtree(doomed, ignore_errors=True)
+            os.replace(path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
         for name in os.listdir(folder):  # leftovers of this run killed while writing
             if name.startswith(INCOMPLETE_PREFIX) and not name.endswith(f"-{os.getpid()}"):
                 shutil.rmtree(os.path.join(folder, name), ignore_errors=True)

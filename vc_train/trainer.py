@@ -23,7 +23,7 @@ from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
 from ..vc_models.checkpoint import training_entry
 from ..vc_models.process_memory import peak_rss_bytes
-from .data import VideoDataset, ImageDataset, SampleStream, list_videos, list_images, DatasetError, dataset_digest
+from .data import VideoDataset, ImageDataset, SampleStream, list_training_items, DatasetError, dataset_digest
 from .distributed import Distributed
 from .families import Batch, objective_for, check_plan
 from .objective import NoiseSchedule, step_generator
@@ -151,9 +151,12 @@ class RunOutputs:
                 RUN_METADATA_KEY: run_id}
         return key, write_safetensors(tensors, path, meta, overwrite=self.may_replace(path, run_id))
 
-    def existing_results(self):
-        """{output key: path} of the result files on disk (also those an earlier, resumed session wrote)."""
-        return {key: self.paths[key] for key in self.stage_output.values() if os.path.exists(self.paths[key])}
+    def existing_results(self, run_id):
+        """{output key: path} of run `run_id`'s result files on disk (also those an earlier, resumed session of it
+        wrote); an unrelated file that happens to have a result's name is not one (a projector-only run named like
+        an existing checkpoint reported that checkpoint as its result)."""
+        return {key: self.paths[key] for key in self.stage_output.values()
+                if os.path.exists(self.paths[key]) and self.owner(self.paths[key]) == run_id}
 
 
 def resume_refusal(path, meta, changes):
@@ -279,10 +282,10 @@ class Trainer:
         cfg, dist = self.cfg, self.dist
         # an error on any rank reaches every rank at the next collective step: all fail together
         if cfg.stage == "images":
-            items = dist.on_main(lambda: list_images(cfg.data))
+            items = dist.on_main(lambda: list_training_items(cfg))
             dataset = ImageDataset(items, cfg.height, cfg.width, self.models.default_fps)
         else:
-            items = dist.on_main(lambda: list_videos(cfg.data, cfg.video_root))
+            items = dist.on_main(lambda: list_training_items(cfg))
             dataset = VideoDataset(items, cfg.frames, cfg.frame_stride, cfg.height, cfg.width, cfg.cond_frame)
         if cfg.probe_videos:
             # every rank opens its share of the videos; all ranks then keep the same items
@@ -702,7 +705,7 @@ class Trainer:
         }
         if self.dist.is_main:
             self.outputs["loss_csv"], self.outputs["loss_curve"] = self.paths["loss_csv"], self.paths["loss_curve"]
-            self.outputs = {**self.run_outputs.existing_results(), **self.outputs}
+            self.outputs = {**self.run_outputs.existing_results(self.store.run_id), **self.outputs}
             summary["outputs"] = dict(self.outputs)
             self.outputs["summary"] = write_json(self.paths["summary"], summary)
         return TrainResult(step=self.step, history=self.history, loss_curve=self.loss_curve(),

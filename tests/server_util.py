@@ -50,7 +50,7 @@ def http_json(url, data=None, timeout=10):
 
 
 class ComfyServer:
-    def __init__(self, root, port=None, checkpoints=TINY_CHECKPOINTS, extra_args=()):
+    def __init__(self, root, port=None, checkpoints=TINY_CHECKPOINTS, extra_args=(), env=None):
         self.root = str(root)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,6 +61,7 @@ class ComfyServer:
         self.models_dir = os.path.join(self.root, "comfy_models")
         self.log_path = os.path.join(self.root, "comfy_server.log")
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})  # added to the server's environment
         self.proc = None
         self._log = None
         for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir):
@@ -96,7 +97,7 @@ class ComfyServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
         self._log = open(self.log_path, "ab")
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(self.command(), cwd=comfyui_path(), stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)

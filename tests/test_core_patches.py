@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import rel_err
+from conftest import rel_err, require_reference
 
 MODELS = ("tiny_t2v_v2", "tiny_dc_512")
 FRAMES, WIDTH, HEIGHT, STEPS = 8, 128, 64, 6
@@ -180,8 +180,7 @@ def test_hook_kinds_the_unet_does_not_apply_are_refused(graphs):
 
 def test_model_sampling_that_describes_the_process_samples(graphs, unpatched):
     """A core ModelSamplingDiscrete (eps) on DynamiCrafter 256's own sigmas (plain eps, no scale_arr) computes the
-    model's process: it is kept and samples what the model's schedule samples. Core's default betas differ from
-    the tiny checkpoint's alphas_cumprod (7 % in sigma), so the ModelSamplingDiscrete node itself is refused."""
+    model's process: it is kept and samples what the model's schedule samples."""
     import comfy.model_sampling
 
     class Replacement(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
@@ -192,6 +191,13 @@ def test_model_sampling_that_describes_the_process_samples(graphs, unpatched):
     patched = model.clone()
     patched.add_object_patch("model_sampling", replacement)
     assert rel_err(sample(patched, positive, negative, latent), unpatched["tiny_dc_256"]) < 1e-4
+
+
+def test_model_sampling_node_on_another_schedule_is_refused(graphs):
+    """Core's default betas differ from the reference tiny DynamiCrafter 256's alphas_cumprod (7 % in sigma), so the
+    ModelSamplingDiscrete node (eps) is refused there (the smoke model stores core's default schedule)."""
+    require_reference("golden/tiny_dc_256.safetensors")
+    model, positive, negative, latent = graphs["tiny_dc_256"]
     (node_patched,) = run_node("ModelSamplingDiscrete", model=model, sampling="eps", zsnr=False)
     with pytest.raises(ValueError, match="alphas_cumprod"):
         sample(node_patched, positive, negative, latent)
@@ -366,13 +372,14 @@ class VideoCrafterTestPatchKind:
 
 NODE_CLASS_MAPPINGS = {"VideoCrafterTestPatchKind": VideoCrafterTestPatchKind}
 '''
-# refusals beyond the matrix: (node, model, inputs, words of the reason)
+# refusals beyond the matrix: (node, model, inputs, words of the reason, the reference file the refusal relies on)
 SERVER_REFUSALS = [
-    ("ModelSamplingDiscrete", "tiny_t2v_v2", {"sampling": "eps", "zsnr": False}, "latent-scale schedule"),
-    ("ModelSamplingDiscrete", "tiny_dc_256", {"sampling": "eps", "zsnr": False}, "checkpoint's own alphas_cumprod"),
-    ("VideoCrafterTestPatchKind", "tiny_t2v_v2", {}, "'forward_timestep_embed_patch'"),
+    ("ModelSamplingDiscrete", "tiny_t2v_v2", {"sampling": "eps", "zsnr": False}, "latent-scale schedule", None),
+    ("ModelSamplingDiscrete", "tiny_dc_256", {"sampling": "eps", "zsnr": False}, "checkpoint's own alphas_cumprod",
+     "golden/tiny_dc_256.safetensors"),  # see test_model_sampling_node_on_another_schedule_is_refused
+    ("VideoCrafterTestPatchKind", "tiny_t2v_v2", {}, "'forward_timestep_embed_patch'", None),
 ]
-REFUSALS = [(node, name, {k: v for k, v in MATRIX[node].items() if k != "refused"}, MATRIX[node]["refused"])
+REFUSALS = [(node, name, {k: v for k, v in MATRIX[node].items() if k != "refused"}, MATRIX[node]["refused"], None)
             for node in sorted(MATRIX) if "refused" in MATRIX[node] for name in MODELS] + SERVER_REFUSALS
 EFFECTS = [(node, name) for node in sorted(MATRIX) if "refused" not in MATRIX[node] for name in MODELS]
 
@@ -467,12 +474,14 @@ def server_unpatched(server, server_info):
     return Lazy(lambda name: server_sample(server, api_graph(server_info, name)))
 
 
-@pytest.mark.parametrize("node,model_name,inputs,reason", REFUSALS, ids=[f"{r[0]}-{r[1]}" for r in REFUSALS])
-def test_refused_patch_is_refused_in_a_server(server, server_info, node, model_name, inputs, reason):
+@pytest.mark.parametrize("node,model_name,inputs,reason,reference", REFUSALS, ids=[f"{r[0]}-{r[1]}" for r in REFUSALS])
+def test_refused_patch_is_refused_in_a_server(server, server_info, node, model_name, inputs, reason, reference):
     """The core KSampler in a real server stops with the patch node's name and why: no crash inside the sampler."""
     from server_util import run_prompt
     if node not in server_info:
         pytest.skip(f"{node} is not in this ComfyUI")
+    if reference:
+        require_reference(reference)
     entry = run_prompt(server, api_graph(server_info, model_name, node, inputs))
     assert entry["status"]["status_str"] == "error", entry["status"]
     (error,) = [body for kind, body in entry["status"]["messages"] if kind == "execution_error"]

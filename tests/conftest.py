@@ -130,10 +130,10 @@ def module_model_folder(pack, module_tmp):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One real ComfyUI server for the tests that only need one (a module needing another setup defines its
-    own `server`): the tiny checkpoints, the start image as server_util.START_IMAGE in its input folder."""
-    from server_util import ComfyServer, START_IMAGE
+    own `server`): the tiny checkpoints; its input folder holds what the pack writes there at start-up (the example
+    inputs, server_util.START_IMAGE among them), as a user's does."""
+    from server_util import ComfyServer
     srv = ComfyServer(tmp_path_factory.mktemp("server"))
-    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     srv.start()
     yield srv
     srv.stop()

@@ -24,7 +24,8 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 from comfy_boot import REPO, GOLDEN, comfyui_path  # noqa: E402  (no ComfyUI import: paths only)
-START_IMAGE = "videocrafter_start.png"  # the start image in the shared server's input folder (tests/conftest.py)
+# the example start image the pack writes into every server's input folder (vc_models/example_inputs.py START)
+START_IMAGE = "videocrafter_start.png"
 TINY_CHECKPOINTS = ("tiny_t2v_v2.safetensors", "tiny_t2v_v1.safetensors", "tiny_i2v_v1.safetensors",
                     "tiny_dc_256.safetensors", "tiny_dc_512.safetensors")
 

@@ -386,9 +386,8 @@ EFFECTS = [(node, name) for node in sorted(MATRIX) if "refused" not in MATRIX[no
 
 @pytest.fixture(scope="module")
 def server(module_tmp):
-    """A server with the tiny checkpoints, the start image and a custom node adding a hook kind (see above)."""
-    import shutil
-    from server_util import ComfyServer, START_IMAGE
+    """A server with the tiny checkpoints, the example inputs and a custom node adding a hook kind (see above)."""
+    from server_util import ComfyServer
     root = module_tmp("patch_server")
     nodes_dir = root / "custom_nodes"
     nodes_dir.mkdir()
@@ -397,7 +396,6 @@ def server(module_tmp):
     yaml.write_text(f"vc_test_nodes:\n    custom_nodes: {nodes_dir}\n")
     # one torch thread: see conftest.one_torch_thread (4.5 s a prompt instead of 11-30 s on a shared 2-CPU box)
     srv = ComfyServer(root, extra_args=["--extra-model-paths-config", str(yaml)], env={"OMP_NUM_THREADS": "1"})
-    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     srv.start()
     yield srv
     srv.stop()

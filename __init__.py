@@ -6,5 +6,8 @@ _sampling.register()
 _lora_keys.install()  # core LoRA loading also reads peft / diffusers-style keys for this pack's UNet
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402  (after the sampler is registered)
+from .nodes.example_inputs import write_missing_example_inputs  # noqa: E402
+
+write_missing_example_inputs()  # the shipped graphs' Load Image / Load Video files, when the input folder lacks them
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -10,6 +10,7 @@ import torch
 
 import comfy.samplers
 
+from ..vc_models.conditioning import fit_images
 from ..vc_models.sampling import SAMPLER_NAME, TRAILING_SCHEDULER_NAME, seeded_step_noise
 from .decode import VideoCrafterVAEDecode
 from .dynamicrafter import DynamiCrafterConditioning
@@ -18,13 +19,36 @@ from .loader import PROJECTOR_TYPE
 from .sampler import sample_video
 
 
+SINGLE_INPUTS = 8  # optional IMAGE inputs key_frame_1 ... key_frame_8
+
+
+def gather_key_frames(key_frames, single_inputs, width, height):
+    """IMAGE [N, height, width, 3]: the `key_frames` batch (if linked), then key_frame_1 ... key_frame_8 in order
+    (those linked; each may be a batch), every image fitted to the video size as DynamiCrafter Conditioning fits
+    it (images of different sizes can then be joined; an image already at that size is kept as it is)."""
+    unknown = set(single_inputs) - {f"key_frame_{i}" for i in range(1, SINGLE_INPUTS + 1)}
+    if unknown:
+        raise TypeError(f"VideoCrafter Key-Frame Sequence has no input {sorted(unknown)}")
+    linked = [("key_frames", key_frames)] + [(f"key_frame_{i}", single_inputs.get(f"key_frame_{i}"))
+                                             for i in range(1, SINGLE_INPUTS + 1)]
+    images = []
+    for name, image in linked:
+        if image is None:
+            continue
+        if image.ndim != 4:
+            raise ValueError(f"VideoCrafter Key-Frame Sequence: '{name}' is not an IMAGE [B, H, W, C] (shape "
+                             f"{list(image.shape)}); link an image (Load Image) or an IMAGE batch.")
+        images.append(fit_images(image, width, height))
+    count = sum(image.shape[0] for image in images)
+    if count < 2:
+        raise ValueError(f"VideoCrafter Key-Frame Sequence needs at least 2 key frames; got {count}. Link the images "
+                         "to key_frame_1, key_frame_2, ... in order (or an IMAGE batch to key_frames); for a single "
+                         "image use DynamiCrafter Conditioning with mode 'loop'.")
+    return torch.cat([image.to(images[0]) for image in images])
+
+
 def key_frame_pairs(key_frames, loop):
     """(start images, end images) of the segments: consecutive pairs, and for a loop last -> first."""
-    if key_frames is None or key_frames.ndim != 4 or key_frames.shape[0] < 2:
-        count = 0 if key_frames is None or key_frames.ndim != 4 else key_frames.shape[0]
-        raise ValueError(f"VideoCrafter Key-Frame Sequence needs at least 2 key frames (an IMAGE batch); got {count}. "
-                         "Batch the images (e.g. core 'Batch Images'), or for a single image use DynamiCrafter "
-                         "Conditioning with mode 'loop'.")
     ends = torch.cat([key_frames[1:], key_frames[:1]]) if loop else key_frames[1:]
     return key_frames[:len(ends)], ends
 
@@ -71,7 +95,6 @@ class VideoCrafterKeyFrameSequence:
             "vae": ("VAE", {"tooltip": "The VAE from Load VideoCrafter Checkpoint (ToonCrafter's looks at each pair)."}),
             "clip_vision": ("CLIP_VISION", {"tooltip": "The image encoder from Load VideoCrafter Checkpoint."}),
             "projector": (PROJECTOR_TYPE, {"tooltip": "The projector from Load VideoCrafter Checkpoint."}),
-            "key_frames": ("IMAGE", {"tooltip": "N >= 2 key frames in order, as one IMAGE batch."}),
             "loop": ("BOOLEAN", {"default": False, "tooltip": "Also interpolate from the last key frame back to the "
                                                               "first, for a video that loops."}),
             "width": ("INT", {"default": 512, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
@@ -95,11 +118,17 @@ class VideoCrafterKeyFrameSequence:
                               "tooltip": "DDIM eta; the originals use 1."}),
             "segments_per_batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip":
                                            "Segments sampled in one call: lower it if you run out of memory."}),
+        }, "optional": {
+            "key_frames": ("IMAGE", {"tooltip": "Key frames in order as one IMAGE batch; key_frame_1 ... follow it. "
+                                                "At least 2 key frames in all."}),
+            **{f"key_frame_{i}": ("IMAGE", {"tooltip": f"Key frame {i} (after the key_frames batch, if linked; any "
+                                                       "size: fitted to width x height). Link them in order."})
+               for i in range(1, SINGLE_INPUTS + 1)},
         }}
 
-    def generate(self, model, positive, negative, vae, clip_vision, projector, key_frames, loop, width, height, length,
-                 fs, seed, steps, cfg, sampler_name, scheduler, eta, segments_per_batch):
-        starts, ends = key_frame_pairs(key_frames, loop)
+    def generate(self, model, positive, negative, vae, clip_vision, projector, loop, width, height, length, fs, seed,
+                 steps, cfg, sampler_name, scheduler, eta, segments_per_batch, key_frames=None, **single_key_frames):
+        starts, ends = key_frame_pairs(gather_key_frames(key_frames, single_key_frames, width, height), loop)
         conditioning, decoder = DynamiCrafterConditioning(), VideoCrafterVAEDecode()
         frames = []
         for first in range(0, len(starts), segments_per_batch):

@@ -13,6 +13,12 @@ CASES = {"mg": "tiny_turbo_v2_mg", "nomg": "tiny_turbo_v2_nomg"}
 UNET_PREFIX = "model.diffusion_model."
 
 
+def reference_files(case):
+    """The reference files (relative to the reference folder) the tiny turbo UNet `case` is made of: there is no
+    smoke stand-in for them."""
+    return "golden/tiny_t2v_v2.safetensors", f"golden/{CASES[case]}.delta.safetensors"
+
+
 def tiny_turbo_unet(case):
     """{key: float32 tensor} of the tiny turbo UNet `case` ("mg" or "nomg")."""
     import safetensors.torch

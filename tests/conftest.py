@@ -1,13 +1,12 @@
 import json
 import os
-import re
 import shutil
 import tempfile
 
 import pytest
 
 # Without the reference data (../shared/reference or $VIDEOCRAFTER_REFERENCE) the tests that need it skip
-# with one reason and the others run on smoke checkpoints generated for this session (see comfy_boot.GOLDEN).
+# naming the file they need (require_reference) and the others run on smoke checkpoints generated for this session (see comfy_boot.GOLDEN).
 _OWN_SMOKE_DIR = None
 if not os.environ.get("VIDEOCRAFTER_SMOKE_DIR"):
     _OWN_SMOKE_DIR = os.path.join(tempfile.gettempdir(), f"videocrafter-smoke-{os.getpid()}")
@@ -21,12 +20,26 @@ REQUIRE_REFERENCE = os.environ.get("VIDEOCRAFTER_REQUIRE_REFERENCE") == "1"
 REFERENCE_MISSING = comfy_host.REFERENCE_MISSING
 
 
-def require_reference():
-    """Skip (fail on CI) the calling test when the reference data is not there."""
-    if not comfy_host.HAVE_REFERENCE:
+def require_reference(*files):
+    """The full paths of reference files (`files` relative to the reference folder, e.g. "keys/t2v_512_v2.0.keys.tsv",
+    "golden/tiny_t2v_v2.safetensors"); without one of them the calling test (or fixture) is skipped with a reason
+    naming the file, and fails on CI (VIDEOCRAFTER_REQUIRE_REFERENCE=1). A test whose expectation comes from the
+    reference calls this before it reads or relies on those files, so it never runs on the smoke models against a
+    tolerance set on the reference ones (the smoke models take the reference models' names in GOLDEN)."""
+    paths = [os.path.join(comfy_host.REFERENCE, *name.split("/")) for name in files or ("golden",)]
+    missing = [path for path in paths if not os.path.exists(path)]
+    if missing:
+        message = f"needs {missing[0]}" + (f" and {len(missing) - 1} more reference files" if len(missing) > 1 else "")
+        message += f" ({REFERENCE_MISSING})" if not comfy_host.HAVE_REFERENCE else " (not in the reference data)"
         if REQUIRE_REFERENCE:
-            pytest.fail(REFERENCE_MISSING)
-        pytest.skip(REFERENCE_MISSING)
+            pytest.fail(message)
+        pytest.skip(message)
+    return paths
+
+
+def reference_path(name):
+    """The full path of one reference file (see require_reference)."""
+    return require_reference(name)[0]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -48,42 +61,6 @@ def pytest_sessionstart(session):
     if REQUIRE_REFERENCE:
         pytest.exit(f"{REFERENCE_MISSING}; VIDEOCRAFTER_REQUIRE_REFERENCE=1 (CI) needs it", returncode=1)
     comfy_host.comfy_boot.ensure_smoke_models(comfy_host.SMOKE_DIR)
-
-
-_TINY_FILE = re.compile(r"tiny_[A-Za-z0-9_]+(?:\.case\d+)?(?:\.[A-Za-z0-9_]+)*\.(?:safetensors|json|png|ckpt|pt)")
-
-
-def _needs_missing_reference(text):
-    """True when a failure names a reference file that is not there (a path under the reference folder,
-    or a tiny reference file the smoke models do not stand in for)."""
-    if comfy_host.REFERENCE in text or "keys.tsv" in text:
-        return True
-    for name in _TINY_FILE.findall(text):
-        if not os.path.exists(os.path.join(comfy_host.SMOKE_DIR, os.path.basename(name))):
-            return True
-    return False
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed and not comfy_host.HAVE_REFERENCE and not REQUIRE_REFERENCE \
-            and _needs_missing_reference(report.longreprtext):
-        # a test (or its fixture) that reads reference data directly: report it as skipped for that reason
-        report.outcome = "skipped"
-        report.longrepr = (str(item.path), item.location[1] or 0, f"Skipped: {REFERENCE_MISSING}")
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector):
-    outcome = yield
-    report = outcome.get_result()
-    if report.failed and not comfy_host.HAVE_REFERENCE and not REQUIRE_REFERENCE \
-            and _needs_missing_reference(str(report.longrepr)):
-        report.outcome = "skipped"
-        report.longrepr = (str(collector.path), 0, f"Skipped: {REFERENCE_MISSING}")
-        report.result = []
 
 
 def _reference_skips(terminalreporter):
@@ -153,10 +130,10 @@ def module_model_folder(pack, module_tmp):
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """One real ComfyUI server for the tests that only need one (a module needing another setup defines its
-    own `server`): the tiny checkpoints, the start image as server_util.START_IMAGE in its input folder."""
-    from server_util import ComfyServer, START_IMAGE
+    own `server`): the tiny checkpoints; its input folder holds what the pack writes there at start-up (the example
+    inputs, server_util.START_IMAGE among them), as a user's does."""
+    from server_util import ComfyServer
     srv = ComfyServer(tmp_path_factory.mktemp("server"))
-    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     srv.start()
     yield srv
     srv.stop()
@@ -178,10 +155,10 @@ def models_dir(pack, tmp_path_factory):
 
 def load_golden(name, case="case1"):
     """The golden tensors and inputs of one reference case (skips without the reference data)."""
-    require_reference()
+    tensors_path, meta_path = require_reference(f"golden/{name}.{case}.golden.safetensors", f"golden/{name}.{case}.json")
     import safetensors.torch
-    tensors = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, f"{name}.{case}.golden.safetensors"))
-    with open(os.path.join(comfy_host.GOLDEN, f"{name}.{case}.json")) as f:
+    tensors = safetensors.torch.load_file(tensors_path)
+    with open(meta_path) as f:
         meta = json.load(f)
     return tensors, meta
 

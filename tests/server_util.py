@@ -24,7 +24,8 @@ import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
 from comfy_boot import REPO, GOLDEN, comfyui_path  # noqa: E402  (no ComfyUI import: paths only)
-START_IMAGE = "videocrafter_start.png"  # the start image in the shared server's input folder (tests/conftest.py)
+# the example start image the pack writes into every server's input folder (vc_models/example_inputs.py START)
+START_IMAGE = "videocrafter_start.png"
 TINY_CHECKPOINTS = ("tiny_t2v_v2.safetensors", "tiny_t2v_v1.safetensors", "tiny_i2v_v1.safetensors",
                     "tiny_dc_256.safetensors", "tiny_dc_512.safetensors")
 
@@ -50,7 +51,7 @@ def http_json(url, data=None, timeout=10):
 
 
 class ComfyServer:
-    def __init__(self, root, port=None, checkpoints=TINY_CHECKPOINTS, extra_args=()):
+    def __init__(self, root, port=None, checkpoints=TINY_CHECKPOINTS, extra_args=(), env=None):
         self.root = str(root)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -61,6 +62,7 @@ class ComfyServer:
         self.models_dir = os.path.join(self.root, "comfy_models")
         self.log_path = os.path.join(self.root, "comfy_server.log")
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})  # added to the server's environment
         self.proc = None
         self._log = None
         for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir):
@@ -96,7 +98,7 @@ class ComfyServer:
         if self.proc is not None and self.proc.poll() is None:
             return self
         self._log = open(self.log_path, "ab")
-        env = dict(os.environ)
+        env = {**os.environ, **self.env}
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.proc = subprocess.Popen(self.command(), cwd=comfyui_path(), stdout=self._log,
                                      stderr=subprocess.STDOUT, env=env, start_new_session=True)

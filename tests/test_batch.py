@@ -355,12 +355,39 @@ def test_key_frame_columns_fill_the_batch_in_order(tmp_path):
     roles = wfm.find_roles(wf)
     assert "image" not in roles and "key_frame_5" not in roles
     out = wfm.fill(wf, roles, {f"key_frame_{i}": f"k{i}.png" for i in range(1, 5)})
-    batch = []
-    link = out["6"]["inputs"]["key_frames"]  # walk the Image Batch chain: image1 is the earlier frames
-    while out[link[0]]["class_type"] == "ImageBatch":
-        batch.insert(0, out[out[link[0]]["inputs"]["image2"][0]]["inputs"]["image"])
-        link = out[link[0]]["inputs"]["image1"]
-    assert [out[link[0]]["inputs"]["image"]] + batch == ["k1.png", "k2.png", "k3.png", "k4.png"]
+    assert key_frame_images(out) == ["k1.png", "k2.png", "k3.png", "k4.png"]
+
+
+def key_frame_images(wf):
+    """The image names the Key-Frame Sequence node of an API graph gets, in its order: its `key_frames` batch (an
+    Image Batch chain: image1 holds the earlier frames), then key_frame_1 ... key_frame_8."""
+    def batch(link):
+        node = wf[link[0]]
+        if node["class_type"] == "ImageBatch":
+            return batch(node["inputs"]["image1"]) + batch(node["inputs"]["image2"])
+        return [node["inputs"]["image"]]
+    (sequence,) = [n["inputs"] for n in wf.values() if n["class_type"] == "VideoCrafterKeyFrameSequence"]
+    names = ["key_frames"] + [f"key_frame_{i}" for i in range(1, 9)]
+    return [image for name in names if name in sequence for image in batch(sequence[name])]
+
+
+def test_key_frame_columns_fill_separate_key_frame_inputs_after_the_batch(tmp_path):
+    """A Key-Frame Sequence fed a batch of two and single images on key_frame_1 / key_frame_2 (any order of node
+    ids): the key_frame_N columns fill them in the node's order (the batch first)."""
+    wf = wfm.load_workflow(os.path.join(REPO, "workflows", "api", "dc_512_keyframes.json"))
+    sequence = next(n for n in wf.values() if n["class_type"] == "VideoCrafterKeyFrameSequence")["inputs"]
+    for name in ["key_frames"] + [f"key_frame_{i}" for i in range(1, 9)]:
+        sequence.pop(name, None)
+    wf.update({"90": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+               "80": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+               "70": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+               "60": {"class_type": "LoadImage", "inputs": {"image": "x.png"}},
+               "50": {"class_type": "ImageBatch", "inputs": {"image1": ["80", 0], "image2": ["90", 0]}}})
+    sequence.update(key_frames=["50", 0], key_frame_2=["60", 0], key_frame_1=["70", 0])
+    roles = wfm.find_roles(wf)
+    assert "key_frame_5" not in roles and "image" not in roles
+    out = wfm.fill(wf, roles, {f"key_frame_{i}": f"k{i}.png" for i in range(1, 5)})
+    assert key_frame_images(out) == ["k1.png", "k2.png", "k3.png", "k4.png"]
 
 
 def test_fill_coerces_and_follows_primitive_links():

@@ -5,12 +5,12 @@ and converted as the loader does, and each component is built on the meta device
 receives and the parameters it has must match one for one. Keys left unused are exactly those
 `vc_models.checkpoint.is_ignored_key` lists.
 """
-import os
 
 import pytest
 import torch
 
 import comfy_host
+from conftest import reference_path
 
 LAYOUTS = {
     "t2v_512_v1.0": "vc1_t2v_512",
@@ -42,7 +42,7 @@ def released_schedule(layout, sd):
 
 def meta_state_dict(layout):
     sd = {}
-    with open(os.path.join(comfy_host.KEYS, f"{layout}.keys.tsv")) as f:
+    with open(reference_path(f"keys/{layout}.keys.tsv")) as f:
         for line in f:
             name, shape, _dtype = line.rstrip("\n").split("\t")
             dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import comfy_host
+from conftest import require_reference
 
 
 def test_ckpt_to_safetensors_fp16(pack, tmp_path):
@@ -71,6 +72,7 @@ def test_conversion_never_silently_replaces_a_model(pack, tmp_path):
 def test_turbo_unet_pt_converts_with_its_own_keys(pack, tmp_path):
     """A released T2V-Turbo UNet (bare state dict .pt) converts to the fp16 .safetensors the turbo loader reads."""
     import tiny_turbo
+    require_reference(*tiny_turbo.reference_files("mg"))
     convert = comfy_host.pack("vc_models.convert")
     ckpt = comfy_host.pack("vc_models.checkpoint")
     ckpt_file = comfy_host.pack("vc_models.checkpoint_file")

@@ -12,28 +12,29 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import rel_err
+from conftest import rel_err, require_reference
 
 MODELS = ("tiny_t2v_v2", "tiny_dc_512")
 FRAMES, WIDTH, HEIGHT, STEPS = 8, 128, 64, 6
 CHANGED = 1e-3  # relative L2 a patch must move the sampled latent by
 
-# node -> inputs other than the MODEL (defaults for the rest); "refused": the node's name must be in the error
+# node -> inputs other than the MODEL (defaults for the rest); "refused": words of the reason, which the error must
+# give together with the node's name
 MATRIX = {
     "FreeU": {},
     "FreeU_V2": {},
     "PerturbedAttentionGuidance": {"scale": 3.0},
-    "SelfAttentionGuidance": {"refused": True},
+    "SelfAttentionGuidance": {"refused": "4-D image latents"},
     "TomePatchModel": {"ratio": 0.5},
     "HyperTile": {"tile_size": 32},
     "PatchModelAddDownscale": {"end_percent": 1.0},
     "UNetSelfAttentionMultiply": {"q": 1.5},
     "UNetCrossAttentionMultiply": {"q": 1.5},
-    "UNetTemporalAttentionMultiply": {"self_temporal": 0.5, "refused": True},
+    "UNetTemporalAttentionMultiply": {"self_temporal": 0.5, "refused": "'.time_stack.' weights"},
     "EasyCache": {"reuse_threshold": 3.0},
     "LazyCache": {"reuse_threshold": 3.0},
-    "ModelSamplingDiscrete": {"refused": True},
-    "ModelSamplingContinuousEDM": {"refused": True},
+    "ModelSamplingDiscrete": {"refused": "checkpoint's own alphas_cumprod"},
+    "ModelSamplingContinuousEDM": {"refused": "checkpoint's own alphas_cumprod"},
 }
 
 
@@ -141,8 +142,9 @@ def test_core_patch_takes_effect_or_is_refused(graphs, unpatched, model_name, no
     model, positive, negative, latent = graphs[model_name]
     (patched,) = run_node(node, model=model, **inputs)
     if refused:
-        with pytest.raises(ValueError, match=node):
+        with pytest.raises(ValueError, match=node) as error:
             sample(patched, positive, negative, latent)
+        assert refused in str(error.value)
         return
     result = sample(patched, positive, negative, latent)
     assert torch.isfinite(result).all()
@@ -178,8 +180,7 @@ def test_hook_kinds_the_unet_does_not_apply_are_refused(graphs):
 
 def test_model_sampling_that_describes_the_process_samples(graphs, unpatched):
     """A core ModelSamplingDiscrete (eps) on DynamiCrafter 256's own sigmas (plain eps, no scale_arr) computes the
-    model's process: it is kept and samples what the model's schedule samples. Core's default betas differ from
-    the tiny checkpoint's alphas_cumprod (7 % in sigma), so the ModelSamplingDiscrete node itself is refused."""
+    model's process: it is kept and samples what the model's schedule samples."""
     import comfy.model_sampling
 
     class Replacement(comfy.model_sampling.ModelSamplingDiscrete, comfy.model_sampling.EPS):
@@ -190,6 +191,13 @@ def test_model_sampling_that_describes_the_process_samples(graphs, unpatched):
     patched = model.clone()
     patched.add_object_patch("model_sampling", replacement)
     assert rel_err(sample(patched, positive, negative, latent), unpatched["tiny_dc_256"]) < 1e-4
+
+
+def test_model_sampling_node_on_another_schedule_is_refused(graphs):
+    """Core's default betas differ from the reference tiny DynamiCrafter 256's alphas_cumprod (7 % in sigma), so the
+    ModelSamplingDiscrete node (eps) is refused there (the smoke model stores core's default schedule)."""
+    require_reference("golden/tiny_dc_256.safetensors")
+    model, positive, negative, latent = graphs["tiny_dc_256"]
     (node_patched,) = run_node("ModelSamplingDiscrete", model=model, sampling="eps", zsnr=False)
     with pytest.raises(ValueError, match="alphas_cumprod"):
         sample(node_patched, positive, negative, latent)
@@ -338,3 +346,153 @@ def test_controlnet_residuals(graphs):
         changed = ours(x, torch.tensor([500.0]), context, control=control(0.1), fps=torch.tensor([8.0]))
     assert torch.equal(zero, plain)
     assert rel_err(changed, plain) > CHANGED
+
+
+# ---------------------------------------------------------------- the same graphs in a real server
+# A server loads core's extra nodes (and custom nodes) by file path, under module names an in-process import never
+# gives: each refusal must hold there too. The graphs: pack loader -> conditioning -> core patch node -> core
+# KSampler -> core SaveLatent, the sizes above.
+PATCH_KIND_NODE = '''
+class VideoCrafterTestPatchKind:
+    """Puts a model patch of a kind VideoCrafter UNets do not apply on the MODEL (as a third-party node could)."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "kind": ("STRING", {"default": "forward_timestep_embed_patch"})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing"
+
+    def patch(self, model, kind):
+        patched = model.clone()
+        patched.set_model_patch(lambda *args, **kwargs: args[0], kind)
+        return (patched,)
+
+
+NODE_CLASS_MAPPINGS = {"VideoCrafterTestPatchKind": VideoCrafterTestPatchKind}
+'''
+# refusals beyond the matrix: (node, model, inputs, words of the reason, the reference file the refusal relies on)
+SERVER_REFUSALS = [
+    ("ModelSamplingDiscrete", "tiny_t2v_v2", {"sampling": "eps", "zsnr": False}, "latent-scale schedule", None),
+    ("ModelSamplingDiscrete", "tiny_dc_256", {"sampling": "eps", "zsnr": False}, "checkpoint's own alphas_cumprod",
+     "golden/tiny_dc_256.safetensors"),  # see test_model_sampling_node_on_another_schedule_is_refused
+    ("VideoCrafterTestPatchKind", "tiny_t2v_v2", {}, "'forward_timestep_embed_patch'", None),
+]
+REFUSALS = [(node, name, {k: v for k, v in MATRIX[node].items() if k != "refused"}, MATRIX[node]["refused"], None)
+            for node in sorted(MATRIX) if "refused" in MATRIX[node] for name in MODELS] + SERVER_REFUSALS
+EFFECTS = [(node, name) for node in sorted(MATRIX) if "refused" not in MATRIX[node] for name in MODELS]
+
+
+@pytest.fixture(scope="module")
+def server(module_tmp):
+    """A server with the tiny checkpoints, the example inputs and a custom node adding a hook kind (see above)."""
+    from server_util import ComfyServer
+    root = module_tmp("patch_server")
+    nodes_dir = root / "custom_nodes"
+    nodes_dir.mkdir()
+    (nodes_dir / "videocrafter_test_patch_kind.py").write_text(PATCH_KIND_NODE)
+    yaml = root / "test_nodes.yaml"
+    yaml.write_text(f"vc_test_nodes:\n    custom_nodes: {nodes_dir}\n")
+    # one torch thread: see conftest.one_torch_thread (4.5 s a prompt instead of 11-30 s on a shared 2-CPU box)
+    srv = ComfyServer(root, extra_args=["--extra-model-paths-config", str(yaml)], env={"OMP_NUM_THREADS": "1"})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def server_info(server):
+    return server.object_info()
+
+
+def node_inputs(info, node, given):
+    """A node's required widget inputs: `given`, else this host's default (links are set by the caller)."""
+    values = {}
+    for key, (kind, *rest) in info[node]["input"]["required"].items():
+        options = rest[0] if rest else {}
+        if key in given:
+            values[key] = given[key]
+        elif isinstance(kind, list):
+            values[key] = options.get("default", kind[0])
+        elif kind == "COMBO":
+            values[key] = options.get("default", options["options"][0])
+        elif "default" in options:
+            values[key] = options["default"]
+    return values
+
+
+def api_graph(info, model_name, node=None, inputs=None):
+    """The API graph of `graph()` above with core `node` (given `inputs`) on the MODEL; SaveLatent at the end."""
+    from server_util import START_IMAGE
+    workflow = {
+        "loader": {"class_type": "VideoCrafterCheckpointLoader",
+                   "inputs": {"ckpt_name": f"{model_name}.safetensors", "weight_dtype": "default", "projector_file": "none"}},
+        "positive": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red ball bouncing on a wooden floor", "clip": ["loader", 1]}},
+        "negative": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["loader", 1]}},
+    }
+    if model_name.startswith("tiny_dc"):
+        workflow["image"] = {"class_type": "LoadImage", "inputs": {"image": START_IMAGE}}
+        workflow["conditioning"] = {"class_type": "DynamiCrafterConditioning", "inputs": {
+            "positive": ["positive", 0], "negative": ["negative", 0], "vae": ["loader", 2], "clip_vision": ["loader", 3],
+            "projector": ["loader", 4], "start_image": ["image", 0], "mode": "i2v", "width": WIDTH, "height": HEIGHT,
+            "length": FRAMES, "batch_size": 1, "fs": 24}}
+        conditions, latent = [["conditioning", 0], ["conditioning", 1]], ["conditioning", 2]
+    else:
+        workflow["conditioning"] = {"class_type": "VideoCrafterFPSConditioning",
+                                    "inputs": {"fps": 8, "positive": ["positive", 0], "negative": ["negative", 0]}}
+        workflow["latent"] = {"class_type": "EmptyVideoCrafterLatent",
+                              "inputs": {"width": WIDTH, "height": HEIGHT, "frames": FRAMES, "batch_size": 1}}
+        conditions, latent = [["conditioning", 0], ["conditioning", 1]], ["latent", 0]
+    model = ["loader", 0]
+    if node is not None:
+        workflow["patch"] = {"class_type": node, "inputs": {**node_inputs(info, node, inputs or {}), "model": model}}
+        model = ["patch", 0]
+    workflow["sampler"] = {"class_type": "KSampler", "inputs": {
+        "seed": 7, "steps": STEPS, "cfg": 7.5, "sampler_name": "euler", "scheduler": "normal", "denoise": 1.0,
+        "model": model, "positive": conditions[0], "negative": conditions[1], "latent_image": latent}}
+    workflow["save"] = {"class_type": "SaveLatent",
+                        "inputs": {"samples": ["sampler", 0], "filename_prefix": f"core_patches/{model_name}_{node}"}}
+    return workflow
+
+
+def server_sample(server, workflow):
+    """The latent the server sampled for `workflow` (asserting it ran)."""
+    import safetensors.torch
+    from server_util import run_prompt
+    entry = run_prompt(server, workflow)
+    assert entry["status"]["status_str"] == "success", entry["status"]
+    (saved,) = entry["outputs"]["save"]["latents"]
+    return safetensors.torch.load_file(os.path.join(server.output_dir, saved["subfolder"], saved["filename"]))["latent_tensor"]
+
+
+@pytest.fixture(scope="module")
+def server_unpatched(server, server_info):
+    """model name -> the latent the server samples without any patch."""
+    return Lazy(lambda name: server_sample(server, api_graph(server_info, name)))
+
+
+@pytest.mark.parametrize("node,model_name,inputs,reason,reference", REFUSALS, ids=[f"{r[0]}-{r[1]}" for r in REFUSALS])
+def test_refused_patch_is_refused_in_a_server(server, server_info, node, model_name, inputs, reason, reference):
+    """The core KSampler in a real server stops with the patch node's name and why: no crash inside the sampler."""
+    from server_util import run_prompt
+    if node not in server_info:
+        pytest.skip(f"{node} is not in this ComfyUI")
+    if reference:
+        require_reference(reference)
+    entry = run_prompt(server, api_graph(server_info, model_name, node, inputs))
+    assert entry["status"]["status_str"] == "error", entry["status"]
+    (error,) = [body for kind, body in entry["status"]["messages"] if kind == "execution_error"]
+    assert error["node_id"] == "sampler", error
+    assert node in error["exception_message"] and reason in error["exception_message"], error["exception_message"]
+
+
+@pytest.mark.parametrize("node,model_name", EFFECTS, ids=[f"{node}-{name}" for node, name in EFFECTS])
+def test_patch_takes_effect_in_a_server(server, server_info, server_unpatched, node, model_name):
+    if node not in server_info:
+        pytest.skip(f"{node} is not in this ComfyUI")
+    inputs = MATRIX[node]
+    result = server_sample(server, api_graph(server_info, model_name, node, inputs))
+    assert torch.isfinite(result).all()
+    change = rel_err(result, server_unpatched[model_name])
+    assert change > CHANGED, f"{node} left the {model_name} latent unchanged in the server (relative L2 {change:.2e})"

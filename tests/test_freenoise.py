@@ -5,7 +5,6 @@ Golden: ../shared/reference/golden/tiny_t2v_v2.freenoise_case1.* (the original F
 README: relative L2 <= 1e-4 for single UNet calls, <= 1e-3 for sampled latents.
 """
 import inspect
-import json
 import os
 
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 import comfy_host
 from model_util import model_output, run_node
-from conftest import rel_err, core_context_windows, has_core_input
+from conftest import rel_err, core_context_windows, has_core_input, load_golden
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
@@ -23,11 +22,7 @@ CASE = "tiny_t2v_v2.freenoise_case1"
 
 @pytest.fixture(scope="module")
 def golden():
-    import safetensors.torch
-    tensors = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, CASE + ".golden.safetensors"))
-    with open(os.path.join(comfy_host.GOLDEN, CASE + ".json")) as f:
-        meta = json.load(f)
-    return tensors, meta
+    return load_golden(*CASE.split(".", 1))
 
 
 @pytest.fixture(scope="module")

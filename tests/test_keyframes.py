@@ -1,6 +1,7 @@
 """VideoCrafter Key-Frame Sequence on DynamiCrafter 512 interpolation and ToonCrafter (tiny models, or their
 smoke models without the reference): N key frames give N-1 segments joined to (N-1)(T-1)+1 frames; every
-segment is the single-pair graph's video with the same seed; a batch of one key frame is refused."""
+segment is the single-pair graph's video with the same seed; key frames linked one by one (key_frame_1 ...,
+after the key_frames batch, any size) give the batched video; fewer than two key frames are refused."""
 import os
 
 import pytest
@@ -57,11 +58,16 @@ def graphs(pack, checkpoints):
     return get
 
 
-def sequence(pack, graph, frames, loop=False, segments_per_batch=4):
+def sequence(pack, graph, frames=None, loop=False, segments_per_batch=4, **single_key_frames):
+    """The node with `frames` on key_frames (None: unlinked) and `single_key_frames` on key_frame_1 ..., as a
+    server calls it (inputs by name, unlinked optional inputs left out)."""
     node = pack.NODE_CLASS_MAPPINGS["VideoCrafterKeyFrameSequence"]()
-    (video,) = node.generate(graph["model"], graph["positive"], graph["negative"], graph["vae"], graph["clip_vision"],
-                             graph["projector"], frames, loop, SIZE, SIZE, FRAMES, FS, SEED, STEPS, 7.5,
-                             "videocrafter_ddim", "videocrafter_trailing", 1.0, segments_per_batch)
+    linked = {name: image for name, image in {"key_frames": frames, **single_key_frames}.items() if image is not None}
+    (video,) = getattr(node, node.FUNCTION)(
+        model=graph["model"], positive=graph["positive"], negative=graph["negative"], vae=graph["vae"],
+        clip_vision=graph["clip_vision"], projector=graph["projector"], loop=loop, width=SIZE, height=SIZE,
+        length=FRAMES, fs=FS, seed=SEED, steps=STEPS, cfg=7.5, sampler_name="videocrafter_ddim",
+        scheduler="videocrafter_trailing", eta=1.0, segments_per_batch=segments_per_batch, **linked)
     return video
 
 
@@ -107,5 +113,32 @@ def test_loop_and_smaller_sampling_batches(pack, graphs):
 
 def test_one_key_frame_is_refused(pack, graphs):
     graph = graphs("dc_512_interp")
-    with pytest.raises(ValueError, match="at least 2 key frames.*got 1.*mode 'loop'"):
-        sequence(pack, graph, key_frames(1))
+    for inputs, count in (({"frames": key_frames(1)}, 1), ({"key_frame_3": key_frames(1)}, 1), ({}, 0)):
+        with pytest.raises(ValueError, match=f"Key-Frame Sequence needs at least 2 key frames; got {count}. "
+                                             "Link the images to key_frame_1, key_frame_2.*mode 'loop'"):
+            sequence(pack, graph, **inputs)
+
+
+def test_key_frames_linked_one_by_one_give_the_batched_video(pack, graphs):
+    """key_frame_1 ... (each an image or a batch, after the key_frames batch when that is linked, gaps allowed)
+    give the video of the same key frames as one batch, bit for bit."""
+    graph = graphs("dc_512_interp")
+    frames = key_frames(3)
+    batched = sequence(pack, graph, frames)
+    assert torch.equal(sequence(pack, graph, key_frame_1=frames[0:1], key_frame_2=frames[1:2], key_frame_3=frames[2:3]),
+                       batched)
+    assert torch.equal(sequence(pack, graph, frames[0:1], key_frame_2=frames[1:3]), batched)
+    assert torch.equal(sequence(pack, graph, frames[0:2], key_frame_8=frames[2:3]), batched)
+
+
+def test_key_frames_of_other_sizes_are_fitted_as_the_conditioning_fits_them(pack, graphs):
+    """A key frame of another size and aspect (and with an alpha channel) next to one at the video size: the
+    sequence of the two is the single-pair graph's video of the same two images (DynamiCrafter Conditioning fits
+    each image to the video size)."""
+    graph = graphs("dc_512_interp")
+    y, x = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 160), indexing="ij")
+    wide = torch.stack([x, y, 1 - x, torch.ones_like(x)], -1)[None]  # [1, 96, 160, 4]
+    end = key_frames(2)[1:2]
+    video = sequence(pack, graph, key_frame_1=wide, key_frame_2=end)
+    assert video.shape == (FRAMES, SIZE, SIZE, 3)
+    assert rel_err(video, single_pair(pack, graph, wide, end)) <= SAME_TOL

@@ -16,6 +16,7 @@ import torch
 
 import comfy_host
 import benchmark  # scripts/, on sys.path through comfy_host
+from conftest import require_reference
 from model_util import sample_video
 
 # Counted on the meta device at the released VideoCrafter2 widths (scripts/benchmark.py --memory-model):
@@ -30,6 +31,7 @@ def mods(pack):
 
 def released_model(mods):
     """The VideoCrafter2 MODEL at its released size on the meta device (core's patcher class around it)."""
+    require_reference("keys/t2v_512_v2.0.keys.tsv")  # the released key shapes
     config = benchmark.released_unet_config("t2v_512_v2.0")
     info = mods["checkpoint"].CheckpointInfo(entry=mods["registry"].entry("vc2_t2v_512"), unet=config)
     alphas_cumprod = torch.linspace(0.999, 0.01, 1000)
@@ -104,7 +106,9 @@ def sample_tiny(pack, weight_dtype):
 
 def test_bf16_and_fp8_weights_sample_close_to_fp32(pack, models_dir):
     """bf16 weights (bf16 compute on a CPU with bf16 instructions, else fp32) and fp8 e4m3 weights (cast per layer
-    by comfy.ops) sample the tiny model within a relative L2 of 5% / 8% of fp32 weights."""
+    by comfy.ops) sample the tiny model within a relative L2 of 5% / 8% of fp32 weights (tolerances set on the
+    reference tiny model: random smoke weights are not held to them)."""
+    require_reference("golden/tiny_t2v_v2.safetensors")
     _, reference = sample_tiny(pack, "default")
     for weight_dtype, dtype, tolerance in (("bf16", torch.bfloat16, 0.05), ("fp8_e4m3fn", torch.float8_e4m3fn, 0.08)):
         model, samples = sample_tiny(pack, weight_dtype)

@@ -1,7 +1,6 @@
 """The smoke checkpoints that stand in for the tiny reference models when ../shared is absent: same keys,
 shapes and schedule as the reference tiny models (checked against them when the reference is there), and
 each is detected as the variant its reference counterpart shrinks."""
-import os
 
 import pytest
 import torch
@@ -24,14 +23,14 @@ def smoke_sd(pack):
 
 @pytest.mark.parametrize("name", sorted(VARIANT))
 def test_same_layout_and_schedule_as_the_reference_tiny_model(smoke_sd, name):
-    require_reference()
+    paths = require_reference(*(f"golden/{file}" for file in REFERENCE_FILES.get(name, (f"{name}.safetensors",))))
     from safetensors import safe_open
     ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     sd = smoke_sd(name)
     ref_shapes, ref_schedule = {}, {}
     schedule = ckpt_file.SCHEDULE_KEYS + ckpt_file.DERIVED_SCHEDULE_KEYS
-    for file in REFERENCE_FILES.get(name, (f"{name}.safetensors",)):
-        with safe_open(os.path.join(comfy_host.REFERENCE, "golden", file), "pt") as f:
+    for path in paths:
+        with safe_open(path, "pt") as f:
             ref_shapes.update({k: list(f.get_slice(k).get_shape()) for k in f.keys()})
             ref_schedule.update({k: f.get_tensor(k).float() for k in schedule if k in f.keys()})
     assert {k: list(v.shape) for k, v in sd.items()} == ref_shapes

@@ -3,11 +3,9 @@ models): they validate, run, and save a video of the expected length; the UI gra
 workflow runs on a random 1-hint-channel ControlNet in the sketch encoder's layout, sized to the tiny UNet."""
 import json
 import os
-import shutil
 
 import pytest
 
-from comfy_boot import GOLDEN
 from conftest import tiny_toon_state_dict
 from model_util import random_controlnet
 from server_util import (START_IMAGE, ComfyServer, assert_widgets_match, fill_inputs, load_workflow, output_files,
@@ -27,7 +25,6 @@ def server(pack, module_tmp):
     import safetensors.torch
     srv = ComfyServer(module_tmp("toon_server"), checkpoints=["tiny_dc_512.safetensors"])
     safetensors.torch.save_file(tiny_toon_state_dict(), os.path.join(srv.models_dir, "checkpoints", TINY_FOR["toon_512_interp"]))
-    shutil.copy(os.path.join(GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     write_sketch_encoder(os.path.join(srv.models_dir, "controlnet"))
     write_sketch_video(os.path.join(srv.input_dir, SKETCHES), FRAMES)
     srv.start()

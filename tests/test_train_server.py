@@ -9,7 +9,6 @@ import urllib.request
 
 import pytest
 
-import comfy_host
 import train_util
 from server_util import (ComfyServer, REPO, START_IMAGE, http_json, run_prompt, submit, wait_history, load_workflow,
                          fill_inputs, output_files)
@@ -29,8 +28,6 @@ def train_server(module_tmp):
         f.write(f"vc_test_loras:\n    base_path: {srv.models_dir}\n    is_default: true\n    loras: loras\n"
                 "    checkpoints: checkpoints\n    videocrafter: own_videocrafter\n")
     os.makedirs(os.path.join(srv.models_dir, "own_videocrafter"))
-    import shutil
-    shutil.copy(os.path.join(comfy_host.GOLDEN, "tiny_i2v_v1.case1.cond_image.png"), os.path.join(srv.input_dir, START_IMAGE))
     saved = os.environ.get("OMP_NUM_THREADS")
     os.environ["OMP_NUM_THREADS"] = "1"  # see test_train_stages.mods: far faster on a shared 2-CPU box
     try:

@@ -12,17 +12,25 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import load_golden, rel_err
-from tiny_turbo import CASES, tiny_turbo_unet, write_tiny_turbo_files  # scripts/, on sys.path via comfy_host
+from conftest import load_golden, reference_path, rel_err, require_reference
+import tiny_turbo  # scripts/, on sys.path via comfy_host
+from tiny_turbo import CASES
 
 EMBED_TOL = 1e-4
 SAMPLE_TOL = 1e-3
 SCALE_FACTOR = 0.18215
 
 
+def tiny_turbo_unet(case):
+    """The tiny turbo UNet `case` (skips without the reference files it is made of)."""
+    require_reference(*tiny_turbo.reference_files(case))
+    return tiny_turbo.tiny_turbo_unet(case)
+
+
 def write_turbo_files(folder):
     """The tiny turbo UNets as released (.pt) and converted (.safetensors); a plain VC2 UNet file beside them."""
-    write_tiny_turbo_files(str(folder))
+    require_reference(*tiny_turbo.reference_files("mg"), *tiny_turbo.reference_files("nomg"))
+    tiny_turbo.write_tiny_turbo_files(str(folder))
     plain = {k: v for k, v in tiny_turbo_unet("nomg").items() if k != "time_cond_proj.weight"}
     torch.save(plain, os.path.join(folder, "videocrafter2_unet_only.pt"))
 
@@ -198,7 +206,7 @@ def test_released_layouts_build(pack):
     unet_mod = comfy_host.pack("vc_models.unet")
     for layout, mg in (("t2v_turbo_v2_unet_mg", True), ("t2v_turbo_v2_unet_no_mg", False)):
         sd = {}
-        with open(os.path.join(comfy_host.KEYS, f"{layout}.keys.tsv")) as f:
+        with open(reference_path(f"keys/{layout}.keys.tsv")) as f:
             for line in f:
                 name, shape, _ = line.rstrip("\n").split("\t")
                 sd[name] = torch.empty([int(d) for d in shape.strip("[]").split(",") if d.strip()], device="meta")

@@ -7,6 +7,7 @@ import torch
 
 import comfy_host
 import benchmark  # scripts/, on sys.path through comfy_host
+from conftest import require_reference
 
 LAYOUTS = ("t2v_512_v2.0", "t2v_512_v1.0", "i2v_512_v1.0", "dynamicrafter_512_v1.0")
 
@@ -15,6 +16,7 @@ LAYOUTS = ("t2v_512_v2.0", "t2v_512_v1.0", "i2v_512_v1.0", "dynamicrafter_512_v1
 def test_activations_stay_channels_last_and_the_result_does_not_depend_on_it(pack, monkeypatch, layout):
     unet = comfy_host.pack("vc_models.unet")
     # the released layout (its switches: temporal convs, relative positions, image attention, fps...) at width 64
+    require_reference(f"keys/{layout}.keys.tsv")
     config = dataclasses.replace(benchmark.released_unet_config(layout), model_channels=64)
     generator = torch.Generator().manual_seed(0)
     net = unet.VideoCrafterUNet(config, dtype=torch.float32).eval()

@@ -11,8 +11,12 @@ here rather than run as a silent no-op or a different result:
 - hook kinds the UNet does not apply.
 The check runs as an `OUTER_SAMPLE` wrapper of the MODEL, so every sampler and guider passes through it.
 """
+import inspect
+import pathlib
+
 import torch
 
+import comfy.model_sampling
 import comfy.patcher_extension
 
 from .model_sampling import ConsistencyModelSampling, ScaledModelSampling, ScaledVModelSampling
@@ -22,11 +26,14 @@ CHECK_WRAPPER_KEY = "videocrafter_patch_check"
 HONOURED_PATCHES = {"attn1_patch", "attn2_patch", "attn1_output_patch", "attn2_output_patch", "middle_patch",
                     "input_block_patch", "input_block_patch_after_skip", "output_block_patch", "emb_patch"}
 HONOURED_REPLACEMENTS = {"attn1", "attn2"}
-# modules of core nodes whose patch functions assume 4-D image latents: module -> (node, why)
+# core nodes whose patch functions assume 4-D image latents: (folder, file, node class) -> why.
+# A patch function is known by the file its code is in and the class its __qualname__ starts with: a server loads
+# comfy_extras (and custom nodes) by file path, under module names an in-process import never gives (so
+# `__module__` differs between the two); the file and the qualified name are the same either way.
 IMAGE_ONLY_PATCHES = {
-    "comfy_extras.nodes_sag": ("SelfAttentionGuidance", "its blur map and degraded prediction are computed on "
-                               "4-D image latents [B, C, H, W]; this model's latents are video [B, C, T, H, W]. "
-                               "Use PerturbedAttentionGuidance, which works on this model."),
+    ("comfy_extras", "nodes_sag.py", "SelfAttentionGuidance"): (
+        "its blur map and degraded prediction are computed on 4-D image latents [B, C, H, W]; this model's latents "
+        "are video [B, C, T, H, W]. Use PerturbedAttentionGuidance, which works on this model."),
 }
 _MODEL_SAMPLING_RTOL = 1e-4
 
@@ -55,10 +62,30 @@ def check(patcher, model_options):
         _check_function(function)
 
 
+def _origin(function):
+    """(folder, file, outermost class or function) of the code of a patch: a closure, a partial or a callable object."""
+    while hasattr(function, "func"):  # functools.partial
+        function = function.func
+    function = inspect.unwrap(function)
+    if not hasattr(function, "__code__"):  # a callable object: its class
+        function = function if inspect.isclass(function) else type(function)
+    try:
+        path = pathlib.PurePath(inspect.getfile(function))
+    except (TypeError, OSError):
+        path = pathlib.PurePath("?")
+    return path.parent.name, path.name, getattr(function, "__qualname__", "?").split(".")[0]
+
+
+def _added_by(function):
+    """Where a patch comes from, in words for a message ('SomeNode' in custom_nodes/some_pack.py)."""
+    folder, file, owner = _origin(function)
+    return f"'{owner}' in {folder}/{file}"
+
+
 def _check_function(function):
-    module = getattr(function, "__module__", None)
-    if module in IMAGE_ONLY_PATCHES:
-        node, why = IMAGE_ONLY_PATCHES[module]
+    why = IMAGE_ONLY_PATCHES.get(_origin(function))
+    if why is not None:
+        node = _origin(function)[2]
         raise UnsupportedPatchError(f"'{node}' cannot work on this VideoCrafter model: {why} Remove it from the graph.")
 
 
@@ -68,17 +95,18 @@ def _check_hooks(transformer_options):
     for name, functions in patches.items():
         for function in functions:
             _check_function(function)
-        if name not in HONOURED_PATCHES:
-            raise UnsupportedPatchError(
-                f"A model patch of kind '{name}' is on this MODEL, but VideoCrafter UNets do not apply that hook "
-                f"(they apply {', '.join(sorted(HONOURED_PATCHES))}): remove the node that adds it.")
+            if name not in HONOURED_PATCHES:
+                raise UnsupportedPatchError(
+                    f"A model patch of kind '{name}' is on this MODEL (added by {_added_by(function)}), but VideoCrafter "
+                    f"UNets do not apply that hook (they apply {', '.join(sorted(HONOURED_PATCHES))}): remove the node "
+                    "that adds it.")
     for name, by_block in replacements.items():
         for function in by_block.values():
             _check_function(function)
-        if name not in HONOURED_REPLACEMENTS:
-            raise UnsupportedPatchError(
-                f"A '{name}' block replacement is on this MODEL, but VideoCrafter UNets only replace the attentions "
-                "'attn1' / 'attn2': remove the node that adds it.")
+            if name not in HONOURED_REPLACEMENTS:
+                raise UnsupportedPatchError(
+                    f"A '{name}' block replacement is on this MODEL (added by {_added_by(function)}), but VideoCrafter "
+                    "UNets only replace the attentions 'attn1' / 'attn2': remove the node that adds it.")
 
 
 def _check_temporal_attention_multiply(patcher):
@@ -108,7 +136,9 @@ def _check_model_sampling(patcher):
     own = patcher.object_patches_backup.get("model_sampling", patcher.model.model_sampling)
     if _same_process(own, replacement):
         return
-    names = [c.__name__ for c in type(replacement).__mro__ if c.__module__ == "comfy.model_sampling"]
+    core_classes = {c for c in vars(comfy.model_sampling).values() if isinstance(c, type)}
+    # the node's class is made in its function (module name differs in a server): name it by core's bases
+    names = [c.__name__ for c in type(replacement).__mro__ if c in core_classes]
     raise UnsupportedPatchError(
         f"The MODEL's sampling was replaced ({' + '.join(names[:2]) or type(replacement).__name__}, as the core "
         f"'{names[0] if names else 'ModelSampling'}' node does), but that does not describe this model's process "

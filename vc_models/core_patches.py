@@ -83,9 +83,10 @@ def _added_by(function):
 
 
 def _check_function(function):
-    why = IMAGE_ONLY_PATCHES.get(_origin(function))
+    origin = _origin(function)
+    why = IMAGE_ONLY_PATCHES.get(origin)
     if why is not None:
-        node = _origin(function)[2]
+        node = origin[2]
         raise UnsupportedPatchError(f"'{node}' cannot work on this VideoCrafter model: {why} Remove it from the graph.")
 
 

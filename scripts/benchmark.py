@@ -8,6 +8,7 @@
   python scripts/benchmark.py --freenoise-memory    # peak memory per frame: 32 and 64 frames FreeNoise vs 16 plain
   python scripts/benchmark.py --caches              # core EasyCache / LazyCache on a 50-step video vs uncached
   python scripts/benchmark.py --toon-decode         # ToonCrafter's decoder beside the plain VAE, 16 frames
+  python scripts/benchmark.py --full-size --weight-dtype bf16 --compile   # + core TorchCompileModel (inductor) speed-up
 
 Each measured step is one classifier-free-guidance step of the VideoCrafter KSampler (positive and
 negative batched into one UNet call by ComfyUI). Prints one line of numbers per run.
@@ -75,6 +76,10 @@ def main():
     parser.add_argument("--caches", action="store_true",
                         help="one line each for core EasyCache and LazyCache (default settings) on a 50-step video: "
                              "fraction of UNet passes skipped, wall time and relative L2 of the latent vs uncached")
+    parser.add_argument("--compile", action="store_true",
+                        help="also run the MODEL through core TorchCompileModel (inductor) and print its compile time, "
+                             "seconds per CFG step compiled vs eager (same harness, same steps), the speed-up and the "
+                             "relative L2 of the compiled latent vs the eager one")
     parser.add_argument("--original", default=None,
                         help="with --full-size: a folder holding the original VideoCrafter code (a clone of "
                              "AILab-CVC/VideoCrafter); its UNet is timed on the same random weights beside the pack's")
@@ -153,6 +158,7 @@ def main():
     def count_calls(executor, x, *a, **k):
         unet_batches.append(x.shape[0])
         return executor(x, *a, **k)
+    sampled_model = model
     model = model.clone()
     model.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "benchmark_calls", count_calls)
     mm.load_models_gpu([model])
@@ -187,6 +193,8 @@ def main():
         turbo_benchmark(args, pack, bundle, pos, neg, latent, per_step, label)
     if args.caches:
         cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label)
+    if args.compile:
+        compile_benchmark(args, pack, sampled_model, pos, neg, latent, cfg, scheduler, label)
 
 
 ORIGINAL_UNET = os.path.join("lvdm", "modules", "networks", "openaimodel3d.py")
@@ -306,6 +314,36 @@ def cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label, 
         print(f"{node.__name__[:-4]} on {label}: {args.width}x{args.height}x{args.frames}, {steps} steps with CFG: skipped "
               f"{1 - passes / reference_passes:.0%} of UNet passes ({passes}/{reference_passes} run), {seconds:.1f} s vs "
               f"{reference_time:.1f} s uncached ({reference_time / seconds:.2f}x), relative L2 vs uncached {error:.3f}")
+
+
+def compile_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label):
+    """Core TorchCompileModel (inductor) on the MODEL: the first sampled step compiles (timed apart), then seconds per
+    CFG step compiled against eager in the same harness, and how far the compiled latent is from the eager one.
+    Attention that reads the free memory inside each call (core's sub-quadratic, the CPU default) breaks the graph
+    at every attention: keep --comfy-args --use-pytorch-cross-attention (the default here) to compile one graph."""
+    import torch
+    from comfy_extras.nodes_torch_compile import TorchCompileModel
+    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    result = TorchCompileModel.execute(model, "inductor")
+    (compiled,) = result.result if hasattr(result, "result") else result
+
+    def final_latent(patched, steps):
+        (out,) = sampler.sample(patched, pos, neg, latent, seed=0, steps=steps, cfg=cfg, sampler_name="videocrafter_ddim",
+                                scheduler=scheduler, eta=0.0, denoise=1.0)
+        return out["samples"]
+    start = time.perf_counter()
+    final_latent(compiled, 1)  # compiles
+    compile_seconds = time.perf_counter() - start
+    eager = seconds_per_step(sampler, model, pos, neg, latent, args.steps, cfg, "videocrafter_ddim", scheduler)
+    fast = seconds_per_step(sampler, compiled, pos, neg, latent, args.steps, cfg, "videocrafter_ddim", scheduler)
+    reference, ours = final_latent(model, 2), final_latent(compiled, 2)
+    error = ((ours - reference).float().norm() / reference.float().norm()).item()
+    print(f"TorchCompileModel (inductor) on {label} [{args.comfy_args}]: {args.width}x{args.height}x{args.frames}, "
+          f"weights {model.model.get_dtype()}, {torch.get_num_threads()} threads, load average {load_average()}: first "
+          f"step (compiling) {compile_seconds:.1f} s; {fast:.3f} s per CFG step compiled vs {eager:.3f} s eager: "
+          f"speed-up {eager / fast:.2f}x; relative L2 of the 2-step latent vs eager {error:.2e}")
+    print("RESULT " + json.dumps({"compile_seconds": compile_seconds, "seconds_per_step_compiled": fast,
+                                  "seconds_per_step_eager": eager, "speedup": eager / fast, "relative_l2": error}))
 
 
 def release_freed_memory():

@@ -1,5 +1,9 @@
 """Calling the pack's MODEL and ComfyUI's nodes in-process the way a graph does (tests that import ComfyUI)."""
+import os
+
 import torch
+
+import comfy_host
 
 
 def model_output(model, conditioning, x_t, t):
@@ -54,3 +58,25 @@ def sample_video(pack, bundle_model, clip):
         bundle_model, pos, neg, latent, seed=3, steps=2, cfg=7.5, sampler_name="videocrafter_ddim",
         scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
     return out["samples"]
+
+
+def tiny_graph(pack, models_dir, name, frames, width, height):
+    """(MODEL, positive, negative, LATENT) for tiny model `name` as the pack's nodes make them: the loader, core CLIP
+    Text Encode, then DynamiCrafter Conditioning (i2v on a random start image), or VideoCrafter Image Encode (I2V)
+    and the fps conditioning with an empty latent."""
+    import nodes as core
+    mappings = pack.NODE_CLASS_MAPPINGS
+    if not os.path.exists(models_dir / f"{name}.safetensors"):
+        os.symlink(os.path.join(comfy_host.GOLDEN, f"{name}.safetensors"), models_dir / f"{name}.safetensors")
+    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(f"{name}.safetensors", "default")
+    (positive,) = core.CLIPTextEncode().encode(clip, "a red ball bouncing on a wooden floor")
+    (negative,) = core.CLIPTextEncode().encode(clip, "")
+    image = torch.rand(1, height, width, 3, generator=torch.Generator().manual_seed(0))
+    if name.startswith("tiny_dc"):
+        return (model,) + mappings["DynamiCrafterConditioning"]().encode(
+            positive, negative, vae, clip_vision, projector, image, "i2v", width, height, frames, 1, 24)
+    if name.startswith("tiny_i2v"):
+        positive, negative = mappings["VideoCrafterImageEncode"]().encode(clip_vision, projector, image, positive, negative)
+    positive, negative = mappings["VideoCrafterFPSConditioning"]().apply(positive, negative, 8)
+    (latent,) = mappings["EmptyVideoCrafterLatent"]().generate(width, height, frames, 1)
+    return model, positive, negative, latent

@@ -51,7 +51,10 @@ def http_json(url, data=None, timeout=10):
 
 
 class ComfyServer:
-    def __init__(self, root, port=None, checkpoints=TINY_CHECKPOINTS, extra_args=(), env=None):
+    def __init__(self, root, port=None, checkpoints=TINY_CHECKPOINTS, extra_args=(), env=None, extra_folders=None):
+        """env: added to the server's environment. extra_folders: {ComfyUI folder name: path} added to the
+        server's extra_model_paths yaml (a path relative to `models_dir`, or absolute), e.g. {"loras": "loras",
+        "custom_nodes": "/abs/test_nodes"}."""
         self.root = str(root)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,6 +66,7 @@ class ComfyServer:
         self.log_path = os.path.join(self.root, "comfy_server.log")
         self.extra_args = list(extra_args)
         self.env = dict(env or {})  # added to the server's environment
+        self.extra_folders = dict(extra_folders or {})
         self.proc = None
         self._log = None
         for d in (self.input_dir, self.output_dir, self.temp_dir, self.user_dir):
@@ -86,6 +90,8 @@ class ComfyServer:
                     "    controlnet: controlnet\n"
                     "    clip_vision: clip_vision\n"
                     "    vae: vae\n")
+            for name, path in self.extra_folders.items():
+                f.write(f"    {name}: {path}\n")
 
     def command(self):
         return [venv_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),

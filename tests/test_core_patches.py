@@ -5,7 +5,6 @@ KSampler (8 frames, few steps) on the tiny VideoCrafter2 and DynamiCrafter 512 m
 compared with ComfyUI's own SD UNet (comfy.ldm...openaimodel.UNetModel) built at the tiny model's sizes.
 """
 import logging
-import os
 import re
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 
 import comfy_host
 from conftest import rel_err, require_reference
+from model_util import tiny_graph
 
 MODELS = ("tiny_t2v_v2", "tiny_dc_512")
 FRAMES, WIDTH, HEIGHT, STEPS = 8, 128, 64, 6
@@ -98,20 +98,7 @@ class Lazy(dict):
 
 def graph(pack, models_dir, name):
     """(MODEL, positive, negative, LATENT) as the pack's nodes make them."""
-    import nodes as core
-    mappings = pack.NODE_CLASS_MAPPINGS
-    if not os.path.exists(models_dir / f"{name}.safetensors"):
-        os.symlink(os.path.join(comfy_host.GOLDEN, f"{name}.safetensors"), models_dir / f"{name}.safetensors")
-    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(f"{name}.safetensors", "default")
-    (positive,) = core.CLIPTextEncode().encode(clip, "a red ball bouncing on a wooden floor")
-    (negative,) = core.CLIPTextEncode().encode(clip, "")
-    if name.startswith("tiny_dc"):
-        image = torch.rand(1, HEIGHT, WIDTH, 3, generator=torch.Generator().manual_seed(0))
-        return (model,) + mappings["DynamiCrafterConditioning"]().encode(
-            positive, negative, vae, clip_vision, projector, image, "i2v", WIDTH, HEIGHT, FRAMES, 1, 24)
-    positive, negative = mappings["VideoCrafterFPSConditioning"]().apply(positive, negative, 8)
-    (latent,) = mappings["EmptyVideoCrafterLatent"]().generate(WIDTH, HEIGHT, FRAMES, 1)
-    return model, positive, negative, latent
+    return tiny_graph(pack, models_dir, name, FRAMES, WIDTH, HEIGHT)
 
 
 @pytest.fixture(scope="module")

@@ -199,6 +199,19 @@ def test_turbo_model_keeps_no_base_weights(pack, nodes_, vc2):
     assert base_model.model.model_sampling.scale_arr[-1].item() == pytest.approx(0.7, abs=1e-3)
 
 
+def test_turbo_model_rebuilds_from_its_cached_patcher_init(pack, nodes_, vc2):
+    """The turbo MODEL's cached_patcher_init (what newer ComfyUI's deep clones and hook conditioning's non-dynamic
+    delegate call) builds the same turbo UNet and schedule afresh, also after a clone."""
+    model = turbo_model(nodes_, vc2[0], "unet_mg.pt").clone()
+    init = model.cached_patcher_init
+    rebuilt = init[0](*init[1], disable_dynamic=True)
+    assert type(rebuilt).__name__ == "ModelPatcher" and rebuilt.model is not model.model
+    ours, theirs = model.model.diffusion_model.state_dict(), rebuilt.model.diffusion_model.state_dict()
+    assert set(ours) == set(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert torch.equal(rebuilt.model.model_sampling.sigmas, model.model.model_sampling.sigmas)
+    assert rebuilt.cached_patcher_init[1] == init[1]
+
+
 def test_released_layouts_build(pack):
     """The released turbo UNet layouts (keys/t2v_turbo_v2_*) are detected and built parameter for parameter."""
     import comfy.ops

@@ -47,19 +47,46 @@ SUB_QUADRATIC_QUERY_CHUNK = 512
 PLAIN_DECODE_VALUES_PER_LATENT_PIXEL = 51200
 
 
-def attention_scratch_values(batch_frames, tokens, heads):
-    """Values the host's attention holds beyond its inputs and output for `batch_frames` * `heads` attentions of
-    `tokens` queries over as many keys: none for a fused kernel (PyTorch SDPA, xformers, sage, flash)."""
-    attention = comfy_attention.optimized_attention
-    if attention is comfy_attention.attention_sub_quad:
+# what an attention holds beyond its inputs and output (see attention_kind)
+FUSED, QUERY_CHUNKED, WHOLE_SCORES = "fused", "query-chunked scores", "whole scores"
+
+
+def attention_kind(memory_efficient_attention=None):
+    """How the attention of a UNet call holds its scores: FUSED (PyTorch SDPA, xformers, sage, flash, comfy-kitchen:
+    no score matrix), QUERY_CHUNKED (core's sub-quadratic attention) or WHOLE_SCORES (split / basic attention).
+
+    `memory_efficient_attention` is what the caller says the call will use (newer ComfyUI passes it to
+    `memory_required`, so a MODEL's attention override changes the estimate): None for the host's own selection
+    (`optimized_attention`, from its flags), True / False for a fused / non-fused one (non-fused: the host's
+    sub-quadratic attention when that is its selection, else whole score matrices), or the attention function."""
+    sub_quad, host = comfy_attention.attention_sub_quad, comfy_attention.optimized_attention
+    if memory_efficient_attention is None:
+        memory_efficient_attention = host
+    if memory_efficient_attention is True:
+        return FUSED
+    if memory_efficient_attention is False:
+        return QUERY_CHUNKED if host is sub_quad else WHOLE_SCORES
+    if memory_efficient_attention is sub_quad:
+        return QUERY_CHUNKED
+    if memory_efficient_attention in (comfy_attention.attention_split, comfy_attention.attention_basic):
+        return WHOLE_SCORES
+    return FUSED
+
+
+def attention_scratch_values(batch_frames, tokens, heads, memory_efficient_attention=None):
+    """Values the attention (see attention_kind) holds beyond its inputs and output for `batch_frames` * `heads`
+    attentions of `tokens` queries over as many keys."""
+    kind = attention_kind(memory_efficient_attention)
+    if kind == QUERY_CHUNKED:
         return 2 * batch_frames * heads * min(tokens, SUB_QUADRATIC_QUERY_CHUNK) * tokens
-    if attention in (comfy_attention.attention_split, comfy_attention.attention_basic):
+    if kind == WHOLE_SCORES:
         return 2 * batch_frames * heads * tokens * tokens
     return 0
 
 
-def unet_activation_bytes(config, input_shape, dtype):
-    """Peak bytes of activations of one UNet call on a latent `input_shape` [B, C, T, h, w] computed in `dtype`."""
+def unet_activation_bytes(config, input_shape, dtype, memory_efficient_attention=None):
+    """Peak bytes of activations of one UNet call on a latent `input_shape` [B, C, T, h, w] computed in `dtype`,
+    with the attention `memory_efficient_attention` names (see attention_kind)."""
     batch, _, frames, h, w = input_shape
     pixel_frames = batch * frames * h * w
     c0 = config.model_channels * config.channel_mult[0]
@@ -67,7 +94,7 @@ def unet_activation_bytes(config, input_shape, dtype):
     held = (config.num_res_blocks + 1) * c0 + (c1 + c0) + c1
     chunk = min(pixel_frames, FF_CHUNK_TOKENS)
     attention = (held + ATTENTION_TENSORS * c0) * pixel_frames + \
-        attention_scratch_values(batch * frames, h * w, max(1, c0 // config.head_dim))
+        attention_scratch_values(batch * frames, h * w, max(1, c0 // config.head_dim), memory_efficient_attention)
     feed_forward = (held + FEED_FORWARD_TENSORS * c0) * pixel_frames + FEED_FORWARD_CHUNK_VALUES * c0 * chunk
     values = max(attention, feed_forward)
     if config.init_attn_heads:

@@ -13,6 +13,7 @@ import comfy.latent_formats
 import comfy.model_base
 import comfy.model_management
 import comfy.model_patcher
+import comfy.patcher_extension
 import comfy.supported_models_base
 
 from . import core_patches, video_control
@@ -84,13 +85,16 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
                              f"unexpected {unexpected[:5]}")
         return self
 
-    def memory_required(self, input_shape, cond_shapes={}):
+    def memory_required(self, input_shape, cond_shapes={}, memory_efficient_attention=None, **kwargs):
         """Bytes one UNet call on a video latent needs above the weights, from the measured memory model
-        (vc_models/memory_model.py) in the compute dtype: core batches cond and uncond by it."""
+        (vc_models/memory_model.py) in the compute dtype: core batches cond and uncond by it.
+        `memory_efficient_attention`: the attention the call will use, as newer ComfyUI passes it (None: the host's
+        selection; True / False: fused or not; or the attention function), see memory_model.attention_kind.
+        Other keywords a newer caller may add are accepted and do not change the estimate."""
         if len(input_shape) != 5:
             return super().memory_required(input_shape, cond_shapes)
         dtype = self.manual_cast_dtype if self.manual_cast_dtype is not None else self.get_dtype()
-        return unet_activation_bytes(self.info.unet, input_shape, dtype)
+        return unet_activation_bytes(self.info.unet, input_shape, dtype, memory_efficient_attention)
 
     def concat_cond(self, **kwargs):
         if self.info.entry.concat_latent and kwargs.get(CONCAT_LATENT_KEY) is None:
@@ -182,10 +186,33 @@ def core_model_patcher_class():
     return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
 
 
-def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=None):
+RELOAD_CALLBACK_KEY = "videocrafter_cached_patcher_init"
+
+
+def set_reload(patcher, factory, args):
+    """Give a MODEL the `cached_patcher_init` core's loaders give theirs: `factory(*args, disable_dynamic=False)`
+    builds the same MODEL afresh from its file(s). Newer ComfyUI calls it for a deep clone (device selection,
+    MultiGPU: `deepclone_multigpu`) and, with `disable_dynamic=True`, for the non-dynamic delegate that hook
+    conditioning samples on when the MODEL is a dynamic-VRAM patcher. ComfyUI 0.33's clone carries the attribute;
+    on older hosts, whose clone does not, a clone callback carries it, so the MODEL out of a LoRA or patch node
+    still has it."""
+    carried_by_host = hasattr(patcher, "cached_patcher_init")  # set to None by the constructor of hosts that use it
+    patcher.cached_patcher_init = (factory, tuple(args))
+    if not carried_by_host:
+        patcher.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_CLONE, RELOAD_CALLBACK_KEY, _carry_reload)
+    return patcher
+
+
+def _carry_reload(original, clone):
+    if getattr(clone, "cached_patcher_init", None) is None:
+        clone.cached_patcher_init = getattr(original, "cached_patcher_init", None)
+
+
+def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=None, disable_dynamic=False):
     """The MODEL for a VideoCrafter UNet, built the way core loads a checkpoint (comfy.sd.load_state_dict_guess_config
     of both hosts): dtypes and devices from model management, the config's get_model, core's patcher class
-    (dynamic VRAM on 0.33), then the weights, loaded straight to the GPU when model management says so."""
+    (dynamic VRAM on 0.33; the plain ModelPatcher with `disable_dynamic`, as core's loaders take it), then the
+    weights, loaded straight to the GPU when model management says so."""
     config = VideoCrafterModelConfig(info, alphas_cumprod, scale_arr)
     load_device = comfy.model_management.get_torch_device()
     params = sum(v.numel() for v in unet_sd.values())
@@ -201,8 +228,8 @@ def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=N
     config.set_inference_dtype(unet_dtype, manual_cast)
     initial_device = comfy.model_management.unet_inital_load_device(params, unet_dtype)
     model = config.get_model(unet_sd, device=initial_device)
-    patcher = core_model_patcher_class()(model, load_device=load_device,
-                                         offload_device=comfy.model_management.unet_offload_device())
+    patcher_class = comfy.model_patcher.ModelPatcher if disable_dynamic else core_model_patcher_class()
+    patcher = patcher_class(model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device())
     core_patches.install(patcher)
     video_control.install(patcher)
     dynamic = getattr(patcher, "is_dynamic", lambda: False)()  # 0.3.x patchers are never dynamic

@@ -14,8 +14,8 @@ import torch
 import comfy.model_management
 
 from . import checkpoint as ckpt
-from . import checkpoint_file as ckpt_file
-from .model_base import VideoCrafterModel, build_model_patcher
+from .loader import read_checkpoint
+from .model_base import VideoCrafterModel, build_model_patcher, set_reload
 
 # UNetConfig fields that only the turbo UNet adds: everything else must equal the base model's
 TURBO_ONLY_FIELDS = ("guidance_embed_dim", "motion_guidance")
@@ -68,15 +68,23 @@ def load_turbo_model(model_patcher, path, weight_dtype=None):
     if model_patcher.patches or model_patcher.model_options.get("transformer_options"):
         logging.warning("VideoCrafter Turbo UNet Loader: the LoRA / model patches on the input MODEL belong to the "
                         "VideoCrafter2 UNet and are not carried over; apply them after this node.")
-    sd = ckpt_file.load_state_dict(path)
+    return build_turbo_model(base_info, path, weight_dtype)
+
+
+def build_turbo_model(base_info, path, weight_dtype=None, disable_dynamic=False):
+    """The turbo MODEL from `path` for a base model of `base_info` (checked by load_turbo_model); also its
+    `cached_patcher_init` (model_base.set_reload)."""
+    name = os.path.basename(path)
+    sd = read_checkpoint(path)
     try:
         unet_sd, turbo_cfg = ckpt.inspect_turbo_unet(sd, name)
         info = turbo_info(base_info, turbo_cfg, name)
-        patcher = build_model_patcher(info, unet_sd, turbo_alphas_cumprod(), None, weight_dtype)
+        patcher = build_model_patcher(info, unet_sd, turbo_alphas_cumprod(), None, weight_dtype,
+                                      disable_dynamic=disable_dynamic)
     except Exception:
         sd = unet_sd = None
         gc.collect()
         comfy.model_management.soft_empty_cache()
         raise
     logging.info("T2V-Turbo: %s from %s", info.description, name)
-    return patcher
+    return set_reload(patcher, build_turbo_model, (base_info, path, weight_dtype))

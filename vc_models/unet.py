@@ -11,10 +11,16 @@ and `activations_shape` are set as core sets them; the block patches and Control
 same places; the spatial transformers honour the attention patches, replacements and
 `optimized_attention_override`. Spatial layers see the frames as a batch of images: `original_shape` is
 `[B*T, C, H, W]`, so patches written for SD latents (ToMe, HyperTile, FreeU, Kohya deep shrink) get the
-layout they expect. The temporal transformers are kept apart (as AnimateDiff-Evolved does): they see
-none of those hooks, only what `transformer_options[TEMPORAL_OPTIONS_KEY]` holds, in the same layout
-(`{"patches": ..., "patches_replace": ..., "optimized_attention_override": ...}`; queries there are
-[pixels, frames, C]).
+layout they expect. The temporal transformers are kept apart from the layout-bound hooks (as
+AnimateDiff-Evolved does): they see none of the spatial `patches` / `patches_replace`, only what
+`transformer_options[TEMPORAL_OPTIONS_KEY]` holds, in the same layout (`{"patches": ..., "patches_replace": ...,
+"optimized_attention_override": ...}`; queries there are [pixels, frames, C]). The attention backend is not
+layout-bound: every attention call of the UNet, spatial and temporal, goes through core's
+`optimized_attention` with the call's `transformer_options`, so the host's flags (`--use-sage-attention`,
+`--use-flash-attention`, ...) and a MODEL's `optimized_attention_override` (ModelAttentionBackend) reach both; an
+override under TEMPORAL_OPTIONS_KEY replaces it for the temporal layers only. `ATTENTION_AXIS_KEY` tells an
+override which kind of call it sees. The one exception is relative-position temporal attention (VideoCrafter1
+T2V), which needs explicit scores (see `Attention._relative_attention`; docs/attention.md).
 """
 import torch
 import torch.nn as nn
@@ -35,13 +41,20 @@ ops = comfy.ops.disable_weight_init
 # transformer_options key whose {"patches", "patches_replace", "optimized_attention_override"} reach the
 # temporal transformers (the spatial hooks of core nodes never do)
 TEMPORAL_OPTIONS_KEY = "videocrafter_temporal"
-_HOOK_KEYS = ("patches", "patches_replace", "optimized_attention_override")
+# hooks written for the spatial layout ([B*T, pixels, C] queries, SD block names): kept from the temporal layers
+_SPATIAL_HOOK_KEYS = ("patches", "patches_replace")
+# transformer_options key an attention call carries: "spatial" (over the pixels of a frame, or its cross-attention
+# to text / image tokens) or "temporal" (over the frames of a pixel), so an override can tell the two apart
+ATTENTION_AXIS_KEY = "videocrafter_attention_axis"
 
 
 def temporal_options(transformer_options):
-    """The options the temporal layers see: everything but the spatial hooks, plus the temporal ones."""
-    options = {k: v for k, v in transformer_options.items() if k not in _HOOK_KEYS and k != TEMPORAL_OPTIONS_KEY}
+    """The options the temporal layers see: everything but the spatial hooks (the attention override stays: it
+    picks a backend, whatever the layout), plus the temporal ones."""
+    options = {k: v for k, v in transformer_options.items()
+               if k not in _SPATIAL_HOOK_KEYS and k != TEMPORAL_OPTIONS_KEY}
     options.update(transformer_options.get(TEMPORAL_OPTIONS_KEY, {}))
+    options[ATTENTION_AXIS_KEY] = "temporal"
     return options
 
 
@@ -227,6 +240,11 @@ class Attention(nn.Module):
         return comfy_attention.optimized_attention(q, k, v, self.heads, transformer_options=transformer_options)
 
     def _relative_attention(self, q, k, v):
+        """Attention with relative position embeddings on the keys and the values (VideoCrafter1 T2V's temporal
+        layers), as the original computes it. It needs the probabilities themselves (the value term weights a
+        different embedding per query-key pair), which no fused kernel returns, so it runs with explicit scores
+        and neither the host's attention backend nor an override reaches it; over 16 frames its score matrices
+        are [pixels, heads, 16, 16], small beside the spatial attention's."""
         n, t, _ = q.shape
         q, k, v = (a.view(n, t, self.heads, self.head_dim).transpose(1, 2) for a in (q, k, v))
         rel_k = self.relative_position_k(t, q)
@@ -320,6 +338,7 @@ class SpatialTransformer(nn.Module):
     def forward(self, x, context, image_context=None, transformer_options=None):
         options = transformer_options if transformer_options is not None else {}
         options["activations_shape"] = list(x.shape)
+        options[ATTENTION_AXIS_KEY] = "spatial"
         n, c, h, w = x.shape
         y = self.norm(x)
         if not self.use_linear:

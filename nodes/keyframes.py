@@ -18,12 +18,24 @@ from .loader import PROJECTOR_TYPE
 from .sampler import sample_video
 
 
+KEY_FRAME_INPUTS = 8  # optional single-image inputs key_frame_1 .. key_frame_8
+
+
+def gather_key_frames(key_frames, single):
+    """One IMAGE batch: the `key_frames` batch (if linked), then the linked key_frame_1 .. key_frame_8 in order;
+    None when nothing is linked."""
+    parts = [key_frames] if key_frames is not None else []
+    parts += [single[f"key_frame_{i}"] for i in range(1, KEY_FRAME_INPUTS + 1) if single.get(f"key_frame_{i}") is not None]
+    return torch.cat(parts) if parts else None
+
+
 def key_frame_pairs(key_frames, loop):
     """(start images, end images) of the segments: consecutive pairs, and for a loop last -> first."""
     if key_frames is None or key_frames.ndim != 4 or key_frames.shape[0] < 2:
         count = 0 if key_frames is None or key_frames.ndim != 4 else key_frames.shape[0]
         raise ValueError(f"VideoCrafter Key-Frame Sequence needs at least 2 key frames (an IMAGE batch); got {count}. "
-                         "Batch the images (e.g. core 'Batch Images'), or for a single image use DynamiCrafter "
+                         "Link key_frame_1 and key_frame_2 (and more) or an IMAGE batch to key_frames, or for a single image use "
+                         "DynamiCrafter "
                          "Conditioning with mode 'loop'.")
     ends = torch.cat([key_frames[1:], key_frames[:1]]) if loop else key_frames[1:]
     return key_frames[:len(ends)], ends
@@ -71,7 +83,6 @@ class VideoCrafterKeyFrameSequence:
             "vae": ("VAE", {"tooltip": "The VAE from Load VideoCrafter Checkpoint (ToonCrafter's looks at each pair)."}),
             "clip_vision": ("CLIP_VISION", {"tooltip": "The image encoder from Load VideoCrafter Checkpoint."}),
             "projector": (PROJECTOR_TYPE, {"tooltip": "The projector from Load VideoCrafter Checkpoint."}),
-            "key_frames": ("IMAGE", {"tooltip": "N >= 2 key frames in order, as one IMAGE batch."}),
             "loop": ("BOOLEAN", {"default": False, "tooltip": "Also interpolate from the last key frame back to the "
                                                               "first, for a video that loops."}),
             "width": ("INT", {"default": 512, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
@@ -95,11 +106,17 @@ class VideoCrafterKeyFrameSequence:
                               "tooltip": "DDIM eta; the originals use 1."}),
             "segments_per_batch": ("INT", {"default": 4, "min": 1, "max": 64, "tooltip":
                                            "Segments sampled in one call: lower it if you run out of memory."}),
+        }, "optional": {
+            "key_frames": ("IMAGE", {"tooltip": "Key frames in order as one IMAGE batch; the key_frame_N inputs follow "
+                                                "them. Link this or at least two key_frame_N."}),
+            **{f"key_frame_{i}": ("IMAGE", {"tooltip": f"Key frame {i} (one image), after the key_frames batch; "
+                                                       "unlinked ones are skipped."})
+               for i in range(1, KEY_FRAME_INPUTS + 1)},
         }}
 
-    def generate(self, model, positive, negative, vae, clip_vision, projector, key_frames, loop, width, height, length,
-                 fs, seed, steps, cfg, sampler_name, scheduler, eta, segments_per_batch):
-        starts, ends = key_frame_pairs(key_frames, loop)
+    def generate(self, model, positive, negative, vae, clip_vision, projector, loop, width, height, length,
+                 fs, seed, steps, cfg, sampler_name, scheduler, eta, segments_per_batch, key_frames=None, **single):
+        starts, ends = key_frame_pairs(gather_key_frames(key_frames, single), loop)
         conditioning, decoder = DynamiCrafterConditioning(), VideoCrafterVAEDecode()
         frames = []
         for first in range(0, len(starts), segments_per_batch):

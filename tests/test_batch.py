@@ -347,12 +347,18 @@ def test_key_frame_columns_fill_the_batch_in_order(tmp_path):
     roles = wfm.find_roles(wf)
     assert "image" not in roles and "key_frame_5" not in roles
     out = wfm.fill(wf, roles, {f"key_frame_{i}": f"k{i}.png" for i in range(1, 5)})
-    batch = []
-    link = out["6"]["inputs"]["key_frames"]  # walk the Image Batch chain: image1 is the earlier frames
-    while out[link[0]]["class_type"] == "ImageBatch":
-        batch.insert(0, out[out[link[0]]["inputs"]["image2"][0]]["inputs"]["image"])
-        link = out[link[0]]["inputs"]["image1"]
-    assert [out[link[0]]["inputs"]["image"]] + batch == ["k1.png", "k2.png", "k3.png", "k4.png"]
+    sequence = out[wfm.find_sampler(out)]["inputs"]  # one LoadImage on each key_frame_N input
+    assert [out[sequence[f"key_frame_{i}"][0]]["inputs"]["image"] for i in range(1, 5)] == [f"k{i}.png" for i in range(1, 5)]
+    # a graph that batches its frames (core Image Batch) into key_frames, then adds one more on key_frame_1
+    chained = {"1": {"class_type": "LoadImage", "inputs": {"image": "a.png"}},
+               "2": {"class_type": "LoadImage", "inputs": {"image": "b.png"}},
+               "3": {"class_type": "ImageBatch", "inputs": {"image1": ["1", 0], "image2": ["2", 0]}},
+               "4": {"class_type": "LoadImage", "inputs": {"image": "c.png"}},
+               "5": {"class_type": "VideoCrafterKeyFrameSequence",
+                     "inputs": {"positive": ["9", 0], "negative": ["9", 0], "key_frames": ["3", 0],
+                                "key_frame_1": ["4", 0], "width": 512}}}
+    roles = wfm.find_roles(chained)
+    assert [roles[f"key_frame_{i}"] for i in (1, 2, 3)] == [[("1", "image")], [("2", "image")], [("4", "image")]]
 
 
 def test_fill_coerces_and_follows_primitive_links():

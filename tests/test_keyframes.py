@@ -57,11 +57,13 @@ def graphs(pack, checkpoints):
     return get
 
 
-def sequence(pack, graph, frames, loop=False, segments_per_batch=4):
+def sequence(pack, graph, frames, loop=False, segments_per_batch=4, **key_frame_inputs):
+    """The node's video for the IMAGE batch `frames` (None: unlinked) and the single images `key_frame_inputs`."""
     node = pack.NODE_CLASS_MAPPINGS["VideoCrafterKeyFrameSequence"]()
     (video,) = node.generate(graph["model"], graph["positive"], graph["negative"], graph["vae"], graph["clip_vision"],
-                             graph["projector"], frames, loop, SIZE, SIZE, FRAMES, FS, SEED, STEPS, 7.5,
-                             "videocrafter_ddim", "videocrafter_trailing", 1.0, segments_per_batch)
+                             graph["projector"], loop, SIZE, SIZE, FRAMES, FS, SEED, STEPS, 7.5,
+                             "videocrafter_ddim", "videocrafter_trailing", 1.0, segments_per_batch,
+                             key_frames=frames, **key_frame_inputs)
     return video
 
 
@@ -109,3 +111,18 @@ def test_one_key_frame_is_refused(pack, graphs):
     graph = graphs("dc_512_interp")
     with pytest.raises(ValueError, match="at least 2 key frames.*got 1.*mode 'loop'"):
         sequence(pack, graph, key_frames(1))
+
+
+def test_single_key_frame_inputs_follow_the_batch(pack, graphs):
+    """key_frame_1 .. key_frame_8 (what the shipped graphs link, one LoadImage each) come after the key_frames
+    batch in input order, unlinked ones skipped: the same video as one batch of those images in that order."""
+    graph = graphs("dc_512_interp")
+    frames = key_frames(3)
+    batch = sequence(pack, graph, frames)
+    singles = sequence(pack, graph, None, key_frame_1=frames[0:1], key_frame_3=frames[1:2], key_frame_8=frames[2:3])
+    mixed = sequence(pack, graph, frames[:2], key_frame_2=frames[2:3])
+    assert rel_err(singles, batch) <= SAME_TOL and rel_err(mixed, batch) <= SAME_TOL
+    with pytest.raises(ValueError, match="at least 2 key frames.*got 1"):
+        sequence(pack, graph, None, key_frame_2=frames[0:1])
+    with pytest.raises(ValueError, match="at least 2 key frames.*got 0"):
+        sequence(pack, graph, None)

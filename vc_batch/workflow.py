@@ -5,7 +5,8 @@ Roles are found from the graph's structure, never from node ids:
 
   sampler   the node with `positive`, `negative` and `latent_image` inputs
             (VideoCrafterKSampler preferred if there are several), or else the one with
-            `positive`, `negative` and `key_frames` (VideoCrafter Key-Frame Sequence samples itself)
+            `positive`, `negative` and `key_frames` or `key_frame_N` (VideoCrafter Key-Frame Sequence
+            samples itself)
   prompt    the `text` of the text encoder reached by walking up from the sampler's
             `positive` input (through any node with positive/negative inputs such as
             VideoCrafterFPSConditioning / VideoCrafterImageEncode, taking the input that
@@ -21,7 +22,8 @@ Roles are found from the graph's structure, never from node ids:
             the sampler (VideoCrafter I2V)
   end_image the `image` of the LoadImage node(s) feeding an `end_image` input
   key_frame_1, key_frame_2, ...  the `image` of the LoadImage nodes feeding the sampler's
-            `key_frames` input, in the order their Image Batch nodes join them (width, height,
+            `key_frames` input, in the order their Image Batch nodes join them, then those feeding
+            its `key_frame_1` ... `key_frame_8` inputs in that order (width, height,
             frames and fs are then the sequence node's own)
   fs, mode  `fs` / `mode` of the node with a `start_image` input (DynamiCrafter Conditioning)
   window_size, window_stride  on a node upstream of the sampler (VideoCrafter FreeNoise)
@@ -48,6 +50,8 @@ FRAMES_INPUTS = ("frames", "length", "video_frames", "num_frames")
 FPS_INPUTS = ("fps", "frame_rate")
 IMAGE_LOADERS = ("LoadImage", "LoadImageOutput")
 KEY_FRAMES_INPUT = "key_frames"  # VideoCrafter Key-Frame Sequence's IMAGE batch of key frames
+# ... and its single-image inputs, which follow the batch in this order
+KEY_FRAME_INPUTS = tuple(f"key_frame_{i}" for i in range(1, 9))
 LITERAL_INPUTS = ("value", "text", "string", "int", "float", "number", "seed")
 
 
@@ -140,7 +144,8 @@ def find_sampler(wf):
     cands = [nid for nid, n in wf.items()
              if {"positive", "negative", "latent_image"} <= set(n["inputs"])]
     if not cands:
-        cands = [nid for nid, n in wf.items() if {"positive", "negative", KEY_FRAMES_INPUT} <= set(n["inputs"])]
+        cands = [nid for nid, n in wf.items() if {"positive", "negative"} <= set(n["inputs"])
+                 and set(n["inputs"]) & {KEY_FRAMES_INPUT, *KEY_FRAME_INPUTS}]
     if not cands:
         cands = [nid for nid, n in wf.items() if n["class_type"] in SAMPLER_PREFERENCE]
     if len(cands) > 1:
@@ -194,7 +199,7 @@ def find_roles(wf, overrides=None):
             if name:
                 roles[role] = [_resolve_literal(wf, sampler, name)]
         lat = s_in.get("latent_image")
-        key_frames = s_in.get(KEY_FRAMES_INPUT)
+        key_frames = [s_in[name] for name in (KEY_FRAMES_INPUT, *KEY_FRAME_INPUTS) if name in s_in] or None
         # the node that sets the video's size: the latent's, or the key-frame sequence itself
         lid = str(lat[0]) if is_link(lat) and str(lat[0]) in wf else (sampler if key_frames is not None else None)
         if lid is not None:
@@ -206,7 +211,8 @@ def find_roles(wf, overrides=None):
                     roles[role] = [_resolve_literal(wf, lid, name)]
         up = sorted(_upstream(wf, [sampler]), key=_id_key)
         if key_frames is not None:
-            for index, nid in enumerate(_batch_order(wf, key_frames), start=1):
+            loaders = [nid for link in key_frames for nid in _batch_order(wf, link)]
+            for index, nid in enumerate(loaders, start=1):
                 roles[f"key_frame_{index}"] = [(nid, "image")]
         else:
             _image_roles(wf, up, roles)

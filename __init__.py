@@ -6,5 +6,8 @@ _sampling.register()
 _lora_keys.install()  # core LoRA loading also reads peft / diffusers-style keys for this pack's UNet
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402  (after the sampler is registered)
+from .nodes import templates as _templates  # noqa: E402
+
+_templates.ensure_thumbnails()  # the Templates browser's pictures of example_workflows/, drawn from the graphs
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

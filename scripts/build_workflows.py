@@ -716,6 +716,8 @@ def write_json(path, data):
 # nodes/templates.py draws at start-up), so each UI graph's file name is its title; the API graphs keep the short
 # names in workflows/api/ (the batch command and scripts read them).
 TEMPLATES_FOLDER = os.path.join(ROOT, "example_workflows")
+# the host whose node definitions the shipped UI graphs are built from (their widget values read the same on 0.33)
+BUILD_HOST_VERSION = "0.3.75"
 API_FOLDER = os.path.join(ROOT, "workflows", "api")
 TITLES = {
     "vc2_t2v_512": "VideoCrafter2, text to video",

@@ -24,6 +24,11 @@ def chromium_path():
     return next((shutil.which(name) for name in CHROMIUM_CANDIDATES if shutil.which(name)), None)
 
 
+def off_machine(url):
+    """A URL the test's pages may not reach (anything but this machine's servers and the page's own data)."""
+    return bool(url) and not url.startswith(("data:", "blob:")) and urlparse(url).hostname not in ("127.0.0.1", "localhost")
+
+
 # the frontend's settings for the test user: no first-visit templates browser over the canvas
 TEST_SETTINGS = {"Comfy.TutorialCompleted": True}
 
@@ -63,11 +68,11 @@ class Browser:
         page.console, page.refused = [], []
 
         def route(r):
-            if urlparse(r.request.url).hostname in ("127.0.0.1", "localhost") or r.request.url.startswith(("data:", "blob:")):
-                r.continue_()
-            else:
+            if off_machine(r.request.url):
                 page.refused.append(r.request.url)
                 r.abort()
+            else:
+                r.continue_()
 
         context.route("**/*", route)
         page.on("console", lambda m: page.console.append((m.type, m.text, (m.location or {}).get("url", ""))))
@@ -76,6 +81,11 @@ class Browser:
         page.wait_for_function("() => window.app && window.app.graph && window.app.canvas && "
                                "window.LiteGraph && Object.keys(LiteGraph.registered_node_types).length > 100",
                                timeout=timeout * 1000)
+        # the frontend loads its default graph once set up; a file dropped before that would be replaced by it
+        try:
+            page.wait_for_function("() => app.graph._nodes.length > 0", timeout=15000)
+        except Exception:  # noqa: BLE001  (a frontend that starts on an empty canvas)
+            pass
         close_dialogs(page)
         return page
 
@@ -124,7 +134,7 @@ DRAWN_GRAPH_JS = """() => {
         outputs: (n.outputs || []).map(o => ({name: o.name, type: o.type, links: o.links || []})),
         badges: (n.badges || []).map(b => { const v = typeof b === 'function' ? b() : b;
                                             return v && (v.text ?? String(v)); }),
-        unknown: !LiteGraph.registered_node_types[n.type] || n.has_errors === true,
+        unknown: !LiteGraph.registered_node_types[n.type],
         deprecated: !!(n.constructor.nodeData && n.constructor.nodeData.deprecated),
         properties: n.properties,
     }));

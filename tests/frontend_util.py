@@ -111,15 +111,22 @@ def drop_file(page, path):
     cdp.detach()
 
 
+PREVIEWS_LOADED_JS = """() => app.graph._nodes.filter(n => (n.widgets || []).some(w => w.name === 'image' && w.value) &&
+    !(n.imgs && n.imgs.length && n.imgs.every(i => i.complete && i.naturalWidth > 0))).map(n => n.title)"""
+
+
 def wait_graph(page, count, timeout=30):
-    """Waits until the graph holds `count` nodes and every image preview has loaded (its node then has its size)."""
-    page.wait_for_function(
-        """(count) => app.graph._nodes.length === count && app.graph._nodes.every(n =>
-            !(n.widgets || []).some(w => w.name === 'image' && w.value) || (n.imgs && n.imgs.length &&
-            n.imgs.every(i => i.complete)))""", arg=count, timeout=timeout * 1000)
+    """Waits until the graph holds `count` nodes and its image previews have loaded (a node grows by its preview);
+    returns the titles of the nodes whose image did not show."""
+    page.wait_for_function("(count) => app.graph._nodes.length === count", arg=count, timeout=timeout * 1000)
+    try:
+        page.wait_for_function(f"() => ({PREVIEWS_LOADED_JS})().length === 0", timeout=timeout * 1000 / 2)
+    except Exception:  # noqa: BLE001  (the caller asserts on what is left)
+        pass
     # two frames: the canvas draws once more after the previews grew the nodes
     page.evaluate("() => new Promise(r => requestAnimationFrame(() => { app.canvas.draw(true, true); "
                   "requestAnimationFrame(r) }))")
+    return page.evaluate(PREVIEWS_LOADED_JS)
 
 
 DRAWN_GRAPH_JS = """() => {

@@ -123,7 +123,7 @@ def test_dropped_graph_reads_as_laid_out(frontend, browser, name):
     page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
     try:
         drop_file(page, ui_file)
-        wait_graph(page, len(ui["nodes"]))
+        no_preview = wait_graph(page, len(ui["nodes"]), timeout=20)
         graph = drawn_graph(page)
         nodes = {str(n["id"]): n for n in graph["nodes"]}
 
@@ -147,6 +147,9 @@ def test_dropped_graph_reads_as_laid_out(frontend, browser, name):
                           if not _same(v, drawn.get(k))]
         assert not misplaced, misplaced
 
+        # the example inputs the graph names are the pack's (in ComfyUI's input folder): each image shows
+        assert not no_preview, no_preview
+
         # drawn as laid out: no node grew past its size in the file, no two drawn rectangles (title bars included)
         # overlap
         by_file = {str(n["id"]): n for n in ui["nodes"]}
@@ -162,6 +165,16 @@ def test_dropped_graph_reads_as_laid_out(frontend, browser, name):
         deprecated = [(n["title"], n["badges"]) for n in graph["nodes"]
                       if n["deprecated"] or any("DEPR" in str(b) for b in n["badges"])]
         assert not deprecated, deprecated
+
+        # a Note on the canvas says what the user provides: the model files, the inputs the Load nodes read, for a
+        # training graph where the videos go
+        notes = [n for n in graph["nodes"] if n["type"] in build_workflows.NOTE_TYPES]
+        assert len(notes) == 1, [n["title"] for n in notes]
+        text = notes[0]["widgets"][0]["value"]
+        provided = [f for f, _ in needed_models(name)] + [n["widgets_values"][0] for n in ui["nodes"]
+                                                          if n["type"] in build_workflows.INPUT_TYPES]
+        provided += ["ComfyUI/input/videocrafter_train"] if name in TRAIN_MODELS else []
+        assert [p for p in provided if p not in text] == [], text
 
         # the missing models, each with its folder
         text = _missing_models_text(page)

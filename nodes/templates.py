@@ -52,8 +52,8 @@ def _wrap(draw, text, font, width):
 
 
 def render_thumbnail(graph, title, size=THUMBNAIL_SIZE):
-    """A square picture of a UI graph: `title` at the top, below it the graph's groups (with their titles),
-    nodes and links fitted into the rest."""
+    """A square picture of a UI graph: `title` at the top, below it the graph's groups, nodes and links fitted
+    into the rest."""
     from PIL import Image, ImageDraw
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -78,12 +78,10 @@ def render_thumbnail(graph, title, size=THUMBNAIL_SIZE):
     def at(x, y):
         return x0 + (x - left) * scale, y0 + (y - upper) * scale
 
-    group_font = _font(max(10, size // 30))
-    for group in graph.get("groups", []):
+    for group in graph.get("groups", []):  # coloured areas (their titles would be too small to read)
         x, y, w, h = group["bounding"]
         colour = _hex_colour(group.get("color"), (90, 90, 90))
         draw.rectangle([at(x, y), at(x + w, y + h)], fill=tuple(c // 3 for c in colour), outline=colour)
-        draw.text((at(x, y)[0] + 4, at(x, y)[1] + 2), group.get("title", ""), font=group_font, fill=TEXT)
     for _id, src, slot, dst, dslot, kind in graph.get("links", []):
         if src in nodes and dst in nodes:
             (sx, sy), (sw, _sh) = nodes[src]["pos"], nodes[src]["size"]

@@ -9,7 +9,8 @@ import sys
 from dataclasses import replace
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)  # the pack's `vc_models` package (no ComfyUI, no torch imported)
+sys.path.append(ROOT)  # the pack's `vc_models` package (no ComfyUI, no torch imported); appended: the repo also holds
+# a `nodes` package, which must not shadow ComfyUI's `nodes` module in a process that imports both
 from vc_models import registry  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -346,16 +347,25 @@ def ui_sockets(info):
 
 
 # rows a node of a newer supported host has beyond the build host's: 0.33's Get Video Components adds the
-# bit_depth and color_space outputs
+# bit_depth and color_space outputs, Create Video bit_depth; a core node gets one row for what a newer host adds
 NEWER_HOST_ROWS = {"GetVideoComponents": 2}
+PACK_PREFIXES = ("VideoCrafter", "DynamiCrafter")  # the pack's own nodes: the same on every host
+
+
+def spare_rows(node_type):
+    """Widget rows a node is laid out with beyond what the build host's frontend draws."""
+    if node_type in NEWER_HOST_ROWS:
+        return NEWER_HOST_ROWS[node_type]
+    return 0 if node_type.startswith(PACK_PREFIXES) or node_type in PREVIEW_H else 1
 # What the frontends draw (measured in Chromium on 1.32.9 and 1.49.6, tests/test_frontend_browser.py checks it):
 # a node's height is max(sockets, outputs) x 20 + 24 a widget row + 14; LoadImage / LoadVideo grow by their
 # preview once the file is shown (LoadImage 102 -> 314 px on 1.32.9). The frontend keeps a file's size when it is
 # at least that, so every node is written at least that tall, with one spare socket row.
 FRONTEND_SLOT_H, FRONTEND_WIDGET_H, FRONTEND_NODE_PAD = 20, 24, 14
 # the preview a node grows by once its file shows, measured on both frontends with the example inputs: LoadImage is
-# 314 px tall on both (its 102 px and a 212 px image), LoadVideo 213 on 1.49.6 (1.32.9 shows no preview)
-PREVIEW_H = {"LoadImage": 200, "LoadVideo": 120}
+# 314 px tall on both (its 102 px and a 212 px image), LoadVideo 213 on 1.49.6 (82 and 131; 1.32.9 draws its video
+# over the node's own 82 px)
+PREVIEW_H = {"LoadImage": 214, "LoadVideo": 134}
 # the frontends widen a node to its title: measured 8.2 px a character + 20 (at least 210)
 TITLE_CHAR_W, TITLE_PAD_W = 8.2, 20
 
@@ -368,7 +378,7 @@ def node_size(info, values, spare_rows=0, node_type=None, title=""):
     widgets = ui_widgets(info, values)
     rows = sum(MULTILINE_H if kind == "STRING" and opts.get("multiline") else FRONTEND_WIDGET_H
                for _, kind, opts, _ in widgets)
-    height = (max(len(inputs), len(outputs)) + 1) * FRONTEND_SLOT_H + rows + spare_rows * FRONTEND_WIDGET_H \
+    height = max(len(inputs), len(outputs)) * FRONTEND_SLOT_H + rows + spare_rows * FRONTEND_WIDGET_H \
         + FRONTEND_NODE_PAD + PREVIEW_H.get(node_type, 0)
     width = max(NODE_WIDTH, round(TITLE_CHAR_W * len(title) + TITLE_PAD_W))
     return [width, height]
@@ -606,7 +616,7 @@ def to_ui(nodes, variant, object_info, downloads=(), extra_note=""):
         ui_nodes.append({
             "id": nid, "type": ntype, "pos": list(pos), "flags": {},
             # room for one optional widget a newer host adds (0.33's Create Video bit_depth), or its extra outputs
-            "size": node_size(object_info[ntype], widgets, NEWER_HOST_ROWS.get(ntype, 0 if ntype in PREVIEW_H else 1),
+            "size": node_size(object_info[ntype], widgets, spare_rows(ntype),
                               ntype, title),
             "order": order, "mode": 0, "title": title,
             "inputs": [{"name": n, "type": t, "link": link_of.get((nid, i))} for i, (n, t) in enumerate(in_sockets)],

@@ -195,7 +195,7 @@ def dynamicrafter_graph(variant, ckpt, prompt, d, mode="i2v"):
     nodes[7] = ("VideoCrafterVAEDecode", [8], {"samples": (6, 0), "vae": (1, 2)}, "Decode frames", (1620, 200))
     frames = (7, 0)
     if mode == "loop":
-        nodes[14] = ("ImageFromBatch", [0, 15], {"image": (7, 0)}, "Drop the repeated last frame", (1900, 420))
+        nodes[14] = ("ImageFromBatch", [0, 15], {"image": (7, 0)}, "Drop repeated last frame", (1900, 420))
         frames = (14, 0)
     nodes[8] = ("CreateVideo", [8.0], {"images": frames}, "Create Video", (2160, 200))
     nodes[9] = ("SaveVideo", [f"videocrafter/{variant}", "auto", "auto"], {"video": (8, 0)}, "Save Video", (2440, 200))
@@ -234,7 +234,7 @@ def sketch_graph(variant, ckpt, prompt, d, controlnet):
     nodes[41] = ("GetVideoComponents", [], {"video": (40, 0)}, "Sketch frames", (420, 1240))
     nodes[42] = ("VideoCrafterSketchHint", [d.width, d.height], {"sketches": (41, 0)}, "VideoCrafter Sketch Hint",
                  (840, 1000))
-    nodes[43] = ("ControlNetLoader", [controlnet.release.file_name], {}, "Sketch encoder (ControlNet)", (840, 1240))
+    nodes[43] = ("ControlNetLoader", [controlnet.release.file_name], {}, "Sketch encoder", (840, 1240))
     nodes[44] = ("ControlNetApplyAdvanced", [controlnet.strength, 0.0, 1.0],
                  {"positive": (11, 0), "negative": (11, 1), "control_net": (43, 0), "image": (42, 0)},
                  f"Apply sketches (scale {controlnet.strength})", (1240, 620))
@@ -267,7 +267,7 @@ WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "COMFY_DYNAMICCOMB
 CONTROL_VALUES = ("fixed", "increment", "decrement", "randomize")  # the frontend's control_after_generate
 NODE_WIDTH = 250  # the frontends draw these nodes 210-250 px wide at least (wider for a long title)
 TITLE_H, MULTILINE_H = 30, 100  # LiteGraph's title bar; a prompt box of five lines
-COL_GAP, ROW_GAP = 44, 40
+COL_GAP, ROW_GAP = 44, 32
 
 
 def _is_widget(spec):
@@ -366,8 +366,9 @@ FRONTEND_SLOT_H, FRONTEND_WIDGET_H, FRONTEND_NODE_PAD = 20, 24, 14
 # 314 px tall on both (its 102 px and a 212 px image), LoadVideo 213 on 1.49.6 (82 and 131; 1.32.9 draws its video
 # over the node's own 82 px)
 PREVIEW_H = {"LoadImage": 214, "LoadVideo": 134}
-# the frontends widen a node to its title: measured 8.2 px a character + 20 (at least 210)
-TITLE_CHAR_W, TITLE_PAD_W = 8.2, 20
+# the frontends widen a node to its title (measured: 8.2 px a character + 20) but 1.32.9 cuts a title short from
+# about 26 characters in a 250 px node: room for the whole title
+TITLE_CHAR_W, TITLE_PAD_W = 8.6, 40
 
 
 def node_size(info, values, spare_rows=0, node_type=None, title=""):
@@ -468,7 +469,7 @@ TRAINER_TYPES = {"VideoCrafterTrain", "VideoCrafterTrainI2V"}
 SAMPLER_COLUMN_TYPES = {"EmptyVideoCrafterLatent"}  # sources drawn under the sampler they feed
 INPUT_TYPES = {"LoadImage", "LoadVideo"}  # what the user provides
 NOTE_TYPES = {"Note", "MarkdownNote"}
-GROUP_TITLE_H, GROUP_PAD = 46, 14  # LiteGraph's group title bar (font 24) and a margin round the nodes
+GROUP_TITLE_H, GROUP_PAD = 40, 14  # LiteGraph's group title bar (font 24) and a margin round the nodes
 MIN_FIT_ZOOM = 0.5
 
 

@@ -83,7 +83,7 @@ class Browser:
                                timeout=timeout * 1000)
         # the frontend loads its default graph once set up; a file dropped before that would be replaced by it
         try:
-            page.wait_for_function("() => app.graph._nodes.length > 0", timeout=15000)
+            page.wait_for_function("() => app.graph._nodes.length > 0", timeout=40000)
         except Exception:  # noqa: BLE001  (a frontend that starts on an empty canvas)
             pass
         close_dialogs(page)
@@ -113,6 +113,18 @@ def drop_file(page, path):
 
 PREVIEWS_LOADED_JS = """() => app.graph._nodes.filter(n => (n.widgets || []).some(w => w.name === 'image' && w.value) &&
     !(n.imgs && n.imgs.length && n.imgs.every(i => i.complete && i.naturalWidth > 0))).map(n => n.title)"""
+
+
+def drop_and_wait(page, path, count, timeout=30):
+    """Drops the file, waits until the graph holds its `count` nodes (once more, as a user would, when the frontend
+    was still busy loading its own graph) and its image previews have loaded; returns the titles of the nodes whose
+    image did not show."""
+    drop_file(page, path)
+    try:
+        page.wait_for_function("(count) => app.graph._nodes.length === count", arg=count, timeout=timeout * 1000)
+    except Exception:  # noqa: BLE001
+        drop_file(page, path)
+    return wait_graph(page, count, timeout)
 
 
 def wait_graph(page, count, timeout=30):

@@ -118,6 +118,10 @@ def ensure_thumbnails(folder=TEMPLATES_FOLDER):
                 graph = json.load(f)
             image = render_thumbnail(graph, os.path.splitext(name)[0])
             written.append(atomic_write(target, lambda tmp: image.save(tmp, format="JPEG", quality=88)))
+        except PermissionError as e:  # a read-only install: one message, not one a graph
+            logging.warning("VideoCrafter: cannot write template thumbnails into %s (%s); the templates work "
+                            "without them", folder, e)
+            break
         except (OSError, ValueError, KeyError, TypeError) as e:
             logging.warning("VideoCrafter: no template thumbnail for %s (%s); the template works without it", name, e)
     return written

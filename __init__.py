@@ -9,5 +9,8 @@ from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS  # noqa: E402
 from .nodes.example_inputs import write_missing_example_inputs  # noqa: E402
 
 write_missing_example_inputs()  # the shipped graphs' Load Image / Load Video files, when the input folder lacks them
+from .nodes import templates as _templates  # noqa: E402
+
+_templates.ensure_thumbnails()  # the Templates browser's pictures of example_workflows/, drawn from the graphs
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Writes the training graphs of the registry entries with a `train_workflow` (workflows/<name>.json in UI format,
-workflows/api/<name>.json in API format) from the trainer node's own INPUT_TYPES, so the widget order never drifts
+"""Writes the training graphs of the registry entries with a `train_workflow` (example_workflows/<title>.json in UI
+format, workflows/api/<name>.json in API format) from the trainer node's own INPUT_TYPES, so the widget order never drifts
 from the node: train_i2v (VideoCrafter1 I2V, the two-stage node), train_dc_512 (DynamiCrafter 512, VideoCrafter Train).
 
     .venv/bin/python scripts/build_train_workflow.py
@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_boot  # noqa: E402
-from build_workflows import registry, to_ui, write_json  # noqa: E402
+from build_workflows import api_path, registry, to_ui, ui_path, write_json  # noqa: E402
 
 ROOT = comfy_boot.REPO
 INFO = ("Put training videos (with same-name .txt captions) in ComfyUI/input/videocrafter_train, or set 'data' to a "
@@ -65,8 +65,8 @@ def build(pack, entry, name=None, values=None):
         "2": {"class_type": "SaveImage", "_meta": {"title": nodes[2][3]},
               "inputs": {"filename_prefix": nodes[2][1][0], "images": ["1", 0]}},
     }
-    ui = to_ui(nodes, name or entry.train_workflow, comfy_boot.object_info([node_type, "SaveImage"]), [entry])
-    ui["extra"]["info"] = INFO
+    ui = to_ui(nodes, name or entry.train_workflow, comfy_boot.object_info([node_type, "SaveImage"]), [entry],
+               extra_note=f"Training data: {INFO}")
     return ui, api
 
 
@@ -84,9 +84,9 @@ def main():
     pack = comfy_boot.boot(cpu=True)
     for name, entry, values in training_graphs():
         ui, api = build(pack, entry, name, values)
-        write_json(os.path.join(ROOT, "workflows", f"{name}.json"), ui)
-        write_json(os.path.join(ROOT, "workflows", "api", f"{name}.json"), api)
-        print(f"wrote workflows/{name}.json and workflows/api/{name}.json")
+        write_json(ui_path(name), ui)
+        write_json(api_path(name), api)
+        print(f"wrote {os.path.relpath(ui_path(name), ROOT)} and {os.path.relpath(api_path(name), ROOT)}")
 
 
 if __name__ == "__main__":

@@ -83,6 +83,16 @@ if [ ! -f "$STAMP" ] || [ "$HOST_PATH/requirements.txt" -nt "$STAMP" ] || [ requ
   touch "$STAMP"
 fi
 
+# tests/test_frontend_browser.py drives Debian's chromium (never a browser playwright downloads)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing Debian's chromium (the browser test's headless browser)"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
+  else
+    echo "== no chromium: tests/test_frontend_browser.py skips (as root: apt-get install chromium)" >&2
+  fi
+fi
+
 mkdir -p "$HOST_PATH/custom_nodes"
 link="$HOST_PATH/custom_nodes/ComfyUI-VideoCrafter"
 if [ "$(readlink "$link" 2>/dev/null)" != "$ROOT" ]; then

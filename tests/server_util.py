@@ -214,8 +214,10 @@ def fill_inputs(workflow, values):
 
 
 def load_workflow(name, api=True):
-    """A shipped workflow: workflows/api/<name>.json (API format) or workflows/<name>.json (UI)."""
-    with open(os.path.join(REPO, "workflows", *(["api"] if api else []), f"{name}.json")) as f:
+    """A shipped workflow: workflows/api/<name>.json (API format) or its UI graph, the template
+    example_workflows/<title>.json (scripts/build_workflows.py ui_path)."""
+    import build_workflows  # scripts/ (on the path above)
+    with open(build_workflows.api_path(name) if api else build_workflows.ui_path(name)) as f:
         return json.load(f)
 
 

@@ -17,14 +17,15 @@ from vc_models.checkpoint_file import read_layout  # noqa: E402
 import build_workflows  # noqa: E402  (scripts/, on sys.path via server_util)
 import download_models  # noqa: E402
 
-WORKFLOWS = os.path.join(REPO, "workflows")
+TRAIN_GRAPHS = ("train_i2v", "train_dc_512", "train_lora_vc2")
 
 
-def committed_files(folder):
-    """The graphs build_workflows writes; the training graphs (train_*.json) are scripts/build_train_workflow.py's
-    (from the trainer node's INPUT_TYPES, needs ComfyUI)."""
-    return {os.path.relpath(os.path.join(d, f), folder) for d, _, files in os.walk(folder) for f in files
-            if f.endswith(".json") and not f.startswith("train_")}
+def committed_files(templates, api):
+    """{file name: path} of the graphs build_workflows writes; the training graphs are
+    scripts/build_train_workflow.py's (from the trainer node's INPUT_TYPES, needs ComfyUI)."""
+    train = {os.path.basename(build_workflows.ui_path(n)) for n in TRAIN_GRAPHS} | {f"{n}.json" for n in TRAIN_GRAPHS}
+    return {f"{kind}/{f}": os.path.join(folder, f) for kind, folder in (("ui", templates), ("api", api))
+            for f in os.listdir(folder) if f.endswith(".json") and f not in train}
 
 
 def test_builder_reproduces_the_committed_workflows(tmp_path):
@@ -36,12 +37,22 @@ def test_builder_reproduces_the_committed_workflows(tmp_path):
     spec.loader.exec_module(version)
     if version.__version__ != build_workflows.BUILD_HOST_VERSION:
         pytest.skip(f"the shipped graphs are built on ComfyUI {build_workflows.BUILD_HOST_VERSION}; this host is {version.__version__}")
-    build_workflows.main(str(tmp_path))
-    built, committed = committed_files(str(tmp_path)), committed_files(WORKFLOWS)
-    assert built == committed
+    build_workflows.main(str(tmp_path / "ui"), str(tmp_path / "api"))
+    built = committed_files(str(tmp_path / "ui"), str(tmp_path / "api"))
+    committed = committed_files(build_workflows.TEMPLATES_FOLDER, build_workflows.API_FOLDER)
+    assert sorted(built) == sorted(committed)
     for name in sorted(committed):
-        with open(os.path.join(WORKFLOWS, name)) as ours, open(tmp_path / name) as fresh:
-            assert ours.read() == fresh.read(), f"workflows/{name} differs from what scripts/build_workflows.py writes"
+        with open(committed[name]) as ours, open(built[name]) as fresh:
+            assert ours.read() == fresh.read(), f"{committed[name]} differs from what scripts/build_workflows.py writes"
+
+
+def test_every_shipped_graph_has_a_template_title():
+    """The frontends show a template's file name as its title: every shipped graph has a readable one."""
+    names = [w.name for e in registry.MODELS for w in e.workflows] + list(TRAIN_GRAPHS)
+    assert sorted(build_workflows.TITLES) == sorted(names)
+    titles = list(build_workflows.TITLES.values())
+    assert len(set(titles)) == len(titles)
+    assert all(not set(t) & set('<>:"/\\|?*#%&') and t == t.strip() for t in titles), titles
 
 
 def test_ids_and_released_file_names_are_unique():
@@ -78,7 +89,7 @@ def test_a_new_entry_reaches_detection_downloader_and_builder(fake_entry, tmp_pa
     assert len(listed) == 1 and "videocrafter9_t2v_test.safetensors" in listed[0]
     assert "https://huggingface.co/example/VideoCrafter9/resolve/main/vc9.ckpt" in listed[0]
 
-    build_workflows.main(str(tmp_path))
+    build_workflows.main(str(tmp_path), str(tmp_path / "api"))
     with open(tmp_path / "api" / "vc9_t2v_test.json") as f:
         api = json.load(f)
     inputs = {n["class_type"]: n["inputs"] for n in api.values()}
@@ -86,6 +97,6 @@ def test_a_new_entry_reaches_detection_downloader_and_builder(fake_entry, tmp_pa
     assert (inputs["EmptyVideoCrafterLatent"]["width"], inputs["EmptyVideoCrafterLatent"]["height"]) == (384, 256)
     assert (inputs["VideoCrafterKSampler"]["steps"], inputs["VideoCrafterKSampler"]["cfg"]) == (30, 9.0)
     assert inputs["VideoCrafterFPSConditioning"]["fps"] == 12
-    with open(tmp_path / "vc9_t2v_test.json") as f:
+    with open(build_workflows.ui_path("vc9_t2v_test", str(tmp_path))) as f:
         note = next(n for n in json.load(f)["nodes"] if n["type"] == "Note")["widgets_values"][0]
     assert "download_models.py vc9_t2v_test" in note and "example/VideoCrafter9" in note

@@ -12,7 +12,6 @@ import build_workflows  # noqa: E402  (scripts/, on the path through server_util
 sys.path.insert(0, REPO)
 from vc_models import registry  # noqa: E402  (the pack's model list; no ComfyUI import)
 
-WORKFLOWS = os.path.join(REPO, "workflows")
 TINY_FOR = {"vc2_t2v_512": "tiny_t2v_v2.safetensors", "vc1_t2v_1024": "tiny_t2v_v1.safetensors",
             "vc1_i2v_512": "tiny_i2v_v1.safetensors"}
 PACK_NODES = ["VideoCrafterCheckpointLoader", "VideoCrafterImageEncode", "VideoCrafterFPSConditioning",
@@ -38,15 +37,15 @@ def test_every_node_registers_with_tooltips(server):
 
 
 def test_every_shipped_ui_workflow_reads_on_this_host(server):
-    """Every shipped UI graph on this host: its widget values read as meant; each node at least the size this
-    host's frontend draws it (else it grows onto a neighbour); no two node rectangles overlap, no link runs
-    under a node and the Note covers nothing."""
+    """Every shipped UI graph (the pack's templates) on this host: its widget values read as meant; each node at
+    least the size this host's frontend draws it (else it grows onto a neighbour); no two node rectangles overlap,
+    groups hold whole nodes, the Note covers nothing, the whole fits a 1920x1080 window at half zoom
+    (test_frontend_browser.py checks all of it in the frontends themselves)."""
     info = server.object_info()
-    names = sorted(f[:-5] for f in os.listdir(WORKFLOWS) if f.endswith(".json"))
-    assert len(names) >= 11, names
-    for name in names:
-        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
-            ui = json.load(f)
+    templates = sorted(f for f in os.listdir(build_workflows.TEMPLATES_FOLDER) if f.endswith(".json"))
+    assert templates == sorted(os.path.basename(build_workflows.ui_path(n)) for n in build_workflows.TITLES)
+    for name in sorted(build_workflows.TITLES):
+        ui = load_workflow(name, api=False)
         assert_widgets_match(info, ui, name)
         for node in ui["nodes"]:
             if node["type"] not in FRONTEND_ONLY:
@@ -60,16 +59,16 @@ def test_ui_workflows_match_the_nodes(server):
     """Each UI graph names real nodes with one widget value per widget input (the frontend's order)."""
     info = server.object_info()
     for name in TINY_FOR:
-        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
-            ui = json.load(f)
+        ui = load_workflow(name, api=False)
         assert_widgets_match(info, ui, name)
-        # the file the downloader writes; its Missing Models entry names the folder and the instructions, never
-        # a download (the released file is a .ckpt pickle, the dialog would store it under the .safetensors name)
+        # the file the downloader writes; its Missing Models entry names the folder and the instructions (a link
+        # of its own: 1.32.9 lists one model per link), never a download (the released file is a .ckpt pickle,
+        # the dialog would store it under the .safetensors name)
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
         name_ = registry.entry(name).release.file_name
         assert loader["widgets_values"][0] == name_
         assert loader["properties"]["models"] == [{"name": name_, "directory": "videocrafter",
-                                                   "url": build_workflows.MODELS_GUIDE_URL}]
+                                                   "url": build_workflows.model_guide_url(name_)}]
         assert not build_workflows.MODELS_GUIDE_URL.startswith("https://huggingface.co/")
         note = next(n for n in ui["nodes"] if n["type"] == "Note")
         assert f"download_models.py {name}" in note["widgets_values"][0]
@@ -158,8 +157,7 @@ def test_dynamicrafter_ui_workflows(server):
     """UI graphs: real nodes, one widget value per widget input, download links to the released files."""
     info = server.object_info()
     for name in DC_TINY_FOR:
-        with open(os.path.join(WORKFLOWS, f"{name}.json")) as f:
-            ui = json.load(f)
+        ui = load_workflow(name, api=False)
         assert_widgets_match(info, ui, name)
         loader = next(n for n in ui["nodes"] if n["type"] == "VideoCrafterCheckpointLoader")
         note = next(n for n in ui["nodes"] if n["type"] == "Note")["widgets_values"][0]

@@ -61,8 +61,7 @@ def test_train_node_registered_with_tooltips(train_server, node_type, graph, sta
     for section in ("required", "optional"):
         for name, spec in info["input"][section].items():
             assert spec[1].get("tooltip"), name
-    with open(os.path.join(REPO, "workflows", f"{graph}.json")) as f:
-        ui = json.load(f)
+    ui = load_workflow(graph, api=False)
     node = next(n for n in ui["nodes"] if n["type"] == node_type)
     widgets = list(info["input"]["required"]) + list(info["input"]["optional"])
     assert len(node["widgets_values"]) == len(widgets) + 1  # + the seed's control-after-generate

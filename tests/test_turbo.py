@@ -313,7 +313,7 @@ def server(module_tmp):
 
 def test_shipped_turbo_workflow_makes_a_video(server):
     import av
-    from server_util import REPO, assert_widgets_match, submit, wait_history
+    from server_util import REPO, assert_widgets_match, load_workflow, submit, wait_history
     info = server.object_info()
     for node in ("VideoCrafterTurboUNetLoader", "VideoCrafterTurboConditioning"):
         assert info[node]["category"].startswith("VideoCrafter/")
@@ -321,8 +321,7 @@ def test_shipped_turbo_workflow_makes_a_video(server):
     assert "videocrafter_turbo" in info["KSampler"]["input"]["required"]["scheduler"][0]
     assert "t2v_turbo_v2_unet_mg.safetensors" in info["VideoCrafterTurboUNetLoader"]["input"]["required"]["unet_name"][0]
 
-    with open(os.path.join(REPO, "workflows", "vc2_turbo_v2.json")) as f:
-        ui = json.load(f)
+    ui = load_workflow("vc2_turbo_v2", api=False)
     assert_widgets_match(info, ui, "vc2_turbo_v2")
     note = next(n for n in ui["nodes"] if n["type"] == "Note")  # UI-only: how to get the model files
     assert "download_models.py vc2_t2v_512 turbo_v2_mg" in note["widgets_values"][0]

@@ -27,23 +27,6 @@ TABLES = ("models", "workflows", "nodes")
 CATEGORY_ROOT = "VideoCrafter/"
 DEFAULT_RELEASED_FILE = "model.ckpt"  # most releases' file name: the models table names only the others
 
-# what a shipped graph makes, by the family of its model (the family's own graph, variation "")...
-FAMILY_GRAPH = {
-    registry.T2V: "text to video",
-    registry.I2V: "image to video",
-    registry.DYNAMICRAFTER: "image animation",
-    registry.TURBO: "text to video in {steps} steps",
-}
-# ... and by the builder variation it uses (registry.Workflow.variation)
-VARIATION = {
-    "loop": "a loop back to the start image",
-    "freenoise": "long video ({base}) with FreeNoise",
-    "keyframes": "a video through several key frames (Key-Frame Sequence)",
-    "sketch": "interpolation guided by sketches (a ControlNet)",
-    "lora": "{base} with a LoRA you trained",
-}
-
-
 def cell(text):
     """`text` as one Markdown table cell."""
     return " ".join(str(text).split()).replace("|", "\\|")
@@ -74,43 +57,24 @@ def models_table():
                  rows)
 
 
-def workflow_summary(entry, workflow):
-    """What a shipped graph of `entry` makes, from its model's family and its builder variation."""
-    base = FAMILY_GRAPH[entry.family].format(steps=entry.defaults.steps)
-    if entry.family == registry.DYNAMICRAFTER and entry.image_inputs == registry.START_END_IMAGES:
-        base = "interpolation from a start to an end image"
-    if not workflow.variation:
-        return base
-    if workflow.variation not in VARIATION:
-        raise SystemExit(f"scripts/readme_tables.py: workflow {workflow.name} uses the builder variation "
-                         f"{workflow.variation!r}, which VARIATION does not describe yet: add a line for it there.")
-    return VARIATION[workflow.variation].format(base=base)
-
-
-def training_summary(entry, values):
-    if (values or {}).get("adapter") == "lora":
-        return "trains a LoRA of the UNet (`adapter: lora`)"
-    return "trains the model: stage " + " then ".join(code(s) for s in entry.train_stages)
-
-
 def workflow_rows():
-    """[(file name, model, what it makes, what to download)] of every graph the builders write, shipped graphs
-    first (registry order), then the training graphs."""
+    """[(graph name, what to download)] of every graph the builders write, shipped graphs first (registry order),
+    then the training graphs (their titles say what they make)."""
     rows = []
     for name, (entry, workflow) in build_workflows.shipped_workflows().items():
         needs = ", ".join(code(e.id) for e in build_workflows.downloads(entry, workflow))
         if workflow.variation == "lora":
             needs += f" + your {code('loras/' + build_workflows.lora_name(entry))}"
-        rows.append([f"{name}.json", entry.description, workflow_summary(entry, workflow), needs])
-    for name, entry, values in build_train_workflow.training_graphs():
-        rows.append([f"{name}.json", entry.description, training_summary(entry, values),
-                     f"{code(entry.id)} + your videos"])
+        rows.append([name, needs])
+    for name, entry, _values in build_train_workflow.training_graphs():
+        rows.append([name, f"{code(entry.id)} + your videos"])
     return rows
 
 
 def workflows_table():
-    return table(["workflow", "what it makes", "download first"],
-                 [[code(name), what, needs] for name, _model, what, needs in workflow_rows()])
+    """A row per template: its title (Templates -> Extensions, the file in example_workflows/) and its API twin."""
+    return table(["template (`example_workflows/`)", "API graph (`workflows/api/`)", "download first"],
+                 [[build_workflows.TITLES.get(name, name), code(f"{name}.json"), needs] for name, needs in workflow_rows()])
 
 
 FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z'\"(])")

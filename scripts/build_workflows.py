@@ -502,10 +502,6 @@ def _stack(nodes, x, top):
     return y - ROW_GAP
 
 
-def _column_height(nodes):
-    return sum(TITLE_H + n["size"][1] for n in nodes) + ROW_GAP * max(len(nodes) - 1, 0)
-
-
 def _group(title, nodes, color):
     left, top = min(_rect(n)[0] for n in nodes), min(_rect(n)[1] for n in nodes)
     right, bottom = max(_rect(n)[2] for n in nodes), max(_rect(n)[3] for n in nodes)

@@ -5,6 +5,7 @@ KSampler (8 frames, few steps) on the tiny VideoCrafter2 and DynamiCrafter 512 m
 compared with ComfyUI's own SD UNet (comfy.ldm...openaimodel.UNetModel) built at the tiny model's sizes.
 """
 import logging
+import os
 import re
 
 import pytest

@@ -9,6 +9,7 @@ import urllib.request
 
 import pytest
 
+import comfy_host
 import train_util
 from server_util import (ComfyServer, REPO, START_IMAGE, http_json, run_prompt, submit, wait_history, load_workflow,
                          fill_inputs, output_files)

@@ -30,12 +30,16 @@ def full_size_state_dict(layout="t2v_512_v2.0"):
     released files are (the model casts them to its weight dtype on load)."""
     import torch
     sd = {}
-    generator = torch.Generator().manual_seed(0)
+    # drawn on the GPU when there is one (1.4 billion values: seconds there, a minute on a CPU); the same values in
+    # every process of one machine, so the pack and the original get the same weights
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    generator = torch.Generator(device).manual_seed(0)
     with open(os.path.join(comfy_boot.KEYS, f"{layout}.keys.tsv")) as f:
         for line in f:
             name, shape, _ = line.rstrip("\n").split("\t")
             dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]
-            sd[name] = (torch.randn(dims, generator=generator) * 0.02).half() if dims else torch.tensor(1.0)
+            sd[name] = (torch.randn(dims, generator=generator, device=device) * 0.02).half().cpu() if dims \
+                else torch.tensor(1.0)
     betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
     sd["alphas_cumprod"] = torch.cumprod(1 - betas, 0).float()
     if "scale_arr" in sd:
@@ -76,6 +80,12 @@ def main():
     parser.add_argument("--caches", action="store_true",
                         help="one line each for core EasyCache and LazyCache (default settings) on a 50-step video: "
                              "fraction of UNet passes skipped, wall time and relative L2 of the latent vs uncached")
+    parser.add_argument("--video-steps", type=int, default=0,
+                        help="also sample a whole video (this many DDIM steps with CFG, then VideoCrafter VAE Decode) and "
+                             "print its wall time and the pipeline's peak memory above the loaded model")
+    parser.add_argument("--vram-cap-gb", type=float, default=0,
+                        help="with --gpu: the run as on a card of this many GB: ComfyUI is told (--reserve-vram of the "
+                             "rest) and the CUDA allocator capped (set_per_process_memory_fraction)")
     parser.add_argument("--compile", action="store_true",
                         help="also run the MODEL through core TorchCompileModel (inductor) and print its compile time, "
                              "seconds per CFG step compiled vs eager (same harness, same steps), the speed-up and the "
@@ -83,6 +93,12 @@ def main():
     parser.add_argument("--original", default=None,
                         help="with --full-size: a folder holding the original VideoCrafter code (a clone of "
                              "AILab-CVC/VideoCrafter); its UNet is timed on the same random weights beside the pack's")
+    parser.add_argument("--original-mode", default="fp32", choices=ORIGINAL_MODES,
+                        help="how the original's UNet runs: fp32 (as its inference script), fp16_autocast (fp32 weights "
+                             "under fp16 autocast; bf16 on a CPU), fp16_xformers (that, with its xformers path for the "
+                             "spatial attention; torch SDPA stands in for xformers where it is not installed)")
+    parser.add_argument("--original-only", action="store_true",
+                        help="with --original: time only the original's UNet (prints SKIPPED when its code is absent)")
     parser.add_argument("--run-original", default=None, help=argparse.SUPPRESS)  # the child process of --original
     parser.add_argument("--profile-blocks", action="store_true",
                         help="torch.profiler over one released-width block of each type (spatial transformer, temporal "
@@ -98,6 +114,8 @@ def main():
     if args.run_original:
         args.original = args.run_original
         return run_original(args)
+    if args.original_only:
+        return original_benchmark(args)
     if args.memory_model:
         return memory_model_table(args)
     if args.profile_blocks:
@@ -111,6 +129,7 @@ def main():
     if args.weight_dtypes:
         return compare_weight_dtypes(args.weight_dtypes.split(","))
 
+    vram_cap = apply_vram_cap(args)
     pack = comfy_boot.boot(cpu=not args.gpu, extra_args=args.comfy_args.split())
     import torch
     import comfy.model_management as mm
@@ -184,9 +203,14 @@ def main():
           f"peak RSS {rss_gb:.2f} GB{gpu}, sampling peak {sampling_peak / 1024 ** 3:.2f} GiB above the loaded model "
           f"({sampling_peak / args.frames / 1024 ** 2:.1f} MiB per frame); memory model for the batch-{call_batch} call "
           f"{estimate / 1024 ** 3:.2f} GiB ({(estimate / max(sampling_peak, 1) - 1) * 100:+.0f}% off the measured peak)")
-    print("RESULT " + json.dumps({"frames": args.frames, "sampling_peak_bytes": sampling_peak, "seconds_per_step": per_step,
-                                  "cpu_seconds_per_step": cpu_per_step, "estimate_bytes": estimate, "call_batch": call_batch,
-                                  "weights": args.weight_dtype}))
+    print("RESULT " + json.dumps({"frames": args.frames, "width": args.width, "height": args.height,
+                                  "device": str(mm.get_torch_device()), "sampling_peak_bytes": sampling_peak,
+                                  "seconds_per_step": per_step, "cpu_seconds_per_step": cpu_per_step,
+                                  "estimate_bytes": estimate, "call_batch": call_batch,
+                                  "unet_calls_per_step": len(unet_batches) / max(len(stamps), 1),
+                                  "weights": args.weight_dtype, "vram_cap_gb": vram_cap}))
+    if args.video_steps:
+        video_benchmark(args, pack, bundle, sampled_model, pos, neg, latent, cfg, scheduler, label, vram_cap)
     if args.full_size and not dc:
         original_benchmark(args)
     if args.turbo:
@@ -198,6 +222,7 @@ def main():
 
 
 ORIGINAL_UNET = os.path.join("lvdm", "modules", "networks", "openaimodel3d.py")
+ORIGINAL_MODES = ("fp32", "fp16_autocast", "fp16_xformers")
 
 
 def load_average():
@@ -211,50 +236,98 @@ def original_benchmark(args):
     if not args.original or not os.path.isfile(os.path.join(args.original, ORIGINAL_UNET)):
         print(f"original: skipped (no {ORIGINAL_UNET} under --original {args.original!r}: clone "
               "https://github.com/AILab-CVC/VideoCrafter into a folder and name it)")
-        return
+        print(f"STEP-SKIPPED the original's code is not here (--original {args.original!r})")
+        return 0
     run = subprocess.run([sys.executable, os.path.abspath(__file__), "--run-original", args.original,
                           "--width", str(args.width), "--height", str(args.height), "--frames", str(args.frames),
-                          "--steps", str(args.steps), "--weight-dtype", args.weight_dtype], text=True)
+                          "--steps", str(args.steps), "--weight-dtype", args.weight_dtype,
+                          "--original-mode", args.original_mode] + (["--gpu"] if args.gpu else []) +
+                         (["--full-size"] if args.full_size else []), text=True)
     if run.returncode:
         print(f"original: failed (exit {run.returncode}, see above)")
+    return run.returncode
+
+
+def install_sdpa_as_xformers():
+    """Where xformers is not installed, a stand-in `xformers.ops.memory_efficient_attention` computing the same
+    thing with torch SDPA, so the original takes its xformers path (its spatial attentions; [B*heads, N, d] inputs)."""
+    import types
+    import torch
+    try:
+        import xformers.ops  # noqa: F401
+        return "xformers"
+    except ImportError:
+        pass
+
+    def memory_efficient_attention(q, k, v, attn_bias=None, op=None):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias)
+    ops = types.ModuleType("xformers.ops")
+    ops.memory_efficient_attention = memory_efficient_attention
+    package = types.ModuleType("xformers")
+    package.ops = ops
+    sys.modules.update({"xformers": package, "xformers.ops": ops})
+    return "torch SDPA standing in for xformers"
 
 
 def run_original(args):
     """One DDIM CFG step as the original's sampler makes it (cond and uncond as two batch-1 UNet calls), timed
-    over --steps steps after a warm-up one; weights in the --weight-dtype (default fp32) with autocast off."""
+    over --steps steps after a warm-up one, as --original-mode says (fp32 / fp16 autocast / + its xformers path;
+    fp32: weights in --weight-dtype, default fp32, autocast off); on the GPU with --gpu."""
+    import contextlib
     import importlib
     import torch
     import yaml
+    attention = "its own attention (xformers absent)" if args.original_mode != "fp16_xformers" else install_sdpa_as_xformers()
+    try:
+        import cv2  # noqa: F401  (the original's utils import it for image files; the UNet never calls it)
+    except ImportError:
+        import types
+        sys.modules["cv2"] = types.ModuleType("cv2")
     sys.path.insert(0, os.path.abspath(args.original))
     with open(os.path.join(args.original, "configs", "inference_t2v_512_v2.0.yaml")) as f:
         unet_config = yaml.safe_load(f)["model"]["params"]["unet_config"]
     module, name = unet_config["target"].rsplit(".", 1)
     params = dict(unet_config["params"], use_checkpoint=False)
+    device = torch.device("cuda" if args.gpu and torch.cuda.is_available() else "cpu")
     dtype = {"default": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.weight_dtype]
+    if args.original_mode != "fp32":
+        dtype = torch.float32  # autocast casts per op from fp32 weights, as the original's fp16 inference does
+    autocast = contextlib.nullcontext() if args.original_mode == "fp32" else \
+        torch.autocast(device.type, dtype=torch.float16 if device.type == "cuda" else torch.bfloat16)
+    if not args.full_size:  # a tiny UNet of the same code (the GPU check's CPU dry run): its own random init
+        params.update(model_channels=64, num_res_blocks=1, channel_mult=[1, 1, 2, 2])
     unet = getattr(importlib.import_module(module), name)(**params).to(dtype).eval()
-    sd = full_size_state_dict("t2v_512_v2.0")
-    prefix = "model.diffusion_model."
-    unet.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, strict=True)
-    del sd
+    if args.full_size:
+        sd = full_size_state_dict("t2v_512_v2.0")
+        prefix = "model.diffusion_model."
+        unet.load_state_dict({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}, strict=True)
+        del sd
     release_freed_memory()
+    unet.to(device)
     h, w = args.height // 8, args.width // 8
-    x = torch.randn(1, 4, args.frames, h, w, dtype=dtype)
-    contexts = [torch.randn(1, 77, 1024, dtype=dtype) for _ in range(2)]
-    t, fps = torch.full((1,), 999, dtype=torch.long), torch.full((1,), 8, dtype=torch.long)
+    x = torch.randn(1, 4, args.frames, h, w, dtype=dtype, device=device)
+    contexts = [torch.randn(1, 77, 1024, dtype=dtype, device=device) for _ in range(2)]
+    t = torch.full((1,), 999, dtype=torch.long, device=device)
+    fps = torch.full((1,), 8, dtype=torch.long, device=device)
     baseline = reset_peak_memory(torch)
     stamps = []
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for _ in range(args.steps + 1):
             for context in contexts:
                 unet(x, t, context=context, fps=fps)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             stamps.append((time.perf_counter(), time.process_time()))
     peak = peak_memory(torch) - baseline
     per_step = (stamps[-1][0] - stamps[0][0]) / args.steps
     cpu = (stamps[-1][1] - stamps[0][1]) / args.steps
-    print(f"original VideoCrafter2 UNet, random weights {dtype}: {args.width}x{args.height}x{args.frames}, "
-          f"{torch.get_num_threads()} threads, load average {load_average()}: "
+    print(f"original VideoCrafter2 UNet ({'released size' if args.full_size else 'tiny widths'}), random weights {dtype}, {args.original_mode} ({attention}) on {device}: "
+          f"{args.width}x{args.height}x{args.frames}, {torch.get_num_threads()} threads, load average {load_average()}: "
           f"{per_step:.3f} s per CFG step ({cpu:.1f} CPU s, two batch-1 calls), peak {peak / 1024 ** 3:.2f} GiB above the "
           f"loaded model")
+    print("RESULT " + json.dumps({"original_mode": args.original_mode, "attention": attention, "device": str(device),
+                                  "seconds_per_step": per_step, "peak_bytes": peak, "frames": args.frames,
+                                  "width": args.width, "height": args.height}))
 
 
 def seconds_per_step(sampler, model, pos, neg, latent, steps, cfg, sampler_name, scheduler):
@@ -314,6 +387,51 @@ def cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label, 
         print(f"{node.__name__[:-4]} on {label}: {args.width}x{args.height}x{args.frames}, {steps} steps with CFG: skipped "
               f"{1 - passes / reference_passes:.0%} of UNet passes ({passes}/{reference_passes} run), {seconds:.1f} s vs "
               f"{reference_time:.1f} s uncached ({reference_time / seconds:.2f}x), relative L2 vs uncached {error:.3f}")
+
+
+def apply_vram_cap(args):
+    """--vram-cap-gb on a GPU: the GB the run is capped to (ComfyUI reserves the rest of the card, the allocator
+    refuses beyond the cap), or None (no cap asked, or no CUDA GPU: the option is then reported as not applied)."""
+    if not args.vram_cap_gb:
+        return None
+    import torch
+    if not (args.gpu and torch.cuda.is_available()):
+        print(f"--vram-cap-gb {args.vram_cap_gb}: not applied (no CUDA GPU in use)")
+        return None
+    total = torch.cuda.get_device_properties(0).total_memory
+    cap = args.vram_cap_gb * 1024 ** 3
+    torch.cuda.set_per_process_memory_fraction(min(1.0, cap / total))
+    args.comfy_args += f" --reserve-vram {max(0.0, (total - cap) / 1024 ** 3):.3f}"
+    return args.vram_cap_gb
+
+
+def video_benchmark(args, pack, bundle, model, pos, neg, latent, cfg, scheduler, label, vram_cap):
+    """A whole video as a user makes one: --video-steps DDIM steps with CFG, then VideoCrafter VAE Decode; wall
+    time of each part (GPU synchronised) and the peak memory of the whole pipeline above the loaded model."""
+    import torch
+    import comfy.model_management as mm
+
+    def synchronized():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    baseline = reset_peak_memory(torch)
+    start = synchronized()
+    (samples,) = sampler.sample(model, pos, neg, latent, seed=0, steps=args.video_steps, cfg=cfg,
+                                sampler_name="videocrafter_ddim", scheduler=scheduler, eta=1.0, denoise=1.0)
+    sampled = synchronized()
+    (images,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(samples, bundle.vae)
+    done = synchronized()
+    peak = peak_memory(torch) - baseline
+    cap = f", capped to {vram_cap:g} GB" if vram_cap else ""
+    print(f"whole video on {label}: {args.width}x{args.height}x{args.frames}, {args.video_steps} steps with CFG + decode on "
+          f"{mm.get_torch_device()}{cap}: {done - start:.1f} s ({sampled - start:.1f} s sampling, {done - sampled:.1f} s "
+          f"decoding), peak {peak / 1024 ** 3:.2f} GiB above the loaded model, {tuple(images.shape)} frames")
+    print("RESULT " + json.dumps({"video_seconds": done - start, "sampling_seconds": sampled - start,
+                                  "decode_seconds": done - sampled, "video_peak_bytes": peak, "video_steps": args.video_steps,
+                                  "frames": args.frames, "width": args.width, "height": args.height,
+                                  "vram_cap_gb": vram_cap, "finite": bool(torch.isfinite(images).all())}))
 
 
 def compile_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label):

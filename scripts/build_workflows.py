@@ -581,7 +581,7 @@ def layout(ui_nodes, links):
     notes = [n for n in ui_nodes if n["type"] in NOTE_TYPES]
     best = None
     for input_columns in (1, 2, 3):
-        groups = _place(graph_nodes, links, notes, input_columns)
+        _place(graph_nodes, links, notes, input_columns)  # lays the nodes out in place
         zoom = fit_zoom({"nodes": ui_nodes})
         if best is None or zoom > best[0] + 1e-9:
             best = (zoom, input_columns)

@@ -8,6 +8,7 @@ as the frontend drew it.
         drop_file(page, path)                 # the file dropped on the canvas
         graph = drawn_graph(page)             # nodes, links, widgets as the frontend holds them
 """
+import json
 import os
 import shutil
 import time
@@ -35,7 +36,6 @@ TEST_SETTINGS = {"Comfy.TutorialCompleted": True}
 
 def prepare_user(server):
     """Writes the test user's frontend settings into the server's user folder (before the first page opens)."""
-    import json
     folder = os.path.join(server.user_dir, "default")
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "comfy.settings.json"), "w") as f:
@@ -115,16 +115,24 @@ PREVIEWS_LOADED_JS = """() => app.graph._nodes.filter(n => (n.widgets || []).som
     !(n.imgs && n.imgs.length && n.imgs.every(i => i.complete && i.naturalWidth > 0))).map(n => n.title)"""
 
 
-def drop_and_wait(page, path, count, timeout=30):
-    """Drops the file, waits until the graph holds its `count` nodes (once more, as a user would, when the frontend
-    was still busy loading its own graph) and its image previews have loaded; returns the titles of the nodes whose
-    image did not show."""
+HOLDS_JS = """(nodes) => { const held = new Map(app.graph._nodes.map(n => [String(n.id), n.type]));
+    return held.size === nodes.length && nodes.every(([id, type]) => held.get(String(id)) === type); }"""
+
+
+def drop_and_wait(page, path, timeout=30):
+    """Drops the file, waits until the graph holds exactly the file's nodes (same ids and types: a node count alone
+    cannot tell it from the frontend's own default graph, which on 1.49.6 also has 10 nodes), dropping once more,
+    as a user would, when the frontend was still busy loading its own graph, and until its image previews have
+    loaded; returns the titles of the nodes whose image did not show."""
+    with open(path) as f:
+        nodes = [[str(n["id"]), n["type"]] for n in json.load(f)["nodes"]]
     drop_file(page, path)
     try:
-        page.wait_for_function("(count) => app.graph._nodes.length === count", arg=count, timeout=timeout * 1000)
+        page.wait_for_function(HOLDS_JS, arg=nodes, timeout=timeout * 1000)
     except Exception:  # noqa: BLE001
         drop_file(page, path)
-    return wait_graph(page, count, timeout)
+    page.wait_for_function(HOLDS_JS, arg=nodes, timeout=timeout * 1000)
+    return wait_graph(page, len(nodes), timeout)
 
 
 def wait_graph(page, count, timeout=30):

@@ -720,7 +720,7 @@ def write_json(path, data):
 
 # The UI graphs are the pack's templates: the frontends list a custom pack's `example_workflows/*.json` under
 # Templates -> Extensions with the file name as the title (and `<name>.jpg` beside it as the thumbnail, which
-# nodes/templates.py draws at start-up), so each UI graph's file name is its title; the API graphs keep the short
+# vc_nodes/templates.py draws at start-up), so each UI graph's file name is its title; the API graphs keep the short
 # names in workflows/api/ (the batch command and scripts read them).
 TEMPLATES_FOLDER = os.path.join(ROOT, "example_workflows")
 # the host whose node definitions the shipped UI graphs are built from (their widget values read the same on 0.33)

@@ -1,8 +1,8 @@
 """Import the ComfyUI host (from $COMFYUI_PATH or the running venv's comfyui-path) into a plain Python process
 and load this pack as the module `comfyui_videocrafter`, as tests/comfy_host.py does for tests.
 
-The repository root is the pack itself, so it must never go on sys.path (its `nodes/` package
-would shadow ComfyUI's `nodes.py`); the pack is loaded from its __init__.py by file location.
+The repository root is the pack itself (an `__init__.py` whose subpackages import each other relatively), so
+it is loaded from that file by location, under one module name, as ComfyUI loads a custom node folder.
 """
 import importlib
 import importlib.util

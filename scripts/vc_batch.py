@@ -4,10 +4,9 @@
     python scripts/vc_batch.py jobs.csv --server http://127.0.0.1:8188 --out runs/batch1
 
 The repository root replaces this script's folder on sys.path, and only the `vc_batch` package
-is imported from it: the root is also a ComfyUI custom-node package whose `nodes/` folder would
-shadow ComfyUI's `nodes.py`, which does not matter to this client (it never imports comfy or
-torch).  This folder must go: Ray gives its workers the driver's sys.path, and there this very
-file `vc_batch.py` would shadow the `vc_batch` package.  See docs/batch.md.
+is imported from it (it never imports comfy or torch).  This folder must go: Ray gives its workers
+the driver's sys.path, and there this very file `vc_batch.py` would shadow the `vc_batch` package.
+See docs/batch.md.
 """
 import os
 import sys

@@ -200,7 +200,7 @@ def test_dropped_graph_reads_as_laid_out(frontend, browser, name):
 
 
 # the picture of the template card whose title (its text, the frontends cut it short on screen) is `title`: drawn
-# (complete, at the size nodes/templates.py draws)
+# (complete, at the size vc_nodes/templates.py draws)
 CARD_PICTURE_JS = """(title) => {
     const label = Array.from(document.querySelectorAll('h3, span, p, div')).find(e => e.children.length === 0 &&
         e.textContent.trim() === title);

@@ -1,4 +1,4 @@
-"""The template thumbnails the pack draws from its graphs when it loads (nodes/templates.py): one square JPEG per
+"""The template thumbnails the pack draws from its graphs when it loads (vc_nodes/templates.py): one square JPEG per
 graph beside it, drawn again only when the graph is newer; a file that is no graph is reported, not raised."""
 import json
 import logging
@@ -12,7 +12,7 @@ import build_workflows  # noqa: E402  (scripts/, on the path through server_util
 
 def test_thumbnails_drawn_once_per_graph_and_again_when_it_changes(pack, tmp_path, caplog):
     from PIL import Image
-    templates = sys.modules[pack.__name__ + ".nodes.templates"]
+    templates = sys.modules[pack.__name__ + ".vc_nodes.templates"]
     for name in ("dc_512_keyframes", "train_i2v"):
         shutil.copy(build_workflows.ui_path(name), tmp_path)
     (tmp_path / "not a graph.json").write_text("[1, 2")

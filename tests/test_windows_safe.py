@@ -50,7 +50,7 @@ BLOCKED_IMPORT_SCRIPT = textwrap.dedent("""
 
     pack = boot(cpu=True)
     modules = []
-    for sub in ("nodes", "vc_models", "vc_train", "vc_batch"):
+    for sub in ("vc_nodes", "vc_models", "vc_train", "vc_batch"):
         package = importlib.import_module(f"{{PACK_MODULE}}.{{sub}}")
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if info.name.endswith(".__main__"):  # runs the command line when imported
@@ -70,7 +70,7 @@ def test_pack_loads_without_unix_only_modules():
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     assert result["blocked_loaded"] == []
-    for name in ("vc_train.trainer", "vc_batch.manifest", "nodes.train", "nodes.safe_paths"):
+    for name in ("vc_train.trainer", "vc_batch.manifest", "vc_nodes.train", "vc_nodes.safe_paths"):
         assert f"{comfy_host.PACK_MODULE}.{name}" in result["modules"]
     # every node the pack registers answered INPUT_TYPES (what ComfyUI's /object_info asks)
     assert len(result["nodes"]) >= 16 and "VideoCrafterTrainI2V" in result["nodes"], sorted(result["nodes"])
@@ -79,7 +79,7 @@ def test_pack_loads_without_unix_only_modules():
 
 @pytest.fixture(scope="module")
 def safe_paths(pack):
-    return comfy_host.pack("nodes.safe_paths")
+    return comfy_host.pack("vc_nodes.safe_paths")
 
 
 WINDOWS_ROOT = r"C:\ComfyUI\input"

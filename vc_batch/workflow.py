@@ -50,7 +50,7 @@ FRAMES_INPUTS = ("frames", "length", "video_frames", "num_frames")
 FPS_INPUTS = ("fps", "frame_rate")
 IMAGE_LOADERS = ("LoadImage", "LoadImageOutput")
 KEY_FRAMES_INPUT = "key_frames"  # VideoCrafter Key-Frame Sequence's IMAGE batch of key frames
-# ... and its single key-frame inputs, which follow the batch (nodes/keyframes.py)
+# ... and its single key-frame inputs, which follow the batch (vc_nodes/keyframes.py)
 KEY_FRAME_INPUTS = (KEY_FRAMES_INPUT,) + tuple(f"key_frame_{i}" for i in range(1, 9))
 LITERAL_INPUTS = ("value", "text", "string", "int", "float", "number", "seed")
 

@@ -1,7 +1,7 @@
 """Released models of the VideoCrafter family: download from Hugging Face, convert once to fp16 `.safetensors`.
 
 No ComfyUI imports: `scripts/download_models.py` uses this on servers without ComfyUI, and the
-`VideoCrafterModelDownloader` node (nodes/download.py) wraps it with ComfyUI's progress bar.
+`VideoCrafterModelDownloader` node (vc_nodes/download.py) wraps it with ComfyUI's progress bar.
 
 The models and their released files are `vc_models.registry`'s entries with a `release`, and its ControlNets
 (`registry.CONTROLNETS`, for models/controlnet: `release.folder` says which ComfyUI models folder a file is for).

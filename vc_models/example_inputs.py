@@ -6,7 +6,7 @@ were trained at (512x320):
 - `videocrafter_key_1.png` ... `videocrafter_key_4.png`: four key frames of it (key-frame sequences);
 - `videocrafter_sketch.mp4`: 16 line drawings of it (ToonCrafter's sketch guidance, core Load Video).
 Pixels are a pure function of the name (numpy only), so every run writes the same images. No ComfyUI import:
-the pack writes the missing ones into ComfyUI's input folder at start-up (nodes/example_inputs.py) and
+the pack writes the missing ones into ComfyUI's input folder at start-up (vc_nodes/example_inputs.py) and
 scripts/make_example_inputs.py into any folder.
 """
 import os

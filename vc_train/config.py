@@ -1,13 +1,12 @@
 """Training configuration: one dataclass, read from YAML (CLI) or built from node inputs."""
 from dataclasses import dataclass, fields, asdict
 
+from ..vc_models.video_size import multiple_error
 from .lora import DEFAULT_TARGETS, validate_options as validate_lora_options
 
 # VideoCrafter1 I2V: projector, finetune, both (projector then finetune); text-to-video and DynamiCrafter: videos
 # (the UNet on video clips); text-to-video: images (the spatial layers on an image folder, VideoCrafter2's scheme)
 STAGES = ("projector", "finetune", "both", "videos", "images")
-# the UNet halves the latent (1/8 of the pixels) three times, so clip sizes are multiples of 8 * 2**3
-SIZE_MULTIPLE = 64
 FINETUNE_LAYERS = ("all", "temporal", "spatial", "cross_attention")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COND_FRAMES = ("first", "random")
@@ -107,11 +106,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("height", "width"):
-            value = getattr(self, name)
-            if value % SIZE_MULTIPLE:
-                lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
-                raise ValueError(f"{name} {value} is not a multiple of {SIZE_MULTIPLE} (the VAE downsamples by 8, "
-                                 f"the UNet halves that three times): use {lower} or {lower + SIZE_MULTIPLE}")
+            error = multiple_error(name, getattr(self, name))
+            if error:
+                raise ValueError(error)
         if self.stage == "images" and self.finetune_layers not in ("all", "spatial"):
             raise ValueError(f"stage 'images' trains the spatial layers (VideoCrafter2's scheme); finetune_layers "
                              f"{self.finetune_layers!r} does not apply: set it to 'spatial' (or 'all')")

@@ -14,7 +14,7 @@ from ..vc_models.sampling import SAMPLER_NAME, SCHEDULER_NAME
 from ..vc_models.model_base import VideoCrafterModel
 from ..vc_models.memory_model import sampling_refusal
 from .finite_inputs import check_finite
-from .latent import SIZE_MULTIPLE
+from ..vc_models.video_size import SIZE_MULTIPLE
 
 
 def _accepts(sampler_name, option):

@@ -11,7 +11,8 @@ import comfy.model_management
 import comfy.utils
 import folder_paths
 
-from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, ADAPTERS, SIZE_MULTIPLE
+from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, ADAPTERS
+from ..vc_models.video_size import SIZE_MULTIPLE
 from ..vc_train.lora import TARGET_GROUPS
 from ..vc_train.trainer import Trainer, Callbacks, RunOutputs, check_before_loading
 from ..vc_models.checkpoint import training_entry

@@ -4,9 +4,7 @@ import torch
 import comfy.model_management
 
 from ..vc_models.memory_model import latent_refusal
-
-# The UNet halves the latent three times (four levels), so pixels must be multiples of 8 * 2**3.
-SIZE_MULTIPLE = 64
+from ..vc_models.video_size import SIZE_MULTIPLE, multiple_error
 
 
 def size_error(name, value, low, high):
@@ -15,11 +13,7 @@ def size_error(name, value, low, high):
         return f"{name} must be a whole number of pixels, got {value!r}."
     if not low <= value <= high:
         return f"{name} {value} is outside {low}..{high}."
-    if value % SIZE_MULTIPLE:
-        lower = max(SIZE_MULTIPLE, value // SIZE_MULTIPLE * SIZE_MULTIPLE)
-        return (f"{name} {value} is not a multiple of {SIZE_MULTIPLE}: the VideoCrafter UNet halves the "
-                f"latent three times. Use {lower} or {lower + SIZE_MULTIPLE}.")
-    return None
+    return multiple_error(name, value)
 
 
 def validate_size(node_class, width, height, frames=None, batch_size=None, frames_name="frames"):

@@ -14,7 +14,7 @@ from ..vc_models.conditioning import fit_images
 from ..vc_models.sampling import SAMPLER_NAME, TRAILING_SCHEDULER_NAME, seeded_step_noise
 from .decode import VideoCrafterVAEDecode
 from .dynamicrafter import DynamiCrafterConditioning
-from .latent import SIZE_MULTIPLE
+from ..vc_models.video_size import SIZE_MULTIPLE
 from .loader import PROJECTOR_TYPE
 from .sampler import sample_video
 

@@ -59,7 +59,7 @@ def main(argv=None):
     comfy_boot.boot(cpu=True if args.cpu else None)
     config_mod = comfy_boot.pack("vc_train.config")
     trainer_mod = comfy_boot.pack("vc_train.trainer")
-    training = comfy_boot.pack("vc_models.training")
+    training = comfy_boot.pack("vc_train.comfy_models")
 
     overrides = parse_overrides(args.set)
     if args.cpu:

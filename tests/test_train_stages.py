@@ -38,7 +38,7 @@ def mods(pack):
         "config": comfy_host.pack("vc_train.config"),
         "trainer": comfy_host.pack("vc_train.trainer"),
         "state": comfy_host.pack("vc_train.state"),
-        "training": comfy_host.pack("vc_models.training"),
+        "training": comfy_host.pack("vc_train.comfy_models"),
         "checkpoint": comfy_host.pack("vc_models.checkpoint"),
         "loader": comfy_host.pack("vc_models.loader"),
     }

@@ -9,15 +9,15 @@ import torch
 import comfy.model_management
 import comfy.ops
 
-from . import checkpoint as ckpt
-from . import checkpoint_file as ckpt_file
-from . import registry
-from .conditioning import projected_image_tokens
-from .encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
-from .i2v_upgrade import upgrade_t2v_to_i2v
-from .projector import ImageProjector, ProjectorConfig
-from .projector_file import apply_projector_file, is_projector_file_key
-from .unet import VideoCrafterUNet, TemporalTransformer, TemporalConvBlock
+from ..vc_models import checkpoint as ckpt
+from ..vc_models import checkpoint_file as ckpt_file
+from ..vc_models import registry
+from ..vc_models.conditioning import projected_image_tokens
+from ..vc_models.encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
+from ..vc_models.i2v_upgrade import upgrade_t2v_to_i2v
+from ..vc_models.projector import ImageProjector, ProjectorConfig
+from ..vc_models.projector_file import apply_projector_file, is_projector_file_key
+from ..vc_models.unet import VideoCrafterUNet, TemporalTransformer, TemporalConvBlock
 
 log = logging.getLogger("vc_train")
 
@@ -171,8 +171,8 @@ class VideoCrafterTrainingModels:
         import comfy.sample
         import comfy.samplers
         import comfy.sd
-        from .conditioning import concat_latent
-        from .model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
+        from ..vc_models.conditioning import concat_latent
+        from ..vc_models.model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
         unet_sd = {k: v.detach().float().cpu() for k, v in self.unet.state_dict().items()}
         model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
         models = [model] if lora is None else [model, comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]]

@@ -26,7 +26,7 @@ from ..vc_models.process_memory import peak_rss_bytes
 from .data import VideoDataset, ImageDataset, SampleStream, list_training_items, DatasetError, dataset_digest
 from .distributed import Distributed
 from .families import Batch, objective_for, check_plan
-from .objective import NoiseSchedule, step_generator
+from .noise import NoiseSchedule, step_generator
 from .plot import render_loss_curve
 from .resume import resume_changes
 from .state import StateStore, new_run_id, write_loss_csv, write_json, write_video

@@ -72,7 +72,7 @@ def main(argv=None):
         result = trainer.run()
     except KeyboardInterrupt:
         if rank == 0:
-            print(f"Interrupted after step {trainer.step}: the run's states are in {trainer.store.folder}; "
+            print(f"Interrupted after step {trainer.step}: the run's states are in {trainer.states.store.folder}; "
                   "run the same command again to resume.", file=sys.stderr, flush=True)
         return 130
     finally:

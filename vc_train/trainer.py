@@ -3,8 +3,8 @@
 `train(cfg, models)` takes the model glue (`TrainingModels`, built with ComfyUI by `vc_train/comfy_models.py`), runs
 the stage plan with resume, gradient accumulation, autocast, data parallelism and checkpointing, and returns the
 written files and the loss history. The loop is `Trainer`'s; its parts are the data (`batches.py`), where the
-parameters live (`placement.py`), states and resume (`run_states.py`, `resume.py`), the run's files (`outputs.py`) and
-previews (`previews.py`). What a batch is and what the loss is per family is `vc_train/families.py`'s.
+parameters live (`placement.py`), one stage's optimizer (`optimization.py`), states and resume (`run_states.py`,
+`resume.py`), the run's files (`outputs.py`) and previews (`previews.py`). What a batch is and what the loss is per family is `vc_train/families.py`'s.
 """
 import contextlib
 import hashlib
@@ -119,7 +119,8 @@ def weights_digest(params, names):
 class Trainer:
     """The loop over the stage plan: optimizer steps, gradient accumulation, interrupts, states and results at
     their steps. Its parts: `batches` (the data), `placement` (where the parameters live and which train),
-    `states` (the run's states and its resume), `outputs` (results, logs, summary), `previews`. The stage gate and
+    `optimization` (the stage's optimizer), `states` (the run's states and its resume), `outputs` (results, logs,
+    summary), `previews`. The stage gate and
     the resume check ran in `check_before_loading` before the models loaded (the front ends call it); the resume
     check runs once more with the data read."""
 

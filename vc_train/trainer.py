@@ -120,9 +120,8 @@ class Trainer:
     """The loop over the stage plan: optimizer steps, gradient accumulation, interrupts, states and results at
     their steps. Its parts: `batches` (the data), `placement` (where the parameters live and which train),
     `optimization` (the stage's optimizer), `states` (the run's states and its resume), `outputs` (results, logs,
-    summary), `previews`. The stage gate and
-    the resume check ran in `check_before_loading` before the models loaded (the front ends call it); the resume
-    check runs once more with the data read."""
+    summary), `previews`. The stage gate and the resume check ran in `check_before_loading` before the models
+    loaded (the front ends call it); the resume check runs once more with the data read."""
 
     def __init__(self, cfg: TrainConfig, models: TrainingModels, callbacks=None, dist=None):
         self.cfg, self.models = cfg, models

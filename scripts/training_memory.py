@@ -67,7 +67,7 @@ def main():
     import comfy.ldm.modules.attention as attention
     # a GPU runs PyTorch's SDPA; the CPU default (sub-quadratic) asks the device for free memory, which meta has not
     attention.optimized_attention = attention.attention_pytorch
-    training = comfy_boot.pack("vc_models.training")
+    training = comfy_boot.pack("vc_train.comfy_models")
     lora = comfy_boot.pack("vc_train.lora")
     unet = released_unet(torch)
     kinds = training._unet_parameter_kinds(unet)

@@ -59,7 +59,7 @@ def main(argv=None):
     comfy_boot.boot(cpu=True if args.cpu else None)
     config_mod = comfy_boot.pack("vc_train.config")
     trainer_mod = comfy_boot.pack("vc_train.trainer")
-    training = comfy_boot.pack("vc_models.training")
+    training = comfy_boot.pack("vc_train.comfy_models")
 
     overrides = parse_overrides(args.set)
     if args.cpu:
@@ -72,7 +72,7 @@ def main(argv=None):
         result = trainer.run()
     except KeyboardInterrupt:
         if rank == 0:
-            print(f"Interrupted after step {trainer.step}: the run's states are in {trainer.store.folder}; "
+            print(f"Interrupted after step {trainer.step}: the run's states are in {trainer.states.store.folder}; "
                   "run the same command again to resume.", file=sys.stderr, flush=True)
         return 130
     finally:

@@ -12,7 +12,7 @@ import train_util
 
 @pytest.fixture(scope="module")
 def vt(pack):
-    return {name: comfy_host.pack(f"vc_train.{name}") for name in ("config", "data", "state", "plot", "objective")}
+    return {name: comfy_host.pack(f"vc_train.{name}") for name in ("config", "data", "state", "plot", "noise")}
 
 
 def test_dataset_folder_skips_broken_and_short(vt, tmp_path):
@@ -166,7 +166,7 @@ def test_atomic_write_no_clobber_and_usual_permissions(vt, tmp_path):
 
 
 def test_noise_schedule_uses_scale_arr(vt):
-    obj = vt["objective"]
+    obj = vt["noise"]
     ac = torch.linspace(0.99, 0.01, 1000, dtype=torch.float64)
     scale = torch.full((1000,), 0.7, dtype=torch.float64)
     sched = obj.NoiseSchedule(ac, scale)

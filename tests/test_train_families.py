@@ -21,7 +21,7 @@ import train_util
 @pytest.fixture(scope="module")
 def mods(pack, one_torch_thread):
     return {name: comfy_host.pack(module) for name, module in (
-        ("config", "vc_train.config"), ("trainer", "vc_train.trainer"), ("training", "vc_models.training"),
+        ("config", "vc_train.config"), ("trainer", "vc_train.trainer"), ("training", "vc_train.comfy_models"),
         ("checkpoint", "vc_models.checkpoint"), ("data", "vc_train.data"), ("families", "vc_train.families"))}
 
 

@@ -21,7 +21,7 @@ RANK, ALPHA = 4, 8.0
 @pytest.fixture(scope="module")
 def mods(pack, one_torch_thread):
     return {"config": comfy_host.pack("vc_train.config"), "trainer": comfy_host.pack("vc_train.trainer"),
-            "training": comfy_host.pack("vc_models.training"), "lora": comfy_host.pack("vc_train.lora")}
+            "training": comfy_host.pack("vc_train.comfy_models"), "lora": comfy_host.pack("vc_train.lora")}
 
 
 @pytest.fixture(scope="module")

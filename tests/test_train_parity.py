@@ -16,7 +16,7 @@ TOL = 1e-4  # the README's tolerance for embeddings and single UNet calls
 
 @pytest.fixture(scope="module")
 def mods(pack, one_torch_thread):
-    return {"training": comfy_host.pack("vc_models.training"), "families": comfy_host.pack("vc_train.families"),
+    return {"training": comfy_host.pack("vc_train.comfy_models"), "families": comfy_host.pack("vc_train.families"),
             "trainer": comfy_host.pack("vc_train.trainer"), "config": comfy_host.pack("vc_train.config")}
 
 

@@ -38,7 +38,7 @@ def mods(pack):
         "config": comfy_host.pack("vc_train.config"),
         "trainer": comfy_host.pack("vc_train.trainer"),
         "state": comfy_host.pack("vc_train.state"),
-        "training": comfy_host.pack("vc_models.training"),
+        "training": comfy_host.pack("vc_train.comfy_models"),
         "checkpoint": comfy_host.pack("vc_models.checkpoint"),
         "loader": comfy_host.pack("vc_models.loader"),
     }
@@ -194,7 +194,7 @@ def test_bf16_autocast_with_half_frozen_weights_keeps_exports_exact(mods, tmp_pa
     cfg, models = build(mods, tmp_path, data_dir, stage="both", projector_steps=1, finetune_steps=1,
                         finetune_layers="temporal", precision="bf16", save_fp16=False)
     trainer = mods["trainer"].Trainer(cfg, models)
-    trainer.frozen_dtype = torch.bfloat16  # what a GPU run uses
+    trainer.placement.frozen_dtype = torch.bfloat16  # what a GPU run uses
     result = trainer.run()
     assert models.unet.input_blocks[1][0].in_layers[2].weight.dtype == torch.bfloat16  # a frozen spatial conv
     ckpt_file = comfy_host.pack("vc_models.checkpoint_file")

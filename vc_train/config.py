@@ -17,8 +17,8 @@ SHARDINGS = ("ddp", "fsdp")
 @dataclass
 class TrainConfig:
     # ---- start point
-    checkpoint: str = ""            # VideoCrafter1 I2V (continue) or a T2V checkpoint (VideoCrafter2)
-    clip_vision: str = ""           # OpenCLIP ViT-H visual tower file; required when starting from T2V
+    checkpoint: str = ""            # the model to train: any family the trainer takes (docs/training.md)
+    clip_vision: str = ""           # OpenCLIP ViT-H visual tower file: upgrades a text-to-video checkpoint to I2V
     projector_file: str = ""        # optional stage-1 result applied on top of `checkpoint`
     # ---- data
     data: str = ""                  # folder of videos (or images, stage images) + same-name .txt, or a .csv / .jsonl
@@ -33,7 +33,9 @@ class TrainConfig:
     cond_frame: str = "first"       # conditioning image: first sampled frame, or a random one (rand_cond_frame)
     probe_videos: bool = True       # open every video once at start to skip unreadable / too-short ones
     # ---- schedule
-    stage: str = "both"             # projector | finetune | both (I2V); videos | images (text-to-video, DynamiCrafter)
+    # the model's stages: projector | finetune | both (VideoCrafter1 I2V, the default); videos (text-to-video,
+    # DynamiCrafter); images (text-to-video)
+    stage: str = "both"
     projector_steps: int = 1000
     finetune_steps: int = 1000      # steps of the UNet stage (finetune, videos, images)
     finetune_layers: str = "all"    # all | temporal | spatial | cross_attention (adapter none)
@@ -68,7 +70,7 @@ class TrainConfig:
     # ---- output
     output_dir: str = "output/videocrafter_train"
     checkpoint_dir: str = ""        # where the stage results go (default: output_dir)
-    name: str = "videocrafter_i2v"
+    name: str = "videocrafter_trained"  # the results' file names (<name>.safetensors, <name>_projector.safetensors)
     save_every: int = 500           # training-state interval in optimizer steps (0: only at the end)
     keep_states: int = 2
     log_every: int = 1

@@ -392,6 +392,10 @@ class SampleStream:
             self.offset += 1
         return out
 
+    def restart(self):
+        """Back to the first sample of epoch 0 (overfit_batch: every step takes step 0's samples)."""
+        self.epoch, self.offset, self._shard = 0, 0, None
+
     def state_dict(self):
         return {"epoch": self.epoch, "offset": self.offset, "num_items": self.num_items}
 

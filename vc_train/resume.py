@@ -5,7 +5,10 @@ checkpoint, other layers, another clip size or another dataset would silently mi
 so those changes are refused, with a message naming each change. Step counts of the stage the
 state is in (and of later stages) may change: extending a run is the usual reason to resume.
 """
+import os
+
 from .config import TrainConfig
+from .state import StateStore
 
 # fields that define what a run trains on and how its data and noise are drawn
 PLAN_FIELDS = ("checkpoint", "clip_vision", "projector_file", "finetune_layers", "seed", "batch_size",
@@ -49,3 +52,22 @@ def resume_changes(meta, cfg, dataset, world_size=1):
     if dataset is not None and old_data and old_data.get("digest") != dataset["digest"]:
         changes.append(f"the usable videos or their captions ({old_data.get('videos')} -> {dataset['videos']} videos)")
     return changes
+
+
+def resume_refusal(path, meta, changes):
+    return (f"Cannot resume the training run in {os.path.dirname(path)} (state at step {meta['step']}): "
+            f"{'; '.join(changes)}. Restore these settings to continue that run, or set resume to false "
+            "to start a new run (the earlier run's states are kept).")
+
+
+def state_to_resume(cfg, store, dataset=None, world_size=1):
+    """The state this run continues: the newest run's latest state in `store` when `cfg.resume`, else None (a new
+    run). A state whose run had another plan or data is refused, naming each change (`resume_changes`). The one
+    decision, asked before the models load (`dataset` None: not read yet) and again when the run starts."""
+    path = store.latest() if cfg.resume else None
+    if path:
+        _, _, meta = StateStore.load(path, weights=False)
+        changes = resume_changes(meta, cfg, dataset, world_size)
+        if changes:
+            raise ValueError(resume_refusal(path, meta, changes))
+    return path

@@ -1,6 +1,7 @@
-"""The model side of training, with ComfyUI: the trainable UNet and projector as plain float32
-modules, the frozen encoders as ComfyUI objects (model management places them), and export of
-the results under the released checkpoint names. `vc_train.trainer` drives it."""
+"""The trainer's `TrainingModels` built with ComfyUI (the one module of vc_train that imports it): the trainable UNet
+and projector as plain float32 modules, the frozen encoders as ComfyUI objects (model management places them),
+previews with the pack's sampling, and export of the results under the released checkpoint names.
+`vc_train.trainer` drives it."""
 import logging
 import os
 
@@ -9,15 +10,15 @@ import torch
 import comfy.model_management
 import comfy.ops
 
-from . import checkpoint as ckpt
-from . import checkpoint_file as ckpt_file
-from . import registry
-from .conditioning import projected_image_tokens
-from .encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
-from .i2v_upgrade import upgrade_t2v_to_i2v
-from .projector import ImageProjector, ProjectorConfig
-from .projector_file import apply_projector_file, is_projector_file_key
-from .unet import VideoCrafterUNet, TemporalTransformer, TemporalConvBlock
+from ..vc_models import checkpoint as ckpt
+from ..vc_models import checkpoint_file as ckpt_file
+from ..vc_models import registry
+from ..vc_models.conditioning import projected_image_tokens
+from ..vc_models.encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
+from ..vc_models.i2v_upgrade import upgrade_t2v_to_i2v
+from ..vc_models.projector import ImageProjector, ProjectorConfig
+from ..vc_models.projector_file import apply_projector_file, is_projector_file_key
+from ..vc_models.unet import VideoCrafterUNet, TemporalTransformer, TemporalConvBlock
 
 log = logging.getLogger("vc_train")
 
@@ -41,10 +42,10 @@ def schedule_roots(sd):
 
 
 def load_training_state_dict(checkpoint_path, clip_vision_path="", projector_file="", seed=0):
-    """The raw state dict training starts from (a T2V checkpoint given a CLIP vision file is upgraded to I2V)."""
+    """The raw state dict training starts from (a T2V checkpoint given a CLIP vision file is upgraded to I2V).
+    Whether the trainer takes the model was asked before loading (`vc_train.trainer.check_before_loading`)."""
     sd = ckpt_file.load_state_dict(checkpoint_path)
     info = ckpt.inspect_checkpoint(sd, os.path.basename(checkpoint_path))
-    ckpt.refuse_untrainable(info.entry, os.path.basename(checkpoint_path))
     if info.entry.trains_after_upgrade and clip_vision_path:
         log.info("Upgrading %s to image-to-video with %s", info.description, os.path.basename(clip_vision_path))
         sd = upgrade_t2v_to_i2v(sd, ckpt_file.load_state_dict(clip_vision_path), seed)
@@ -73,11 +74,10 @@ def layout_unet(checkpoint_path):
 
 
 class VideoCrafterTrainingModels:
-    """Implements `vc_train.trainer.TrainingModels`."""
+    """Implements `vc_train.trainer.TrainingModels` (of a model the stage gate, `check_before_loading`, took)."""
 
     def __init__(self, sd, name="checkpoint"):
         info = ckpt.inspect_checkpoint(sd, name)
-        ckpt.refuse_untrainable(info.entry, name)
         self.info = info
         entry = info.entry
         self.family, self.parameterization = entry.family, entry.parameterization
@@ -89,7 +89,6 @@ class VideoCrafterTrainingModels:
         self.alphas_cumprod, self.scale_arr = ckpt_file.noise_schedule(sd)
         self.schedule_roots = schedule_roots(sd)
         self.latent_channels = info.unet.out_channels  # DynamiCrafter's input also carries the image latent
-        self.train_stages = info.entry.train_stages
         self.model_id = info.entry.id
         # trainable modules: plain float32 torch layers (no ComfyUI casting on the gradient path)
         self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
@@ -171,8 +170,8 @@ class VideoCrafterTrainingModels:
         import comfy.sample
         import comfy.samplers
         import comfy.sd
-        from .conditioning import concat_latent
-        from .model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
+        from ..vc_models.conditioning import concat_latent
+        from ..vc_models.model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
         unet_sd = {k: v.detach().float().cpu() for k, v in self.unet.state_dict().items()}
         model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
         models = [model] if lora is None else [model, comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]]

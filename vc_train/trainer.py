@@ -21,7 +21,7 @@ from . import lora as lora_adapters
 from . import sharding
 from .config import TrainConfig
 from ..vc_models.atomic_file import atomic_write, refuse_existing, write_safetensors
-from ..vc_models.checkpoint import training_entry
+from ..vc_models.training_gate import training_entry
 from ..vc_models.process_memory import peak_rss_bytes
 from .data import VideoDataset, ImageDataset, SampleStream, list_training_items, DatasetError, dataset_digest
 from .distributed import Distributed

@@ -25,6 +25,17 @@ sys.path.insert(0, HERE)
 import comfy_boot  # noqa: E402
 
 
+def noise_schedule():
+    """The pack's `vc_models/noise_schedule.py` (torch only), read without booting ComfyUI: the original's process
+    uses it too."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("vc_noise_schedule",
+                                                  os.path.join(comfy_boot.REPO, "vc_models", "noise_schedule.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def full_size_state_dict(layout="t2v_512_v2.0"):
     """Random weights with the released layout (shapes from ../shared/reference/keys), stored in fp16 as most
     released files are (the model casts them to its weight dtype on load)."""
@@ -40,7 +51,7 @@ def full_size_state_dict(layout="t2v_512_v2.0"):
             dims = [int(d) for d in shape.strip("[]").split(",") if d.strip()]
             sd[name] = (torch.randn(dims, generator=generator, device=device) * 0.02).half().cpu() if dims \
                 else torch.tensor(1.0)
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
+    betas = noise_schedule().scaled_linear_betas()
     sd["alphas_cumprod"] = torch.cumprod(1 - betas, 0).float()
     if "scale_arr" in sd:
         sd["scale_arr"] = torch.cat([torch.linspace(1, 0.7, 400), torch.full((1000,), 0.7)])

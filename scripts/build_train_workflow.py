@@ -24,12 +24,12 @@ def graph_values(entry):
     stages (VideoCrafter1 I2V: both), DynamiCrafter's random conditioning frame (the original's rand_cond_frame)."""
     values = {"ckpt_name": entry.release.file_name, "data": "videocrafter_train",
               "output_name": f"{entry.release.file_name.rsplit('.', 1)[0]}_trained"}
-    if entry.family == registry.I2V:
+    stages = entry.family.stages()
+    if "projector" in stages:  # the two-stage family: its own node, both stages
         return "VideoCrafterTrainI2V", "VideoCrafter Train I2V (two-stage)", {
             **values, "stage": "both", "output_name": "videocrafter_i2v_trained"}
-    values.update(stage=entry.train_stages[0], height=entry.defaults.height, width=entry.defaults.width)
-    if entry.family == registry.DYNAMICRAFTER:
-        values.update(cond_frame="random")
+    values.update(stage=stages[0], height=entry.defaults.height, width=entry.defaults.width,
+                  cond_frame=entry.family.train_cond_frame)
     return "VideoCrafterTrain", "VideoCrafter Train", values
 
 

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # the pack's `vc_models` package (no ComfyUI, no torch imported); appended: the repo also holds
 # a `nodes` package, which must not shadow ComfyUI's `nodes` module in a process that imports both
 from vc_models import registry  # noqa: E402
+from vc_models.families import ANIMATE  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_boot  # noqa: E402  (paths only until main() boots the host)
@@ -167,7 +168,7 @@ def turbo_graph(variant, base_ckpt, unet_name, prompt, d):
     return nodes
 
 
-def dynamicrafter_graph(variant, ckpt, prompt, d, mode="i2v"):
+def dynamicrafter_graph(variant, ckpt, prompt, d, mode=ANIMATE):
     """A DynamiCrafter graph at the original's official settings `d` (50 DDIM steps, eta 1, cfg 7.5; guidance
     rescale 0.7 and trailing spacing for 512/1024); 'interpolate' adds an end image, 'loop' drops the
     repeated last frame before saving."""
@@ -655,7 +656,7 @@ def dynamicrafter_freenoise_graph(variant, ckpt, prompt, d, frames=64):
     tokens, as the original."""
     nodes = dynamicrafter_graph(variant, ckpt, prompt, d)
     ntype, widgets, links, title, pos = nodes[11]
-    nodes[11] = (ntype, ["i2v", d.width, d.height, frames, 1, d.fps], links, f"Conditioning ({frames} frames)",
+    nodes[11] = (ntype, [ANIMATE, d.width, d.height, frames, 1, d.fps], links, f"Conditioning ({frames} frames)",
                  pos)
     nodes[15] = ("VideoCrafterFreeNoise", [16, 4, True], {"model": nodes[6][2]["model"]}, "FreeNoise (long video)", (1240, 20))
     ntype, widgets, links, title, pos = nodes[6]
@@ -694,17 +695,16 @@ def workflow_graph(entry, workflow):
     if workflow.variation == "lora":
         return lora_graph(workflow_graph(entry, replace(workflow, variation="")), lora_name(entry))
     if workflow.variation == "freenoise":
-        build = dynamicrafter_freenoise_graph if entry.family == registry.DYNAMICRAFTER else freenoise_graph
+        build = dynamicrafter_freenoise_graph if entry.family.concat_latent else freenoise_graph
         return build(entry.id, ckpt, workflow.prompt, d)
     if workflow.variation == "keyframes":
         return keyframes_graph(name, ckpt, workflow.prompt, d)
     if workflow.variation == "sketch":
         return sketch_graph(name, ckpt, workflow.prompt, d, registry.controlnet_for(entry.id))
-    if entry.family == registry.TURBO:
+    if entry.base_model:  # a UNet alone, loaded onto its base model's MODEL (T2V-Turbo)
         return turbo_graph(name, registry.entry(entry.base_model).release.file_name, ckpt, workflow.prompt, d)
-    if entry.family == registry.DYNAMICRAFTER:
-        mode = workflow.variation or ("interpolate" if entry.image_inputs == registry.START_END_IMAGES else "i2v")
-        return dynamicrafter_graph(name, ckpt, workflow.prompt, d, mode=mode)
+    if entry.family.concat_latent:  # the image latent beside the noise: DynamiCrafter Conditioning, in the family's mode
+        return dynamicrafter_graph(name, ckpt, workflow.prompt, d, mode=workflow.variation or entry.family.mode)
     return graph(name, ckpt, workflow.prompt, d, image=EXAMPLE_START if entry.image_inputs else None)
 
 

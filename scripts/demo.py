@@ -35,12 +35,12 @@ START_IMAGE = "videocrafter_demo_start.png"
 def workflow_for(entry):
     """(shipped workflow name, settings that differ from it) rendering a registry entry: its own graph, else the
     first of its family's (a T2V graph takes any T2V checkpoint) at the entry's size and frame-rate condition."""
-    for e in [entry] + [e for e in registry.MODELS if e.family == entry.family]:
+    for e in [entry] + [e for e in registry.MODELS if e.family.shares_graphs_with(entry.family)]:
         base = next((w for w in e.workflows if not w.variation), None)
         if base is None:
             continue
         ours, theirs = entry.defaults, e.defaults
-        rate = "fs" if entry.family == registry.DYNAMICRAFTER else "fps"
+        rate = entry.family.rate_input
         settings = {k: v for k, v, w in (("width", ours.width, theirs.width), ("height", ours.height, theirs.height),
                                           (rate, ours.fps, theirs.fps)) if v != w}
         return base.name, settings

@@ -53,7 +53,7 @@ def test_table_csv_aliases_blanks_and_names(tmp_path):
     jobs = load_jobs(p, warn=warnings.append)
     assert [j.name for j in jobs] == ["first_job", "job_00002"]
     assert jobs[0].values == {"prompt": "a cat, running", "seed": "7", "frames": "16"}
-    assert not jobs[0].is_i2v and jobs[1].is_i2v
+    assert not jobs[0].has_image and jobs[1].has_image
     assert jobs[1].values["image"] == os.path.join(str(tmp_path), "imgs", "dog.png")
     assert jobs[1].values["negative"] == "blurry" and jobs[1].values["cfg"] == "7.5"
     assert any("unknown_col" in w for w in warnings)

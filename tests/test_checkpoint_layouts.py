@@ -96,7 +96,7 @@ def test_built_model_matches_released_layout(pack, layout):
     with torch.device("meta"):
         vae_params = encoders.vae_config(parts[ckpt_file.VAE_PREFIX])["params"]
         vae = AutoencoderKL(**vae_params)
-        if info.entry.dualref_decoder:  # DualRefVAE's decoder (post_quant_conv stays in the file and the model, unused)
+        if info.entry.family.dual_reference:  # DualRefVAE's decoder (post_quant_conv stays in the file and the model, unused)
             dualref = comfy_host.pack("vc_models.dualref_vae")
             vae.decoder = dualref.DualRefDecoder(dualref.fusion_levels(parts[ckpt_file.VAE_PREFIX]), **vae_params["ddconfig"])
     assert_same_layout(parts[ckpt_file.VAE_PREFIX], vae.state_dict(), "VAE")
@@ -107,7 +107,7 @@ def test_built_model_matches_released_layout(pack, layout):
     expected = {k: v for k, v in text_model.state_dict().items() if not k.endswith("position_ids")}
     assert_same_layout(converted, expected, "text encoder")
 
-    if info.is_i2v:
+    if info.unet.image_cross_attention:
         visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items()}
         vision_model = comfy.clip_model.CLIPVisionModelProjection(encoders.vision_config(visual), torch.float32, "meta", ops)
         converted = comfy.clip_vision.convert_to_transformers({f"visual.{k}": v for k, v in visual.items()}, "visual.")

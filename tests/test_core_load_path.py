@@ -63,7 +63,7 @@ def test_dynamic_patcher_keeps_the_loaded_tensors(pack, models_dir, monkeypatch)
     if not hasattr(comfy.model_patcher, "ModelPatcherDynamic"):
         pytest.skip("this ComfyUI has no dynamic-VRAM patcher (0.33+)")
     ckpt, files = comfy_host.pack("vc_models.checkpoint"), comfy_host.pack("vc_models.checkpoint_file")
-    model_base = comfy_host.pack("vc_models.model_base")
+    model_patcher = comfy_host.pack("vc_models.model_patcher")
 
     class DynamicOnCpu(comfy.model_patcher.ModelPatcher):
         def is_dynamic(self):
@@ -74,7 +74,7 @@ def test_dynamic_patcher_keeps_the_loaded_tensors(pack, models_dir, monkeypatch)
     info = ckpt.inspect_checkpoint(sd, CKPT)
     unet_sd = files.split_components(sd)[files.UNET_PREFIX]
     alphas, scale = files.noise_schedule(sd)
-    patcher = model_base.build_model_patcher(info, unet_sd, alphas, scale, torch.float32)
+    patcher = model_patcher.build_model_patcher(info, unet_sd, alphas, scale, torch.float32)
     assert type(patcher) is DynamicOnCpu
     loaded = patcher.model.diffusion_model.state_dict()
     assert set(loaded) == set(unet_sd)
@@ -105,7 +105,7 @@ def test_lazy_weight_init_of_dynamic_vram_loads_the_same_weights(pack, models_di
 def test_weights_that_do_not_fit_are_an_error(pack):
     """Core only logs missing / unexpected UNet keys; the pack refuses them, naming the keys."""
     ckpt, files = comfy_host.pack("vc_models.checkpoint"), comfy_host.pack("vc_models.checkpoint_file")
-    model_base = comfy_host.pack("vc_models.model_base")
+    model_patcher = comfy_host.pack("vc_models.model_patcher")
     sd = files.load_state_dict(comfy_host.GOLDEN + "/" + CKPT)
     info = ckpt.inspect_checkpoint(sd, CKPT)
     unet_sd = dict(files.split_components(sd)[files.UNET_PREFIX])
@@ -114,4 +114,4 @@ def test_weights_that_do_not_fit_are_an_error(pack):
     del unet_sd[dropped]
     alphas, scale = files.noise_schedule(sd)
     with pytest.raises(ValueError, match=r"do not fit.*out\.2\.weight"):
-        model_base.build_model_patcher(info, unet_sd, alphas, scale)
+        model_patcher.build_model_patcher(info, unet_sd, alphas, scale)

@@ -258,9 +258,9 @@ def test_context_window_cuts_a_per_frame_concat_conditioning(pack, graph):
     window = comfy.context_windows.IndexListContextWindow(list(range(20, 36)), dim=2,
                                                           **({"total_frames": 64} if takes_total else {}))
     concat = torch.arange(64, dtype=torch.float32).reshape(1, 1, 64, 1, 1).expand(1, 0, 64, 8, 16)
-    freenoise = comfy_host.pack("vc_models.freenoise")
-    cut = freenoise.frames_of_context_window(torch.arange(64.0).reshape(1, 1, 64, 1, 1), 16,
-                                             {"context_window": window})
+    context_windows = comfy_host.pack("vc_models.context_windows")
+    cut = context_windows.frames_of_context_window(torch.arange(64.0).reshape(1, 1, 64, 1, 1), 16,
+                                                   {"context_window": window})
     assert cut.flatten().tolist() == list(range(20, 36))
     torch.manual_seed(0)
     x = torch.randn(1, 4, 16, 8, 16)

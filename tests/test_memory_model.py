@@ -26,7 +26,8 @@ RELEASED_16_FRAMES_PEAK = 855 * 2 ** 20
 
 @pytest.fixture(scope="module")
 def mods(pack):
-    return {name: comfy_host.pack(f"vc_models.{name}") for name in ("model_base", "checkpoint", "registry", "loader")}
+    return {name: comfy_host.pack(f"vc_models.{name}")
+            for name in ("model_base", "model_patcher", "checkpoint", "registry", "loader")}
 
 
 def released_model(mods):
@@ -38,7 +39,7 @@ def released_model(mods):
     model_config = mods["model_base"].VideoCrafterModelConfig(info, alphas_cumprod, torch.ones(1400))
     model_config.set_inference_dtype(torch.float32, None)
     model = model_config.get_model({}, device=torch.device("meta"))
-    patcher = mods["model_base"].core_model_patcher_class()(model, load_device=torch.device("cpu"),
+    patcher = mods["model_patcher"].core_model_patcher_class()(model, load_device=torch.device("cpu"),
                                                               offload_device=torch.device("cpu"))
     model.current_patcher = patcher
     return model

@@ -205,7 +205,7 @@ def test_clip_vision_layouts_and_t2v_upgrade(pack, tmp_path):
     t2v = safetensors.torch.load_file(train_util.TINY_T2V)
     up = upgrade.upgrade_t2v_to_i2v(t2v, {f"visual.{k}": v for k, v in visual.items()}, seed=0)
     info = ckpt.inspect_checkpoint(up)
-    assert info.is_i2v
+    assert info.unet.image_cross_attention
     ip = [k for k in up if k.endswith("attn2.to_k_ip.weight")]
     assert ip and all(torch.equal(up[k], up[k.replace("to_k_ip", "to_k")]) for k in ip)
     assert all(torch.equal(up[k.replace("to_k_ip", "to_v_ip")], up[k.replace("to_k_ip", "to_v")]) for k in ip)

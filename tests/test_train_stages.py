@@ -92,7 +92,7 @@ def test_stage1_overfits_and_trains_only_projector_and_image_kv(mods, tmp_path, 
     ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     sd = ckpt_file.load_state_dict(train_util.TINY_I2V)
     comfy_host.pack("vc_models.projector_file").apply_projector_file(sd, result.outputs["projector_file"])
-    assert ckpt.inspect_checkpoint(sd).is_i2v
+    assert ckpt.inspect_checkpoint(sd).unet.image_cross_attention
     assert os.path.getsize(result.outputs["loss_curve"]) > 1000
     assert open(result.outputs["loss_csv"]).read().count("\n") == 7
 
@@ -113,7 +113,7 @@ def test_stage2_trains_unet_only_and_writes_a_loadable_checkpoint(mods, tmp_path
         assert keys and all(torch.equal(saved[k], original[k]) for k in keys), prefix
     assert saved["model.diffusion_model.out.2.weight"].dtype == torch.float16
     bundle = mods["loader"].load_videocrafter(out)
-    assert bundle.info.is_i2v and bundle.projector is not None
+    assert bundle.info.unet.image_cross_attention and bundle.projector is not None
 
 
 def test_stage2_temporal_layers_only(mods, tmp_path, data_dir):
@@ -135,14 +135,14 @@ def test_t2v_plus_clip_vision_becomes_i2v(mods, tmp_path, data_dir):
     ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     sd = ckpt_file.load_state_dict(result.outputs["checkpoint"])
     info = ckpt.inspect_checkpoint(sd, "upgraded")
-    assert info.is_i2v and info.variant == "vc1_i2v_512"
+    assert info.unet.image_cross_attention and info.variant == "vc1_i2v_512"
     assert any(k.startswith("embedder.model.visual.transformer.resblocks.") for k in sd)
     assert any(k.startswith("image_proj_model.layers.") for k in sd)
     assert any(k.endswith("attn2.to_v_ip.weight") for k in sd)
     visual = safetensors.torch.load_file(vision)
     assert all(torch.equal(sd["embedder.model." + k], visual[k].float()) for k in visual)
     bundle = mods["loader"].load_videocrafter(result.outputs["checkpoint"])
-    assert bundle.info.is_i2v and bundle.clip_vision is not None
+    assert bundle.info.unet.image_cross_attention and bundle.clip_vision is not None
     assert os.path.exists(result.outputs["projector_file"])
 
 

@@ -71,7 +71,7 @@ class Planner:
 
     def _workflow_for(self, job):
         path = job.values.get("workflow") or self.workflow or (
-            self.i2v_workflow if job.is_i2v else self.t2v_workflow)
+            self.i2v_workflow if job.has_image else self.t2v_workflow)
         path = os.path.abspath(path)
         if path not in self._wf_cache:
             wf = wfm.load_workflow(path)

@@ -33,7 +33,7 @@ class Job:
         self.line = line  # "path:line", for messages
 
     @property
-    def is_i2v(self):
+    def has_image(self):
         return bool(self.values.get("image"))
 
     def __repr__(self):

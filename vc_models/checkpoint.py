@@ -4,18 +4,24 @@ No ComfyUI imports: the trainer and the command-line tools use this too. Reading
 `vc_models.checkpoint_file`'s.
 """
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
 
 from . import registry
 from .checkpoint_file import (CheckpointError, UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX,
-                              check_dtypes, check_schedule, rename_legacy_keys, split_components, read_layout)
+                              check_dtypes, check_schedule, rename_legacy_keys, split_components)
 from .unet_config import UNetConfig, HEAD_DIM
 
 # T2V-Turbo's guidance-scale embedding; its UNets ship as bare state dicts (`torch.save(unet.state_dict())`,
 # no prefix) used with the VideoCrafter2 checkpoint's text encoder and VAE.
 TURBO_KEY = "time_cond_proj.weight"
+
+
+def is_bare_turbo_unet(sd):
+    """A T2V-Turbo UNet alone: its guidance-scale embedding without the full checkpoint's UNet prefix."""
+    return TURBO_KEY in sd and not any(k.startswith(UNET_PREFIX) for k in sd)
+
+
 SD_UNET_HINT = "model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight"
 # ToonCrafter's dual-reference VAE decoder: temporal ResBlocks (`time_stack`, `mix_factor`), the key-frame
 # refinement (`attn_refinement`) and the temporal output conv (`conv_out.time_mix_conv`)
@@ -35,10 +41,6 @@ class CheckpointInfo:
     @property
     def description(self):
         return self.entry.description
-
-    @property
-    def is_i2v(self):
-        return self.unet.image_cross_attention
 
     @property
     def parameterization(self):
@@ -124,7 +126,7 @@ def infer_unet_config(unet_sd):
         image_context_dim=unet_sd[ip_keys[0]].shape[1] if ip_keys else context_dim,
         image_attention_alpha=any(k.endswith("attn2.alpha") for k in unet_sd),
         head_dim=head_dim,
-        guidance_embed_dim=unet_sd["time_cond_proj.weight"].shape[1] if "time_cond_proj.weight" in unet_sd else 0,
+        guidance_embed_dim=unet_sd[TURBO_KEY].shape[1] if TURBO_KEY in unet_sd else 0,
         motion_guidance="motion_cond_proj.weight" in unet_sd,
     )
 
@@ -155,11 +157,14 @@ def checkpoint_features(sd, cfg, name=""):
 def detect_entry(features, cfg, name):
     """CheckpointInfo of the registry entry `features` match; CheckpointError naming what was found otherwise."""
     entry = registry.detect(features)
+    if entry is None and features.concat_latent and not features.image_cross_attention:
+        raise CheckpointError(f"{name} has a UNet with {features.in_channels} input channels (a concatenated image "
+                              "latent) but no image cross-attention: not a DynamiCrafter checkpoint this pack knows.")
     if entry is None:
         raise CheckpointError(f"{name} is a VideoCrafter-like UNet ({features}) that matches no model this pack "
                               "knows (vc_models/registry.py).")
-    if features.dualref_decoder and not entry.dualref_decoder:
-        known = [e.description for e in registry.MODELS if e.dualref_decoder]
+    if features.dualref_decoder and not entry.family.dual_reference:
+        known = [e.description for e in registry.MODELS if e.family.dual_reference]
         raise CheckpointError(f"{name} has a dual-reference VAE decoder (ToonCrafter's) but a {entry.description} UNet; "
                               f"the models with that decoder ({', '.join(known)}) have DynamiCrafter 512's UNet "
                               "(v-prediction, scale_arr floor 0.7).")
@@ -174,7 +179,7 @@ def inspect_checkpoint(sd, name="checkpoint"):
     expected = ("expected a VideoCrafter checkpoint: UNet under 'model.diffusion_model.' with temporal "
                 "layers, SD VAE under 'first_stage_model.', OpenCLIP text under 'cond_stage_model.model.'")
     if "input_blocks.0.0.weight" not in unet:
-        if TURBO_KEY in sd:
+        if is_bare_turbo_unet(sd):
             raise CheckpointError(f"{name} is a T2V-Turbo UNet alone (no VAE or text encoder): load the VideoCrafter2 "
                                   "checkpoint here and this file with 'VideoCrafter Turbo UNet Loader' on its MODEL.")
         raise CheckpointError(f"{name} is not a VideoCrafter checkpoint: found {describe_found(sd)}; {expected}.")
@@ -194,9 +199,6 @@ def inspect_checkpoint(sd, name="checkpoint"):
                                       not any(k.startswith("visual.") for k in parts[VISION_PREFIX])):
         raise CheckpointError(f"{name} has image cross-attention but lacks the image projector ('image_proj_model.') "
                               "or the CLIP vision tower ('embedder.model.visual.'): an incomplete image-to-video checkpoint.")
-    if cfg.in_channels > cfg.out_channels and not cfg.image_cross_attention:
-        raise CheckpointError(f"{name} has a UNet with {cfg.in_channels} input channels (a concatenated image latent) "
-                              "but no image cross-attention: not a DynamiCrafter checkpoint this pack knows.")
     return detect_entry(checkpoint_features(sd, cfg, name), cfg, name)
 
 
@@ -229,25 +231,3 @@ def turbo_unet_info(cfg, name="UNet file"):
     """The CheckpointInfo of a T2V-Turbo UNet with configuration `cfg` (from `inspect_turbo_unet`): no schedule
     buffers travel with it (its model samples on the plain schedule, as the distillation ran)."""
     return detect_entry(checkpoint_features({}, cfg, name), cfg, name)
-
-
-def refuse_untrainable(entry, name):
-    """The trainer runs the stages its registry entry lists; a model without (ToonCrafter, T2V-Turbo) is refused,
-    saying why (`train_refusal`)."""
-    if not entry.train_stages and not entry.trains_after_upgrade:
-        trainable = ", ".join(e.description for e in registry.MODELS if e.train_stages or e.trains_after_upgrade)
-        why = f": {entry.train_refusal}" if entry.train_refusal else ""
-        raise CheckpointError(f"{name} is a {entry.description} checkpoint: the trainer does not train this "
-                              f"model{why}. Start from one of: {trainable}.")
-
-
-def training_entry(path):
-    """The registry entry of a training start point from the file's layout alone (no weights read, so before any
-    model loads); a model the trainer refuses (`refuse_untrainable`) or an unknown file is a CheckpointError."""
-    name = os.path.basename(path)
-    layout = read_layout(path)
-    if TURBO_KEY in layout and not any(k.startswith(UNET_PREFIX) for k in layout):
-        refuse_untrainable(next(e for e in registry.MODELS if e.family == registry.TURBO), name)
-    entry = inspect_checkpoint(layout, name).entry
-    refuse_untrainable(entry, name)
-    return entry

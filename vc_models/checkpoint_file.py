@@ -8,6 +8,8 @@ import zipfile
 
 import torch
 
+from .noise_schedule import TIMESTEPS, scaled_linear_betas
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 TEXT_PREFIX = "cond_stage_model.model."
@@ -115,9 +117,6 @@ def split_components(sd):
     return out
 
 
-# every model of the family trains on 1000 DDPM timesteps (its schedule buffers have that length; scale_arr may be
-# longer: the original cuts it)
-TIMESTEPS = 1000
 # the dtypes of safetensors headers (safe_open's get_dtype) the layout reader keeps on its meta tensors
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
                       "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64,
@@ -163,12 +162,12 @@ def check_schedule(sd, name):
             raise bad(key, "does not decrease from timestep to timestep")
 
 
-def noise_schedule(sd, timesteps=1000, linear_start=0.00085, linear_end=0.012):
+def noise_schedule(sd):
     """(alphas_cumprod [T] float64, scale_arr [T] float64 or None) from the checkpoint buffers."""
     if "alphas_cumprod" in sd:
         alphas_cumprod = sd["alphas_cumprod"].double()
     else:
-        betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
+        betas = scaled_linear_betas()
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
     scale = sd.get("scale_arr")
     if scale is not None:

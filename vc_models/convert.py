@@ -4,8 +4,8 @@ import os
 import torch
 
 from .atomic_file import write_safetensors, refuse_existing
-from .checkpoint import inspect_checkpoint, inspect_turbo_unet, turbo_unet_info, TURBO_KEY
-from .checkpoint_file import load_state_dict, SCHEDULE_KEYS, DERIVED_SCHEDULE_KEYS, UNET_PREFIX
+from .checkpoint import inspect_checkpoint, inspect_turbo_unet, is_bare_turbo_unet, turbo_unet_info
+from .checkpoint_file import load_state_dict, SCHEDULE_KEYS, DERIVED_SCHEDULE_KEYS
 
 
 def convert_checkpoint(src, dst, fp16=False, overwrite=False):
@@ -18,7 +18,7 @@ def convert_checkpoint(src, dst, fp16=False, overwrite=False):
     if not overwrite:
         refuse_existing(dst, "The output file")
     sd = load_state_dict(src)
-    if TURBO_KEY in sd and not any(k.startswith(UNET_PREFIX) for k in sd):
+    if is_bare_turbo_unet(sd):
         # a released T2V-Turbo UNet (bare state dict): the same keys, for the turbo UNet loader
         info = turbo_unet_info(inspect_turbo_unet(sd, os.path.basename(src))[1], os.path.basename(src))
         out = safetensors_tensors(sd, fp16=fp16, keep_schedule=False)

@@ -134,9 +134,11 @@ def image_tokens(clip_vision, image):
 
 
 class ImageProjectorModel:
-    """The projector with its own ModelPatcher, so model management places and offloads it."""
+    """The projector with its own ModelPatcher, so model management places and offloads it; `family`: the
+    checkpoint's (`vc_models.families`), which the conditioning nodes ask how the image conditions the model."""
 
-    def __init__(self, projector_sd):
+    def __init__(self, projector_sd, family):
+        self.family = family
         config = ProjectorConfig.from_state_dict(projector_sd)
         load_device = comfy.model_management.text_encoder_device()
         offload_device = comfy.model_management.text_encoder_offload_device()

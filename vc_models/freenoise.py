@@ -138,16 +138,3 @@ class FreeNoiseSampling:
                 logging.warning("FreeNoise: the sampler passed no seed; rescheduling the noise with seed 0.")
             noise = reschedule_noise(noise, self.size, self.stride, 0 if seed is None else seed)
         return executor(noise, latent_image, sampler, sigmas, denoise_mask, callback, disable_pbar, seed, *args, **kwargs)
-
-
-def frames_of_context_window(tensor, num_frames, transformer_options):
-    """A per-frame conditioning [B, C, T_full, h, w] cut to the frames of the current ComfyUI context
-    window. ComfyUI 0.3.75's context handler slices model conditionings only when they are at most
-    1-D on the frame axis, so a latent-shaped concat conditioning arrives whole; cut it here."""
-    window = (transformer_options or {}).get("context_window")
-    if window is None or tensor is None or tensor.ndim != 5 or tensor.shape[2] == num_frames:
-        return tensor
-    index = list(window.index_list)
-    if len(index) != num_frames or max(index) >= tensor.shape[2]:
-        return tensor
-    return tensor[:, :, index]

@@ -107,7 +107,7 @@ def upgrade_t2v_to_i2v(sd, clip_vision_sd, seed=0):
     to_v_ip = copy of to_v), a freshly initialised projector and the visual tower under
     `embedder.model.visual.` in the OpenCLIP layout. `inspect_checkpoint` detects it as I2V."""
     info = ckpt.inspect_checkpoint(sd)
-    if info.is_i2v:
+    if info.unet.image_cross_attention:
         return sd
     visual = openclip_visual(clip_vision_sd)
     out = dict(sd)

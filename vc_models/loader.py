@@ -14,7 +14,8 @@ from . import checkpoint as ckpt
 from . import checkpoint_file as ckpt_file
 from .dualref_vae import DualRefVAE
 from .encoders import build_text_encoder, build_clip_vision, build_vae, ImageProjectorModel
-from .model_base import build_model_patcher, set_reload
+from .model_patcher import build_model_patcher
+from .model_reload import set_reload
 from .projector_file import apply_projector_file
 
 WEIGHT_DTYPES = {
@@ -73,7 +74,7 @@ def read_checkpoint(path):
 
 def load_model_patcher(path, weight_dtype="default", projector_file=None, disable_dynamic=False):
     """The MODEL of `load_videocrafter(path, weight_dtype, projector_file)` alone, built afresh (no text encoder,
-    VAE or image encoder): the MODEL's `cached_patcher_init`, see model_base.set_reload."""
+    VAE or image encoder): the MODEL's `cached_patcher_init`, see model_reload.set_reload."""
     sd = read_checkpoint(path)
     if projector_file:
         apply_projector_file(sd, projector_file)
@@ -91,11 +92,11 @@ def build_bundle(sd, info, weight_dtype=None):
     alphas_cumprod, scale_arr = ckpt_file.noise_schedule(sd)
     model = build_model_patcher(info, parts[ckpt_file.UNET_PREFIX], alphas_cumprod, scale_arr, weight_dtype)
     clip = build_text_encoder(parts[ckpt_file.TEXT_PREFIX])
-    vae = (DualRefVAE if info.entry.dualref_decoder else build_vae)(parts[ckpt_file.VAE_PREFIX])
+    vae = (DualRefVAE if info.entry.family.dual_reference else build_vae)(parts[ckpt_file.VAE_PREFIX])
     clip_vision = projector = None
-    if info.is_i2v:
+    if info.unet.image_cross_attention:
         visual = {k[len("visual."):]: v for k, v in parts[ckpt_file.VISION_PREFIX].items() if k.startswith("visual.")}
         clip_vision = build_clip_vision(visual)
-        projector = ImageProjectorModel(parts[ckpt_file.PROJECTOR_PREFIX])
+        projector = ImageProjectorModel(parts[ckpt_file.PROJECTOR_PREFIX], info.entry.family)
     logging.info("Loaded %s", info.description)
     return VideoCrafterBundle(info=info, model=model, clip=clip, vae=vae, clip_vision=clip_vision, projector=projector)

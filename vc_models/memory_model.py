@@ -34,7 +34,9 @@ memory that is free), the split one whole (it splits only when memory is short).
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 
-FF_CHUNK_TOKENS = 8192  # TransformerBlock.max_ff_tokens and TemporalTransformer.max_tokens_per_chunk
+from .unet_config import TOKENS_PER_CHUNK
+
+FF_CHUNK_TOKENS = TOKENS_PER_CHUNK  # TransformerBlock.max_ff_tokens and TemporalTransformer.max_tokens_per_chunk
 ATTENTION_TENSORS = 9  # level-0 tensors of the transformer alive at its self-attention's output projection
 FEED_FORWARD_TENSORS = 3  # ... of the transformer alive at its feed-forward
 FEED_FORWARD_CHUNK_VALUES = 20  # per chunk token, in units of C0

@@ -1,37 +1,28 @@
 """The VideoCrafter denoiser as a ComfyUI model: model management, sampling and CFG work unchanged.
 
-What differs between the models of the family comes from their registry entry (`CheckpointInfo.entry`):
-the schedule (`vc_models.model_sampling`), the image conditioning and the frame-rate default.
+What differs between the models comes from their registry entry (`CheckpointInfo.entry`): the schedule
+(`vc_models.model_sampling`) and its family (`vc_models.families`): the UNet's extra inputs from the
+CONDITIONING extras, whether an image latent rides on the input channels. Building the MODEL (dtypes, patcher)
+is `vc_models.model_patcher`'s; rebuilding it from its files `vc_models.model_reload`'s.
 """
-import logging
-import math
-
 import torch
 
 import comfy.conds
 import comfy.latent_formats
 import comfy.model_base
-import comfy.model_management
-import comfy.model_patcher
-import comfy.patcher_extension
 import comfy.supported_models_base
 
-from . import core_patches, video_control
+from . import families
+from .context_windows import frames_of_context_window
+from .families import (FPS_KEY, IMAGE_TOKENS_KEY, TURBO_GUIDANCE_KEY, TURBO_MOTION_KEY,  # noqa: F401 (the nodes' keys)
+                       TURBO_DEFAULT_GUIDANCE, TURBO_DEFAULT_MOTION, CONCAT_LATENT_KEY)
 from .memory_model import unet_activation_bytes
 from .unet import VideoCrafterUNet
-from .freenoise import frames_of_context_window
 from .model_sampling import model_sampling_for
 
-FPS_KEY = "fps"
-IMAGE_TOKENS_KEY = "videocrafter_image_tokens"
-# T2V-Turbo: the guidance scale the UNet embeds, and the motion guidance (motion_gs, percentage) or None for off
-TURBO_GUIDANCE_KEY = "videocrafter_turbo_guidance"
-TURBO_MOTION_KEY = "videocrafter_turbo_motion"
-TURBO_DEFAULT_GUIDANCE = 7.5
-TURBO_DEFAULT_MOTION = (0.05, 0.5)
-# DynamiCrafter's image latent travels as core image-to-video nodes pass theirs: a VAE-space
-# latent [B, 4, T, h, w] under this key, scaled into the model's space by `process_latent_in`
-CONCAT_LATENT_KEY = "concat_latent_image"
+# the kinds of UNet input a family returns (vc_models.families) as ComfyUI conds
+_CONDS = {families.PerVideo: comfy.conds.CONDRegular, families.NoiseShaped: comfy.conds.CONDNoiseShape,
+          families.Constant: comfy.conds.CONDConstant}
 
 
 class VideoCrafterLatentFormat(comfy.latent_formats.SD15):
@@ -72,7 +63,7 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         super().__init__(model_config, model_type, device=device, unet_model=VideoCrafterUNet)
         self.model_sampling = model_sampling_for(info.entry, alphas_cumprod, scale_arr)
         self.info = info
-        if info.entry.concat_latent:
+        if info.entry.family.concat_latent:
             self.concat_keys = ("concat_image",)  # ComfyUI's concat_cond builds c_concat from CONCAT_LATENT_KEY
 
     def load_model_weights(self, sd, unet_prefix="", assign=False):
@@ -97,10 +88,11 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         return unet_activation_bytes(self.info.unet, input_shape, dtype, memory_efficient_attention)
 
     def concat_cond(self, **kwargs):
-        if self.info.entry.concat_latent and kwargs.get(CONCAT_LATENT_KEY) is None:
+        family = self.info.entry.family
+        if family.concat_latent and kwargs.get(CONCAT_LATENT_KEY) is None:
             raise ValueError(
-                "This DynamiCrafter model needs its start image as a latent: pass the positive and the negative "
-                "conditioning through 'DynamiCrafter Conditioning' before sampling.")
+                f"This {family.name} model needs its start image as a latent: pass the positive and the negative "
+                f"conditioning through '{family.image_node}' before sampling.")
         return super().concat_cond(**kwargs)
 
     def _apply_model(self, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={}, **kwargs):
@@ -121,121 +113,8 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         return cond_value
 
     def extra_conds(self, **kwargs):
+        """Core's conds (text, concat latent) and the family's UNet inputs from the CONDITIONING extras."""
         out = super().extra_conds(**kwargs)
-        info = self.info
-        if info.unet.fps_cond:
-            fps = kwargs.get(FPS_KEY, info.entry.defaults.fps)
-            out["fps"] = comfy.conds.CONDRegular(torch.tensor([float(fps)]))
-        tokens = kwargs.get(IMAGE_TOKENS_KEY)
-        if info.is_i2v:
-            if tokens is None:
-                raise ValueError(
-                    "This image-to-video model needs an image: pass both the positive and the negative "
-                    f"conditioning through '{info.entry.image_node}' before sampling.")
-            out["image_context"] = comfy.conds.CONDRegular(tokens)
-        out.update(self._turbo_conds(kwargs))
+        inputs = self.info.entry.family.unet_inputs(self.info, kwargs, self.model_sampling.num_timesteps)
+        out.update({name: _CONDS[type(value)](value.value) for name, value in inputs.items()})
         return out
-
-    def _turbo_conds(self, extras):
-        """T2V-Turbo's guidance / motion-guidance UNet inputs from the CONDITIONING extras (the original
-        pipeline's defaults when absent); errors for settings the model cannot take."""
-        info = self.info
-        guidance = extras.get(TURBO_GUIDANCE_KEY)
-        if not info.unet.guidance_embed_dim:
-            if guidance is not None:
-                raise ValueError(f"'VideoCrafter Turbo Conditioning' sets a guidance embedding, but this MODEL "
-                                 f"({info.description}) has none: load a T2V-Turbo UNet with 'VideoCrafter Turbo UNet "
-                                 "Loader', or remove the node.")
-            return {}
-        # python numbers in CONDConstant: ComfyUI casts tensor conds to the compute dtype (fp16/bf16 would
-        # round 7.3 to 7.30/7.31, which the x1000 embedding turns into a phase error of up to 12 rad);
-        # positive and negative with different values are then run as separate batches
-        guidance = TURBO_DEFAULT_GUIDANCE if guidance is None else guidance
-        out = {"guidance": comfy.conds.CONDConstant(float(guidance))}
-        motion = extras.get(TURBO_MOTION_KEY, TURBO_DEFAULT_MOTION if info.unet.motion_guidance else None)
-        if motion is None:
-            return out
-        if not info.unet.motion_guidance:
-            raise ValueError("Motion guidance was asked for, but this T2V-Turbo UNet has no motion-guidance projections "
-                             "(the no-MG model, unet_no_mg): switch 'motion_guidance' off in 'VideoCrafter Turbo "
-                             "Conditioning', or load the MG UNet (unet_mg).")
-        motion_gs, percentage = motion
-        # the original uses motion_gs while not t < T (1 - percentage), i.e. for integer t >= ceil(that)
-        start = math.ceil(self.model_sampling.num_timesteps * (1.0 - float(percentage)))
-        out["motion_guidance"] = comfy.conds.CONDConstant((float(motion_gs), start))
-        return out
-
-
-# weight dtypes computed in bf16 on a CPU with bf16 instructions (see build_model_patcher)
-BF16_COMPUTE_WEIGHTS = (torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)
-
-
-def cpu_computes_bf16(device):
-    """True on a CPU whose oneDNN has native bf16 kernels (AVX512-BF16 or AMX)."""
-    if torch.device(device).type != "cpu":
-        return False
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def core_model_patcher_class():
-    """The ModelPatcher class core gives its own models now: ComfyUI 0.33 has `CoreModelPatcher`, which its
-    main.py swaps for the dynamic-VRAM `ModelPatcherDynamic` on a GPU with comfy-aimdo; 0.3.x has only ModelPatcher."""
-    return getattr(comfy.model_patcher, "CoreModelPatcher", comfy.model_patcher.ModelPatcher)
-
-
-RELOAD_CALLBACK_KEY = "videocrafter_cached_patcher_init"
-
-
-def set_reload(patcher, factory, args):
-    """Give a MODEL the `cached_patcher_init` core's loaders give theirs: `factory(*args, disable_dynamic=False)`
-    builds the same MODEL afresh from its file(s). Newer ComfyUI calls it for a deep clone (device selection,
-    MultiGPU: `deepclone_multigpu`) and, with `disable_dynamic=True`, for the non-dynamic delegate that hook
-    conditioning samples on when the MODEL is a dynamic-VRAM patcher. ComfyUI 0.33's clone carries the attribute;
-    on older hosts, whose clone does not, a clone callback carries it, so the MODEL out of a LoRA or patch node
-    still has it."""
-    carried_by_host = hasattr(patcher, "cached_patcher_init")  # set to None by the constructor of hosts that use it
-    patcher.cached_patcher_init = (factory, tuple(args))
-    if not carried_by_host:
-        patcher.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_CLONE, RELOAD_CALLBACK_KEY, _carry_reload)
-    return patcher
-
-
-def _carry_reload(original, clone):
-    if getattr(clone, "cached_patcher_init", None) is None:
-        clone.cached_patcher_init = getattr(original, "cached_patcher_init", None)
-
-
-def build_model_patcher(info, unet_sd, alphas_cumprod, scale_arr, weight_dtype=None, disable_dynamic=False):
-    """The MODEL for a VideoCrafter UNet, built the way core loads a checkpoint (comfy.sd.load_state_dict_guess_config
-    of both hosts): dtypes and devices from model management, the config's get_model, core's patcher class
-    (dynamic VRAM on 0.33; the plain ModelPatcher with `disable_dynamic`, as core's loaders take it), then the
-    weights, loaded straight to the GPU when model management says so."""
-    config = VideoCrafterModelConfig(info, alphas_cumprod, scale_arr)
-    load_device = comfy.model_management.get_torch_device()
-    params = sum(v.numel() for v in unet_sd.values())
-    stored = next(iter(unet_sd.values())).dtype
-    unet_dtype = weight_dtype or comfy.model_management.unet_dtype(
-        model_params=params, supported_dtypes=config.supported_inference_dtypes, weight_dtype=stored)
-    manual_cast = comfy.model_management.unet_manual_cast(unet_dtype, load_device, config.supported_inference_dtypes)
-    if unet_dtype in BF16_COMPUTE_WEIGHTS and manual_cast is not None and cpu_computes_bf16(load_device):
-        # ComfyUI assumes bf16 is slow on every CPU; with AVX512-BF16/AMX oneDNN runs it about
-        # twice as fast as fp32, so a user who asked for bf16 (or fp8) weights gets bf16 compute there
-        # (fp8 weights are cast per layer to bf16 by comfy.ops, as core does on a GPU).
-        manual_cast = None if unet_dtype == torch.bfloat16 else torch.bfloat16
-    config.set_inference_dtype(unet_dtype, manual_cast)
-    initial_device = comfy.model_management.unet_inital_load_device(params, unet_dtype)
-    model = config.get_model(unet_sd, device=initial_device)
-    patcher_class = comfy.model_patcher.ModelPatcher if disable_dynamic else core_model_patcher_class()
-    patcher = patcher_class(model, load_device=load_device, offload_device=comfy.model_management.unet_offload_device())
-    core_patches.install(patcher)
-    video_control.install(patcher)
-    dynamic = getattr(patcher, "is_dynamic", lambda: False)()  # 0.3.x patchers are never dynamic
-    model.load_model_weights(unet_sd, assign=dynamic)
-    logging.info("VideoCrafter: %s, UNet weights %s (compute %s)%s", info.description, unet_dtype,
-                 manual_cast or unet_dtype, ", dynamic VRAM" if dynamic else "")
-    if initial_device != torch.device("cpu"):
-        comfy.model_management.load_models_gpu([patcher], force_full_load=True)
-    return patcher

@@ -14,6 +14,7 @@ import torch
 import comfy.model_sampling
 
 from . import registry
+from .noise_schedule import LINEAR_START, LINEAR_END
 
 # ComfyUI's zero-terminal-SNR clamp (comfy.model_sampling.rescale_zero_terminal_snr_sigmas): the last
 # alphas_cumprod of such a schedule is 0 (infinite sigma), replaced by this to keep sigmas finite
@@ -35,7 +36,7 @@ class ScaledModelSampling(comfy.model_sampling.ModelSamplingDiscrete, comfy.mode
         # the faithful DDIM's last step (to t = 0) re-scales x0 by the scale of t = 0 (VideoCrafter) or, as
         # DynamiCrafter's sampler does, keeps the current step's scale (vc_models.sampling)
         self.last_step_keeps_scale = last_step_keeps_scale
-        self.linear_start, self.linear_end = 0.00085, 0.012
+        self.linear_start, self.linear_end = LINEAR_START, LINEAR_END
         self.register_buffer("scale_arr", scale.float())
         self.set_sigmas((((1 - alphas_cumprod) / alphas_cumprod) ** 0.5 / scale).float())
 
@@ -143,4 +144,4 @@ SCHEDULES = {registry.SCALED_EPS: ScaledModelSampling, registry.SCALED_V: Scaled
 
 def model_sampling_for(entry, alphas_cumprod, scale_arr):
     """The model_sampling of a registry entry's schedule."""
-    return SCHEDULES[entry.schedule](alphas_cumprod, scale_arr, last_step_keeps_scale=entry.last_step_keeps_scale)
+    return SCHEDULES[entry.schedule](alphas_cumprod, scale_arr, last_step_keeps_scale=entry.family.last_step_keeps_scale)

@@ -6,25 +6,18 @@ the trainer and the model class all read these entries, and nothing else names a
 Detection: `vc_models.checkpoint` reads a `Features` from the tensors and `detect` returns the first entry whose
 `matches` holds, trying the entries that refine another first (`refines`: the same tensors told apart by
 something more, as DynamiCrafter 512 interpolation by its file name), then the others in `MODELS` order (the
-order the downloader lists them). Adding a model is one `ModelEntry` here, with its predicate.
+order the downloader lists them). Adding a model is one `ModelEntry` here, with its predicate and its family
+(`vc_models.families`: what the model does); a new kind of model is one family object more. Code outside this
+module asks an entry's family, never compares families. `register` adds an entry from outside (a test, a plugin).
 """
 from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
-# families: what kind of graph runs the model
-T2V, I2V, DYNAMICRAFTER, TURBO = "t2v", "i2v", "dynamicrafter", "turbo"
+from . import families
+from .families import NO_IMAGE, START_IMAGE, START_END_IMAGES, DYNAMICRAFTER_TOKENS_PER_FRAME  # noqa: F401
+
 # schedules (`vc_models.model_sampling` has one class per kind)
 SCALED_EPS, SCALED_V, CONSISTENCY = "scaled_eps", "scaled_v", "consistency"
-# image inputs a model needs
-NO_IMAGE, START_IMAGE, START_END_IMAGES = (), ("start",), ("start", "end")
-# The DynamiCrafter Resampler emits `num_queries x video_length` tokens (16 x 16); frame i of a
-# 16-frame latent cross-attends to tokens 16i..16i+15. The split is not visible in the tensors.
-DYNAMICRAFTER_TOKENS_PER_FRAME = 16
-# trainer stages (`vc_train/stages.py` says what each trains): VideoCrafter1 I2V's two, the VideoCrafter2 paper's
-# video-then-image scheme for text-to-video, DynamiCrafter's one (UNet and Resampler on videos)
-TRAIN_STAGES = ("projector", "finetune")
-T2V_TRAIN_STAGES = ("videos", "images")
-DYNAMICRAFTER_TRAIN_STAGES = ("videos",)
 
 
 @dataclass(frozen=True)
@@ -99,19 +92,14 @@ class Workflow:
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """One model: data only. What its kind of model does (conditioning, UNet inputs, image inputs, sampling extras,
+    training objective and stages) is its `family`'s, a `vc_models.families.Family`."""
     id: str
     description: str
-    family: str
+    family: families.Family
     matches: Callable[[Features], bool]
     defaults: SamplingDefaults
     schedule: str = SCALED_EPS
-    image_inputs: tuple = NO_IMAGE
-    # the node that adds the image conditioning (named in the error when it is missing)
-    image_node: str = ""
-    # the start image's latent rides on the UNet's input channels (DynamiCrafter's concat conditioning)
-    concat_latent: bool = False
-    # the faithful DDIM's last step keeps the current step's latent scale (DynamiCrafter's sampler)
-    last_step_keeps_scale: bool = False
     # UNetConfig switches the tensors do not show, as (field, value) pairs
     unet_switches: tuple = ()
     # the id of an entry whose tensors this one shares: tried before every other entry in detection
@@ -119,17 +107,8 @@ class ModelEntry:
     release: Optional[Release] = None
     # a model whose text encoder and VAE come from another entry's checkpoint (T2V-Turbo: VideoCrafter2)
     base_model: str = ""
-    # trainer: the stages it runs on this model; `trains_after_upgrade`: also upgraded to image-to-video (with a CLIP
-    # vision file); `train_refusal`: why the trainer refuses a model without stages (the error says it)
-    train_stages: tuple = ()
-    trains_after_upgrade: bool = False
-    train_refusal: str = ""
-    # DynamiCrafter's fs condition is the clip's frame stride (256) rather than its fps (512/1024)
-    fs_is_frame_stride: bool = False
     # the training graph `scripts/build_train_workflow.py` ships for the model ("" for none)
     train_workflow: str = ""
-    # the VAE is the dual-reference one (`vc_models.dualref_vae`): its decoder looks at the key frames
-    dualref_decoder: bool = False
     workflows: tuple = ()
 
     @property
@@ -139,6 +118,10 @@ class ModelEntry:
     @property
     def zero_snr(self):
         return self.schedule == SCALED_V
+
+    @property
+    def image_inputs(self):
+        return self.family.image_inputs
 
 
 def _video_conditioned(f):
@@ -165,15 +148,25 @@ def _dynamicrafter_512(f):
 
 _T2V_PROMPT = "a corgi running on the beach at sunset, high quality"
 _BOAT_PROMPT = "a boat sailing on the sea, waves moving"
+# the families: each entry names one (a variant is a family with parameters)
+VIDEOCRAFTER_I2V = families.ImageToVideo()
+TEXT_TO_VIDEO = families.TextToVideo(upgrade=VIDEOCRAFTER_I2V)
+DYNAMICRAFTER = families.DynamiCrafter()
+DYNAMICRAFTER_FRAME_STRIDE = families.DynamiCrafter(fs_is_frame_stride=True)
+DYNAMICRAFTER_INTERPOLATION = families.DynamiCrafter(interpolation=True)
+TOONCRAFTER = families.DynamiCrafter(
+    interpolation=True, dual_reference=True,
+    train_refusal="the original ToonCrafter code (Doubiiu/ToonCrafter) defines no interpolation training: its "
+                  "training config and LatentVisualDiffusion.get_batch_input are DynamiCrafter's image "
+                  "animation (no interp_mode), and nothing trains the dual-reference decoder")
+TURBO = families.Turbo(
+    train_refusal="a T2V-Turbo UNet is consistency-distilled from VideoCrafter2 (a few-step sampler, not a diffusion "
+                  "objective the trainer has); train VideoCrafter2 itself")
+
 _DC_512 = SamplingDefaults(320, 512, 24, cfg=7.5, scheduler="videocrafter_trailing", guidance_rescale=0.7)
-_DC = dict(family=DYNAMICRAFTER, image_inputs=START_IMAGE, image_node="DynamiCrafter Conditioning", concat_latent=True,
-           train_stages=DYNAMICRAFTER_TRAIN_STAGES,
-           last_step_keeps_scale=True, unet_switches=(("image_tokens_per_frame", DYNAMICRAFTER_TOKENS_PER_FRAME),))
+_DC = dict(unet_switches=(("image_tokens_per_frame", DYNAMICRAFTER_TOKENS_PER_FRAME),))
 # T2V-Turbo-v2: LCM with the original's timesteps, the guidance scale in the UNet's embedding (so cfg 1)
 _TURBO_DEFAULTS = SamplingDefaults(320, 512, 16, steps=8, cfg=1.0, eta=0.0, sampler="videocrafter_lcm", scheduler="videocrafter_turbo")
-_TURBO_REFUSAL = ("a T2V-Turbo UNet is consistency-distilled from VideoCrafter2 (a few-step sampler, not a diffusion "
-                  "objective the trainer has); train VideoCrafter2 itself")
-_VC_I2V = dict(image_inputs=START_IMAGE, image_node="VideoCrafter Image Encode")
 
 
 def _hub(repo, file_name, file="model.ckpt", **kw):
@@ -181,31 +174,27 @@ def _hub(repo, file_name, file="model.ckpt", **kw):
 
 
 MODELS = [
-    ModelEntry("vc2_t2v_512", "VideoCrafter2 text-to-video 320x512", T2V,
+    ModelEntry("vc2_t2v_512", "VideoCrafter2 text-to-video 320x512", TEXT_TO_VIDEO,
                lambda f: _video_conditioned(f) and not f.image_cross_attention and f.temporal_conv,
                SamplingDefaults(320, 512, 28), release=_hub("VideoCrafter/VideoCrafter2", "videocrafter2_t2v_512.safetensors"),
-               train_stages=T2V_TRAIN_STAGES, trains_after_upgrade=True,
                workflows=(Workflow("vc2_t2v_512", _T2V_PROMPT), Workflow("vc2_t2v_512_freenoise_64", _T2V_PROMPT, "freenoise"))),
-    ModelEntry("vc1_t2v_512", "VideoCrafter1 text-to-video 320x512", T2V,
+    ModelEntry("vc1_t2v_512", "VideoCrafter1 text-to-video 320x512", TEXT_TO_VIDEO,
                lambda f: _video_conditioned(f) and not f.image_cross_attention and not f.temporal_conv and not f.has_scale_arr,
-               SamplingDefaults(320, 512, 28), release=_hub("VideoCrafter/Text2Video-512", "videocrafter1_t2v_512.safetensors"),
-               train_stages=T2V_TRAIN_STAGES, trains_after_upgrade=True),
-    ModelEntry("vc1_t2v_1024", "VideoCrafter1 text-to-video 576x1024", T2V,
+               SamplingDefaults(320, 512, 28), release=_hub("VideoCrafter/Text2Video-512", "videocrafter1_t2v_512.safetensors")),
+    ModelEntry("vc1_t2v_1024", "VideoCrafter1 text-to-video 576x1024", TEXT_TO_VIDEO,
                lambda f: _video_conditioned(f) and not f.image_cross_attention and not f.temporal_conv and f.has_scale_arr,
                SamplingDefaults(576, 1024, 28), release=_hub("VideoCrafter/Text2Video-1024", "videocrafter1_t2v_1024.safetensors"),
-               train_stages=T2V_TRAIN_STAGES, trains_after_upgrade=True,
                workflows=(Workflow("vc1_t2v_1024", "an astronaut riding a horse on the moon, 4k, detailed"),)),
-    ModelEntry("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", I2V,
+    ModelEntry("vc1_i2v_512", "VideoCrafter1 image-to-video 320x512", VIDEOCRAFTER_I2V,
                lambda f: _video_conditioned(f) and f.image_cross_attention,
                SamplingDefaults(320, 512, 8), release=_hub("VideoCrafter/Image2Video-512", "videocrafter1_i2v_512.safetensors"),
-               train_stages=TRAIN_STAGES, train_workflow="train_i2v", workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),
-                                                                         Workflow("vc1_i2v_512_lora", _BOAT_PROMPT, "lora")),
-               **_VC_I2V),
-    ModelEntry("dc_256", "DynamiCrafter image animation 256x256",
+               train_workflow="train_i2v", workflows=(Workflow("vc1_i2v_512", _BOAT_PROMPT),
+                                                      Workflow("vc1_i2v_512_lora", _BOAT_PROMPT, "lora"))),
+    ModelEntry("dc_256", "DynamiCrafter image animation 256x256", DYNAMICRAFTER_FRAME_STRIDE,
                matches=lambda f: f.concat_latent and f.image_cross_attention and not _dynamicrafter_v(f),
                defaults=SamplingDefaults(256, 256, 3, cfg=7.5),
-               release=_hub("Doubiiu/DynamiCrafter", "dynamicrafter_256.safetensors"), fs_is_frame_stride=True, **_DC),
-    ModelEntry("dc_512", "DynamiCrafter image animation 320x512",
+               release=_hub("Doubiiu/DynamiCrafter", "dynamicrafter_256.safetensors"), **_DC),
+    ModelEntry("dc_512", "DynamiCrafter image animation 320x512", DYNAMICRAFTER,
                matches=_dynamicrafter_512,
                defaults=_DC_512, schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_512", "dynamicrafter_512.safetensors"),
                train_workflow="train_dc_512",
@@ -213,43 +202,39 @@ MODELS = [
                           Workflow("dc_512_freenoise_64", "a boat sailing on the sea, waves moving, gentle camera pan",
                                    "freenoise")),
                **_DC),
-    ModelEntry("dc_1024", "DynamiCrafter image animation 576x1024", matches=_dynamicrafter_1024,
+    ModelEntry("dc_1024", "DynamiCrafter image animation 576x1024", DYNAMICRAFTER, matches=_dynamicrafter_1024,
                defaults=replace(_DC_512, height=576, width=1024, fps=10),
                schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_1024", "dynamicrafter_1024.safetensors"),
                workflows=(Workflow("dc_1024", _BOAT_PROMPT),), **_DC),
     # the same tensors as dc_512; only the file name and the defaults differ
-    ModelEntry("dc_512_interp", "DynamiCrafter interpolation / loops 320x512",
+    ModelEntry("dc_512_interp", "DynamiCrafter interpolation / loops 320x512", DYNAMICRAFTER_INTERPOLATION,
                matches=lambda f: _dynamicrafter_512(f) and "interp" in f.file_name.lower(), refines="dc_512",
                defaults=replace(_DC_512, fps=5),
                schedule=SCALED_V, release=_hub("Doubiiu/DynamiCrafter_512_Interp", "dynamicrafter_512_interp.safetensors"),
                workflows=(Workflow("dc_512_interp", "a smooth transition, natural motion"),
                           Workflow("dc_512_loop", "a seamless looping animation, natural motion", "loop"),
                           Workflow("dc_512_keyframes", "a smooth transition, natural motion", "keyframes")),
-               **{**_DC, "image_inputs": START_END_IMAGES}),
+               **_DC),
     # DynamiCrafter 512 interpolation's UNet with a VAE decoder that looks at the two key frames; defaults from
     # the original's scripts/run.sh (also its Gradio demo)
-    ModelEntry("toon_512", "ToonCrafter cartoon interpolation 320x512 (dual-reference decoder)",
+    ModelEntry("toon_512", "ToonCrafter cartoon interpolation 320x512 (dual-reference decoder)", TOONCRAFTER,
                matches=lambda f: _dynamicrafter_512_unet(f) and f.dualref_decoder,
                defaults=replace(_DC_512, fps=10),
                schedule=SCALED_V, release=_hub("Doubiiu/ToonCrafter", "tooncrafter_512.safetensors"),
-               dualref_decoder=True,
-               train_refusal="the original ToonCrafter code (Doubiiu/ToonCrafter) defines no interpolation training: its "
-                             "training config and LatentVisualDiffusion.get_batch_input are DynamiCrafter's image "
-                             "animation (no interp_mode), and nothing trains the dual-reference decoder",
                workflows=(Workflow("toon_512_interp", "an anime scene"),
                           Workflow("toon_512_keyframes", "an anime scene", "keyframes"),
                           Workflow("toon_512_sketch", "an anime scene", "sketch")),
-               **{**_DC, "image_inputs": START_END_IMAGES, "train_stages": ()}),
+               **_DC),
     ModelEntry("turbo_v2_mg", "T2V-Turbo-v2 (VideoCrafter2 distilled, motion guidance) 320x512", TURBO,
                lambda f: f.guidance_embed and f.motion_guidance,
                _TURBO_DEFAULTS,
-               schedule=CONSISTENCY, base_model="vc2_t2v_512", train_refusal=_TURBO_REFUSAL,
+               schedule=CONSISTENCY, base_model="vc2_t2v_512",
                release=_hub("jiachenli-ucsb/T2V-Turbo-v2", "t2v_turbo_v2_unet_mg.safetensors", "unet_mg.pt", bare_unet=True),
                workflows=(Workflow("vc2_turbo_v2", _T2V_PROMPT),)),
     ModelEntry("turbo_v2_nomg", "T2V-Turbo-v2 (VideoCrafter2 distilled, no motion guidance) 320x512", TURBO,
                lambda f: f.guidance_embed and not f.motion_guidance,
                _TURBO_DEFAULTS,
-               schedule=CONSISTENCY, base_model="vc2_t2v_512", train_refusal=_TURBO_REFUSAL,
+               schedule=CONSISTENCY, base_model="vc2_t2v_512",
                release=_hub("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "t2v_turbo_v2_unet_no_mg.safetensors", "unet_no_mg.pt",
                             bare_unet=True)),
 ]
@@ -295,6 +280,14 @@ def entry(model_id):
         if e.id == model_id:
             return e
     raise UnknownModel(f"Unknown model id {model_id!r}; known: {', '.join(e.id for e in MODELS)}.")
+
+
+def register(model):
+    """Add a model entry (detection, nodes, trainer and tools see it at once); a known id is a ValueError."""
+    if any(e.id == model.id for e in MODELS):
+        raise ValueError(f"A model with id {model.id!r} is registered already.")
+    MODELS.append(model)
+    return model
 
 
 def detect(features):

@@ -17,6 +17,7 @@ import torch
 
 from .unet_config import UNetConfig
 from .checkpoint_file import UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX
+from .noise_schedule import TIMESTEPS, scaled_linear_betas
 
 TINY_UNET = dict(model_channels=64, channel_mult=(1, 1, 2, 2), num_res_blocks=1, attention_levels=(0, 1, 2),
                  context_dim=64, init_attn_heads=8, fps_cond=True, use_linear=True)
@@ -104,11 +105,11 @@ def smoke_shapes(name):
     return shapes
 
 
-def schedule(scale=None, timesteps=1000, linear_start=0.00085, linear_end=0.012, zero_terminal_snr=False):
+def schedule(scale=None, timesteps=TIMESTEPS, zero_terminal_snr=False):
     """The VideoCrafter noise schedule buffers as the released files carry them (scaled-linear betas, the
     buffers derived from them; scale_arr falling linearly over 400 steps). zero_terminal_snr: DynamiCrafter
     512/1024's rescaled betas (sqrt(alphas_cumprod) shifted to end at 0 and stretched to keep its start)."""
-    betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float64) ** 2
+    betas = scaled_linear_betas(timesteps)
     acp = torch.cumprod(1.0 - betas, 0)
     if zero_terminal_snr:
         root = acp.sqrt()

@@ -14,17 +14,20 @@ import torch
 import comfy.model_management
 
 from . import checkpoint as ckpt
+from .noise_schedule import TIMESTEPS, scaled_linear_betas
 from .loader import read_checkpoint
-from .model_base import VideoCrafterModel, build_model_patcher, set_reload
+from .model_base import VideoCrafterModel
+from .model_patcher import build_model_patcher
+from .model_reload import set_reload
 
 # UNetConfig fields that only the turbo UNet adds: everything else must equal the base model's
 TURBO_ONLY_FIELDS = ("guidance_embed_dim", "motion_guidance")
 
 
-def turbo_alphas_cumprod(timesteps=1000, linear_start=0.00085, linear_end=0.012):
+def turbo_alphas_cumprod(timesteps=TIMESTEPS):
     """The turbo scheduler's schedule: VideoCrafter's scaled-linear betas, computed in float32 as the
     original scheduler does (the checkpoint's stored buffer may be rounded to fp16), no scale_arr."""
-    betas = torch.linspace(linear_start ** 0.5, linear_end ** 0.5, timesteps, dtype=torch.float32) ** 2
+    betas = scaled_linear_betas(timesteps, torch.float32)
     return torch.cumprod(1.0 - betas, dim=0).double()
 
 
@@ -73,7 +76,7 @@ def load_turbo_model(model_patcher, path, weight_dtype=None):
 
 def build_turbo_model(base_info, path, weight_dtype=None, disable_dynamic=False):
     """The turbo MODEL from `path` for a base model of `base_info` (checked by load_turbo_model); also its
-    `cached_patcher_init` (model_base.set_reload)."""
+    `cached_patcher_init` (model_reload.set_reload)."""
     name = os.path.basename(path)
     sd = read_checkpoint(path)
     try:

@@ -33,7 +33,7 @@ from comfy.ldm.modules.attention import FeedForward
 from comfy.ldm.modules.diffusionmodules.openaimodel import ResBlock, Downsample, Upsample, apply_control
 from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
-from .unet_config import UNetConfig, HEAD_DIM
+from .unet_config import UNetConfig, HEAD_DIM, TOKENS_PER_CHUNK
 from .freenoise import FrameWindows
 
 ops = comfy.ops.disable_weight_init
@@ -274,7 +274,7 @@ class TransformerBlock(nn.Module):
 
     # The GEGLU hidden layer is 8x the width: run it over bounded groups of tokens so its
     # activations never dominate peak memory (tokens are independent in a feed-forward).
-    max_ff_tokens = 8192
+    max_ff_tokens = TOKENS_PER_CHUNK
 
     def forward(self, x, context=None, image_context=None, frame_windows=None, transformer_options=None):
         """The attention patches of `transformer_options` apply as in core's BasicTransformerBlock."""
@@ -388,7 +388,7 @@ class TemporalTransformer(nn.Module):
     # Pixels attend only along their own frames, so they can be processed in groups: the
     # feed-forward of the 512-wide initial temporal attention would otherwise hold
     # [pixels * frames, 4096] at once (1.3 GB at 320x512x16 with CFG); 8192 tokens keep it near 0.27 GB.
-    max_tokens_per_chunk = 8192
+    max_tokens_per_chunk = TOKENS_PER_CHUNK
 
     def forward(self, x, num_frames, transformer_options=None):
         video = frames_to_video(x, num_frames)

@@ -9,6 +9,11 @@ from dataclasses import dataclass, asdict
 HEAD_DIM = 64  # every attention of every released model
 
 
+# The tokens the UNet's feed-forwards and the initial temporal attention process at once (tokens are independent
+# there, so bounded groups keep those activations from dominating peak memory); the memory model counts by it
+TOKENS_PER_CHUNK = 8192
+
+
 @dataclass
 class UNetConfig:
     """Everything that shapes the UNet; inferred from a checkpoint by `checkpoint.infer_unet_config`."""

@@ -68,7 +68,7 @@ class FrameControl(comfy.controlnet.ControlBase):
         for link in chain(control):
             check_control(link, model)
         self.control = control
-        self.with_image_tokens = model.info.is_i2v
+        self.with_image_tokens = model.info.unet.image_cross_attention
 
     def get_control(self, x_noisy, t, cond, batched_number, transformer_options):
         videos, _, frames = x_noisy.shape[:3]

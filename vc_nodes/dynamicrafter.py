@@ -6,6 +6,7 @@ import node_helpers
 
 from ..vc_models import conditioning as image_cond
 from ..vc_models.dualref_vae import KEY_FRAMES_KEY
+from ..vc_models.families import ANIMATE, INTERPOLATE, LOOP
 from ..vc_models.model_base import CONCAT_LATENT_KEY, FPS_KEY, IMAGE_TOKENS_KEY
 from ..vc_models.video_size import SIZE_MULTIPLE
 from .latent import validate_size
@@ -79,20 +80,20 @@ class DynamiCrafterConditioning:
             if isinstance(component, MissingImageComponents):
                 raise ValueError(component.error("DynamiCrafter Conditioning",
                                                   "a DynamiCrafter checkpoint (dynamicrafter_256/512/1024[_interp])"))
-        if not image_cond.is_dynamicrafter_projector(projector):
+        if not projector.family.concat_latent:  # the family says which node conditions on its image
             raise ValueError(
-                f"This projector makes {image_cond.projector_token_count(projector)} image tokens: it belongs to the "
-                "VideoCrafter1 image-to-video checkpoint, not DynamiCrafter. Load a DynamiCrafter checkpoint "
-                "(dynamicrafter_256/512/1024[_interp]), or use 'VideoCrafter Image Encode' for VideoCrafter1 I2V.")
+                f"This projector makes {image_cond.projector_token_count(projector)} image tokens: it belongs to a "
+                f"{projector.family.name} checkpoint, not DynamiCrafter. Load a DynamiCrafter checkpoint "
+                f"(dynamicrafter_256/512/1024[_interp]), or use '{projector.family.image_node}' for it.")
         if start_image is None or start_image.ndim != 4 or start_image.shape[0] == 0:
             raise ValueError("DynamiCrafter Conditioning needs a start_image (IMAGE [B, H, W, 3]); got none.")
-        if mode == "i2v" and end_image is not None:
+        if mode == ANIMATE and end_image is not None:
             raise ValueError("An end_image is connected but mode is 'i2v', which only uses start_image. Set mode to "
                              "'interpolate' (with the DynamiCrafter 512 interpolation model) or disconnect end_image.")
-        if mode == "interpolate" and (end_image is None or end_image.shape[0] == 0):
+        if mode == INTERPOLATE and (end_image is None or end_image.shape[0] == 0):
             raise ValueError("Mode 'interpolate' needs an end_image: connect the last frame's image "
                              "(or use mode 'loop' to return to start_image).")
-        if mode == "loop" and end_image is not None:
+        if mode == LOOP and end_image is not None:
             raise ValueError("Mode 'loop' ends on start_image: disconnect end_image (or use mode 'interpolate').")
 
         comfy.model_management.throw_exception_if_processing_interrupted()
@@ -102,7 +103,7 @@ class DynamiCrafterConditioning:
         unique_start = start[:1] if start_image.shape[0] == 1 else start
         tokens, uncond = image_cond.projected_image_tokens(clip_vision, projector, unique_start)
         unique_end = None if end is None else (end[:1] if end_image.shape[0] == 1 else end)
-        latent = image_cond.concat_latent(vae, unique_start, unique_end, mode, length)
+        latent = projector.family.encode_image_latent(vae, unique_start, unique_end, mode, length)
         tokens = _batch_to(tokens.cpu(), batch_size, "start_image")
         latent = _batch_to(latent.cpu(), batch_size, "start_image").contiguous()
         uncond = uncond.cpu().expand(batch_size, -1, -1)
@@ -112,7 +113,7 @@ class DynamiCrafterConditioning:
         empty = torch.zeros([batch_size, 4, length, height // 8, width // 8],
                             device=comfy.model_management.intermediate_device())
         latent_out = {"samples": empty}
-        if mode != "i2v":  # ToonCrafter's decoder looks at the key frames (VideoCrafter VAE Decode takes them from here)
+        if mode != ANIMATE:  # ToonCrafter's decoder looks at the key frames (VideoCrafter VAE Decode takes them from here)
             latent_out[KEY_FRAMES_KEY] = torch.stack([start, start if end is None else end], dim=1).cpu()
         return (positive, negative, latent_out)
 

@@ -1,7 +1,7 @@
 """VideoCrafter Image Encode: CLIP patch tokens of the conditioning image through the projector."""
 import node_helpers
 
-from ..vc_models.conditioning import projected_image_tokens, is_dynamicrafter_projector
+from ..vc_models.conditioning import projected_image_tokens
 from ..vc_models.model_base import IMAGE_TOKENS_KEY
 from .loader import MissingImageComponents, PROJECTOR_TYPE
 
@@ -31,9 +31,10 @@ class VideoCrafterImageEncode:
                 raise ValueError(component.error())
         if image is None or image.ndim != 4 or image.shape[0] == 0:
             raise ValueError("VideoCrafter Image Encode needs an image (IMAGE [B,H,W,3]); got none.")
-        if is_dynamicrafter_projector(projector):
-            raise ValueError("This is a DynamiCrafter checkpoint's projector: DynamiCrafter also needs the image's "
-                             "latent beside the noise. Use 'DynamiCrafter Conditioning' instead of 'VideoCrafter Image Encode'.")
+        if projector.family.concat_latent:  # the family says which node conditions on its image
+            raise ValueError(f"This is a {projector.family.name} checkpoint's projector: it also needs the image's "
+                             f"latent beside the noise. Use '{projector.family.image_node}' instead of 'VideoCrafter "
+                             "Image Encode'.")
         tokens, uncond = projected_image_tokens(clip_vision, projector, image)
         positive = node_helpers.conditioning_set_values(positive, {IMAGE_TOKENS_KEY: tokens.cpu()})
         negative = node_helpers.conditioning_set_values(negative, {IMAGE_TOKENS_KEY: uncond.expand(tokens.shape[0], -1, -1).cpu()})

@@ -101,7 +101,7 @@ class VideoCrafterCheckpointLoader:
     def load(self, ckpt_name, weight_dtype="default", projector_file="none"):
         projector = checkpoint_path(projector_file) if projector_file and projector_file != "none" else None
         bundle = load_videocrafter(checkpoint_path(ckpt_name), weight_dtype, projector_file=projector)
-        if bundle.info.is_i2v:
+        if bundle.info.unet.image_cross_attention:
             return (bundle.model, bundle.clip, bundle.vae, bundle.clip_vision, bundle.projector)
         missing = MissingImageComponents(bundle.info.description, ckpt_name)
         return (bundle.model, bundle.clip, bundle.vae, missing, missing)

@@ -15,7 +15,7 @@ from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, 
 from ..vc_models.video_size import SIZE_MULTIPLE
 from ..vc_train.lora import TARGET_GROUPS
 from ..vc_train.trainer import Trainer, Callbacks, RunOutputs, check_before_loading
-from ..vc_models.checkpoint import training_entry
+from ..vc_models.training_gate import training_entry
 from ..vc_train.comfy_models import VideoCrafterTrainingModels, free_memory_for_training, layout_unet
 from .loader import FOLDER, checkpoint_names, checkpoint_path, files_named
 from .safe_paths import absolute_paths_allowed, resolve_input_path, plain_file_name

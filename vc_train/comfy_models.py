@@ -12,9 +12,9 @@ import comfy.ops
 
 from ..vc_models import checkpoint as ckpt
 from ..vc_models import checkpoint_file as ckpt_file
-from ..vc_models import registry
 from ..vc_models.conditioning import projected_image_tokens
 from ..vc_models.encoders import build_text_encoder, build_clip_vision, build_vae, image_tokens
+from ..vc_models.families import START_END_IMAGES
 from ..vc_models.i2v_upgrade import upgrade_t2v_to_i2v
 from ..vc_models.projector import ImageProjector, ProjectorConfig
 from ..vc_models.projector_file import apply_projector_file, is_projector_file_key
@@ -46,7 +46,7 @@ def load_training_state_dict(checkpoint_path, clip_vision_path="", projector_fil
     Whether the trainer takes the model was asked before loading (`vc_train.trainer.check_before_loading`)."""
     sd = ckpt_file.load_state_dict(checkpoint_path)
     info = ckpt.inspect_checkpoint(sd, os.path.basename(checkpoint_path))
-    if info.entry.trains_after_upgrade and clip_vision_path:
+    if info.entry.family.upgrade is not None and clip_vision_path:
         log.info("Upgrading %s to image-to-video with %s", info.description, os.path.basename(clip_vision_path))
         sd = upgrade_t2v_to_i2v(sd, ckpt_file.load_state_dict(clip_vision_path), seed)
     if projector_file:
@@ -80,9 +80,8 @@ class VideoCrafterTrainingModels:
         info = ckpt.inspect_checkpoint(sd, name)
         self.info = info
         entry = info.entry
-        self.family, self.parameterization = entry.family, entry.parameterization
-        self.interpolation = entry.image_inputs == registry.START_END_IMAGES
-        self.fs_is_frame_stride = entry.fs_is_frame_stride
+        self.family, self.parameterization = entry.family, entry.parameterization  # the family builds the objective
+        self.interpolation = entry.image_inputs == START_END_IMAGES  # previews condition on the clip's last frame too
         self.default_fps = entry.defaults.fps
         self.sd = sd  # the start point: exports overlay the trained weights on it
         parts = ckpt_file.split_components(sd)
@@ -94,7 +93,7 @@ class VideoCrafterTrainingModels:
         self.unet = VideoCrafterUNet(info.unet, dtype=torch.float32, device="cpu", operations=comfy.ops.disable_weight_init)
         self.unet.load_state_dict({k: v.float() for k, v in parts[ckpt_file.UNET_PREFIX].items()}, strict=True)
         self.projector = self.clip_vision = None  # text-to-video: no image conditioning
-        if info.is_i2v:
+        if info.unet.image_cross_attention:
             projector_sd = parts[ckpt_file.PROJECTOR_PREFIX]
             self.projector = ImageProjector(ProjectorConfig.from_state_dict(projector_sd), dtype=torch.float32,
                                             device="cpu", operations=comfy.ops.disable_weight_init)
@@ -170,8 +169,8 @@ class VideoCrafterTrainingModels:
         import comfy.sample
         import comfy.samplers
         import comfy.sd
-        from ..vc_models.conditioning import concat_latent
-        from ..vc_models.model_base import build_model_patcher, FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
+        from ..vc_models.families import FPS_KEY, IMAGE_TOKENS_KEY, CONCAT_LATENT_KEY
+        from ..vc_models.model_patcher import build_model_patcher
         unet_sd = {k: v.detach().float().cpu() for k, v in self.unet.state_dict().items()}
         model = build_model_patcher(self.info, unet_sd, self.alphas_cumprod, self.scale_arr)
         models = [model] if lora is None else [model, comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0)[0]]
@@ -184,10 +183,10 @@ class VideoCrafterTrainingModels:
                     # the inference nodes' function: identical previews and sampled videos
                     image_emb, image_uncond = projected_image_tokens(self.clip_vision, project, image[None].float())
                     positive_extra, negative_extra = {IMAGE_TOKENS_KEY: image_emb}, {IMAGE_TOKENS_KEY: image_uncond}
-                if self.info.entry.concat_latent:
+                if self.family.concat_latent:  # the node's builder: the family's key frames in its own mode
                     end = None if end_image is None else end_image[None].float()
-                    mode = "interpolate" if self.interpolation else "i2v"
-                    shared[CONCAT_LATENT_KEY] = concat_latent(self.vae, image[None].float(), end, mode, frames).cpu()
+                    shared[CONCAT_LATENT_KEY] = self.family.encode_image_latent(
+                        self.vae, image[None].float(), end, self.family.mode, frames).cpu()
                 positive = [[self.encode_text([caption]).cpu(), {**shared, **positive_extra}]]
                 negative = [[self.encode_text([""]).cpu(), {**shared, **negative_extra}]]
                 latent = torch.zeros([1, self.latent_channels, frames, height // 8, width // 8])

@@ -21,7 +21,7 @@ from . import lora as lora_adapters
 from . import sharding
 from .batches import TrainingBatches
 from .config import TrainConfig
-from ..vc_models.checkpoint import training_entry
+from ..vc_models.training_gate import training_entry
 from ..vc_models.process_memory import peak_rss_bytes
 from .distributed import Distributed
 from .families import objective_for, check_plan

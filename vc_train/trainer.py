@@ -45,10 +45,9 @@ class TrainingModels(Protocol):
     scale_arr: object              # tensor or None
     schedule_roots: tuple          # stored (sqrt_alphas_cumprod, sqrt_one_minus_alphas_cumprod), each tensor or None
     latent_channels: int
-    family: str                    # the registry family: "t2v" | "i2v" | "dynamicrafter"
+    family: object                 # the checkpoint's family (vc_models.families): it builds the objective
     parameterization: str          # "eps" | "v"
     interpolation: bool            # DynamiCrafter's interp_mode (start and end frame conditioned)
-    fs_is_frame_stride: bool       # DynamiCrafter 256: fs is the frame stride
     default_fps: int               # the fps condition of the `images` stage's one-frame clips
     model_id: str                  # the registry id of the model training starts from
     info: object                   # its CheckpointInfo (the results' format names its variant)

@@ -127,7 +127,7 @@ def test_a_registered_family_is_detected_and_trains(registered, fake_checkpoint,
         tmp_path, data, checkpoint=fake_checkpoint, stage="videos", finetune_steps=2, text_dropout=0.0,
         image_dropout=0.0, finetune_lr=1e-3, max_grad_norm=0))
     trainer.check_before_loading(cfg)
-    models = comfy_host.pack("vc_models.training").VideoCrafterTrainingModels.from_files(cfg.checkpoint)
+    models = comfy_host.pack("vc_train.comfy_models").VideoCrafterTrainingModels.from_files(cfg.checkpoint)
     conv_in = models.unet.state_dict()["input_blocks.0.0.weight"].clone()
     result = trainer.train(cfg, models)
     losses = [r["loss"] for r in result.history]

@@ -11,6 +11,7 @@ from . import registry
 from .checkpoint_file import (CheckpointError, UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX,
                               check_dtypes, check_schedule, rename_legacy_keys, split_components)
 from .unet_config import UNetConfig, HEAD_DIM
+from .motionctrl import motion_control_fields
 
 # T2V-Turbo's guidance-scale embedding; its UNets ship as bare state dicts (`torch.save(unet.state_dict())`,
 # no prefix) used with the VideoCrafter2 checkpoint's text encoder and VAE.
@@ -95,7 +96,7 @@ def infer_unet_config(unet_sd):
 
     rel_keys = [k for k in unet_sd if k.endswith("relative_position_k.embeddings_table")]
     relative_position = bool(rel_keys)
-    max_rel, head_dim = 16, HEAD_DIM
+    max_rel, head_dim = 16, min(HEAD_DIM, mc)  # a UNet narrower than a head (the tiny MotionCtrl) has one per layer
     if rel_keys:
         table = unet_sd[rel_keys[0]]
         max_rel, head_dim = (table.shape[0] - 1) // 2, table.shape[1]
@@ -128,6 +129,7 @@ def infer_unet_config(unet_sd):
         head_dim=head_dim,
         guidance_embed_dim=unet_sd[TURBO_KEY].shape[1] if TURBO_KEY in unet_sd else 0,
         motion_guidance="motion_cond_proj.weight" in unet_sd,
+        **motion_control_fields(unet_sd, len(channel_mult)),
     )
 
 

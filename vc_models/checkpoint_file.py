@@ -45,8 +45,10 @@ class CheckpointError(ValueError):
     """A file that cannot be used as a VideoCrafter checkpoint; the message says why and what to do."""
 
 
-# The released 256 file names the frame-stride embedding as below; the original loader renames it.
-LEGACY_KEY_RENAMES = {UNET_PREFIX + "framestride_embed.": UNET_PREFIX + "fps_embedding."}
+# The released 256 file names the frame-stride embedding as below; the original loader renames it. MotionCtrl's
+# object-motion adapter is released beside the UNet (`omcm.`); the pack's UNet owns it (vc_models/motionctrl.py).
+LEGACY_KEY_RENAMES = {UNET_PREFIX + "framestride_embed.": UNET_PREFIX + "fps_embedding.",
+                      "omcm.": UNET_PREFIX + "omcm."}
 
 
 # the files load_state_dict reads: the model folders list only these

@@ -35,6 +35,7 @@ from comfy.ldm.modules.diffusionmodules.util import timestep_embedding
 
 from .unet_config import UNetConfig, HEAD_DIM, TOKENS_PER_CHUNK
 from .freenoise import FrameWindows
+from .omcm import build_motion_adapter
 
 ops = comfy.ops.disable_weight_init
 
@@ -85,6 +86,12 @@ def guidance_embedding(values, dim):
     freqs = torch.exp(torch.arange(half, dtype=torch.float32) * -step).to(values.device)
     phases = (values.float() * 1000.0)[:, None] * freqs[None, :]
     return torch.cat([phases.sin(), phases.cos()], dim=1)
+
+
+def motion_feature_blocks(input_blocks):
+    """The input blocks after which MotionCtrl adds its adapter's features: every third, `(id + 1) % 3 == 0` as the
+    original (`selfattn_forward_unet`); with two residual blocks per level, the last block of each level."""
+    return tuple(index for index in range(input_blocks) if (index + 1) % 3 == 0)
 
 
 def frames_to_video(h, num_frames):
@@ -260,7 +267,8 @@ class TransformerBlock(nn.Module):
     """Self-attention, cross-attention (or a second self-attention), GEGLU feed-forward."""
 
     def __init__(self, dim, heads, head_dim, context_dim=None, image_context_dim=None,
-                 max_relative_position=None, image_attention_alpha=False, dtype=None, device=None, operations=ops):
+                 max_relative_position=None, image_attention_alpha=False, camera_pose_dim=0, dtype=None, device=None,
+                 operations=ops):
         super().__init__()
         kw = dict(heads=heads, head_dim=head_dim, max_relative_position=max_relative_position,
                   dtype=dtype, device=device, operations=operations)
@@ -271,17 +279,26 @@ class TransformerBlock(nn.Module):
         self.norm1 = operations.LayerNorm(dim, dtype=dtype, device=device)
         self.norm2 = operations.LayerNorm(dim, dtype=dtype, device=device)
         self.norm3 = operations.LayerNorm(dim, dtype=dtype, device=device)
+        # MotionCtrl's camera control (temporal blocks): the features and the frame's pose, mapped back to C
+        self.cc_projection = operations.Linear(dim + camera_pose_dim, dim, dtype=dtype, device=device) \
+            if camera_pose_dim else None
 
     # The GEGLU hidden layer is 8x the width: run it over bounded groups of tokens so its
     # activations never dominate peak memory (tokens are independent in a feed-forward).
     max_ff_tokens = TOKENS_PER_CHUNK
 
-    def forward(self, x, context=None, image_context=None, frame_windows=None, transformer_options=None):
-        """The attention patches of `transformer_options` apply as in core's BasicTransformerBlock."""
+    def forward(self, x, context=None, image_context=None, frame_windows=None, transformer_options=None,
+                camera_poses=None):
+        """The attention patches of `transformer_options` apply as in core's BasicTransformerBlock.
+        camera_poses: [tokens, T, 12] each token's frame poses (MotionCtrl); after the first attention, as the
+        original (`temporal_selfattn_forward_BasicTransformerBlock`), `cc_projection` replaces the features (no
+        residual)."""
         options = transformer_options if transformer_options is not None else {}
         patches = options.get("patches", {})
         extra = patch_extra_options(options, self.attn1.heads, self.attn1.head_dim) if patches else None
         x = self._attention(self.attn1, "attn1", self.norm1(x), None, None, frame_windows, options, extra) + x
+        if camera_poses is not None:
+            x = self.cc_projection(torch.cat([x, camera_poses.to(x.dtype)], dim=-1))
         for patch in patches.get("middle_patch", ()):
             x = patch(x, extra)
         x = self._attention(self.attn2, "attn2", self.norm2(x), context, image_context, frame_windows, options, extra) + x
@@ -364,7 +381,7 @@ class TemporalTransformer(nn.Module):
     """
 
     def __init__(self, channels, heads, head_dim, depth, use_linear=True, max_relative_position=None,
-                 dtype=None, device=None, operations=ops):
+                 camera_pose_dim=0, dtype=None, device=None, operations=ops):
         super().__init__()
         inner = heads * head_dim
         self.use_linear = use_linear
@@ -372,7 +389,7 @@ class TemporalTransformer(nn.Module):
         self.proj_in, self.proj_out = projections(channels, inner, use_linear, operations.Conv1d, dtype, device, operations)
         self.transformer_blocks = nn.ModuleList([
             TransformerBlock(inner, heads, head_dim, max_relative_position=max_relative_position,
-                             dtype=dtype, device=device, operations=operations)
+                             camera_pose_dim=camera_pose_dim, dtype=dtype, device=device, operations=operations)
             for _ in range(depth)])
 
     def _project(self, layer, y):
@@ -390,7 +407,8 @@ class TemporalTransformer(nn.Module):
     # [pixels * frames, 4096] at once (1.3 GB at 320x512x16 with CFG); 8192 tokens keep it near 0.27 GB.
     max_tokens_per_chunk = TOKENS_PER_CHUNK
 
-    def forward(self, x, num_frames, transformer_options=None):
+    def forward(self, x, num_frames, transformer_options=None, camera_poses=None):
+        """camera_poses: [B, T, pose_dim] (MotionCtrl), given to every block."""
         video = frames_to_video(x, num_frames)
         b, c, t, h, w = video.shape
         windows = FrameWindows.from_options(transformer_options, t, device=x.device)
@@ -401,7 +419,11 @@ class TemporalTransformer(nn.Module):
         # by that, so a chunk's attention inputs stay within the same token budget however long the video
         step = max(1, self.max_tokens_per_chunk // (windows.gathered_frames if windows else t))
         for start in range(0, y.shape[0], step):
-            out[start:start + step] = self._transform(y[start:start + step], windows, options)
+            poses = None
+            if camera_poses is not None:  # the rows are (b h w): row r is a pixel of video r // (h * w)
+                rows = torch.arange(start, min(start + step, y.shape[0]), device=camera_poses.device)
+                poses = camera_poses[rows // (h * w)]
+            out[start:start + step] = self._transform(y[start:start + step], windows, options, poses)
         # back to the frames' layout: channels-last ([B, T, H, W, C] in memory) or [(B*T), C, H, W]
         out = out.view(b, h, w, t, c)
         if x.is_contiguous(memory_format=torch.channels_last):
@@ -410,19 +432,21 @@ class TemporalTransformer(nn.Module):
             out = out.permute(0, 3, 4, 1, 2).reshape(b * t, c, h, w)
         return out + x
 
-    def _transform(self, y, windows, options):
+    def _transform(self, y, windows, options, camera_poses=None):
         y = self._project(self.proj_in, y)
         for index, block in enumerate(self.transformer_blocks):
             options["block_index"] = index
-            y = block(y, frame_windows=windows, transformer_options=options)
+            y = block(y, frame_windows=windows, transformer_options=options, camera_poses=camera_poses)
         return self._project(self.proj_out, y)
 
 
 class BlockSequence(nn.Sequential):
     """One UNet stage: each layer gets the inputs its kind needs."""
 
-    def forward(self, h, emb, context, image_context, num_frames, transformer_options, output_shape=None):
-        """output_shape: the skip's shape an output stage's upsampling meets (as core's UNet passes it)."""
+    def forward(self, h, emb, context, image_context, num_frames, transformer_options, output_shape=None,
+                camera_poses=None):
+        """output_shape: the skip's shape an output stage's upsampling meets (as core's UNet passes it);
+        camera_poses: MotionCtrl's [B, T, 12], for the temporal transformers."""
         for layer in self:
             if isinstance(layer, VideoResBlock):
                 h = layer(h, emb, num_frames)
@@ -431,7 +455,7 @@ class BlockSequence(nn.Sequential):
                 # core counts transformers per UNet call (forward_timestep_embed); the temporal ones are apart
                 transformer_options["transformer_index"] += 1
             elif isinstance(layer, TemporalTransformer):
-                h = layer(h, num_frames, transformer_options)
+                h = layer(h, num_frames, transformer_options, camera_poses=camera_poses)
             elif isinstance(layer, Upsample):
                 h = layer(h, output_shape)
             else:
@@ -481,13 +505,15 @@ class VideoCrafterUNet(nn.Module):
                                          image_attention_alpha=cfg.image_attention_alpha, **kw)]
             if cfg.temporal_attention:
                 layers.append(TemporalTransformer(ch, heads, cfg.head_dim, cfg.temporal_transformer_depth,
-                                                  use_linear=cfg.use_linear, max_relative_position=rel, **kw))
+                                                  use_linear=cfg.use_linear, max_relative_position=rel,
+                                                  camera_pose_dim=cfg.camera_pose_dim, **kw))
             return layers
 
         self.input_blocks = nn.ModuleList([BlockSequence(operations.Conv2d(cfg.in_channels, mc, 3, padding=1, dtype=dtype, device=device))])
         if cfg.init_attn_heads:
             self.init_attn = BlockSequence(TemporalTransformer(mc, cfg.init_attn_heads, cfg.head_dim, cfg.transformer_depth,
-                                                               use_linear=False, max_relative_position=rel, **kw))
+                                                               use_linear=False, max_relative_position=rel,
+                                                               camera_pose_dim=cfg.camera_pose_dim, **kw))
         else:
             self.init_attn = None
 
@@ -505,6 +531,16 @@ class VideoCrafterUNet(nn.Module):
                 self.input_blocks.append(BlockSequence(Downsample(ch, True, dims=2, out_channels=ch, **kw)))
                 skip_channels.append(ch)
         self.skip_channels = tuple(skip_channels)  # what a ControlNet's residuals must match, input block order
+        # MotionCtrl's object-motion adapter: feature i is added after input block `motion_feature_blocks[i]`
+        self.omcm = build_motion_adapter(cfg, **kw)
+        self.motion_feature_blocks = ()
+        if self.omcm is not None:
+            self.motion_feature_blocks = motion_feature_blocks(len(self.input_blocks))
+            widths = tuple(self.skip_channels[i] for i in self.motion_feature_blocks)
+            if widths != self.omcm.channels:
+                raise ValueError(f"MotionCtrl's object-motion adapter has features of {list(self.omcm.channels)} "
+                                 f"channels for UNet input blocks {list(self.motion_feature_blocks)} of "
+                                 f"{list(widths)}: an adapter made for another UNet.")
 
         self.middle_block = BlockSequence(res(ch, ch), *transformers(ch), res(ch, ch))
 
@@ -522,10 +558,10 @@ class VideoCrafterUNet(nn.Module):
         self.out = nn.Sequential(operations.GroupNorm(32, ch, dtype=dtype, device=device), nn.SiLU(),
                                  operations.Conv2d(mc, cfg.out_channels, 3, padding=1, dtype=dtype, device=device))
 
-    def _run(self, block, *args):
+    def _run(self, block, *args, **kwargs):
         if self.gradient_checkpointing and torch.is_grad_enabled():
-            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False, **kwargs)
+        return block(*args, **kwargs)
 
     def _guidance_condition(self, timesteps, guidance, motion_guidance, dtype):
         """T2V-Turbo: time_cond_proj(w_emb), or with motion guidance combine_proj([that, motion_cond_proj(m_emb)]).
@@ -565,11 +601,65 @@ class VideoCrafterUNet(nn.Module):
             comfy.patcher_extension.get_all_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, transformer_options)
         ).execute(x, timesteps, context, y, control, transformer_options, **kwargs)
 
+    def _camera_poses(self, camera_poses, batch, frames, device):
+        """MotionCtrl's camera poses as [B, T, pose_dim] ([B, T, 12], [B, T, 3, 4] or the original's
+        [B, T, 12, 1] in), checked against the model and the video."""
+        dim = self.config.camera_pose_dim
+        if not dim:
+            raise ValueError("This model has no camera control (MotionCtrl's 'cc_projection' layers): a camera path "
+                             "needs a MotionCtrl checkpoint (motionctrl.pth, motionctrl_videocrafter2_cmcm.ckpt).")
+        poses = camera_poses.reshape(*camera_poses.shape[:2], -1) if camera_poses.ndim >= 3 else camera_poses
+        if poses.ndim != 3 or poses.shape[2] != dim or poses.shape[0] not in (1, batch):
+            raise ValueError(f"Camera poses of shape {list(camera_poses.shape)}: MotionCtrl takes one 3x4 camera "
+                             f"matrix per frame, [batch, frames, {dim}].")
+        if poses.shape[1] != frames:
+            raise ValueError(f"The camera path has {poses.shape[1]} poses for a video of {frames} frames: resample "
+                             "the path to the video's frame count.")
+        return poses.expand(batch, -1, -1).to(device)
+
+    def _motion_features(self, trajectory, cond_t, timesteps, x):
+        """MotionCtrl's adapter features of `trajectory` [B, 2, T, H, W] (a flow at pixel size) in the UNet's
+        [(B*T), C, h, w] layout, one per level; None without a trajectory or when every sample's timestep is below
+        `cond_t` (the original drops them once t < cond_T, for the positive and the negative alike)."""
+        if trajectory is None:
+            return None
+        if self.omcm is None:
+            raise ValueError("This model has no object-motion control (MotionCtrl's adapter, 'omcm.'): an object "
+                             "trajectory needs motionctrl.pth (the VideoCrafter2 file "
+                             "motionctrl_videocrafter2_cmcm.ckpt controls the camera only).")
+        b, _, t, hh, ww = x.shape
+        levels = len(self.omcm.channels)
+        if trajectory.ndim != 5 or trajectory.shape[1] != self.omcm.flow_channels or trajectory.shape[2] != t \
+                or trajectory.shape[0] not in (1, b):
+            raise ValueError(f"Object trajectory of shape {list(trajectory.shape)}: MotionCtrl takes a flow "
+                             f"[batch, {self.omcm.flow_channels}, {t} frames, height, width] at the video's size.")
+        if tuple(trajectory.shape[3:]) != (hh * 8, ww * 8):
+            raise ValueError(f"The object trajectory is {trajectory.shape[4]}x{trajectory.shape[3]} pixels but the "
+                             f"video is {ww * 8}x{hh * 8}: make the flow at the video's size.")
+        multiple = 2 ** (levels - 1)
+        if hh % multiple or ww % multiple:
+            raise ValueError(f"A {ww * 8}x{hh * 8} video: MotionCtrl's object-motion adapter needs width and height "
+                             f"that are multiples of {8 * multiple} (its features must meet the UNet's at every "
+                             "level).")
+        keep = None if cond_t is None else (timesteps.reshape(-1) >= cond_t).expand(b)
+        if keep is not None and not bool(keep.any()):
+            return None
+        flow = trajectory.to(device=x.device, dtype=x.dtype).expand(b, -1, -1, -1, -1)
+        features = self.omcm(video_to_frames(flow))
+        if keep is not None and not bool(keep.all()):
+            mask = keep.repeat_interleave(t).to(x.dtype).view(-1, 1, 1, 1)
+            features = [f * mask for f in features]
+        return features
+
     def _forward(self, x, timesteps, context, y, control, transformer_options, fps=None, image_context=None,
-                 guidance=None, motion_guidance=None, **kwargs):
+                 guidance=None, motion_guidance=None, camera_poses=None, trajectory=None, trajectory_cond_t=None,
+                 **kwargs):
         """fps [B] or None; image_context [B, N, D]; guidance / motion_guidance: T2V-Turbo's guidance scale and
-        (motion_gs, first timestep), see `_guidance_condition`; transformer_options: ComfyUI's per-call
-        options, with the patches applied as the module docstring says."""
+        (motion_gs, first timestep), see `_guidance_condition`; MotionCtrl's camera_poses [B, T, 12] (3x4 RT
+        matrices, row-major) and trajectory [B, 2, T, H, W] (a flow at pixel size) whose adapter features apply
+        to the samples whose timestep is at least trajectory_cond_t (the original's cond_T; None: always), see
+        `_camera_poses` and `_motion_features`; transformer_options: ComfyUI's per-call options, with the patches
+        applied as the module docstring says."""
         b, c, t, hh, ww = x.shape
         transformer_options["original_shape"] = [b * t, c, hh, ww]
         transformer_options["transformer_index"] = 0
@@ -589,6 +679,10 @@ class VideoCrafterUNet(nn.Module):
                 fps = fps.expand(b) if fps.shape[0] == 1 else fps
             emb = emb + self.fps_embedding(timestep_embedding(fps, self.config.model_channels).to(dtype))
 
+        if camera_poses is not None:
+            camera_poses = self._camera_poses(camera_poses, b, t, x.device)
+        motion_features = self._motion_features(trajectory, trajectory_cond_t, timesteps, x)
+
         emb = emb.repeat_interleave(t, dim=0)
         context = context.repeat_interleave(t, dim=0)
         if image_context is not None:
@@ -599,9 +693,12 @@ class VideoCrafterUNet(nn.Module):
         skips = []
         for index, block in enumerate(self.input_blocks):
             transformer_options["block"] = ("input", index)
-            h = self._run(block, h, emb, context, image_context, t, transformer_options)
+            h = self._run(block, h, emb, context, image_context, t, transformer_options, camera_poses=camera_poses)
             if index == 0 and self.init_attn is not None:
-                h = self._run(self.init_attn, h, emb, context, image_context, t, transformer_options)
+                h = self._run(self.init_attn, h, emb, context, image_context, t, transformer_options,
+                              camera_poses=camera_poses)
+            if motion_features is not None and index in self.motion_feature_blocks:
+                h = h + motion_features[self.motion_feature_blocks.index(index)]
             h = apply_control(h, control, "input")
             for patch in patches.get("input_block_patch", ()):
                 h = patch(h, transformer_options)
@@ -609,7 +706,8 @@ class VideoCrafterUNet(nn.Module):
             for patch in patches.get("input_block_patch_after_skip", ()):
                 h = patch(h, transformer_options)
         transformer_options["block"] = ("middle", 0)
-        h = self._run(self.middle_block, h, emb, context, image_context, t, transformer_options)
+        h = self._run(self.middle_block, h, emb, context, image_context, t, transformer_options,
+                      camera_poses=camera_poses)
         h = apply_control(h, control, "middle")
         for index, block in enumerate(self.output_blocks):
             transformer_options["block"] = ("output", index)
@@ -617,5 +715,6 @@ class VideoCrafterUNet(nn.Module):
             for patch in patches.get("output_block_patch", ()):
                 h, skip = patch(h, skip, transformer_options)
             output_shape = skips[-1].shape if skips else None
-            h = self._run(block, torch.cat([h, skip], dim=1), emb, context, image_context, t, transformer_options, output_shape)
+            h = self._run(block, torch.cat([h, skip], dim=1), emb, context, image_context, t, transformer_options,
+                          output_shape, camera_poses=camera_poses)
         return frames_to_video(self.out(h), t).contiguous()

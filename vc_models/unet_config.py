@@ -43,6 +43,18 @@ class UNetConfig:
     guidance_embed_dim: int = 0
     # T2V-Turbo-v2 MG: a motion-guidance embedding through `motion_cond_proj` + `combine_proj`
     motion_guidance: bool = False
+    # MotionCtrl (vc_models/motionctrl.py reads these from the tensors): width of the per-frame camera pose
+    # (12, a 3x4 RT matrix) every temporal transformer block's `cc_projection` takes (0: no camera control)
+    camera_pose_dim: int = 0
+    # MotionCtrl's object-motion adapter (OMCM, a T2I-Adapter): channels per level (empty: none), residual blocks
+    # per level, input channels (the flow after PixelUnshuffle(8): 2 x 64), kernel size, whether its residual
+    # blocks carry a skip convolution (`skep`, the adapter's sk=False) and downsample by convolution (use_conv)
+    omcm_channels: tuple = ()
+    omcm_res_blocks: int = 0
+    omcm_in_channels: int = 0
+    omcm_kernel: int = 3
+    omcm_skip_conv: bool = False
+    omcm_conv_downsample: bool = False
     head_dim: int = HEAD_DIM
 
     def as_dict(self):

@@ -19,8 +19,8 @@ import urllib.error
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from server_util import ComfyServer, GOLDEN, fill_inputs, http_json  # noqa: E402  (the same launcher the tests use)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_server import ComfyServer, GOLDEN, fill_inputs, http_json  # noqa: E402  (the same launcher the tests use)
 import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process)
 sys.path.insert(0, ROOT)  # vc_models without ComfyUI, as scripts/download_models.py
 from vc_models import registry  # noqa: E402

@@ -113,9 +113,10 @@ def object_info(node_types):
         spec.loader.exec_module(sys.modules["utils"])
     importlib.import_module("utils.install_util")
     import nodes
-    if not set(node_types) <= set(nodes.NODE_CLASS_MAPPINGS) | set(module.NODE_CLASS_MAPPINGS):
+    pack_nodes = module.vc_nodes.NODE_CLASSES
+    if not set(node_types) <= set(nodes.NODE_CLASS_MAPPINGS) | set(pack_nodes):
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    classes = {**nodes.NODE_CLASS_MAPPINGS, **module.NODE_CLASS_MAPPINGS}
+    classes = {**nodes.NODE_CLASS_MAPPINGS, **pack_nodes}
     info = {}
     for name in node_types:
         cls = classes[name]

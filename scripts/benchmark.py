@@ -724,7 +724,8 @@ def toon_decode_benchmark(args):
     ckpt_file = comfy_boot.pack("vc_models.checkpoint_file")
     dualref = comfy_boot.pack("vc_models.dualref_vae")
     encoders = comfy_boot.pack("vc_models.encoders")
-    sd = comfy_boot.pack("vc_models.smoke_model").tiny_toon_state_dict(comfy_boot.GOLDEN)
+    import smoke_model  # scripts/, beside this one (a fixture built on the booted pack)
+    sd = smoke_model.tiny_toon_state_dict(comfy_boot.GOLDEN)
     vae_sd = ckpt_file.split_components(sd)[ckpt_file.VAE_PREFIX]
     toon = dualref.DualRefVAE(vae_sd)
     plain = encoders.build_vae({k: v for k, v in vae_sd.items() if not ckpt.has_dualref_decoder({k: v})})

@@ -30,7 +30,7 @@ HAVE_REFERENCE = os.path.isdir(os.path.join(REFERENCE, "golden"))
 REFERENCE_MISSING = (f"reference data not found at {REFERENCE} "
                      "(set VIDEOCRAFTER_REFERENCE to the folder holding golden/ and keys/)")
 # Without the reference, tiny random checkpoints with the same names and architecture (a smoke model,
-# vc_models/smoke_model.py) stand in for the tiny reference models in $VIDEOCRAFTER_SMOKE_DIR, so GOLDEN
+# scripts/smoke_model.py) stand in for the tiny reference models in $VIDEOCRAFTER_SMOKE_DIR, so GOLDEN
 # always holds `tiny_*.safetensors` and the start image; the golden tensors exist only with the reference.
 SMOKE_DIR = os.path.abspath(os.environ.get("VIDEOCRAFTER_SMOKE_DIR") or os.path.join(REPO, ".smoke"))
 GOLDEN = os.path.join(REFERENCE, "golden") if HAVE_REFERENCE else SMOKE_DIR

@@ -56,7 +56,7 @@ def write_tiny_toon(path):
     """The reference's tiny ToonCrafter as one .safetensors (in a child process: this one stays free of ComfyUI)."""
     import subprocess
     code = ("import sys, comfy_boot, safetensors.torch; comfy_boot.boot(cpu=True); "
-            "sd = comfy_boot.pack('vc_models.smoke_model').tiny_toon_state_dict(comfy_boot.GOLDEN); "
+            "import smoke_model; sd = smoke_model.tiny_toon_state_dict(comfy_boot.GOLDEN); "
             "safetensors.torch.save_file(sd, sys.argv[1])")
     subprocess.run([sys.executable, "-c", code, path], check=True, cwd=os.path.join(ROOT, "scripts"))
 

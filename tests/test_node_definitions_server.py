@@ -14,7 +14,8 @@ capture_node_definitions.py wrote it. Here a real server of this host serves the
 What V3 serves differently by design, and no saved graph reads: a choice input is ("COMBO", {"options": [...]})
 where V1 served ([...], {...}); V3 adds "multiselect": false / "multiline": false, false flags (deprecated,
 experimental, api_node), output tooltips of None for outputs without one, and the hidden inputs an output node
-gets (prompt, extra_pnginfo); these are normalised away below and nothing else.
+gets (prompt, extra_pnginfo); 0.33 serves an empty search_aliases as [] for V1 and None for V3. These are
+normalised away below, and nothing else.
 """
 import json
 
@@ -29,7 +30,8 @@ V1_UI_GRAPHS = sorted(DEFINITIONS["workflows"]["ui"])
 V3_SPELLING = {"multiline": False, "multiselect": False}  # flags V3 writes out where V1 left them absent
 ABSENT_WHEN_FALSE = ("deprecated", "experimental", "api_node", "dev_only", "is_input_list",
                      "has_intermediate_output")
-V3_ONLY = ("output_matchtypes", "price_badge", "search_aliases", "essentials_category")  # None for this pack
+# newer fields, empty for this pack either way (0.33 serves a V1 node's search_aliases as [], a V3 node's as None)
+EMPTY_EXTRAS = ("output_matchtypes", "price_badge", "search_aliases", "essentials_category")
 
 
 def saved_graph_view(entry):
@@ -50,8 +52,8 @@ def saved_graph_view(entry):
     entry.setdefault("output_tooltips", [None] * len(entry["output"]))
     for key in ABSENT_WHEN_FALSE:
         assert not entry.pop(key, False), (entry["name"], key)
-    for key in V3_ONLY:
-        assert entry.pop(key, None) is None, (entry["name"], key)
+    for key in EMPTY_EXTRAS:
+        assert not entry.pop(key, None), (entry["name"], key)
     return entry
 
 

@@ -4,12 +4,12 @@ from comfy_api.latest import ComfyExtension
 
 from . import loader, image_encode, conditioning, latent, sampler, decode, convert, train
 from . import guidance, dynamicrafter, turbo, download, freenoise, keyframes, control
-from .finite_inputs import require_finite_floats
+from .finite_inputs import install_input_checks
 
 NODES = [node for module in (loader, image_encode, conditioning, latent, sampler, decode, convert, train, guidance,
                              dynamicrafter, turbo, download, freenoise, keyframes, control) for node in module.NODES]
 for _node_class in NODES:
-    require_finite_floats(_node_class)  # NaN / inf pass ComfyUI's own range check
+    install_input_checks(_node_class)  # NaN / inf pass ComfyUI's own range check; 0.3.75 skips V3 choices
 # {node id: node class}, as ComfyUI registers them (scripts and tests look nodes up by id)
 NODE_CLASSES = {node.GET_SCHEMA().node_id: node for node in NODES}
 

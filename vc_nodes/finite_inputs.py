@@ -1,15 +1,15 @@
-"""Every FLOAT input of the pack's nodes must be a finite number.
+"""Every FLOAT input of the pack's nodes must be a finite number, every choice one of its options.
 
 ComfyUI checks a widget value against its declared min/max with `<` and `>`, which NaN passes (every comparison
 with NaN is false), and its JSON parser reads NaN and Infinity: an API prompt with cfg NaN sampled a black video.
-`require_finite_floats` gives a node class a validate_inputs over its FLOAT inputs that refuses NaN and ±inf when
+`install_input_checks` gives a node class a validate_inputs over its FLOAT inputs that refuses NaN and ±inf when
 the prompt is queued, naming the node's input and its range. Naming an input in validate_inputs makes ComfyUI skip
 its own min/max check of that input, so the range is checked here as well. A value linked from another node is None
 at validation: `check_finite` checks it where it is used (the sampler, before sampling).
 
 It also checks the node's COMBO inputs against their choices: ComfyUI 0.3.75 checks a choice only for an input
 declared the V1 way (a list as its type) and lets any value through to a V3 node's combo ("COMBO" with options),
-which then failed at run time; 0.33 checks both. The choices are read when the prompt is validated (file lists
+so a wrong name would reach the node; 0.33 checks both. The choices are read when the prompt is validated (file lists
 change while the server runs).
 """
 import inspect
@@ -67,7 +67,7 @@ def check_finite(**values):
             raise ValueError(f"{name} is {value} (from a linked node): give a finite number.")
 
 
-def require_finite_floats(node_class):
+def install_input_checks(node_class):
     """Install the check on `node_class` (keeping a validate_inputs it has: it runs after, with its own inputs)."""
     floats = float_inputs(node_class)
     combos = list(inputs_of_type(node_class.INPUT_TYPES(), "COMBO"))

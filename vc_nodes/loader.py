@@ -15,8 +15,8 @@ if FOLDER not in folder_paths.folder_names_and_paths:
 _folders, _extensions = folder_paths.folder_names_and_paths[FOLDER]
 folder_paths.folder_names_and_paths[FOLDER] = (_folders, set(_extensions) | LOADABLE_EXTENSIONS)
 
-PROJECTOR_TYPE = "VIDEOCRAFTER_PROJECTOR"
-Projector = io.Custom(PROJECTOR_TYPE)  # the image projector a checkpoint loads, as a socket type
+# the image projector a checkpoint loads, as a socket type (saved graphs name it VIDEOCRAFTER_PROJECTOR)
+Projector = io.Custom("VIDEOCRAFTER_PROJECTOR")
 
 
 class MissingImageComponents:

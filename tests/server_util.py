@@ -18,6 +18,12 @@ START_IMAGE = "videocrafter_start.png"
 FRONTEND_ONLY = {"Note", "MarkdownNote"}  # UI nodes the server does not know
 
 
+def choices(spec):
+    """The choices of a combo input's definition (/object_info or INPUT_TYPES): a V1 node declares them as its type
+    (a list), a V3 node as "COMBO" with "options"."""
+    return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
+
+
 def assert_widgets_match(info, ui, label):
     """Each node of a UI graph is a node of this host whose frontend reads its widget values as the builder
     meant (one per widget, in the frontend's order, each one its widget can hold; scripts/build_workflows.py

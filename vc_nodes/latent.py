@@ -18,8 +18,8 @@ def size_error(name, value, low, high):
 
 
 def validate_size(node_class, width, height, frames=None, batch_size=None, frames_name="frames"):
-    """VALIDATE_INPUTS of a node that makes a video latent: the multiple-of-64 rule and, because naming an input in
-    VALIDATE_INPUTS makes ComfyUI skip its own min/max check of it, the declared ranges; then whether the latent
+    """validate_inputs of a node that makes a video latent: the multiple-of-64 rule and, because naming an input in
+    validate_inputs makes ComfyUI skip its own min/max check of it, the declared ranges; then whether the latent
     (and the copies sampling makes of it) fits this machine's RAM at all. A value linked from another node is None
     at validation time; the node checks it when it arrives."""
     spec = node_class.INPUT_TYPES()["required"]

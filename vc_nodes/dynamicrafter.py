@@ -50,7 +50,7 @@ class DynamiCrafterConditioning(io.ComfyNode):
                 io.Image.Input("start_image", tooltip=(
                     "The first frame: one image for every video, or one per video of the batch. Other sizes are "
                     "scaled and centre-cropped to width x height.")),
-                io.Combo.Input("mode", options=list(image_cond.MODES), default="i2v", tooltip=(
+                io.Combo.Input("mode", options=list(image_cond.MODES), default=ANIMATE, tooltip=(
                     "i2v: animate start_image. interpolate: frames from start_image to end_image (the 512 "
                     "interpolation model). loop: a video that ends where it starts (interpolation model).")),
                 io.Int.Input("width", default=512, min=SIZE_MULTIPLE, max=4096, step=SIZE_MULTIPLE, tooltip=(

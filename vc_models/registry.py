@@ -257,7 +257,7 @@ MODELS = [
                release=_hub("TencentARC/MotionCtrl", "motionctrl_256.safetensors", "motionctrl.pth")),
     ModelEntry("motionctrl_vc2_512", "MotionCtrl on VideoCrafter2, camera motion 320x512", MOTIONCTRL_CAMERA,
                _motionctrl_camera_only, SamplingDefaults(320, 512, 10, cfg=7.5), refines="motionctrl_256",
-               release=_hub("TencentARC/MotionCtrl", "motionctrl_vc2_512.safetensors",
+               release=_hub("TencentARC/MotionCtrl", "motionctrl_videocrafter2_cmcm.safetensors",
                             "motionctrl_videocrafter2_cmcm.ckpt")),
 ]
 

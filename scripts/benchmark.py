@@ -163,19 +163,19 @@ def main():
     cfg, scheduler = 12.0, "videocrafter_uniform"
     if dc:
         image = torch.linspace(0, 1, args.width).view(1, 1, -1, 1).expand(1, args.height, args.width, 3).contiguous()
-        pos, neg, latent = pack.NODE_CLASS_MAPPINGS["DynamiCrafterConditioning"]().encode(
+        pos, neg, latent = pack.vc_nodes.NODE_CLASSES["DynamiCrafterConditioning"].execute(
             pos, neg, bundle.vae, bundle.clip_vision, bundle.projector, image, "i2v", args.width, args.height,
             args.frames, 1, 24)
         cfg, scheduler = 7.5, "videocrafter_trailing"
     else:
-        (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(args.width, args.height, args.frames, 1)
+        (latent,) = pack.vc_nodes.NODE_CLASSES["EmptyVideoCrafterLatent"].execute(args.width, args.height, args.frames, 1)
     if args.no_cfg:
         cfg = 1.0
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    sampler = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"]
 
     model = bundle.model
     if args.freenoise:
-        (model,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
+        (model,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterFreeNoise"].execute(model, 16, 4, True)
         label += " + FreeNoise 16/4"
 
     import comfy.utils
@@ -194,7 +194,7 @@ def main():
     mm.load_models_gpu([model])
     baseline = reset_peak_memory(torch)
     start = time.perf_counter()
-    sampler.sample(model, pos, neg, latent, seed=0, steps=args.steps + 1, cfg=cfg,
+    sampler.execute(model, pos, neg, latent, seed=0, steps=args.steps + 1, cfg=cfg,
                    sampler_name="videocrafter_ddim", scheduler=scheduler, eta=1.0, denoise=1.0)
     total = time.perf_counter() - start
     sampling_peak = peak_memory(torch) - baseline
@@ -346,7 +346,7 @@ def seconds_per_step(sampler, model, pos, neg, latent, steps, cfg, sampler_name,
     import comfy.utils
     stamps = []
     comfy.utils.set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: stamps.append(time.perf_counter()))
-    sampler.sample(model, pos, neg, latent, seed=0, steps=steps + 1, cfg=cfg, sampler_name=sampler_name,
+    sampler.execute(model, pos, neg, latent, seed=0, steps=steps + 1, cfg=cfg, sampler_name=sampler_name,
                    scheduler=scheduler, eta=0.0, denoise=1.0)
     return (stamps[-1] - stamps[0]) / (len(stamps) - 1)
 
@@ -360,7 +360,7 @@ def turbo_benchmark(args, pack, bundle, pos, neg, latent, cfg_step, label):
     with tempfile.TemporaryDirectory() as folder:
         path = args.turbo_unet or tiny_turbo.write_tiny_turbo_files(folder)["mg"][0]
         model = turbo.load_turbo_model(bundle.model, path, comfy_boot.pack("vc_models.loader").WEIGHT_DTYPES[args.weight_dtype])
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    sampler = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"]
     # a 3-step turbo schedule with one warm-up step: 2 measured single passes
     turbo_step = seconds_per_step(sampler, model, pos, neg, latent, 2, 1.0, "videocrafter_lcm", "videocrafter_turbo")
     vc2 = 50 * cfg_step
@@ -375,7 +375,7 @@ def cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label, 
     counted by a DIFFUSION_MODEL wrapper inside the caches' own, so a skipped pass is not counted."""
     import comfy.patcher_extension
     from comfy_extras.nodes_easycache import EasyCacheNode, LazyCacheNode
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    sampler = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"]
 
     def run(patched):
         passes = []
@@ -386,7 +386,7 @@ def cache_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label, 
         counted = patched.clone()
         counted.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "benchmark_count", count)
         start = time.perf_counter()
-        (out,) = sampler.sample(counted, pos, neg, latent, seed=0, steps=steps, cfg=cfg, sampler_name="videocrafter_ddim",
+        (out,) = sampler.execute(counted, pos, neg, latent, seed=0, steps=steps, cfg=cfg, sampler_name="videocrafter_ddim",
                                 scheduler=scheduler, eta=1.0, denoise=1.0)
         return out["samples"], len(passes), time.perf_counter() - start
 
@@ -426,13 +426,13 @@ def video_benchmark(args, pack, bundle, model, pos, neg, latent, cfg, scheduler,
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         return time.perf_counter()
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    sampler = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"]
     baseline = reset_peak_memory(torch)
     start = synchronized()
-    (samples,) = sampler.sample(model, pos, neg, latent, seed=0, steps=args.video_steps, cfg=cfg,
+    (samples,) = sampler.execute(model, pos, neg, latent, seed=0, steps=args.video_steps, cfg=cfg,
                                 sampler_name="videocrafter_ddim", scheduler=scheduler, eta=1.0, denoise=1.0)
     sampled = synchronized()
-    (images,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(samples, bundle.vae)
+    (images,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"].execute(samples, bundle.vae)
     done = synchronized()
     peak = peak_memory(torch) - baseline
     cap = f", capped to {vram_cap:g} GB" if vram_cap else ""
@@ -452,12 +452,12 @@ def compile_benchmark(args, pack, model, pos, neg, latent, cfg, scheduler, label
     at every attention: keep --comfy-args --use-pytorch-cross-attention (the default here) to compile one graph."""
     import torch
     from comfy_extras.nodes_torch_compile import TorchCompileModel
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    sampler = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"]
     result = TorchCompileModel.execute(model, "inductor")
     (compiled,) = result.result if hasattr(result, "result") else result
 
     def final_latent(patched, steps):
-        (out,) = sampler.sample(patched, pos, neg, latent, seed=0, steps=steps, cfg=cfg, sampler_name="videocrafter_ddim",
+        (out,) = sampler.execute(patched, pos, neg, latent, seed=0, steps=steps, cfg=cfg, sampler_name="videocrafter_ddim",
                                 scheduler=scheduler, eta=0.0, denoise=1.0)
         return out["samples"]
     start = time.perf_counter()
@@ -735,18 +735,19 @@ def toon_decode_benchmark(args):
     ckpt_file = comfy_boot.pack("vc_models.checkpoint_file")
     dualref = comfy_boot.pack("vc_models.dualref_vae")
     encoders = comfy_boot.pack("vc_models.encoders")
-    sd = comfy_boot.pack("vc_models.smoke_model").tiny_toon_state_dict(comfy_boot.GOLDEN)
+    import smoke_model  # scripts/, beside this one (a fixture built on the booted pack)
+    sd = smoke_model.tiny_toon_state_dict(comfy_boot.GOLDEN)
     vae_sd = ckpt_file.split_components(sd)[ckpt_file.VAE_PREFIX]
     toon = dualref.DualRefVAE(vae_sd)
     plain = encoders.build_vae({k: v for k, v in vae_sd.items() if not ckpt.has_dualref_decoder({k: v})})
     frames, h, w = 16, args.height, args.width
     latent = torch.randn(1, 4, frames, h // 8, w // 8, generator=torch.Generator().manual_seed(0))
     key_frames = torch.rand(1, 2, h, w, 3, generator=torch.Generator().manual_seed(1))
-    decode = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]()
+    decode = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"]
     results = {}
     for name, run in (("ToonCrafter", lambda: toon.decode_video(latent, key_frames)),
                       ("plain SD (VideoCrafter VAE Decode, 8 frames per batch)",
-                       lambda: decode.decode({"samples": latent}, plain, 8))):
+                       lambda: decode.execute({"samples": latent}, plain, 8))):
         baseline = reset_peak_memory(torch)
         start = time.perf_counter()
         run()

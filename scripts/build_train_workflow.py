@@ -40,8 +40,9 @@ def train_widgets(node_class, values):
     out = []
     for section in ("required", "optional"):
         for name, (kind, options) in spec.get(section, {}).items():
-            if isinstance(kind, list):
-                value = values.get(name, options.get("default", kind[0] if kind else ""))
+            if isinstance(kind, list) or kind == "COMBO":  # a choice: declared the V1 way (a list) or the V3 way
+                choices = kind if isinstance(kind, list) else options.get("options", [])
+                value = values.get(name, options.get("default", choices[0] if choices else ""))
             else:
                 value = values.get(name, options.get("default"))
             out.append((name, value))
@@ -54,7 +55,7 @@ def build(pack, entry, name=None, values=None):
     """(UI graph, API graph) of the trainer node on the entry's released file: its training graph, or with
     `values` over them (e.g. {"adapter": "lora"}) another graph `name` of the same node."""
     node_type, title, base = graph_values(entry)
-    widgets = train_widgets(pack.NODE_CLASS_MAPPINGS[node_type], {**base, **(values or {})})
+    widgets = train_widgets(pack.vc_nodes.NODE_CLASSES[node_type], {**base, **(values or {})})
     nodes = {
         1: (node_type, [value for _, value in widgets], {}, title, (60, 120)),
         2: ("SaveImage", ["videocrafter_training/loss_curve"], {"images": (1, 0)}, "Loss curve", (540, 120)),

@@ -30,7 +30,7 @@ HAVE_REFERENCE = os.path.isdir(os.path.join(REFERENCE, "golden"))
 REFERENCE_MISSING = (f"reference data not found at {REFERENCE} "
                      "(set VIDEOCRAFTER_REFERENCE to the folder holding golden/ and keys/)")
 # Without the reference, tiny random checkpoints with the same names and architecture (a smoke model,
-# vc_models/smoke_model.py) stand in for the tiny reference models in $VIDEOCRAFTER_SMOKE_DIR, so GOLDEN
+# scripts/smoke_model.py) stand in for the tiny reference models in $VIDEOCRAFTER_SMOKE_DIR, so GOLDEN
 # always holds `tiny_*.safetensors` and the start image; the golden tensors exist only with the reference.
 SMOKE_DIR = os.path.abspath(os.environ.get("VIDEOCRAFTER_SMOKE_DIR") or os.path.join(REPO, ".smoke"))
 GOLDEN = os.path.join(REFERENCE, "golden") if HAVE_REFERENCE else SMOKE_DIR
@@ -113,9 +113,10 @@ def object_info(node_types):
         spec.loader.exec_module(sys.modules["utils"])
     importlib.import_module("utils.install_util")
     import nodes
-    if not set(node_types) <= set(nodes.NODE_CLASS_MAPPINGS) | set(module.NODE_CLASS_MAPPINGS):
+    pack_nodes = module.vc_nodes.NODE_CLASSES
+    if not set(node_types) <= set(nodes.NODE_CLASS_MAPPINGS) | set(pack_nodes):
         asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
-    classes = {**nodes.NODE_CLASS_MAPPINGS, **module.NODE_CLASS_MAPPINGS}
+    classes = {**nodes.NODE_CLASS_MAPPINGS, **pack_nodes}
     info = {}
     for name in node_types:
         cls = classes[name]

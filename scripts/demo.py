@@ -19,8 +19,8 @@ import urllib.error
 import uuid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from server_util import ComfyServer, GOLDEN, fill_inputs, http_json  # noqa: E402  (the same launcher the tests use)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from comfy_server import ComfyServer, GOLDEN, fill_inputs, http_json  # noqa: E402  (the same launcher the tests use)
 import comfy_boot  # noqa: E402  (paths only; ComfyUI runs in the server process)
 sys.path.insert(0, ROOT)  # vc_models without ComfyUI, as scripts/download_models.py
 from vc_models import registry  # noqa: E402
@@ -56,7 +56,7 @@ def write_tiny_toon(path):
     """The reference's tiny ToonCrafter as one .safetensors (in a child process: this one stays free of ComfyUI)."""
     import subprocess
     code = ("import sys, comfy_boot, safetensors.torch; comfy_boot.boot(cpu=True); "
-            "sd = comfy_boot.pack('vc_models.smoke_model').tiny_toon_state_dict(comfy_boot.GOLDEN); "
+            "import smoke_model; sd = smoke_model.tiny_toon_state_dict(comfy_boot.GOLDEN); "
             "safetensors.torch.save_file(sd, sys.argv[1])")
     subprocess.run([sys.executable, "-c", code, path], check=True, cwd=os.path.join(ROOT, "scripts"))
 

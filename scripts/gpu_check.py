@@ -7,7 +7,7 @@ in OUT/<step>.log. scripts/gpu_check.sh prepares the machine and calls this; see
   gpu_check.py --out DIR --cpu-dry-run                            # every step on the CPU, tiny sizes (CI)
 
 No ComfyUI import here: the steps are scripts/benchmark.py runs, a real server on the shipped vc2_t2v_512 graph
-(started by tests/server_util.py) and the suite's GPU tests.
+(started by scripts/comfy_server.py) and the suite's GPU tests.
 """
 import argparse
 import json
@@ -21,7 +21,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests"))
 
 RELEASED = dict(width=512, height=320, frames=16)
 TINY = dict(width=128, height=64, frames=4)
@@ -122,7 +121,7 @@ def server_step(args):
     RESULT with the prompt's wall time and the peak memory seen (GPU: nvidia-smi's memory.used; dry: the server's
     RSS), and whether the MODEL got dynamic VRAM."""
     import psutil
-    from server_util import ComfyServer, load_workflow, run_prompt, fill_inputs
+    from comfy_server import ComfyServer, load_workflow, run_prompt, fill_inputs
     import comfy_boot
     dry = args.cpu_dry_run
     root = os.path.join(args.out, "server")

@@ -15,7 +15,7 @@ def main():
         raise SystemExit(__doc__)
     start = time.time()
     comfy_boot.boot(cpu=True)
-    smoke = comfy_boot.pack("vc_models.smoke_model")
+    import smoke_model as smoke  # scripts/, beside this one
     paths = smoke.write_smoke_models(sys.argv[1])
     open(os.path.join(sys.argv[1], comfy_boot.SMOKE_COMPLETE), "w").close()
     print(f"smoke models (random weights) in {sys.argv[1]}: {', '.join(os.path.basename(p) for p in paths)} "

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes README.md's tables of models, workflows and nodes from the code, so they never drift from it: the models
 and workflows from the registry (vc_models/registry.py) and the graph builders, the nodes from the definitions of
-the pack as the real ComfyUI loads it (display names, categories, the first sentence of each DESCRIPTION).
+the pack as the real ComfyUI loads it (each node's V3 schema: display name, category, the first sentence of its
+description).
 
 Each table sits between `<!-- BEGIN <table>: ... -->` and `<!-- END <table> -->` in README.md; everything else in
 the README is left alone. `make docs` (and `make workflows`) runs this; tests/test_readme.py fails when the README's
@@ -94,17 +95,17 @@ def summary(description):
 
 
 def nodes_table(pack):
-    """The pack's nodes as ComfyUI registers them, grouped by category in the order categories first appear."""
-    nodes = list(pack.NODE_CLASS_MAPPINGS.items())
-    categories = list(dict.fromkeys(cls.CATEGORY for _, cls in nodes))
+    """The pack's nodes as ComfyUI registers them (their V3 schemas), grouped by category in the order categories
+    first appear."""
+    schemas = [node.define_schema() for node in pack.vc_nodes.NODES]
+    categories = list(dict.fromkeys(schema.category for schema in schemas))
     rows = []
     for category in categories:
-        for node_type, cls in nodes:
-            if cls.CATEGORY != category:
+        for schema in schemas:
+            if schema.category != category:
                 continue
-            name = pack.NODE_DISPLAY_NAME_MAPPINGS.get(node_type, node_type)
             short = category[len(CATEGORY_ROOT):] if category.startswith(CATEGORY_ROOT) else category
-            rows.append([name, short, summary(getattr(cls, "DESCRIPTION", ""))])
+            rows.append([schema.display_name or schema.node_id, short, summary(schema.description)])
     return table(["node", "category (`VideoCrafter/…`)", "what it does"], rows)
 
 

@@ -215,7 +215,8 @@ def has_core_input(node, name):
 def tiny_toon_state_dict():
     """The tiny ToonCrafter: with the reference, tiny_dc_512 updated with the decoder delta (as its README
     rebuilds it); without, the smoke model of the same architecture."""
-    return comfy_host.pack("vc_models.smoke_model").tiny_toon_state_dict(comfy_host.GOLDEN)
+    import smoke_model  # scripts/ (on sys.path via comfy_host): the fixture builds on the booted pack
+    return smoke_model.tiny_toon_state_dict(comfy_host.GOLDEN)
 
 
 @pytest.fixture(scope="session")

@@ -53,8 +53,8 @@ def sample_video(pack, bundle_model, clip):
     import nodes as core
     (pos,) = core.CLIPTextEncode().encode(clip, "a corgi on the beach")
     (neg,) = core.CLIPTextEncode().encode(clip, "")
-    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(64, 64, 2, 1)
-    (out,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+    (latent,) = pack.vc_nodes.NODE_CLASSES["EmptyVideoCrafterLatent"].execute(64, 64, 2, 1)
+    (out,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"].execute(
         bundle_model, pos, neg, latent, seed=3, steps=2, cfg=7.5, sampler_name="videocrafter_ddim",
         scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
     return out["samples"]
@@ -65,18 +65,18 @@ def tiny_graph(pack, models_dir, name, frames, width, height):
     Text Encode, then DynamiCrafter Conditioning (i2v on a random start image), or VideoCrafter Image Encode (I2V)
     and the fps conditioning with an empty latent."""
     import nodes as core
-    mappings = pack.NODE_CLASS_MAPPINGS
+    mappings = pack.vc_nodes.NODE_CLASSES
     if not os.path.exists(models_dir / f"{name}.safetensors"):
         os.symlink(os.path.join(comfy_host.GOLDEN, f"{name}.safetensors"), models_dir / f"{name}.safetensors")
-    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(f"{name}.safetensors", "default")
+    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"].execute(f"{name}.safetensors", "default")
     (positive,) = core.CLIPTextEncode().encode(clip, "a red ball bouncing on a wooden floor")
     (negative,) = core.CLIPTextEncode().encode(clip, "")
     image = torch.rand(1, height, width, 3, generator=torch.Generator().manual_seed(0))
     if name.startswith("tiny_dc"):
-        return (model,) + mappings["DynamiCrafterConditioning"]().encode(
-            positive, negative, vae, clip_vision, projector, image, "i2v", width, height, frames, 1, 24)
+        return (model, *mappings["DynamiCrafterConditioning"].execute(
+            positive, negative, vae, clip_vision, projector, image, "i2v", width, height, frames, 1, 24))
     if name.startswith("tiny_i2v"):
-        positive, negative = mappings["VideoCrafterImageEncode"]().encode(clip_vision, projector, image, positive, negative)
-    positive, negative = mappings["VideoCrafterFPSConditioning"]().apply(positive, negative, 8)
-    (latent,) = mappings["EmptyVideoCrafterLatent"]().generate(width, height, frames, 1)
+        positive, negative = mappings["VideoCrafterImageEncode"].execute(clip_vision, projector, image, positive, negative)
+    positive, negative = mappings["VideoCrafterFPSConditioning"].execute(positive, negative, 8)
+    (latent,) = mappings["EmptyVideoCrafterLatent"].execute(width, height, frames, 1)
     return model, positive, negative, latent

@@ -13,7 +13,7 @@ CKPT = "tiny_t2v_v2.safetensors"
 
 
 def load(pack, models_dir):
-    return pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load(CKPT)
+    return pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"].execute(CKPT)
 
 
 @pytest.fixture

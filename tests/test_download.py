@@ -17,7 +17,7 @@ import safetensors.torch
 import torch
 
 from fake_hub import FakeHub
-from server_util import ComfyServer, GOLDEN, REPO, http_json, venv_python, wait_history
+from server_util import ComfyServer, GOLDEN, REPO, choices, http_json, venv_python, wait_history
 
 SCRIPT = os.path.join(REPO, "scripts", "download_models.py")
 # ComfyUI's folder_paths.supported_pt_extensions: files it would list as models
@@ -239,7 +239,7 @@ async def run_and_watch(server, prompt):
 def test_node_registered_with_tooltips(server):
     info = server.object_info()["VideoCrafterModelDownloader"]
     assert info["category"] == "VideoCrafter/loaders" and info["description"]
-    assert info["input"]["required"]["model"][0] == IDS
+    assert choices(info["input"]["required"]["model"]) == IDS
     assert all(spec[1].get("tooltip") for spec in info["input"]["required"].values())
     assert info["output"] == ["STRING", "STRING"] and info["output_node"]
 
@@ -247,7 +247,7 @@ def test_node_registered_with_tooltips(server):
 def test_node_downloads_with_progress_and_the_shipped_workflow_runs_unchanged(server, released):
     import av
     loader = "VideoCrafterCheckpointLoader"
-    assert "videocrafter1_i2v_512.safetensors" not in server.object_info()[loader]["input"]["required"]["ckpt_name"][0]
+    assert "videocrafter1_i2v_512.safetensors" not in choices(server.object_info()[loader]["input"]["required"]["ckpt_name"])
     prompt = {"1": {"class_type": "VideoCrafterModelDownloader", "inputs": {"model": "vc1_i2v_512", "delete_pickle": True}}}
     _, messages = asyncio.run(run_and_watch(server, prompt))
     assert messages[-1]["type"] == "execution_success", messages[-3:]
@@ -257,7 +257,7 @@ def test_node_downloads_with_progress_and_the_shipped_workflow_runs_unchanged(se
     assert model_files(server.downloads) == {"videocrafter1_i2v_512.safetensors"}  # pickle deleted as asked
 
     info = http_json(f"{server.url}/object_info/{loader}")[loader]
-    assert "videocrafter1_i2v_512.safetensors" in info["input"]["required"]["ckpt_name"][0]
+    assert "videocrafter1_i2v_512.safetensors" in choices(info["input"]["required"]["ckpt_name"])
     with open(os.path.join(REPO, "workflows", "api", "vc1_i2v_512.json")) as f:
         workflow = json.load(f)
     for node in workflow.values():  # a CPU-sized run; the model name is left as shipped

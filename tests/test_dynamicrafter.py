@@ -53,16 +53,16 @@ def golden_image(golden, key):
 def run_pipeline(pack, ckpt_name, meta, golden, frames=None):
     """Loader, CLIP Text Encode, DynamiCrafter Conditioning: what a user's graph does before sampling."""
     import nodes as core
-    mappings = pack.NODE_CLASS_MAPPINGS
+    mappings = pack.vc_nodes.NODE_CLASSES
     inputs = meta["inputs"]
-    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(ckpt_name, "default")
+    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"].execute(ckpt_name, "default")
     (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
     (negative,) = core.CLIPTextEncode().encode(clip, inputs["negative_prompt"])
     out = {"text_cond": positive[0][0], "text_uncond": negative[0][0], "model": model, "vae": vae, "clip": clip,
            "clip_vision": clip_vision, "projector": projector}
     interp = meta["mode"] == "interp"
     end = golden_image(golden, "cond_image_last") if interp else None
-    positive, negative, latent = mappings["DynamiCrafterConditioning"]().encode(
+    positive, negative, latent = mappings["DynamiCrafterConditioning"].execute(
         positive, negative, vae, clip_vision, projector, golden_image(golden, "cond_image"),
         "interpolate" if interp else "i2v", inputs["width"], inputs["height"], frames or inputs["frames"], 1,
         inputs["fs"], end_image=end)
@@ -97,7 +97,7 @@ def sampling_model(pack, model, meta):
     """The MODEL as the workflows sample it: guidance rescale where the original applies one."""
     rescale = meta["sampling"]["guidance_rescale"]
     if rescale:
-        (model,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterGuidanceRescale"]().patch(model, rescale)
+        (model,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterGuidanceRescale"].execute(model, rescale)
     return model
 
 
@@ -124,14 +124,14 @@ def test_ddim_sampling_and_decode(pack, pipelines, case):
     inputs = meta["inputs"]
     model = sampling_model(pack, out["model"], meta)
     scheduler = SCHEDULERS[meta["sampling"]["timestep_spacing"]]
-    (eta0,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+    (eta0,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"].execute(
         model, out["positive"], out["negative"], out["latent"], seed=inputs["seed"], steps=inputs["ddim_steps"],
         cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler=scheduler, eta=0.0, denoise=1.0)
     (eta1,) = core.KSampler().sample(model, inputs["seed"], inputs["ddim_steps"], inputs["cfg"], "videocrafter_ddim",
                                      scheduler, out["positive"], out["negative"], out["latent"], denoise=1.0)
     errors = {eta: rel_err(samples["samples"] * SCALE_FACTOR, golden[f"ddim_eta{eta}_latent"])
               for eta, samples in ((0, eta0), (1, eta1))}
-    (frames,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(eta0, out["vae"], frames_per_batch=8)
+    (frames,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"].execute(eta0, out["vae"], frames_per_batch=8)
     video = golden["ddim_eta0_video"]
     b, _, t, h, w = video.shape
     expected = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(b * t, h, w, 3)
@@ -160,11 +160,11 @@ def test_two_guidance_scales(pack, pipelines):
     from comfy_extras.nodes_custom_sampler import SamplerCustomAdvanced, BasicScheduler, RandomNoise
     out, golden, meta = pipelines("tiny_dc_512")
     inputs = meta["inputs"]
-    mappings = pack.NODE_CLASS_MAPPINGS
-    (sampler,) = mappings["VideoCrafterDDIMSampler"]().get_sampler(0.0)
+    mappings = pack.vc_nodes.NODE_CLASSES
+    (sampler,) = mappings["VideoCrafterDDIMSampler"].execute(0.0)
     (noise,) = run_node(RandomNoise, inputs["seed"])
     (sigmas,) = run_node(BasicScheduler, out["model"], "videocrafter_trailing", inputs["ddim_steps"], 1.0)
-    (guider,) = mappings["DynamiCrafterTwoScaleGuider"]().get_guider(
+    (guider,) = mappings["DynamiCrafterTwoScaleGuider"].execute(
         out["model"], out["positive"], out["negative"], inputs["cfg"], inputs["cfg_img"], meta["sampling"]["guidance_rescale"])
     samples, _ = run_node(SamplerCustomAdvanced, noise, guider, sampler, sigmas, out["latent"])
     err = rel_err(samples["samples"] * SCALE_FACTOR, golden["ddim_multicond_eta0_latent"])
@@ -212,7 +212,7 @@ def test_frame_counts_other_than_16(pack, pipelines, dc_files):
     shuffled = model_output(out12["model"], shuffle_token_groups(out12["positive"], key), x12, 500)
     assert rel_err(shuffled, base) < 1e-5  # all 256 tokens for every frame: a set, order-free
 
-    (samples,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+    (samples,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"].execute(
         out12["model"], out12["positive"], out12["negative"], out12["latent"], seed=inputs["seed"], steps=2,
         cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler="videocrafter_trailing", eta=1.0, denoise=1.0)
     assert samples["samples"].shape == (1, 4, 12, 8, 16) and torch.isfinite(samples["samples"]).all()
@@ -226,8 +226,8 @@ def test_image_size_and_batch_handling(pack, pipelines):
     key = comfy_host.pack("vc_models.model_base").CONCAT_LATENT_KEY
     image = golden_image(golden, "cond_image")
     large = image.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
-    node = pack.NODE_CLASS_MAPPINGS["DynamiCrafterConditioning"]()
-    positive, negative, latent = node.encode(out["positive"], out["negative"], out["vae"], out["clip_vision"],
+    node = pack.vc_nodes.NODE_CLASSES["DynamiCrafterConditioning"]
+    positive, negative, latent = node.execute(out["positive"], out["negative"], out["vae"], out["clip_vision"],
                                              out["projector"], large, "i2v", inputs["width"], inputs["height"], 4, 2,
                                              inputs["fs"])
     assert latent["samples"].shape == (2, 4, 4, 8, 8)
@@ -235,5 +235,5 @@ def test_image_size_and_batch_handling(pack, pipelines):
     assert concat.shape == (2, 4, 4, 8, 8)
     assert rel_err(concat, golden["concat_latent"][:, :, :4].expand(2, -1, -1, -1, -1)) <= EMBED_TOL
     with pytest.raises(ValueError, match="holds 3 images but batch_size is 2"):
-        node.encode(out["positive"], out["negative"], out["vae"], out["clip_vision"], out["projector"],
+        node.execute(out["positive"], out["negative"], out["vae"], out["clip_vision"], out["projector"],
                     image.expand(3, -1, -1, -1), "i2v", inputs["width"], inputs["height"], 4, 2, inputs["fs"])

@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 import comfy_host
-from server_util import REPO, START_IMAGE, ComfyServer, http_json, venv_python
+from server_util import REPO, START_IMAGE, ComfyServer, choices, http_json, venv_python
 
 SCRIPT = os.path.join(REPO, "scripts", "make_example_inputs.py")
 PNGS = ["videocrafter_start.png", "videocrafter_end.png"] + [f"videocrafter_key_{i}.png" for i in range(1, 5)]
@@ -88,19 +88,14 @@ def fresh_server(module_tmp):
     srv.stop()
 
 
-def combo_options(spec):
-    """The choices of a combo input as /object_info gives them (a list, or "COMBO" with options)."""
-    return spec[0] if isinstance(spec[0], list) else spec[1]["options"]
-
-
 def test_a_fresh_server_serves_the_example_inputs(fresh_server):
     with urllib.request.urlopen(f"{fresh_server.url}/view?filename=videocrafter_key_3.png&type=input", timeout=30) as r:
         assert r.headers["Content-Type"] == "image/png"
         assert pixels(r.read()).shape == (320, 512, 3)
     info = http_json(f"{fresh_server.url}/object_info/LoadVideo")["LoadVideo"]
-    assert SKETCH in combo_options(info["input"]["required"]["file"])
+    assert SKETCH in choices(info["input"]["required"]["file"])
     info = http_json(f"{fresh_server.url}/object_info/LoadImage")["LoadImage"]
-    assert set(PNGS) <= set(combo_options(info["input"]["required"]["image"]))
+    assert set(PNGS) <= set(choices(info["input"]["required"]["image"]))
     with open(os.path.join(fresh_server.input_dir, "videocrafter_end.png"), "rb") as f:
         assert f.read() == b"the user's own end image"
     assert not [name for name in os.listdir(fresh_server.input_dir) if name.endswith(".partial")]

@@ -31,13 +31,13 @@ def graph(pack, models_dir, golden):
     import nodes as core
     _, meta = golden
     inputs = meta["inputs"]
-    m = pack.NODE_CLASS_MAPPINGS
-    model, clip, vae, *_ = m["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "default")
-    (freenoise,) = m["VideoCrafterFreeNoise"]().patch(model, inputs["window_size"], inputs["window_stride"], True)
+    m = pack.vc_nodes.NODE_CLASSES
+    model, clip, vae, *_ = m["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v2.safetensors", "default")
+    (freenoise,) = m["VideoCrafterFreeNoise"].execute(model, inputs["window_size"], inputs["window_stride"], True)
     (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
     (negative,) = core.CLIPTextEncode().encode(clip, inputs["negative_prompt"])
-    positive, negative = m["VideoCrafterFPSConditioning"]().apply(positive, negative, inputs["fps"])
-    (latent,) = m["EmptyVideoCrafterLatent"]().generate(inputs["width"], inputs["height"], inputs["frames"], 1)
+    positive, negative = m["VideoCrafterFPSConditioning"].execute(positive, negative, inputs["fps"])
+    (latent,) = m["EmptyVideoCrafterLatent"].execute(inputs["width"], inputs["height"], inputs["frames"], 1)
     return dict(model=model, freenoise=freenoise, clip=clip, vae=vae, positive=positive, negative=negative,
                 latent=latent, inputs=inputs)
 
@@ -70,7 +70,7 @@ def test_videocrafter_ksampler_reproduces_the_original(pack, graph, golden):
     tensors, _ = golden
     inputs = graph["inputs"]
     model, noises = record_sampler_noise(graph["freenoise"])
-    (samples,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+    (samples,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"].execute(
         model, graph["positive"], graph["negative"], graph["latent"], seed=inputs["seed"], steps=inputs["ddim_steps"],
         cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=0.0, denoise=1.0)
     assert torch.equal(noises[0], tensors["x_T_rescheduled"])
@@ -166,13 +166,13 @@ def test_noise_rescheduling_past_whole_strides(pack, golden):
 
 
 def sample_plain_and_freenoise(pack, graph, frames, size=16, stride=4, steps=2):
-    m = pack.NODE_CLASS_MAPPINGS
+    m = pack.vc_nodes.NODE_CLASSES
     model = graph["model"]
-    (patched,) = m["VideoCrafterFreeNoise"]().patch(model, size, stride, True)
-    (latent,) = m["EmptyVideoCrafterLatent"]().generate(128, 64, frames, 1)
+    (patched,) = m["VideoCrafterFreeNoise"].execute(model, size, stride, True)
+    (latent,) = m["EmptyVideoCrafterLatent"].execute(128, 64, frames, 1)
     out = []
     for mdl in (model, patched):
-        (samples,) = m["VideoCrafterKSampler"]().sample(mdl, graph["positive"], graph["negative"], latent, seed=7,
+        (samples,) = m["VideoCrafterKSampler"].execute(mdl, graph["positive"], graph["negative"], latent, seed=7,
                                                         steps=steps, cfg=7.5, sampler_name="videocrafter_ddim",
                                                         scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
         out.append(samples["samples"])
@@ -202,15 +202,15 @@ def test_batch_of_two_videos_each_as_alone(pack, graph, golden):
 def test_bf16_weights_with_freenoise(pack, graph, golden):
     """FreeNoise on bf16 weights stays near the float32 original (bf16 rounding only)."""
     tensors, _ = golden
-    model = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "bf16")[0]
-    (patched,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
+    model = pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v2.safetensors", "bf16")[0]
+    (patched,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterFreeNoise"].execute(model, 16, 4, True)
     err = rel_err(model_output(patched, graph["positive"], tensors["x_T_rescheduled"], 500), tensors["eps_t500"])
     assert err < 0.05, err
 
 
 def test_stride_larger_than_window_is_refused(pack, graph):
     with pytest.raises(ValueError, match="window_stride"):
-        pack.NODE_CLASS_MAPPINGS["VideoCrafterFreeNoise"]().patch(graph["model"], 16, 20, True)
+        pack.vc_nodes.NODE_CLASSES["VideoCrafterFreeNoise"].execute(graph["model"], 16, 20, True)
 
 
 # ---- core Context Windows on the same MODEL -----------------------------------------------------
@@ -225,7 +225,7 @@ def causal_fix_off():
 def test_core_context_windows_make_a_64_frame_video(pack, graph):
     """Core 'Context Windows (Manual)' (dim 2, window 16) samples 64 frames in windows; the per-video
     fps and text conditionings reach every window; the VAE decodes 64 frames."""
-    m = pack.NODE_CLASS_MAPPINGS
+    m = pack.vc_nodes.NODE_CLASSES
     windowed = core_context_windows(graph["model"], context_length=16, context_overlap=4,
                                     **causal_fix_off())
     windows_seen = []
@@ -236,13 +236,13 @@ def test_core_context_windows_make_a_64_frame_video(pack, graph):
 
     import comfy.patcher_extension
     windowed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test_count", count_windows)
-    (latent,) = m["EmptyVideoCrafterLatent"]().generate(64, 64, 64, 1)
-    (samples,) = m["VideoCrafterKSampler"]().sample(windowed, graph["positive"], graph["negative"], latent, seed=3,
+    (latent,) = m["EmptyVideoCrafterLatent"].execute(64, 64, 64, 1)
+    (samples,) = m["VideoCrafterKSampler"].execute(windowed, graph["positive"], graph["negative"], latent, seed=3,
                                                     steps=2, cfg=7.5, sampler_name="videocrafter_ddim",
                                                     scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
     assert samples["samples"].shape == (1, 4, 64, 8, 8)
     assert windows_seen and set(windows_seen) == {16}, windows_seen
-    (frames,) = m["VideoCrafterVAEDecode"]().decode(samples, graph["vae"], frames_per_batch=16)
+    (frames,) = m["VideoCrafterVAEDecode"].execute(samples, graph["vae"], frames_per_batch=16)
     assert frames.shape == (64, 64, 64, 3) and torch.isfinite(frames).all()
     assert frames.std(dim=(1, 2, 3)).min() > 0  # every frame has content, none left blank
 
@@ -276,11 +276,11 @@ def test_context_window_cuts_a_per_frame_concat_conditioning(pack, graph):
 
 def test_reschedule_noise_off_keeps_comfyui_noise(pack, graph):
     import comfy.sample
-    m = pack.NODE_CLASS_MAPPINGS
-    (patched,) = m["VideoCrafterFreeNoise"]().patch(graph["model"], 16, 4, False)
+    m = pack.vc_nodes.NODE_CLASSES
+    (patched,) = m["VideoCrafterFreeNoise"].execute(graph["model"], 16, 4, False)
     model, noises = record_sampler_noise(patched)
-    (latent,) = m["EmptyVideoCrafterLatent"]().generate(64, 64, 20, 1)
-    m["VideoCrafterKSampler"]().sample(model, graph["positive"], graph["negative"], latent, seed=5, steps=1, cfg=7.5,
+    (latent,) = m["EmptyVideoCrafterLatent"].execute(64, 64, 20, 1)
+    m["VideoCrafterKSampler"].execute(model, graph["positive"], graph["negative"], latent, seed=5, steps=1, cfg=7.5,
                                        sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=0.0, denoise=1.0)
     assert torch.equal(noises[0], comfy.sample.prepare_noise(latent["samples"], 5))
 
@@ -289,10 +289,10 @@ def test_relative_position_model_runs_windowed(pack, models_dir):
     """VideoCrafter1 (relative position embeddings in the temporal attention) with FreeNoise: each window
     gets the position table of a 16-frame clip, as in the original."""
     import nodes as core
-    m = pack.NODE_CLASS_MAPPINGS
-    model, clip, *_ = m["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v1.safetensors", "default")
+    m = pack.vc_nodes.NODE_CLASSES
+    model, clip, *_ = m["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v1.safetensors", "default")
     assert model.model.diffusion_model.config.relative_position
-    (patched,) = m["VideoCrafterFreeNoise"]().patch(model, 16, 4, True)
+    (patched,) = m["VideoCrafterFreeNoise"].execute(model, 16, 4, True)
     (positive,) = core.CLIPTextEncode().encode(clip, "a red ball")
     torch.manual_seed(0)
     x = torch.randn(1, 4, 20, 8, 8)
@@ -307,12 +307,12 @@ def test_core_context_windows_keep_image_tokens_per_video(pack, models_dir):
     tokens (per video) whole, for the positive and the negative."""
     import nodes as core
     import comfy.patcher_extension
-    m = pack.NODE_CLASS_MAPPINGS
-    model, clip, vae, clip_vision, projector = m["VideoCrafterCheckpointLoader"]().load("tiny_i2v_v1.safetensors", "default")
+    m = pack.vc_nodes.NODE_CLASSES
+    model, clip, vae, clip_vision, projector = m["VideoCrafterCheckpointLoader"].execute("tiny_i2v_v1.safetensors", "default")
     (positive,) = core.CLIPTextEncode().encode(clip, "a boat")
     (negative,) = core.CLIPTextEncode().encode(clip, "")
     image = torch.rand(1, 64, 64, 3)
-    positive, negative = m["VideoCrafterImageEncode"]().encode(clip_vision, projector, image, positive, negative)
+    positive, negative = m["VideoCrafterImageEncode"].execute(clip_vision, projector, image, positive, negative)
     windowed = core_context_windows(model, context_length=16, context_overlap=4, **causal_fix_off())
     calls = []
 
@@ -321,8 +321,8 @@ def test_core_context_windows_keep_image_tokens_per_video(pack, models_dir):
         return executor(x, *args, **kwargs)
 
     windowed.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.APPLY_MODEL, "test_check", check_call)
-    (latent,) = m["EmptyVideoCrafterLatent"]().generate(64, 64, 28, 1)
-    (samples,) = m["VideoCrafterKSampler"]().sample(windowed, positive, negative, latent, seed=1, steps=1, cfg=7.5,
+    (latent,) = m["EmptyVideoCrafterLatent"].execute(64, 64, 28, 1)
+    (samples,) = m["VideoCrafterKSampler"].execute(windowed, positive, negative, latent, seed=1, steps=1, cfg=7.5,
                                                     sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform",
                                                     eta=0.0, denoise=1.0)
     assert samples["samples"].shape == (1, 4, 28, 8, 8) and torch.isfinite(samples["samples"]).all()
@@ -335,22 +335,22 @@ def test_core_context_windows_on_dynamicrafter(pack, models_dir):
     later windows get the first frame too): every UNet call gets its window's frames of the per-frame image
     latent (cut once, by the pack on 0.3.75 and by core on 0.33) and the 20 frames sample finite."""
     import nodes as core
-    m = pack.NODE_CLASS_MAPPINGS
+    m = pack.vc_nodes.NODE_CLASSES
     if not os.path.exists(models_dir / "tiny_dc_512.safetensors"):
         os.symlink(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"), models_dir / "tiny_dc_512.safetensors")
-    model, clip, vae, clip_vision, projector = m["VideoCrafterCheckpointLoader"]().load("tiny_dc_512.safetensors", "default")
+    model, clip, vae, clip_vision, projector = m["VideoCrafterCheckpointLoader"].execute("tiny_dc_512.safetensors", "default")
     (positive,) = core.CLIPTextEncode().encode(clip, "a boat")
     (negative,) = core.CLIPTextEncode().encode(clip, "")
     torch.manual_seed(0)
     image = torch.rand(1, 64, 128, 3)
-    positive, negative, latent = m["DynamiCrafterConditioning"]().encode(
+    positive, negative, latent = m["DynamiCrafterConditioning"].execute(
         positive, negative, vae, clip_vision, projector, image, "i2v", 128, 64, 20, 1, 24)
     windowed = core_context_windows(model, context_length=16, context_overlap=4)
     unet_frames = []
     hook = model.model.diffusion_model.register_forward_pre_hook(
         lambda module, args: unet_frames.append((args[0].shape[1], args[0].shape[2])))
     try:
-        (samples,) = m["VideoCrafterKSampler"]().sample(windowed, positive, negative, latent, seed=1, steps=1, cfg=7.5,
+        (samples,) = m["VideoCrafterKSampler"].execute(windowed, positive, negative, latent, seed=1, steps=1, cfg=7.5,
                                                         sampler_name="videocrafter_ddim",
                                                         scheduler="videocrafter_uniform", eta=0.0, denoise=1.0)
     finally:

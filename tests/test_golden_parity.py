@@ -36,21 +36,21 @@ def checkpoint_files(models_dir):
 def run_pipeline(pack, ckpt_name, meta, golden):
     """Everything a user's graph does, node by node, with the golden case's inputs."""
     import nodes as core
-    mappings = pack.NODE_CLASS_MAPPINGS
+    mappings = pack.vc_nodes.NODE_CLASSES
     inputs = meta["inputs"]
-    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(ckpt_name, "default")
+    model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"].execute(ckpt_name, "default")
     (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
     (negative,) = core.CLIPTextEncode().encode(clip, inputs["negative_prompt"])
-    positive, negative = mappings["VideoCrafterFPSConditioning"]().apply(positive, negative, inputs["fps"])
+    positive, negative = mappings["VideoCrafterFPSConditioning"].execute(positive, negative, inputs["fps"])
     out = {"text_cond": positive[0][0], "text_uncond": negative[0][0], "model": model, "vae": vae}
     if "cond_image" in golden:
         image = ((golden["cond_image"] + 1) / 2).movedim(1, -1)
         encoders = comfy_host.pack("vc_models.encoders")
         out["image_tokens"] = encoders.image_tokens(clip_vision, image)
-        positive, negative = mappings["VideoCrafterImageEncode"]().encode(clip_vision, projector, image, positive, negative)
+        positive, negative = mappings["VideoCrafterImageEncode"].execute(clip_vision, projector, image, positive, negative)
         key = comfy_host.pack("vc_models.model_base").IMAGE_TOKENS_KEY
         out["image_emb"], out["image_uncond_emb"] = positive[0][1][key], negative[0][1][key]
-    (latent,) = mappings["EmptyVideoCrafterLatent"]().generate(inputs["width"], inputs["height"], inputs["frames"], 1)
+    (latent,) = mappings["EmptyVideoCrafterLatent"].execute(inputs["width"], inputs["height"], inputs["frames"], 1)
     out.update(positive=positive, negative=negative, latent=latent)
     return out
 
@@ -71,9 +71,9 @@ def test_golden_parity(pack, checkpoint_files, name, fmt):
     if fmt != "safetensors":
         return  # the same tensors: sampling and decoding are covered once, from the .safetensors
 
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
+    sampler = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"]
     for eta in (0.0, 1.0):
-        (samples,) = sampler.sample(out["model"], out["positive"], out["negative"], out["latent"], seed=inputs["seed"],
+        (samples,) = sampler.execute(out["model"], out["positive"], out["negative"], out["latent"], seed=inputs["seed"],
                                     steps=inputs["ddim_steps"], cfg=inputs["cfg"], sampler_name="videocrafter_ddim",
                                     scheduler="videocrafter_uniform", eta=eta, denoise=1.0)
         # a LATENT holds VAE-space latents; the original returns model-space ones
@@ -82,7 +82,7 @@ def test_golden_parity(pack, checkpoint_files, name, fmt):
         if eta == 0.0:
             eta0 = samples
 
-    (frames,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(eta0, out["vae"], frames_per_batch=3)
+    (frames,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"].execute(eta0, out["vae"], frames_per_batch=3)
     video = golden["ddim_eta0_video"]  # [B, 3, T, H, W] in about [-1, 1]
     b, _, t, h, w = video.shape
     assert frames.shape == (b * t, h, w, 3)
@@ -93,10 +93,10 @@ def test_golden_parity(pack, checkpoint_files, name, fmt):
 def test_bf16_weights_stay_close(pack, models_dir):
     """weight_dtype bf16 (bf16 compute on CPUs with bf16 instructions) stays near the reference."""
     golden, meta = load_golden("tiny_t2v_v2")
-    model, clip, *_ = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "bf16")
+    model, clip, *_ = pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v2.safetensors", "bf16")
     import nodes as core
     (positive,) = core.CLIPTextEncode().encode(clip, meta["inputs"]["prompt"])
-    positive, _ = pack.NODE_CLASS_MAPPINGS["VideoCrafterFPSConditioning"]().apply(positive, positive, meta["inputs"]["fps"])
+    positive, _ = pack.vc_nodes.NODE_CLASSES["VideoCrafterFPSConditioning"].execute(positive, positive, meta["inputs"]["fps"])
     err = rel_err(model_output(model, positive, golden["x_T"], 500), golden["eps_t500"])
     assert err < 0.05, err
 

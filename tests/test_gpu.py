@@ -43,8 +43,8 @@ SAMPLE_SCRIPT = textwrap.dedent("""
         bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "tiny_t2v_v2.safetensors"), dtypes[name])
         (pos,) = core.CLIPTextEncode().encode(bundle.clip, "a corgi running on the beach")
         (neg,) = core.CLIPTextEncode().encode(bundle.clip, "")
-        (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(128, 64, 4, 1)
-        (out,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+        (latent,) = pack.vc_nodes.NODE_CLASSES["EmptyVideoCrafterLatent"].execute(128, 64, 4, 1)
+        (out,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"].execute(
             bundle.model, pos, neg, latent, seed=7, steps=4, cfg=7.5, sampler_name="videocrafter_ddim",
             scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
         patcher = bundle.model

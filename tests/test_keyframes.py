@@ -42,14 +42,14 @@ def key_frames(count):
 @pytest.fixture(scope="module")
 def graphs(pack, checkpoints):
     import nodes as core
-    mappings = pack.NODE_CLASS_MAPPINGS
+    mappings = pack.vc_nodes.NODE_CLASSES
     cache = {}
 
     def get(variant):
         if variant not in cache:
-            model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"]().load(checkpoints[variant])
+            model, clip, vae, clip_vision, projector = mappings["VideoCrafterCheckpointLoader"].execute(checkpoints[variant])
             assert model.model.info.variant == variant
-            (model,) = mappings["VideoCrafterGuidanceRescale"]().patch(model, 0.7)
+            (model,) = mappings["VideoCrafterGuidanceRescale"].execute(model, 0.7)
             (positive,) = core.CLIPTextEncode().encode(clip, "a cartoon")
             (negative,) = core.CLIPTextEncode().encode(clip, "")
             cache[variant] = dict(model=model, positive=positive, negative=negative, vae=vae, clip_vision=clip_vision,
@@ -61,9 +61,9 @@ def graphs(pack, checkpoints):
 def sequence(pack, graph, frames=None, loop=False, segments_per_batch=4, **single_key_frames):
     """The node with `frames` on key_frames (None: unlinked) and `single_key_frames` on key_frame_1 ..., as a
     server calls it (inputs by name, unlinked optional inputs left out)."""
-    node = pack.NODE_CLASS_MAPPINGS["VideoCrafterKeyFrameSequence"]()
+    node = pack.vc_nodes.NODE_CLASSES["VideoCrafterKeyFrameSequence"]
     linked = {name: image for name, image in {"key_frames": frames, **single_key_frames}.items() if image is not None}
-    (video,) = getattr(node, node.FUNCTION)(
+    (video,) = node.execute(
         model=graph["model"], positive=graph["positive"], negative=graph["negative"], vae=graph["vae"],
         clip_vision=graph["clip_vision"], projector=graph["projector"], loop=loop, width=SIZE, height=SIZE,
         length=FRAMES, fs=FS, seed=SEED, steps=STEPS, cfg=7.5, sampler_name="videocrafter_ddim",
@@ -73,13 +73,13 @@ def sequence(pack, graph, frames=None, loop=False, segments_per_batch=4, **singl
 
 def single_pair(pack, graph, start, end):
     """The one-pair graph: DynamiCrafter Conditioning (interpolate) -> VideoCrafter KSampler -> VAE Decode."""
-    mappings = pack.NODE_CLASS_MAPPINGS
-    positive, negative, latent = mappings["DynamiCrafterConditioning"]().encode(
+    mappings = pack.vc_nodes.NODE_CLASSES
+    positive, negative, latent = mappings["DynamiCrafterConditioning"].execute(
         graph["positive"], graph["negative"], graph["vae"], graph["clip_vision"], graph["projector"], start,
         "interpolate", SIZE, SIZE, FRAMES, 1, FS, end_image=end)
-    (samples,) = mappings["VideoCrafterKSampler"]().sample(graph["model"], positive, negative, latent, SEED, STEPS, 7.5,
+    (samples,) = mappings["VideoCrafterKSampler"].execute(graph["model"], positive, negative, latent, SEED, STEPS, 7.5,
                                                            "videocrafter_ddim", "videocrafter_trailing", eta=1.0)
-    return mappings["VideoCrafterVAEDecode"]().decode(samples, graph["vae"])[0]
+    return mappings["VideoCrafterVAEDecode"].execute(samples, graph["vae"])[0]
 
 
 @pytest.mark.parametrize("variant", ["dc_512_interp", "toon_512"])

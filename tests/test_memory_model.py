@@ -82,7 +82,7 @@ def test_estimate_grows_linearly_with_frames_and_batch(mods):
 
 @pytest.fixture(scope="module")
 def tiny(pack, models_dir):
-    return pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "default")[0]
+    return pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v2.safetensors", "default")[0]
 
 
 @pytest.mark.parametrize("attention, shape", [("host", (1, 4, 8, 16, 16)), ("host", (2, 4, 8, 16, 16)),
@@ -123,7 +123,7 @@ def test_estimate_follows_the_attention_the_caller_names(tiny, fused):
 
 
 def sample_tiny(pack, weight_dtype):
-    model, clip, *_ = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", weight_dtype)
+    model, clip, *_ = pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v2.safetensors", weight_dtype)
     return model, sample_video(pack, model, clip)
 
 
@@ -144,7 +144,7 @@ def test_plain_vae_decode_memory_per_frame_covers_the_released_decoder(pack, mod
     """The SD VAE's per-frame decode memory (what core sizes its frame batches by) against the activation peak of
     the released-width decoder counted on the meta device for one 320x512 frame in fp16: at least it, at most +30%."""
     _, counted = benchmark.released_activation_peaks(1, 320, 512)
-    vae = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "default")[2]
+    vae = pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v2.safetensors", "default")[2]
     estimate = vae.memory_used_decode((1, 4, 40, 64), torch.float16)
     assert counted <= estimate <= 1.3 * counted, (estimate / 2 ** 20, counted / 2 ** 20)
 

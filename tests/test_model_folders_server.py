@@ -8,7 +8,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_util import ComfyServer  # noqa: E402
+from server_util import ComfyServer, choices  # noqa: E402
 
 LOADER = "VideoCrafterCheckpointLoader"
 # files a user's models/videocrafter can hold while a download or a conversion is running
@@ -38,12 +38,12 @@ def server(module_tmp):
 
 def test_model_lists_offer_only_loadable_files(server):
     info = server.object_info()[LOADER]
-    names = info["input"]["required"]["ckpt_name"][0]
+    names = choices(info["input"]["required"]["ckpt_name"])
     for name in NOT_MODELS:
         assert name not in names, f"{name} offered as a model: {names}"
     assert not [n for n in names if n.endswith((".part", ".etag", ".partial", ".txt", ".json"))], names
     for name in MODELS:
         assert name in names, f"{name} missing from {names}"
     assert "tiny_t2v_v2.safetensors" in names  # the test server's own checkpoints still there
-    projectors = info["input"]["optional"]["projector_file"][0]
+    projectors = choices(info["input"]["optional"]["projector_file"])
     assert projectors == ["none", "trained_projector.safetensors"], projectors

@@ -66,7 +66,7 @@ def test_readme_tables_list_every_download_graph_and_node():
         assert graphs == shipped, (f"{folder}/*.json not in the README's table: {sorted(shipped - graphs)}; listed "
                                    f"but not shipped: {sorted(graphs - shipped)} (the builders and the registry decide)")
     names = [row[0] for row in table_rows(tables["nodes"])]
-    assert sorted(names) == sorted(pack.NODE_DISPLAY_NAME_MAPPINGS[t] for t in pack.NODE_CLASS_MAPPINGS)
+    assert sorted(names) == sorted(node.GET_SCHEMA().display_name for node in pack.vc_nodes.NODE_CLASSES.values())
 
 
 def slug(heading):

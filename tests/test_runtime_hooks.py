@@ -18,13 +18,13 @@ def loader(pack, models_dir):
     name = "tiny_dc_512.safetensors"  # beside the session's tiny models
     if not os.path.exists(models_dir / name):
         os.symlink(os.path.join(comfy_host.GOLDEN, name), models_dir / name)
-    return pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]()
+    return pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"]
 
 
 @pytest.mark.parametrize("name", ["tiny_t2v_v2", "tiny_i2v_v1", "tiny_dc_512"])
 def test_cached_patcher_init_rebuilds_the_model(loader, name):
     import comfy.sd
-    model = loader.load(f"{name}.safetensors", "default")[0]
+    model = loader.execute(f"{name}.safetensors", "default")[0]
     # a clone as every patch node makes (a LoRA loader here) keeps the factory
     patched = comfy.sd.load_lora_for_models(model, None, {}, 1.0, 0)[0]
     init = patched.cached_patcher_init
@@ -42,7 +42,7 @@ def test_cached_patcher_init_rebuilds_the_model(loader, name):
 
 
 def test_weight_dtype_is_rebuilt_too(loader):
-    model = loader.load("tiny_t2v_v2.safetensors", "bf16")[0]
+    model = loader.execute("tiny_t2v_v2.safetensors", "bf16")[0]
     init = model.cached_patcher_init
     rebuilt = init[0](*init[1])
     assert rebuilt.model.get_dtype() == model.model.get_dtype() == torch.bfloat16
@@ -57,7 +57,7 @@ def test_safetensors_load_through_core(loader, monkeypatch):
         read.append(os.path.basename(path))
         return core_load(path, *args, **kwargs)
     monkeypatch.setattr(comfy.utils, "load_torch_file", recording)
-    model = loader.load("tiny_t2v_v2.safetensors", "default")[0]
+    model = loader.execute("tiny_t2v_v2.safetensors", "default")[0]
     assert read == ["tiny_t2v_v2.safetensors"]
     import safetensors.torch
     stored = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_t2v_v2.safetensors"))

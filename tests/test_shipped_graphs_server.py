@@ -4,6 +4,8 @@ inputs the pack writes into the (empty) input folder at start-up. Only sizes, fr
 
 The training graphs run in tests/test_train_server.py (tiny dataset, one step a stage); this module checks that
 every one of them is run there."""
+import copy
+import json
 import os
 
 import pytest
@@ -15,6 +17,12 @@ from model_util import random_controlnet
 from server_util import REPO, ComfyServer, load_workflow, output_files, run_prompt
 
 GRAPHS = sorted(name[:-5] for name in os.listdir(os.path.join(REPO, "workflows", "api")) if name.endswith(".json"))
+# the API graphs shipped before the nodes moved to the V3 API (tests/fixtures/node_definitions.json): those no longer
+# shipped as they were run here too, as "<commit>/<name>" (tests/test_node_definitions_server.py checks the rest are)
+with open(os.path.join(REPO, "tests", "fixtures", "node_definitions.json")) as _f:
+    _V1 = json.load(_f)
+OLD_GRAPHS = sorted(f"{_V1['workflows_commit']}/{name}" for name, old in _V1["workflows"]["api"].items()
+                    if name not in GRAPHS or load_workflow(name) != old)
 TRAIN_NODES = {"VideoCrafterTrain", "VideoCrafterTrainI2V"}
 # the tiny checkpoint standing in for each released model (registry id) a shipped graph loads
 TINY_FOR = {"vc1_t2v_512": "tiny_t2v_v1", "vc1_t2v_1024": "tiny_t2v_v1", "vc2_t2v_512": "tiny_t2v_v2",
@@ -107,7 +115,7 @@ def server(pack, module_tmp, tiny_names):
     srv = ComfyServer(module_tmp("shipped_graphs"), env={"OMP_NUM_THREADS": "1"})  # see conftest.one_torch_thread
     checkpoints = os.path.join(srv.models_dir, "checkpoints")
     safetensors.torch.save_file(tiny_toon_state_dict(), os.path.join(checkpoints, "tiny_toon_512.safetensors"))
-    graphs = [load_workflow(name) for name in GRAPHS]
+    graphs = [graph(name) for name in GRAPHS + OLD_GRAPHS]
     loaded = {node["class_type"]: node["inputs"] for graph in graphs for node in graph.values()}
     for kind, node, name_input, write in (("controlnet", "ControlNetLoader", "control_net_name", write_sketch_encoder),
                                           ("loras", "LoraLoaderModelOnly", "lora_name", write_i2v_lora)):
@@ -125,11 +133,17 @@ def server(pack, module_tmp, tiny_names):
     srv.stop()
 
 
-@pytest.mark.parametrize("name", GRAPHS)
+def graph(name):
+    """A shipped API graph, or "<commit>/<name>": one shipped before the V3 nodes (see OLD_GRAPHS)."""
+    commit, _, old = name.rpartition("/")
+    return copy.deepcopy(_V1["workflows"]["api"][old]) if commit else load_workflow(name)
+
+
+@pytest.mark.parametrize("name", GRAPHS + OLD_GRAPHS)
 def test_shipped_graph_runs_with_the_example_inputs(server, tiny_names, name):
     import av
     example_inputs = comfy_host.pack("vc_models.example_inputs")
-    workflow = load_workflow(name)
+    workflow = graph(name)
     if is_training_graph(workflow):
         with open(os.path.join(REPO, "tests", "test_train_server.py")) as f:
             assert f'"{name}"' in f.read(), (f"{name} is a training graph: tests/test_train_server.py must run it "

@@ -17,7 +17,8 @@ REFERENCE_FILES = {"tiny_toon_512": ("tiny_dc_512.safetensors", "tiny_toon_512.d
 @pytest.fixture(scope="module")
 def smoke_sd(pack):
     """name -> the smoke state dict, built once per module."""
-    smoke, cache = comfy_host.pack("vc_models.smoke_model"), {}
+    import smoke_model as smoke  # scripts/ (on sys.path via comfy_host), built on the booted pack
+    cache = {}
     return lambda name: cache.setdefault(name, smoke.build_smoke_state_dict(name)) if name not in cache else cache[name]
 
 

@@ -87,14 +87,14 @@ def test_sampling_and_dual_reference_decode(pack, pipeline):
     inputs = meta["inputs"]
     model = sampling_model(pack, out["model"], meta)
     scheduler = SCHEDULERS[meta["sampling"]["timestep_spacing"]]
-    (eta0,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+    (eta0,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"].execute(
         model, out["positive"], out["negative"], out["latent"], seed=inputs["seed"], steps=inputs["ddim_steps"],
         cfg=inputs["cfg"], sampler_name="videocrafter_ddim", scheduler=scheduler, eta=0.0, denoise=1.0)
     (eta1,) = core.KSampler().sample(model, inputs["seed"], inputs["ddim_steps"], inputs["cfg"], "videocrafter_ddim",
                                      scheduler, out["positive"], out["negative"], out["latent"], denoise=1.0)
     errors = {f"ddim_eta{eta}_latent": rel_err(samples["samples"] * SCALE_FACTOR, golden[f"ddim_eta{eta}_latent"])
               for eta, samples in ((0, eta0), (1, eta1))}
-    (frames,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(eta1, out["vae"])
+    (frames,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"].execute(eta1, out["vae"])
     errors["frames_final"] = rel_err(frames, as_image(golden["frames_final"]))
     middle = [7, 8]
     others = [i for i in range(16) if i not in middle]
@@ -124,11 +124,11 @@ def test_key_frames_from_the_decode_node_inputs(pack, pipeline):
     """A latent from elsewhere (no key frames) decodes with the key frames connected to the node itself, to the
     same frames as with those the LATENT carries."""
     out, golden, _ = pipeline
-    decode = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]()
+    decode = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"]
     latent = golden["ddim_eta1_latent"] / SCALE_FACTOR
     carried = {**out["latent"], "samples": latent}
-    (from_latent,) = decode.decode(carried, out["vae"])
-    (from_inputs,) = decode.decode({"samples": latent}, out["vae"], start_image=golden_image(golden, "cond_image"),
+    (from_latent,) = decode.execute(carried, out["vae"])
+    (from_inputs,) = decode.execute({"samples": latent}, out["vae"], start_image=golden_image(golden, "cond_image"),
                                    end_image=golden_image(golden, "cond_image_last"))
     assert torch.equal(from_latent, from_inputs)
     assert rel_err(from_inputs, as_image(golden["frames_final"])) <= SAMPLE_TOL
@@ -144,17 +144,17 @@ def test_decodes_without_key_frames_are_refused(pack, pipeline, models_dir):
         core.VAEDecode().decode(out["vae"], {**out["latent"], **latent})
     with pytest.raises(ValueError, match="needs the two key frames"):
         core.VAEDecodeTiled().decode(out["vae"], latent, 512, 64)
-    decode = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]()
+    decode = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"]
     with pytest.raises(ValueError, match="the LATENT carries none.*DynamiCrafter Conditioning.*start_image and end_image"):
-        decode.decode(latent, out["vae"])
+        decode.execute(latent, out["vae"])
     with pytest.raises(ValueError, match="both start_image and end_image"):
-        decode.decode(latent, out["vae"], start_image=golden_image(golden, "cond_image"))
+        decode.execute(latent, out["vae"], start_image=golden_image(golden, "cond_image"))
     import safetensors.torch
     ckpt = comfy_host.pack("vc_models.checkpoint")
     dc_512 = safetensors.torch.load_file(os.path.join(comfy_host.GOLDEN, "tiny_dc_512.safetensors"))
     plain_vae = comfy_host.pack("vc_models.encoders").build_vae(ckpt.split_components(dc_512)[ckpt.VAE_PREFIX])
     with pytest.raises(ValueError, match="read by ToonCrafter's decoder only"):
-        decode.decode(latent, plain_vae, start_image=golden_image(golden, "cond_image"),
+        decode.execute(latent, plain_vae, start_image=golden_image(golden, "cond_image"),
                       end_image=golden_image(golden, "cond_image_last"))
 
 

@@ -119,8 +119,8 @@ def test_core_load_lora_model_only_matches_the_trainer(pack, mods, trained, mode
     import folder_paths
     inputs, result = trained["inputs"], trained["result"]
     ours = unet_output(trained["models"].unet, inputs)
-    loader = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]()
-    model = loader.load("tiny_i2v_v1.safetensors", "default")[0]
+    loader = pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"]
+    model = loader.execute("tiny_i2v_v1.safetensors", "default")[0]
     base = core_output(model, inputs)
     name = os.path.basename(result.outputs["lora"])
     assert name in folder_paths.get_filename_list("loras")

@@ -48,18 +48,18 @@ def _one_thread(one_torch_thread):
 
 @pytest.fixture(scope="module")
 def nodes_(pack):
-    return pack.NODE_CLASS_MAPPINGS
+    return pack.vc_nodes.NODE_CLASSES
 
 
 @pytest.fixture(scope="module")
 def vc2(nodes_, turbo_dir):
     """Load VideoCrafter Checkpoint on the (tiny) VideoCrafter2 file: MODEL, CLIP, VAE."""
-    model, clip, vae, _, _ = nodes_["VideoCrafterCheckpointLoader"]().load("tiny_t2v_v2.safetensors", "default")
+    model, clip, vae, _, _ = nodes_["VideoCrafterCheckpointLoader"].execute("tiny_t2v_v2.safetensors", "default")
     return model, clip, vae
 
 
 def turbo_model(nodes_, base_model, unet_name):
-    (model,) = nodes_["VideoCrafterTurboUNetLoader"]().load(base_model, unet_name, "default")
+    (model,) = nodes_["VideoCrafterTurboUNetLoader"].execute(base_model, unet_name, "default")
     return model
 
 
@@ -68,10 +68,10 @@ def conditioning(nodes_, clip, meta, motion=True):
     inputs = meta["inputs"]
     (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
     (negative,) = core.CLIPTextEncode().encode(clip, "")
-    positive, negative = nodes_["VideoCrafterFPSConditioning"]().apply(positive, negative, inputs["fps"])
+    positive, negative = nodes_["VideoCrafterFPSConditioning"].execute(positive, negative, inputs["fps"])
     motion_gs = inputs["motion_gs"] if inputs["motion_gs"] is not None else 0.05
     percentage = inputs["percentage"] if inputs["percentage"] is not None else 0.5
-    return nodes_["VideoCrafterTurboConditioning"]().apply(positive, negative, inputs["guidance_scale"],
+    return nodes_["VideoCrafterTurboConditioning"].execute(positive, negative, inputs["guidance_scale"],
                                                            motion, motion_gs, percentage)
 
 
@@ -120,20 +120,20 @@ def test_golden_parity(pack, nodes_, vc2, case, fmt, sampler):
     else:
         (positive,) = core.CLIPTextEncode().encode(clip, inputs["prompt"])
         (negative,) = core.CLIPTextEncode().encode(clip, "")
-        positive, negative = nodes_["VideoCrafterFPSConditioning"]().apply(positive, negative, inputs["fps"])
+        positive, negative = nodes_["VideoCrafterFPSConditioning"].execute(positive, negative, inputs["fps"])
 
     errors = {"text_cond": rel_err(positive[0][0], golden["text_cond"]),
               "eps_t999": rel_err(unet_output(model, positive, golden["x_T"], 999), golden["eps_t999"])}
-    (latent,) = nodes_["EmptyVideoCrafterLatent"]().generate(inputs["width"], inputs["height"], inputs["frames"], 1)
+    (latent,) = nodes_["EmptyVideoCrafterLatent"].execute(inputs["width"], inputs["height"], inputs["frames"], 1)
     if sampler == "pack":
-        (samples,) = nodes_["VideoCrafterKSampler"]().sample(
+        (samples,) = nodes_["VideoCrafterKSampler"].execute(
             model, positive, negative, latent, seed=inputs["seed"], steps=inputs["steps"], cfg=1.0, sampler_name="videocrafter_lcm",
             scheduler="videocrafter_turbo", eta=0.0, denoise=1.0)
     else:
         (samples,) = core.KSampler().sample(model, inputs["seed"], inputs["steps"], 1.0, "videocrafter_lcm", "videocrafter_turbo",
                                             positive, negative, latent, denoise=1.0)
     errors["lcm_latent"] = rel_err(samples["samples"] * SCALE_FACTOR, golden["lcm_latent"])
-    (frames,) = nodes_["VideoCrafterVAEDecode"]().decode(samples, vae, frames_per_batch=8)
+    (frames,) = nodes_["VideoCrafterVAEDecode"].execute(samples, vae, frames_per_batch=8)
     video = golden["video"]
     b, _, t, h, w = video.shape
     expected = ((video + 1) / 2).clamp(0, 1).permute(0, 2, 3, 4, 1).reshape(b * t, h, w, 3)
@@ -149,7 +149,7 @@ def test_motion_guidance_switches_by_timestep(pack, nodes_, vc2):
     base_model, clip, _ = vc2
     model = turbo_model(nodes_, base_model, "unet_mg.pt")
     positive, negative = conditioning(nodes_, clip, meta)
-    zero, _ = nodes_["VideoCrafterTurboConditioning"]().apply(positive, negative, 7.5, True, 0.0, 0.5)
+    zero, _ = nodes_["VideoCrafterTurboConditioning"].execute(positive, negative, 7.5, True, 0.0, 0.5)
     x = golden["x_T"]
     assert torch.equal(unet_output(model, positive, x, 499), unet_output(model, zero, x, 499))
     assert rel_err(unet_output(model, positive, x, 500), unet_output(model, zero, x, 500)) > 1e-4
@@ -161,7 +161,7 @@ def test_guidance_survives_half_precision_compute(pack, nodes_, vc2):
     golden, meta = load_golden(CASES["mg"])
     model = turbo_model(nodes_, vc2[0], "unet_mg.pt")
     positive, negative = conditioning(nodes_, vc2[1], meta)
-    positive, _ = nodes_["VideoCrafterTurboConditioning"]().apply(positive, negative, 7.3, True, 0.05, 0.35)
+    positive, _ = nodes_["VideoCrafterTurboConditioning"].execute(positive, negative, 7.3, True, 0.05, 0.35)
     base = model.model
     x = golden["x_T"]
     conds = base.extra_conds(cross_attn=positive[0][0], noise=x, device=torch.device("cpu"), **dict(positive[0][1]))
@@ -240,7 +240,7 @@ def loader_error(nodes_, base_model, unet_name):
     ("tiny_i2v_v1.safetensors", "VideoCrafter1 image-to-video"),
 ])
 def test_turbo_unet_on_another_model_is_refused(pack, nodes_, turbo_dir, checkpoint, names):
-    model, *_ = nodes_["VideoCrafterCheckpointLoader"]().load(checkpoint, "default")
+    model, *_ = nodes_["VideoCrafterCheckpointLoader"].execute(checkpoint, "default")
     message = loader_error(nodes_, model, "unet_mg.pt")
     assert names in message and "VideoCrafter2" in message and "Load VideoCrafter Checkpoint" in message, message
 
@@ -271,7 +271,7 @@ def test_full_checkpoint_as_turbo_unet_is_refused(pack, nodes_, vc2):
 def test_turbo_unet_in_the_checkpoint_loader_says_where_it_goes(pack, nodes_, turbo_dir):
     ckpt_file = comfy_host.pack("vc_models.checkpoint_file")
     with pytest.raises(ckpt_file.CheckpointError, match="VideoCrafter Turbo UNet Loader"):
-        nodes_["VideoCrafterCheckpointLoader"]().load("unet_nomg.pt", "default")
+        nodes_["VideoCrafterCheckpointLoader"].execute("unet_nomg.pt", "default")
 
 
 def test_truncated_turbo_file_is_refused(pack, nodes_, vc2, turbo_dir):
@@ -285,9 +285,9 @@ def test_motion_guidance_on_no_mg_model_is_an_error(pack, nodes_, vc2):
     golden, meta = load_golden(CASES["nomg"])
     model = turbo_model(nodes_, vc2[0], "unet_nomg.pt")
     positive, negative = conditioning(nodes_, vc2[1], meta, motion=True)
-    (latent,) = nodes_["EmptyVideoCrafterLatent"]().generate(128, 64, 2, 1)
+    (latent,) = nodes_["EmptyVideoCrafterLatent"].execute(128, 64, 2, 1)
     with pytest.raises(ValueError, match="no motion-guidance") as info:
-        nodes_["VideoCrafterKSampler"]().sample(model, positive, negative, latent, seed=0, steps=1, cfg=1.0,
+        nodes_["VideoCrafterKSampler"].execute(model, positive, negative, latent, seed=0, steps=1, cfg=1.0,
                                                 sampler_name="videocrafter_lcm", scheduler="videocrafter_turbo", eta=0.0, denoise=1.0)
     assert "motion_guidance" in str(info.value)
 
@@ -313,13 +313,13 @@ def server(module_tmp):
 
 def test_shipped_turbo_workflow_makes_a_video(server):
     import av
-    from server_util import REPO, assert_widgets_match, load_workflow, submit, wait_history
+    from server_util import REPO, assert_widgets_match, choices, load_workflow, submit, wait_history
     info = server.object_info()
     for node in ("VideoCrafterTurboUNetLoader", "VideoCrafterTurboConditioning"):
         assert info[node]["category"].startswith("VideoCrafter/")
         assert all(spec[1].get("tooltip") for spec in info[node]["input"]["required"].values()), node
     assert "videocrafter_turbo" in info["KSampler"]["input"]["required"]["scheduler"][0]
-    assert "t2v_turbo_v2_unet_mg.safetensors" in info["VideoCrafterTurboUNetLoader"]["input"]["required"]["unet_name"][0]
+    assert "t2v_turbo_v2_unet_mg.safetensors" in choices(info["VideoCrafterTurboUNetLoader"]["input"]["required"]["unet_name"])
 
     ui = load_workflow("vc2_turbo_v2", api=False)
     assert_widgets_match(info, ui, "vc2_turbo_v2")

@@ -148,7 +148,7 @@ def test_residuals_are_the_2d_controlnet_frame_by_frame(graphs, controls, contro
 def test_batch_of_videos_takes_one_hint_per_frame_of_each(pack, graphs, controls):
     """Two videos in the latent batch and 2*T hint images: video v's frame i gets image v*T+i."""
     model, positive, negative, _ = graphs["tiny_t2v_v2"]
-    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(WIDTH, HEIGHT, FRAMES, 2)
+    (latent,) = pack.vc_nodes.NODE_CLASSES["EmptyVideoCrafterLatent"].execute(WIDTH, HEIGHT, FRAMES, 2)
     per_video = hints(2 * FRAMES, 12)
     patched, calls = recorded_calls(model)
     sample(patched, *apply(positive, negative, controls["tiny_t2v_v2"], per_video), latent, steps=1)
@@ -207,9 +207,9 @@ def test_sketch_hint_is_grey_inverted_and_center_cropped(pack):
     """Against a hand computation: BT.601 grey (OpenCV's BGR2GRAY), 1 - grey, the 2.5:1 frame cropped to the
     2:1 target in its middle, then bilinear to the target size; white paper becomes 0 and black lines 1."""
     import torch.nn.functional as F
-    node = pack.NODE_CLASS_MAPPINGS["VideoCrafterSketchHint"]()
+    node = pack.vc_nodes.NODE_CLASSES["VideoCrafterSketchHint"]
     frames = torch.rand(2, 40, 100, 3, generator=torch.Generator().manual_seed(9))
-    (hint,) = node.prepare(frames, 64, 32)
+    (hint,) = node.execute(frames, 64, 32)
     r, g, b = frames.unbind(-1)
     inverted = 1 - (0.299 * r + 0.587 * g + 0.114 * b)
     expected = F.interpolate(inverted[:, None, :, 10:90], size=(32, 64), mode="bilinear", align_corners=False)[:, 0]
@@ -217,7 +217,7 @@ def test_sketch_hint_is_grey_inverted_and_center_cropped(pack):
     assert (hint[..., 0] - expected).abs().max() < 1e-6
     paper = torch.ones(1, 32, 64, 3)
     paper[:, 10:20] = 0.0
-    (drawn,) = node.prepare(paper, 64, 32)
+    (drawn,) = node.execute(paper, 64, 32)
     assert torch.equal(drawn[0, 10:20], torch.ones(10, 64, 3)) and torch.equal(drawn[0, :5], torch.zeros(5, 64, 3))
 
 
@@ -229,7 +229,7 @@ def test_sketch_encoder_layout_loads_and_takes_the_sketch_hint(pack, graphs, con
     control = load_controlnet(controlnet_file(controlnet_dir, model, "sketch_layout.safetensors", hint_channels=1,
                                               prefix=""))
     assert control.control_model.input_hint_block[0].in_channels == 1
-    (hint,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterSketchHint"]().prepare(hints(FRAMES, 10), WIDTH, HEIGHT)
+    (hint,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterSketchHint"].execute(hints(FRAMES, 10), WIDTH, HEIGHT)
     rgb = sample(model, *apply(positive, negative, control, hint, strength=0.6), latent, steps=1)
     grey = sample(model, *apply(positive, negative, control, hint[..., :1], strength=0.6), latent, steps=1)
     assert torch.equal(rgb, grey)

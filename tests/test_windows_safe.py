@@ -57,7 +57,7 @@ BLOCKED_IMPORT_SCRIPT = textwrap.dedent("""
                 continue
             importlib.import_module(info.name)
             modules.append(info.name)
-    inputs = {{name: sorted(cls.INPUT_TYPES().get("required", {{}})) for name, cls in pack.NODE_CLASS_MAPPINGS.items()}}
+    inputs = {{name: sorted(cls.INPUT_TYPES().get("required", {{}})) for name, cls in pack.vc_nodes.NODE_CLASSES.items()}}
     print("RESULT " + json.dumps({{"modules": modules, "nodes": inputs,
                                    "blocked_loaded": sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)}}))
 """)

@@ -4,6 +4,7 @@ import os
 import comfy.model_management
 import comfy.utils
 import folder_paths
+from comfy_api.latest import io
 
 from ..vc_models import registry
 from ..vc_models.download import fetch_model
@@ -31,46 +32,49 @@ class ByteProgress:
         self.bar.update_absolute(done, total)
 
 
-class VideoCrafterModelDownloader:
-    CATEGORY = "VideoCrafter/loaders"
-    RETURN_TYPES = ("STRING", "STRING")
-    RETURN_NAMES = ("file_name", "path")
-    OUTPUT_TOOLTIPS = ("The .safetensors name as the loaders list it (what the shipped workflows load).",
-                       "Full path of the .safetensors.")
-    OUTPUT_NODE = True
-    FUNCTION = "fetch"
-    DESCRIPTION = ("Downloads a released VideoCrafter / DynamiCrafter / T2V-Turbo model from Hugging Face once "
-                   "(resumable, progress in the bar and the terminal), checks it, and converts it to an fp16 "
-                   ".safetensors in models/videocrafter (ControlNets: models/controlnet) under the name the shipped "
-                   "workflows load. "
-                   "Files already there are not downloaded again. Press R (refresh) afterwards so the loaders list it.")
-
+class VideoCrafterModelDownloader(io.ComfyNode):
     @classmethod
-    def INPUT_TYPES(cls):
+    def define_schema(cls):
         released = registry.downloads()
         listing = "; ".join(f"{e.id}: {e.description} -> models/{e.release.folder}/{e.release.file_name}" for e in released)
-        return {"required": {
-            "model": ([e.id for e in released], {"default": released[0].id, "tooltip":
-                      f"Which released model to fetch. {listing}."}),
-            "delete_pickle": ("BOOLEAN", {"default": False, "tooltip":
-                              "Delete the released .ckpt/.pt after conversion (saves its size on disk). Off: it is "
-                              "kept in models/videocrafter/originals/."}),
-        }}
+        return io.Schema(
+            node_id="VideoCrafterModelDownloader",
+            display_name="VideoCrafter Model Downloader",
+            category="VideoCrafter/loaders",
+            description=("Downloads a released VideoCrafter / DynamiCrafter / T2V-Turbo model from Hugging Face once "
+                         "(resumable, progress in the bar and the terminal), checks it, and converts it to an fp16 "
+                         ".safetensors in models/videocrafter (ControlNets: models/controlnet) under the name the "
+                         "shipped workflows load. Files already there are not downloaded again. Press R (refresh) "
+                         "afterwards so the loaders list it."),
+            inputs=[
+                io.Combo.Input("model", options=[e.id for e in released], default=released[0].id,
+                               tooltip=f"Which released model to fetch. {listing}."),
+                io.Boolean.Input("delete_pickle", default=False, tooltip=(
+                    "Delete the released .ckpt/.pt after conversion (saves its size on disk). Off: it is kept in "
+                    "models/videocrafter/originals/.")),
+            ],
+            outputs=[
+                io.String.Output(display_name="file_name", tooltip=(
+                    "The .safetensors name as the loaders list it (what the shipped workflows load).")),
+                io.String.Output(display_name="path", tooltip="Full path of the .safetensors."),
+            ],
+            is_output_node=True,
+        )
 
     @classmethod
-    def IS_CHANGED(cls, model, delete_pickle):
+    def fingerprint_inputs(cls, model, delete_pickle):
         # run again when the file was removed or replaced since the last run
         released = {e.id: e.release for e in registry.downloads()}
         path = os.path.join(model_folder(released[model].folder), released[model].file_name) if model in released else ""
         return os.path.getmtime(path) if os.path.isfile(path) else "missing"
 
-    def fetch(self, model, delete_pickle):
+    @classmethod
+    def execute(cls, model, delete_pickle):
         folder = model_folder(next(e.release.folder for e in registry.downloads() if e.id == model))
         result = fetch_model(model, folder, delete_pickle=delete_pickle, progress=ByteProgress())
         name = os.path.basename(result.path)
         state = "downloaded and converted" if result.downloaded else ("converted" if result.converted else "already present")
-        return {"ui": {"text": [f"{name}: {state} ({result.path})"]}, "result": (name, result.path)}
+        return io.NodeOutput(name, result.path, ui={"text": [f"{name}: {state} ({result.path})"]})
 
 
-NODE_CLASS_MAPPINGS = {"VideoCrafterModelDownloader": VideoCrafterModelDownloader}
-NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterModelDownloader": "VideoCrafter Model Downloader"}
+NODES = [VideoCrafterModelDownloader]

@@ -1,21 +1,50 @@
-"""Every FLOAT input of the pack's nodes must be a finite number.
+"""Every FLOAT input of the pack's nodes must be a finite number, every choice one of its options.
 
 ComfyUI checks a widget value against its declared min/max with `<` and `>`, which NaN passes (every comparison
 with NaN is false), and its JSON parser reads NaN and Infinity: an API prompt with cfg NaN sampled a black video.
-`require_finite_floats` gives a node class a VALIDATE_INPUTS over its FLOAT inputs that refuses NaN and ±inf when
-the prompt is queued, naming the node's input and its range. Naming an input in VALIDATE_INPUTS makes ComfyUI skip
+`install_input_checks` gives a node class a validate_inputs over its FLOAT inputs that refuses NaN and ±inf when
+the prompt is queued, naming the node's input and its range. Naming an input in validate_inputs makes ComfyUI skip
 its own min/max check of that input, so the range is checked here as well. A value linked from another node is None
 at validation: `check_finite` checks it where it is used (the sampler, before sampling).
+
+It also checks the node's COMBO inputs against their choices: ComfyUI 0.3.75 checks a choice only for an input
+declared the V1 way (a list as its type) and lets any value through to a V3 node's combo ("COMBO" with options),
+so a wrong name would reach the node; 0.33 checks both. The choices are read when the prompt is validated (file lists
+change while the server runs).
 """
 import inspect
 import math
 
 
+def inputs_of_type(spec, kind):
+    """{input name: widget options} of the inputs of type `kind` in INPUT_TYPES' `spec`."""
+    return {name: (value[1] if len(value) > 1 else {}) for section in ("required", "optional")
+            for name, value in spec.get(section, {}).items() if value[0] == kind}
+
+
 def float_inputs(node_class):
     """{input name: widget options} of the node's FLOAT inputs."""
-    spec = node_class.INPUT_TYPES()
-    return {name: (value[1] if len(value) > 1 else {}) for section in ("required", "optional")
-            for name, value in spec.get(section, {}).items() if value[0] == "FLOAT"}
+    return inputs_of_type(node_class.INPUT_TYPES(), "FLOAT")
+
+
+def choice_error(name, value, options):
+    """The message for a COMBO input's value that is not one of its choices, or None."""
+    choices = options.get("options", [])
+    if value is None or value in choices:
+        return None
+    listed = ", ".join(repr(c) for c in choices[:20]) + (f" ... ({len(choices)} in all)" if len(choices) > 20 else "")
+    return f"{name} {value!r} is not one of its choices: {listed or 'none (its folder is empty)'}."
+
+
+def own_validation(node_class):
+    """The node's own validate_inputs (bound to it), or None when it keeps the base class's (which validates
+    nothing)."""
+    for klass in node_class.__mro__:
+        if klass.__module__.startswith("comfy_api"):  # reached io.ComfyNode: no override
+            return None
+        if "validate_inputs" in vars(klass):
+            return getattr(node_class, "validate_inputs")
+    return None
 
 
 def float_error(name, value, options):
@@ -38,15 +67,16 @@ def check_finite(**values):
             raise ValueError(f"{name} is {value} (from a linked node): give a finite number.")
 
 
-def require_finite_floats(node_class):
-    """Install the check on `node_class` (keeping a VALIDATE_INPUTS it has: it runs after, with its own inputs)."""
+def install_input_checks(node_class):
+    """Install the check on `node_class` (keeping a validate_inputs it has: it runs after, with its own inputs)."""
     floats = float_inputs(node_class)
-    own = getattr(node_class, "VALIDATE_INPUTS", None)
+    combos = list(inputs_of_type(node_class.INPUT_TYPES(), "COMBO"))
+    own = own_validation(node_class)
     if getattr(own, "finite_floats", None) is not None:  # inherited from a class installed before
-        if set(own.finite_floats) == set(floats):
+        if set(own.finite_floats) == set(floats) and set(own.combos) == set(combos):
             return
         own = own.own
-    if not floats:
+    if not floats and not combos:
         return
     own_inputs = inspect.getfullargspec(own).args[1:] if own is not None else []
 
@@ -55,13 +85,18 @@ def require_finite_floats(node_class):
             error = float_error(name, values.get(name), options)
             if error:
                 return error
+        declared = inputs_of_type(cls.INPUT_TYPES(), "COMBO") if combos else {}
+        for name in combos:
+            error = choice_error(name, values.get(name), declared.get(name, {}))
+            if error:
+                return error
         return own(**{name: values.get(name) for name in own_inputs}) if own is not None else True
 
-    # ComfyUI reads the inputs a VALIDATE_INPUTS takes from its signature (inspect.getfullargspec) and hands it
+    # ComfyUI reads the inputs a validate_inputs takes from its signature (inspect.getfullargspec) and hands it
     # exactly those: the signature names them
-    names = dict.fromkeys([*own_inputs, *floats])
+    names = dict.fromkeys([*own_inputs, *floats, *combos])
     validate.__signature__ = inspect.Signature(
         [inspect.Parameter("cls", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
         + [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None) for name in names])
-    validate.finite_floats, validate.own = floats, own
-    node_class.VALIDATE_INPUTS = classmethod(validate)
+    validate.finite_floats, validate.combos, validate.own = floats, combos, own
+    node_class.validate_inputs = classmethod(validate)

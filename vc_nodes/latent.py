@@ -2,6 +2,7 @@
 import torch
 
 import comfy.model_management
+from comfy_api.latest import io
 
 from ..vc_models.memory_model import latent_refusal
 from ..vc_models.video_size import SIZE_MULTIPLE, multiple_error
@@ -17,8 +18,8 @@ def size_error(name, value, low, high):
 
 
 def validate_size(node_class, width, height, frames=None, batch_size=None, frames_name="frames"):
-    """VALIDATE_INPUTS of a node that makes a video latent: the multiple-of-64 rule and, because naming an input in
-    VALIDATE_INPUTS makes ComfyUI skip its own min/max check of it, the declared ranges; then whether the latent
+    """validate_inputs of a node that makes a video latent: the multiple-of-64 rule and, because naming an input in
+    validate_inputs makes ComfyUI skip its own min/max check of it, the declared ranges; then whether the latent
     (and the copies sampling makes of it) fits this machine's RAM at all. A value linked from another node is None
     at validation time; the node checks it when it arrives."""
     spec = node_class.INPUT_TYPES()["required"]
@@ -37,36 +38,38 @@ def validate_size(node_class, width, height, frames=None, batch_size=None, frame
     return True
 
 
-class EmptyVideoCrafterLatent:
-    CATEGORY = "VideoCrafter/latent"
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "generate"
-    DESCRIPTION = "An empty video latent. The released models are trained at 320x512 (VC1/VC2/I2V) and 576x1024 (VC1-1024), 16 frames."
+class EmptyVideoCrafterLatent(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="EmptyVideoCrafterLatent",
+            display_name="Empty VideoCrafter Latent",
+            category="VideoCrafter/latent",
+            description=("An empty video latent. The released models are trained at 320x512 (VC1/VC2/I2V) and "
+                         "576x1024 (VC1-1024), 16 frames."),
+            inputs=[
+                io.Int.Input("width", default=512, min=SIZE_MULTIPLE, max=4096, step=SIZE_MULTIPLE,
+                             tooltip="Video width in pixels, a multiple of 64 (512 or 1024 as trained)."),
+                io.Int.Input("height", default=320, min=SIZE_MULTIPLE, max=4096, step=SIZE_MULTIPLE,
+                             tooltip="Video height in pixels, a multiple of 64 (320 or 576 as trained)."),
+                io.Int.Input("frames", default=16, min=1, max=1024, tooltip="Number of frames; the models are trained on 16."),
+                io.Int.Input("batch_size", default=1, min=1, max=64, tooltip="Videos generated at once."),
+            ],
+            outputs=[io.Latent.Output()],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "width": ("INT", {"default": 512, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
-                              "tooltip": "Video width in pixels, a multiple of 64 (512 or 1024 as trained)."}),
-            "height": ("INT", {"default": 320, "min": SIZE_MULTIPLE, "max": 4096, "step": SIZE_MULTIPLE,
-                               "tooltip": "Video height in pixels, a multiple of 64 (320 or 576 as trained)."}),
-            "frames": ("INT", {"default": 16, "min": 1, "max": 1024,
-                               "tooltip": "Number of frames; the models are trained on 16."}),
-            "batch_size": ("INT", {"default": 1, "min": 1, "max": 64, "tooltip": "Videos generated at once."}),
-        }}
-
-    @classmethod
-    def VALIDATE_INPUTS(cls, width, height, frames, batch_size):
+    def validate_inputs(cls, width, height, frames, batch_size):
         return validate_size(cls, width, height, frames, batch_size)
 
-    def generate(self, width, height, frames, batch_size=1):
-        valid = self.VALIDATE_INPUTS(width, height, frames, batch_size)
+    @classmethod
+    def execute(cls, width, height, frames, batch_size=1):
+        valid = cls.validate_inputs(width=width, height=height, frames=frames, batch_size=batch_size)
         if valid is not True:
             raise ValueError(valid)
         latent = torch.zeros([batch_size, 4, frames, height // 8, width // 8],
                              device=comfy.model_management.intermediate_device())
-        return ({"samples": latent},)
+        return io.NodeOutput({"samples": latent})
 
 
-NODE_CLASS_MAPPINGS = {"EmptyVideoCrafterLatent": EmptyVideoCrafterLatent}
-NODE_DISPLAY_NAME_MAPPINGS = {"EmptyVideoCrafterLatent": "Empty VideoCrafter Latent"}
+NODES = [EmptyVideoCrafterLatent]

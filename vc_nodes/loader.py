@@ -2,6 +2,7 @@
 import os
 
 import folder_paths
+from comfy_api.latest import io
 
 from ..vc_models.checkpoint_file import LOADABLE_EXTENSIONS
 from ..vc_models.loader import load_videocrafter, WEIGHT_DTYPES
@@ -14,7 +15,8 @@ if FOLDER not in folder_paths.folder_names_and_paths:
 _folders, _extensions = folder_paths.folder_names_and_paths[FOLDER]
 folder_paths.folder_names_and_paths[FOLDER] = (_folders, set(_extensions) | LOADABLE_EXTENSIONS)
 
-PROJECTOR_TYPE = "VIDEOCRAFTER_PROJECTOR"
+# the image projector a checkpoint loads, as a socket type (saved graphs name it VIDEOCRAFTER_PROJECTOR)
+Projector = io.Custom("VIDEOCRAFTER_PROJECTOR")
 
 
 class MissingImageComponents:
@@ -65,47 +67,54 @@ def checkpoint_path(name):
     return paths[0]
 
 
-class VideoCrafterCheckpointLoader:
-    CATEGORY = "VideoCrafter/loaders"
-    RETURN_TYPES = ("MODEL", "CLIP", "VAE", "CLIP_VISION", PROJECTOR_TYPE)
-    RETURN_NAMES = ("model", "clip", "vae", "clip_vision", "projector")
-    OUTPUT_TOOLTIPS = (
-        "The 3D UNet denoiser (works with VideoCrafter KSampler and the core samplers).",
-        "The OpenCLIP ViT-H text encoder: use with the core CLIP Text Encode.",
-        "The Stable Diffusion VAE, decoding each frame; ToonCrafter's looks at the key frames (decode with "
-        "VideoCrafter VAE Decode).",
-        "Image-to-video only: the OpenCLIP ViT-H image encoder.",
-        "Image-to-video only: the learned projector from CLIP image tokens to the 16 context tokens.",
-    )
-    FUNCTION = "load"
-    DESCRIPTION = ("Loads a VideoCrafter1/VideoCrafter2 or DynamiCrafter checkpoint (.ckpt or .safetensors) and "
-                   "detects its variant: VC1 T2V 512/1024, VC2 T2V 512, VC1 I2V 512, DynamiCrafter 256/512/1024 "
-                   "(and the 512 interpolation model, by 'interp' in its file name), ToonCrafter 512 (by its "
-                   "dual-reference VAE decoder).")
+class VideoCrafterCheckpointLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoCrafterCheckpointLoader",
+            display_name="Load VideoCrafter Checkpoint",
+            category="VideoCrafter/loaders",
+            description=("Loads a VideoCrafter1/VideoCrafter2 or DynamiCrafter checkpoint (.ckpt or .safetensors) and "
+                         "detects its variant: VC1 T2V 512/1024, VC2 T2V 512, VC1 I2V 512, DynamiCrafter 256/512/1024 "
+                         "(and the 512 interpolation model, by 'interp' in its file name), ToonCrafter 512 (by its "
+                         "dual-reference VAE decoder)."),
+            inputs=[
+                io.Combo.Input("ckpt_name", options=checkpoint_names(), tooltip=(
+                    "A VideoCrafter model.ckpt (as released) or a converted .safetensors, from models/checkpoints or "
+                    "models/videocrafter.")),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default", tooltip=(
+                    "Precision the UNet weights are kept in. 'default' lets ComfyUI choose for your device; "
+                    "fp16/bf16 halve memory; fp8 quarters it at some quality cost. On a CPU with bf16 "
+                    "instructions bf16 also computes in bf16, about twice as fast.")),
+                io.Combo.Input("projector_file", options=["none"] + projector_file_names(), default="none",
+                               optional=True, tooltip=(
+                                   "A stage-1 result of VideoCrafter Train I2V (<name>_projector.safetensors): its "
+                                   "projector and image key/value weights replace the checkpoint's. I2V checkpoints "
+                                   "only.")),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip=(
+                    "The 3D UNet denoiser (works with VideoCrafter KSampler and the core samplers).")),
+                io.Clip.Output(display_name="clip", tooltip=(
+                    "The OpenCLIP ViT-H text encoder: use with the core CLIP Text Encode.")),
+                io.Vae.Output(display_name="vae", tooltip=(
+                    "The Stable Diffusion VAE, decoding each frame; ToonCrafter's looks at the key frames (decode "
+                    "with VideoCrafter VAE Decode).")),
+                io.ClipVision.Output(display_name="clip_vision", tooltip=(
+                    "Image-to-video only: the OpenCLIP ViT-H image encoder.")),
+                Projector.Output(display_name="projector", tooltip=(
+                    "Image-to-video only: the learned projector from CLIP image tokens to the 16 context tokens.")),
+            ],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "ckpt_name": (checkpoint_names(), {"tooltip": "A VideoCrafter model.ckpt (as released) or a converted "
-                                                          ".safetensors, from models/checkpoints or models/videocrafter."}),
-            "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip":
-                             "Precision the UNet weights are kept in. 'default' lets ComfyUI choose for your device; "
-                             "fp16/bf16 halve memory; fp8 quarters it at some quality cost. On a CPU with bf16 "
-                             "instructions bf16 also computes in bf16, about twice as fast."}),
-        }, "optional": {
-            "projector_file": (["none"] + projector_file_names(), {"default": "none", "tooltip":
-                               "A stage-1 result of VideoCrafter Train I2V (<name>_projector.safetensors): its projector "
-                               "and image key/value weights replace the checkpoint's. I2V checkpoints only."}),
-        }}
-
-    def load(self, ckpt_name, weight_dtype="default", projector_file="none"):
+    def execute(cls, ckpt_name, weight_dtype="default", projector_file="none"):
         projector = checkpoint_path(projector_file) if projector_file and projector_file != "none" else None
         bundle = load_videocrafter(checkpoint_path(ckpt_name), weight_dtype, projector_file=projector)
         if bundle.info.unet.image_cross_attention:
-            return (bundle.model, bundle.clip, bundle.vae, bundle.clip_vision, bundle.projector)
+            return io.NodeOutput(bundle.model, bundle.clip, bundle.vae, bundle.clip_vision, bundle.projector)
         missing = MissingImageComponents(bundle.info.description, ckpt_name)
-        return (bundle.model, bundle.clip, bundle.vae, missing, missing)
+        return io.NodeOutput(bundle.model, bundle.clip, bundle.vae, missing, missing)
 
 
-NODE_CLASS_MAPPINGS = {"VideoCrafterCheckpointLoader": VideoCrafterCheckpointLoader}
-NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterCheckpointLoader": "Load VideoCrafter Checkpoint"}
+NODES = [VideoCrafterCheckpointLoader]

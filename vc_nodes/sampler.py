@@ -9,6 +9,7 @@ import comfy.sample
 import comfy.samplers
 import comfy.utils
 import latent_preview
+from comfy_api.latest import io
 
 from ..vc_models.sampling import SAMPLER_NAME, SCHEDULER_NAME
 from ..vc_models.model_base import VideoCrafterModel
@@ -45,41 +46,48 @@ def check_latent(model, latent):
             raise ValueError(f"VideoCrafter latents have 4 channels; got {latent.shape[1]}.")
 
 
-class VideoCrafterKSampler:
-    CATEGORY = "VideoCrafter/sampling"
-    RETURN_TYPES = ("LATENT",)
-    FUNCTION = "sample"
-    DESCRIPTION = ("Denoises a video latent with classifier-free guidance. 'videocrafter_ddim' with the "
-                   "'videocrafter_uniform' schedule is the original implementation's sampler step for step; "
-                   "every ComfyUI sampler and scheduler works too.")
+class VideoCrafterKSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoCrafterKSampler",
+            display_name="VideoCrafter KSampler",
+            category="VideoCrafter/sampling",
+            description=("Denoises a video latent with classifier-free guidance. 'videocrafter_ddim' with the "
+                         "'videocrafter_uniform' schedule is the original implementation's sampler step for step; "
+                         "every ComfyUI sampler and scheduler works too."),
+            inputs=[
+                io.Model.Input("model", tooltip="The VideoCrafter model (or one patched by other nodes)."),
+                io.Conditioning.Input("positive", tooltip=(
+                    "What the video should show (CLIP Text Encode, then FPS / Image Encode).")),
+                io.Conditioning.Input("negative", tooltip=(
+                    "What to steer away from; the original uses the empty prompt.")),
+                io.Latent.Input("latent_image", tooltip=(
+                    "A 5-D video latent from Empty VideoCrafter Latent (or a VAE-encoded video for denoise < 1).")),
+                io.Int.Input("seed", default=0, min=0, max=0xffffffffffffffff, control_after_generate=True,
+                             tooltip="Seed of the initial noise and of the per-step noise (eta > 0)."),
+                io.Int.Input("steps", default=50, min=1, max=1000, tooltip="Denoising steps; the papers use 50."),
+                io.Float.Input("cfg", default=12.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance scale; the papers use 12 (T2V) and 12 (I2V)."),
+                io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, default=SAMPLER_NAME,
+                               tooltip="videocrafter_ddim reproduces the original sampler; any ComfyUI sampler works."),
+                io.Combo.Input("scheduler", options=comfy.samplers.KSampler.SCHEDULERS, default=SCHEDULER_NAME,
+                               tooltip=("videocrafter_uniform: the original's DDIM timesteps (ending at t=0); "
+                                        "videocrafter_trailing: DynamiCrafter 512/1024's official spacing.")),
+                io.Float.Input("eta", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
+                    "DDIM eta: 0 is deterministic, 1 (the original's default) adds fresh noise each step. "
+                    "Also passed to ancestral/SDE samplers that take an eta.")),
+                io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="1 generates from noise; lower keeps more of the input latent."),
+            ],
+            outputs=[io.Latent.Output()],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "model": ("MODEL", {"tooltip": "The VideoCrafter model (or one patched by other nodes)."}),
-            "positive": ("CONDITIONING", {"tooltip": "What the video should show (CLIP Text Encode, then FPS / Image Encode)."}),
-            "negative": ("CONDITIONING", {"tooltip": "What to steer away from; the original uses the empty prompt."}),
-            "latent_image": ("LATENT", {"tooltip": "A 5-D video latent from Empty VideoCrafter Latent (or a VAE-encoded video for denoise < 1)."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xffffffffffffffff, "control_after_generate": True,
-                             "tooltip": "Seed of the initial noise and of the per-step noise (eta > 0)."}),
-            "steps": ("INT", {"default": 50, "min": 1, "max": 1000, "tooltip": "Denoising steps; the papers use 50."}),
-            "cfg": ("FLOAT", {"default": 12.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                              "tooltip": "Classifier-free guidance scale; the papers use 12 (T2V) and 12 (I2V)."}),
-            "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": SAMPLER_NAME,
-                             "tooltip": "videocrafter_ddim reproduces the original sampler; any ComfyUI sampler works."}),
-            "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": SCHEDULER_NAME,
-                          "tooltip": "videocrafter_uniform: the original's DDIM timesteps (ending at t=0); "
-                                     "videocrafter_trailing: DynamiCrafter 512/1024's official spacing."}),
-            "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                              "DDIM eta: 0 is deterministic, 1 (the original's default) adds fresh noise each step. "
-                              "Also passed to ancestral/SDE samplers that take an eta."}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                  "tooltip": "1 generates from noise; lower keeps more of the input latent."}),
-        }}
-
-    def sample(self, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0, denoise=1.0):
-        return (sample_video(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta,
-                             denoise),)
+    def execute(cls, model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0,
+                denoise=1.0):
+        return io.NodeOutput(sample_video(model, positive, negative, latent_image, seed, steps, cfg, sampler_name,
+                                          scheduler, eta, denoise))
 
 
 def sample_video(model, positive, negative, latent_image, seed, steps, cfg, sampler_name, scheduler, eta=1.0,
@@ -116,29 +124,28 @@ def sample_video(model, positive, negative, latent_image, seed, steps, cfg, samp
     return out
 
 
-NODE_CLASS_MAPPINGS = {"VideoCrafterKSampler": VideoCrafterKSampler}
-NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterKSampler": "VideoCrafter KSampler"}
-
-
-class VideoCrafterDDIMSampler:
+class VideoCrafterDDIMSampler(io.ComfyNode):
     """The faithful DDIM as a SAMPLER with its eta, for SamplerCustom / SamplerCustomAdvanced graphs
     (e.g. DynamiCrafter's two guidance scales through core DualCFGGuider)."""
-    CATEGORY = "VideoCrafter/sampling"
-    RETURN_TYPES = ("SAMPLER",)
-    FUNCTION = "get_sampler"
-    DESCRIPTION = ("The original VideoCrafter/DynamiCrafter DDIM step as a SAMPLER for the custom-sampling nodes; "
-                   "pair it with BasicScheduler's 'videocrafter_uniform' or 'videocrafter_trailing'.")
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "eta": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
-                              "DDIM eta: 0 is deterministic, 1 (the originals' default) adds fresh noise each step."}),
-        }}
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VideoCrafterDDIMSampler",
+            display_name="VideoCrafter DDIM Sampler",
+            category="VideoCrafter/sampling",
+            description=("The original VideoCrafter/DynamiCrafter DDIM step as a SAMPLER for the custom-sampling "
+                         "nodes; pair it with BasicScheduler's 'videocrafter_uniform' or 'videocrafter_trailing'."),
+            inputs=[
+                io.Float.Input("eta", default=1.0, min=0.0, max=1.0, step=0.01, tooltip=(
+                    "DDIM eta: 0 is deterministic, 1 (the originals' default) adds fresh noise each step.")),
+            ],
+            outputs=[io.Sampler.Output()],
+        )
 
-    def get_sampler(self, eta):
-        return (comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta}),)
+    @classmethod
+    def execute(cls, eta):
+        return io.NodeOutput(comfy.samplers.ksampler(SAMPLER_NAME, {"eta": eta}))
 
 
-NODE_CLASS_MAPPINGS["VideoCrafterDDIMSampler"] = VideoCrafterDDIMSampler
-NODE_DISPLAY_NAME_MAPPINGS["VideoCrafterDDIMSampler"] = "VideoCrafter DDIM Sampler"
+NODES = [VideoCrafterKSampler, VideoCrafterDDIMSampler]

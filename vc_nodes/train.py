@@ -10,6 +10,7 @@ import torch
 import comfy.model_management
 import comfy.utils
 import folder_paths
+from comfy_api.latest import io
 
 from ..vc_train.config import TrainConfig, STAGES, FINETUNE_LAYERS, PRECISIONS, COND_FRAMES, ADAPTERS
 from ..vc_models.video_size import SIZE_MULTIPLE
@@ -77,7 +78,7 @@ def refuse_undeclared(node_class, options):
     declared = {name for _, name, _ in INPUTS}
     undeclared = sorted(set(options) - declared)
     if undeclared:
-        raise ValueError(f"{NODE_DISPLAY_NAME_MAPPINGS[node_class.__name__]} has no input(s) {undeclared}: remove "
+        raise ValueError(f"{node_class.define_schema().display_name} has no input(s) {undeclared}: remove "
                          f"those links from the prompt (its inputs are {sorted(declared)}).")
 
 
@@ -101,32 +102,16 @@ def pil_to_image(img):
     return torch.from_numpy(np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0)[None]
 
 
-class VideoCrafterTrain:
-    CATEGORY = "VideoCrafter/training"
-    RETURN_TYPES = ("IMAGE", "STRING")
-    RETURN_NAMES = ("loss_curve", "result_path")
-    OUTPUT_TOOLTIPS = ("The loss curve so far (raw and smoothed; a red line where a stage starts).",
-                       "The file the last stage wrote: the full checkpoint, or the projector file after stage 'projector'.")
-    OUTPUT_NODE = True
-    FUNCTION = "train"
-    DESCRIPTION = ("Trains the model of ckpt_name in the stages its family has: VideoCrafter2 / VideoCrafter1 "
-                   "text-to-video 'videos' (the UNet, or its temporal layers, on video clips) then 'images' (the "
-                   "spatial layers on an image folder, VideoCrafter2's scheme); DynamiCrafter 256/512/1024 and the "
-                   "512 interpolation model 'videos' (UNet and image projector, the original objective); "
-                   "VideoCrafter1 image-to-video 'projector' / 'finetune' / 'both'. A stage the model does not have "
-                   "is refused naming those it has. Resumes from its last saved state.")
+class TrainingNode(io.ComfyNode):
+    """What the two training nodes share: they differ in their schema (id, names, the stages offered). Each
+    declares its own schema on a class of its own: ComfyUI caches a node's description on its class."""
     STAGE_CHOICES = STAGES
 
     @classmethod
-    def INPUT_TYPES(cls):
-        spec = {"required": {}, "optional": {}, "hidden": {"unique_id": "UNIQUE_ID"}}
-        for section, name, options in INPUTS:
-            spec[section][name] = _node_input(name, options, cls) if name in CONFIG_FIELDS else NODE_ONLY[name]()
-        return spec
-
-    def train(self, ckpt_name, output_name, clip_vision_name=NONE, save_to="checkpoints", unique_id=None, **options):
+    def execute(cls, ckpt_name, output_name, clip_vision_name=NONE, save_to="checkpoints", **options):
         """`options`: the TrainConfig fields among the inputs; a field a prompt leaves out keeps its default."""
-        refuse_undeclared(type(self), options)
+        refuse_undeclared(cls, options)
+        unique_id = cls.hidden.unique_id if cls.hidden is not None else None  # the node's id, for its progress text
         name = plain_file_name(output_name, "output_name", "videocrafter_i2v_trained")
         run_dir = os.path.join(folder_paths.get_output_directory(), "videocrafter_training", name)
         # a LoRA goes where core's Load LoRA lists them, a checkpoint where the loader does
@@ -143,8 +128,8 @@ class VideoCrafterTrain:
         if save_to == "checkpoints":
             refuse_shadowing(cfg, models_folder)
         entry = training_entry(cfg.checkpoint)  # the model from the file's layout: a refused model fails here
-        if cfg.stage not in self.STAGE_CHOICES:
-            raise ValueError(f"This node trains the stages {list(self.STAGE_CHOICES)}; use 'VideoCrafter Train' for "
+        if cfg.stage not in cls.STAGE_CHOICES:
+            raise ValueError(f"This node trains the stages {list(cls.STAGE_CHOICES)}; use 'VideoCrafter Train' for "
                              f"stage {cfg.stage!r}.")
         check_before_loading(cfg, entry, layout_unet)  # a plan or data the model cannot train, a refused resume or an existing
         # result fail before any model loads
@@ -160,21 +145,59 @@ class VideoCrafterTrain:
                 del models, trainer
                 free_memory_for_training()  # model management still holds the encoders this run loaded
         last = result.outputs.get("lora") or result.outputs.get("checkpoint") or result.outputs.get("projector_file") or ""
-        return (pil_to_image(result.loss_curve), last)
+        return io.NodeOutput(pil_to_image(result.loss_curve), last)
 
 
-class VideoCrafterTrainI2V(VideoCrafterTrain):
+class VideoCrafterTrain(TrainingNode):
+    @classmethod
+    def define_schema(cls):
+        return train_schema(
+            cls, "VideoCrafterTrain", "VideoCrafter Train",
+            "Trains the model of ckpt_name in the stages its family has: VideoCrafter2 / VideoCrafter1 "
+            "text-to-video 'videos' (the UNet, or its temporal layers, on video clips) then 'images' (the "
+            "spatial layers on an image folder, VideoCrafter2's scheme); DynamiCrafter 256/512/1024 and the "
+            "512 interpolation model 'videos' (UNet and image projector, the original objective); "
+            "VideoCrafter1 image-to-video 'projector' / 'finetune' / 'both'. A stage the model does not have "
+            "is refused naming those it has. Resumes from its last saved state.")
+
+
+class VideoCrafterTrainI2V(TrainingNode):
     """The VideoCrafter1 image-to-video graph's node (train_i2v.json and graphs saved with it): its stages only."""
-    DESCRIPTION = ("Trains VideoCrafter1 image-to-video in the paper's two stages: 'projector' trains the image "
-                   "projector and the image key/value matrices with the video model frozen; 'finetune' trains the "
-                   "UNet with projector and text encoder fixed. Starts from an I2V checkpoint, or a T2V "
-                   "(VideoCrafter2) checkpoint plus a CLIP vision file. Resumes from its last saved state. "
-                   "'VideoCrafter Train' trains the other families.")
     STAGE_CHOICES = ("projector", "finetune", "both")
+
+    @classmethod
+    def define_schema(cls):
+        return train_schema(
+            cls, "VideoCrafterTrainI2V", "VideoCrafter Train I2V (two-stage)",
+            "Trains VideoCrafter1 image-to-video in the paper's two stages: 'projector' trains the image "
+            "projector and the image key/value matrices with the video model frozen; 'finetune' trains the "
+            "UNet with projector and text encoder fixed. Starts from an I2V checkpoint, or a T2V "
+            "(VideoCrafter2) checkpoint plus a CLIP vision file. Resumes from its last saved state. "
+            "'VideoCrafter Train' trains the other families.")
+
+
+def train_schema(node_class, node_id, display_name, description):
+    """The schema both training nodes share: the inputs of INPUTS (the stages `node_class` offers), two outputs."""
+    return io.Schema(
+        node_id=node_id,
+        display_name=display_name,
+        category="VideoCrafter/training",
+        description=description,
+        inputs=[_node_input(name, options, node_class, section == "optional") if name in CONFIG_FIELDS
+                else NODE_ONLY[name](section == "optional") for section, name, options in INPUTS],
+        outputs=[
+            io.Image.Output(display_name="loss_curve", tooltip=(
+                "The loss curve so far (raw and smoothed; a red line where a stage starts).")),
+            io.String.Output(display_name="result_path", tooltip=(
+                "The file the last stage wrote: the full checkpoint, or the projector file after stage 'projector'.")),
+        ],
+        hidden=[io.Hidden.unique_id],
+        is_output_node=True,
+    )
 
 
 CONFIG_FIELDS = {f.name: f for f in fields(TrainConfig)}
-WIDGET_TYPES = {int: "INT", float: "FLOAT", bool: "BOOLEAN", str: "STRING"}
+WIDGET_TYPES = {int: io.Int, float: io.Float, bool: io.Boolean, str: io.String}
 CHOICES = {"finetune_layers": FINETUNE_LAYERS, "precision": PRECISIONS, "cond_frame": COND_FRAMES, "adapter": ADAPTERS}
 STEPS = {"min": 0, "max": 10**7}
 SIZE = {"min": SIZE_MULTIPLE, "max": 2048, "step": SIZE_MULTIPLE}
@@ -182,33 +205,38 @@ RATE = {"min": 0.0, "max": 1.0, "step": 1e-6, "round": False}
 PROBABILITY = {"min": 0.0, "max": 1.0, "step": 0.01}
 
 
-def _node_input(name, options, node_class):
+def _node_input(name, options, node_class, optional):
     """A TrainConfig field as a widget: its type and default from the dataclass, range and tooltip from INPUTS."""
     options = dict(options)
     default = options.pop("default", CONFIG_FIELDS[name].default)
     if name == "stage":
-        return (list(node_class.STAGE_CHOICES), {"default": default, **options})
+        return io.Combo.Input(name, options=list(node_class.STAGE_CHOICES), default=default, optional=optional, **options)
     if name in CHOICES:
-        return (list(CHOICES[name]), {"default": default, **options})
-    return (WIDGET_TYPES[CONFIG_FIELDS[name].type], {"default": default, **options})
+        return io.Combo.Input(name, options=list(CHOICES[name]), default=default, optional=optional, **options)
+    return WIDGET_TYPES[CONFIG_FIELDS[name].type].Input(name, default=default, optional=optional, **options)
 
 
 # inputs that are not TrainConfig fields (the node maps them onto fields itself)
 NODE_ONLY = {
-    "ckpt_name": lambda: (checkpoint_names(), {"tooltip": "Start point, the model to train: VideoCrafter2 / "
-                          "VideoCrafter1 text-to-video (alone: stages videos/images; with clip_vision_name: upgraded "
-                          "to image-to-video), DynamiCrafter 256/512/1024 or 512 interpolation, VideoCrafter1 I2V. "
-                          "ToonCrafter and T2V-Turbo are refused (the originals define no such training)."}),
-    "output_name": lambda: ("STRING", {"default": "videocrafter_i2v_trained", "tooltip": "Name of the results: "
-                            "<name>.safetensors (stage 2: a checkpoint, or a LoRA in models/loras), <name>_projector.safetensors (stage 1), and the run folder "
-                            "output/videocrafter_training/<name> (states, loss_log.csv, loss_curve.png). A plain "
-                            "name, no folders."}),
-    "clip_vision_name": lambda: (_clip_vision_names(), {"default": NONE, "tooltip": "OpenCLIP ViT-H-14 vision "
-                                 "file from models/clip_vision: upgrades a text-to-video ckpt_name to image-to-video "
-                                 "(stages projector/finetune). Leave 'none' otherwise."}),
-    "save_to": lambda: (list(SAVE_TO), {"default": "checkpoints", "tooltip": "Where the results go: "
-                        "models/checkpoints (ready for the loader; a LoRA: models/loras, ready for Load LoRA) or the run folder in "
-                        "the output directory."}),
+    "ckpt_name": lambda optional: io.Combo.Input(
+        "ckpt_name", options=checkpoint_names(), optional=optional, tooltip=(
+            "Start point, the model to train: VideoCrafter2 / VideoCrafter1 text-to-video (alone: stages "
+            "videos/images; with clip_vision_name: upgraded to image-to-video), DynamiCrafter 256/512/1024 or 512 "
+            "interpolation, VideoCrafter1 I2V. ToonCrafter and T2V-Turbo are refused (the originals define no such "
+            "training).")),
+    "output_name": lambda optional: io.String.Input(
+        "output_name", default="videocrafter_i2v_trained", optional=optional, tooltip=(
+            "Name of the results: <name>.safetensors (stage 2: a checkpoint, or a LoRA in models/loras), "
+            "<name>_projector.safetensors (stage 1), and the run folder output/videocrafter_training/<name> "
+            "(states, loss_log.csv, loss_curve.png). A plain name, no folders.")),
+    "clip_vision_name": lambda optional: io.Combo.Input(
+        "clip_vision_name", options=_clip_vision_names(), default=NONE, optional=optional, tooltip=(
+            "OpenCLIP ViT-H-14 vision file from models/clip_vision: upgrades a text-to-video ckpt_name to "
+            "image-to-video (stages projector/finetune). Leave 'none' otherwise.")),
+    "save_to": lambda optional: io.Combo.Input(
+        "save_to", options=list(SAVE_TO), default="checkpoints", optional=optional, tooltip=(
+            "Where the results go: models/checkpoints (ready for the loader; a LoRA: models/loras, ready for Load "
+            "LoRA) or the run folder in the output directory.")),
 }
 
 # (section, name, widget options) in the node's widget order (saved workflows depend on it); names
@@ -286,6 +314,4 @@ INPUTS = [
 ]
 
 
-NODE_CLASS_MAPPINGS = {"VideoCrafterTrain": VideoCrafterTrain, "VideoCrafterTrainI2V": VideoCrafterTrainI2V}
-NODE_DISPLAY_NAME_MAPPINGS = {"VideoCrafterTrain": "VideoCrafter Train",
-                              "VideoCrafterTrainI2V": "VideoCrafter Train I2V (two-stage)"}
+NODES = [VideoCrafterTrain, VideoCrafterTrainI2V]

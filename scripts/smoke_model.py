@@ -9,15 +9,26 @@ what the reference goldens are for.
 The UNet and the projector come from this pack's classes (parameter names are the released keys),
 the VAE from ComfyUI's AutoencoderKL; the OpenCLIP text/vision towers, which the pack never builds in
 their own layout (it converts them at load time), are listed here in OpenCLIP's layout.
+
+A test fixture, not part of the pack: it reaches the pack's modules through comfy_boot.pack (importing it boots
+ComfyUI on the CPU unless the caller booted it already). Used by scripts/make_smoke_models.py, benchmark.py,
+demo.py and the tests.
 """
 import math
 import os
+import sys
 
 import torch
 
-from .unet_config import UNetConfig
-from .checkpoint_file import UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX
-from .noise_schedule import TIMESTEPS, scaled_linear_betas
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import comfy_boot  # noqa: E402  (scripts/, beside this module)
+
+UNetConfig = comfy_boot.pack("vc_models.unet_config").UNetConfig
+_layout = comfy_boot.pack("vc_models.checkpoint_file")
+UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX = (
+    _layout.UNET_PREFIX, _layout.VAE_PREFIX, _layout.TEXT_PREFIX, _layout.VISION_PREFIX, _layout.PROJECTOR_PREFIX)
+_schedule = comfy_boot.pack("vc_models.noise_schedule")
+TIMESTEPS, scaled_linear_betas = _schedule.TIMESTEPS, _schedule.scaled_linear_betas
 
 TINY_UNET = dict(model_channels=64, channel_mult=(1, 1, 2, 2), num_res_blocks=1, attention_levels=(0, 1, 2),
                  context_dim=64, init_attn_heads=8, fps_cond=True, use_linear=True)
@@ -81,8 +92,9 @@ def _module_shapes(module):
 def smoke_shapes(name):
     """{checkpoint key: shape} of one smoke model (no schedule buffers)."""
     import comfy.ldm.models.autoencoder
-    from .unet import VideoCrafterUNet
-    from .projector import ImageProjector, ProjectorConfig
+    VideoCrafterUNet = comfy_boot.pack("vc_models.unet").VideoCrafterUNet
+    projector_module = comfy_boot.pack("vc_models.projector")
+    ImageProjector, ProjectorConfig = projector_module.ImageProjector, projector_module.ProjectorConfig
 
     switches, _, i2v = SMOKE_MODELS[name]
     unet = VideoCrafterUNet(UNetConfig(**TINY_UNET, **switches), device="meta")
@@ -90,7 +102,7 @@ def smoke_shapes(name):
     with torch.device("meta"):
         vae = comfy.ldm.models.autoencoder.AutoencoderKL(ddconfig=VAE_DDCONFIG, embed_dim=4)
         if name in DUALREF_DECODER:
-            from .dualref_vae import DualRefDecoder
+            DualRefDecoder = comfy_boot.pack("vc_models.dualref_vae").DualRefDecoder
             vae.decoder = DualRefDecoder(DUALREF_DECODER[name], **VAE_DDCONFIG)
     shapes.update({VAE_PREFIX + k: v for k, v in _module_shapes(vae).items()})
     shapes.update({TEXT_PREFIX + k: v for k, v in {**_text_shapes(), **_openclip_tower(TEXT_WIDTH, TEXT_LAYERS)}.items()})
@@ -199,7 +211,7 @@ def write_cond_image(path):
 
 def write_smoke_models(folder, names=tuple(SMOKE_MODELS)):
     """Writes `<name>.safetensors` for each smoke model and the start image into `folder`; returns the paths."""
-    from .atomic_file import write_safetensors
+    write_safetensors = comfy_boot.pack("vc_models.atomic_file").write_safetensors
     os.makedirs(folder, exist_ok=True)
     paths = []
     for i, name in enumerate(names):

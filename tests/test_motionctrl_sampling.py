@@ -1,9 +1,10 @@
 """MotionCtrl as a model of the registry, sampled through the pack's and ComfyUI's samplers against the original's
 DDIM latents (`tiny_motionctrl.case1`: camera, object and both, eta 0 and 1; 10 steps, cfg 7.5, cond_T 800).
 
-The model is loaded by the VideoCrafter checkpoint loader; the motion conditions ride on the CONDITIONING as the
-MotionCtrl nodes set them (`families.MOTION_*_KEY`): the same camera path on the positive and the negative, the
-trajectory on the positive and an all-zero flow on the negative, cond_T on both.
+Driven as a user's graph does: the VideoCrafter checkpoint loader, CLIP Text Encode, the MotionCtrl Camera Path node
+on a pose file of the case's 8 poses (in the input folder) and the MotionCtrl Object Trajectory node on the case's
+points, Empty VideoCrafter Latent and the samplers. The nodes put the same camera path on the positive and the
+negative, the trajectory on the positive and an all-zero flow on the negative, cond_T on both.
 
 Tolerances. The reference's 1e-3 after sampling holds in float64 (the pack's UNet with float64 weights; what the
 sampler computes around it is as in float32): measured both eta0 9.7e-4, both eta1 6.7e-5, camera eta1 1.5e-4,
@@ -22,7 +23,7 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import load_golden, rel_err
+from conftest import load_golden, rel_err, tiny_motionctrl_state_dict
 from model_util import run_node
 
 SAMPLE_TOL = 1e-3
@@ -36,11 +37,27 @@ MODEL_FILE = "tiny_motionctrl.safetensors"
 def motionctrl_file(pack, models_dir):
     """The tiny MotionCtrl model (delta + tiny_t2v_v2's VAE and text encoder) in the models folder."""
     import safetensors.torch
-    from test_motionctrl import union_state_dict
     path = models_dir / MODEL_FILE
     if not path.exists():
-        safetensors.torch.save_file(union_state_dict(), str(path))
+        safetensors.torch.save_file(tiny_motionctrl_state_dict(), str(path))
     return MODEL_FILE
+
+
+POSE_FILE = "case1_camera.json"
+
+
+@pytest.fixture(scope="module")
+def input_folder(pack, module_tmp):
+    """ComfyUI's input folder for this module, holding the case's camera path as a pose file (its 8 rows)."""
+    import json
+    import folder_paths
+    golden, _ = load_golden("tiny_motionctrl")
+    folder = module_tmp("motionctrl_input")
+    (folder / POSE_FILE).write_text(json.dumps(golden["camera_poses"][0].double().tolist()))
+    before = folder_paths.get_input_directory()
+    folder_paths.set_input_directory(str(folder))
+    yield folder
+    folder_paths.set_input_directory(before)
 
 
 def families():
@@ -48,7 +65,7 @@ def families():
 
 
 def load(pack, name):
-    model, clip, vae, *_ = pack.NODE_CLASS_MAPPINGS["VideoCrafterCheckpointLoader"]().load(name, "default")
+    model, clip, vae, *_ = pack.vc_nodes.NODE_CLASSES["VideoCrafterCheckpointLoader"].execute(name, "default")
     return model, clip, vae
 
 
@@ -61,31 +78,31 @@ def text_conditioning(clip, meta):
     return positive, negative
 
 
-def motion_conditioning(positive, negative, golden, mode, cond_t=800):
-    """What the MotionCtrl nodes set: the camera path on both; the trajectory on the positive, a zero flow on the
-    negative, and cond_T on both."""
-    import node_helpers
-    fam = families()
+def nodes(pack):
+    return pack.vc_nodes.NODE_CLASSES
+
+
+def motion_conditioning(pack, p, mode, cond_t=800, model_latent=None):
+    """The MotionCtrl nodes on the text conditioning of pipeline `p`: the case's camera path (pose file) and / or its
+    trajectory points."""
+    positive, negative, latent = p["positive"], p["negative"], model_latent or p["latent"]
     if mode in ("both", "camera"):
-        poses = {fam.MOTION_CAMERA_KEY: golden["camera_poses"]}
-        positive = node_helpers.conditioning_set_values(positive, poses)
-        negative = node_helpers.conditioning_set_values(negative, poses)
+        positive, negative = nodes(pack)["MotionCtrlCameraPath"].execute(positive, negative, latent, "static", "none",
+                                                                         "both", 1.0, POSE_FILE)
     if mode in ("both", "object"):
-        flow = golden["trajectory"]
-        positive = node_helpers.conditioning_set_values(positive, {fam.MOTION_TRAJECTORY_KEY: flow,
-                                                                   fam.MOTION_COND_T_KEY: cond_t})
-        negative = node_helpers.conditioning_set_values(negative, {fam.MOTION_TRAJECTORY_KEY: torch.zeros_like(flow),
-                                                                   fam.MOTION_COND_T_KEY: cond_t})
+        points = "\n".join(f"{x}, {y}" for x, y in p["meta"]["trajectory_points"])
+        positive, negative = nodes(pack)["MotionCtrlObjectTrajectory"].execute(positive, negative, latent, points,
+                                                                               "none", cond_t)
     return positive, negative
 
 
 @pytest.fixture(scope="module")
-def pipeline(pack, motionctrl_file):
+def pipeline(pack, motionctrl_file, input_folder):
     golden, meta = load_golden("tiny_motionctrl")
     model, clip, vae = load(pack, motionctrl_file)
     positive, negative = text_conditioning(clip, meta)
     inputs = meta["inputs"]
-    (latent,) = pack.NODE_CLASS_MAPPINGS["EmptyVideoCrafterLatent"]().generate(inputs["width"], inputs["height"],
+    (latent,) = pack.vc_nodes.NODE_CLASSES["EmptyVideoCrafterLatent"].execute(inputs["width"], inputs["height"],
                                                                             inputs["frames"], 1)
     return dict(golden=golden, meta=meta, model=model, vae=vae, positive=positive, negative=negative, latent=latent)
 
@@ -104,8 +121,8 @@ def float64_model(model):
 
 def sample(pack, p, model, mode, eta):
     inputs = p["meta"]["inputs"]
-    positive, negative = motion_conditioning(p["positive"], p["negative"], p["golden"], mode)
-    (samples,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
+    positive, negative = motion_conditioning(pack, p, mode)
+    (samples,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterKSampler"].execute(
         model, positive, negative, p["latent"], seed=inputs["seed"], steps=inputs["ddim_steps"], cfg=inputs["cfg"],
         sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=float(eta), denoise=1.0)
     return samples["samples"] * SCALE_FACTOR  # a LATENT holds VAE-space latents; the original returns model-space ones
@@ -150,7 +167,7 @@ def test_decoded_video_matches_the_original(pack, pipeline):
     """The golden latent (both, eta 0) through the pack's VAE decode node gives the original's frames."""
     video = pipeline["golden"]["ddim_both_eta0_video"]  # [3, T, H, W] in about [-1, 1]
     latent = {"samples": pipeline["golden"]["ddim_both_eta0_latent"] / SCALE_FACTOR}
-    (images,) = pack.NODE_CLASS_MAPPINGS["VideoCrafterVAEDecode"]().decode(latent, pipeline["vae"], 8)
+    (images,) = pack.vc_nodes.NODE_CLASSES["VideoCrafterVAEDecode"].execute(latent, pipeline["vae"], 8)
     expected = ((video.movedim(0, -1) + 1) / 2).clamp(0, 1)
     assert images.shape == expected.shape
     assert rel_err(images, expected) <= SAMPLE_TOL
@@ -183,11 +200,10 @@ def test_cond_t_reaches_the_unet_through_every_sampler(pack, pipeline, feature_s
     negative (the original's DDIM); the camera path stays on."""
     import nodes as core
     from comfy_extras.nodes_custom_sampler import SamplerCustom, KSamplerSelect, BasicScheduler
-    positive, negative = motion_conditioning(pipeline["positive"], pipeline["negative"], pipeline["golden"], "both",
-                                             cond_t=600)
+    positive, negative = motion_conditioning(pack, pipeline, "both", cond_t=600)
     model, latent, seed = pipeline["model"], pipeline["latent"], 42
     if sampler == "VideoCrafterKSampler":
-        pack.NODE_CLASS_MAPPINGS[sampler]().sample(model, positive, negative, latent, seed=seed, steps=8, cfg=7.5,
+        pack.vc_nodes.NODE_CLASSES[sampler].execute(model, positive, negative, latent, seed=seed, steps=8, cfg=7.5,
                                                    sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform",
                                                    eta=1.0, denoise=1.0)
     elif sampler == "KSampler":
@@ -202,12 +218,14 @@ def test_cond_t_reaches_the_unet_through_every_sampler(pack, pipeline, feature_s
 def camera_only_file(models_dir, name, keep_adapter):
     """The tiny model as the VideoCrafter2 cmcm release may come: without the adapter, or with it under the cmcm name."""
     import safetensors.torch
-    from test_motionctrl import union_state_dict
     path = models_dir / name
     if not path.exists():
-        sd = {k: v for k, v in union_state_dict().items() if keep_adapter or not k.startswith("omcm.")}
-        safetensors.torch.save_file(sd, str(path))
+        safetensors.torch.save_file(tiny_motionctrl_state_dict(camera_only=not keep_adapter), str(path))
     return name
+
+
+SAMPLER_ARGS = dict(seed=1, steps=2, cfg=7.5, sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform",
+                    eta=1.0, denoise=1.0)
 
 
 @pytest.mark.parametrize("name, keep_adapter", [("tiny_motionctrl_camera.safetensors", False),
@@ -215,24 +233,64 @@ def camera_only_file(models_dir, name, keep_adapter):
 def test_camera_only_file_refuses_a_trajectory_by_name(pack, pipeline, models_dir, name, keep_adapter):
     model, clip, _ = load(pack, camera_only_file(models_dir, name, keep_adapter))
     assert model.model.info.entry.id == "motionctrl_vc2_512"
-    positive, negative = motion_conditioning(pipeline["positive"], pipeline["negative"], pipeline["golden"], "both")
-    sampler = pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]()
-    args = dict(seed=1, steps=2, cfg=7.5, sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform", eta=1.0,
-                denoise=1.0)
-    with pytest.raises(Exception, match="MotionCtrl Object Trajectory.*controls the camera only"):
-        sampler.sample(model, positive, negative, pipeline["latent"], **args)
-    positive, negative = motion_conditioning(pipeline["positive"], pipeline["negative"], pipeline["golden"], "camera")
-    (samples,) = sampler.sample(model, positive, negative, pipeline["latent"], **args)
+    sampler = nodes(pack)["VideoCrafterKSampler"]
+    positive, negative = motion_conditioning(pack, pipeline, "both")
+    with pytest.raises(ValueError, match="'MotionCtrl Object Trajectory'.*controls the camera only.*motionctrl.pth"):
+        sampler.execute(model, positive, negative, pipeline["latent"], **SAMPLER_ARGS)
+    positive, negative = motion_conditioning(pack, pipeline, "camera")
+    (samples,) = sampler.execute(model, positive, negative, pipeline["latent"], **SAMPLER_ARGS)
     assert torch.isfinite(samples["samples"]).all()
 
 
 def test_motion_on_a_model_without_it_is_refused_by_name(pack, pipeline, models_dir):
     model, clip, _ = load(pack, "tiny_t2v_v2.safetensors")
-    import nodes as core
-    (positive,) = core.CLIPTextEncode().encode(clip, "a car")
     for mode, node in (("camera", "MotionCtrl Camera Path"), ("object", "MotionCtrl Object Trajectory")):
-        p, n = motion_conditioning(positive, positive, pipeline["golden"], mode)
-        with pytest.raises(Exception, match=f"'{node}'.*has no motion control.*motionctrl.pth"):
-            pack.NODE_CLASS_MAPPINGS["VideoCrafterKSampler"]().sample(
-                model, p, n, pipeline["latent"], seed=1, steps=2, cfg=7.5, sampler_name="videocrafter_ddim",
-                scheduler="videocrafter_uniform", eta=1.0, denoise=1.0)
+        positive, negative = motion_conditioning(pack, pipeline, mode)
+        with pytest.raises(ValueError, match=f"'{node}'.*has no motion control.*motionctrl.pth"):
+            nodes(pack)["VideoCrafterKSampler"].execute(model, positive, negative, pipeline["latent"], **SAMPLER_ARGS)
+
+
+def test_trajectory_node_makes_the_originals_flow(pack, pipeline):
+    """The node on the case's points gives the golden's `trajectory` (process_traj sized to the video; within a
+    float32 step, see test_motionctrl.test_points_make_the_originals_flow), the negative a zero flow, both cond_T."""
+    import numpy as np
+    fam = families()
+    positive, negative = motion_conditioning(pack, pipeline, "object", cond_t=700)
+    flow, zero = positive[0][1][fam.MOTION_TRAJECTORY_KEY], negative[0][1][fam.MOTION_TRAJECTORY_KEY]
+    expected = pipeline["golden"]["trajectory"]
+    ulp = float(np.spacing(np.float32(pipeline["meta"]["trajectory_256_stats"]["abs_max"])))
+    assert flow.shape == expected.shape and (flow - expected).abs().max().item() <= ulp
+    assert zero.shape == flow.shape and not zero.any()
+    assert positive[0][1][fam.MOTION_COND_T_KEY] == negative[0][1][fam.MOTION_COND_T_KEY] == 700
+
+
+def test_camera_node_resamples_the_path_to_the_video(pack, pipeline):
+    """A 16-frame basic move on the 8-frame video: the original's 16 poses at the frames the goldens take; the pose
+    file's rows as they are; the negative gets the same path."""
+    fam, camera = families(), comfy_host.pack("vc_models.camera_path")
+    p = pipeline
+    positive, negative = nodes(pack)["MotionCtrlCameraPath"].execute(p["positive"], p["negative"], p["latent"],
+                                                                     "zoom in", "rotate clockwise", "then", 2.0, "none")
+    full = camera.pose_rows(camera.basic_camera_path(["zoom in", "rotate clockwise"], 2.0, "then"))
+    poses = positive[0][1][fam.MOTION_CAMERA_KEY]
+    assert torch.equal(poses[0], torch.from_numpy(full[[0, 2, 4, 6, 9, 11, 13, 15]]))
+    assert torch.equal(negative[0][1][fam.MOTION_CAMERA_KEY], poses)
+    positive, _ = motion_conditioning(pack, p, "camera")
+    assert torch.equal(positive[0][1][fam.MOTION_CAMERA_KEY], p["golden"]["camera_poses"])
+
+
+def test_node_errors_name_the_node_and_the_fix(pack, pipeline, input_folder):
+    p = pipeline
+    (input_folder / "broken.json").write_text("[[1, 0, 0]]")
+    with pytest.raises(ValueError, match="MotionCtrl Camera Path: broken.json: frame 0 .*12 numbers"):
+        nodes(pack)["MotionCtrlCameraPath"].execute(p["positive"], p["negative"], p["latent"], "pan left", "none",
+                                                    "both", 1.0, "broken.json")
+    odd = {"samples": torch.zeros(1, 4, 8, 8, 25)}  # 200 pixels wide: the adapter's third level would not meet the UNet's
+    with pytest.raises(ValueError, match="MotionCtrl Object Trajectory: the video is 200x64.*multiples of 64"):
+        nodes(pack)["MotionCtrlObjectTrajectory"].execute(p["positive"], p["negative"], odd, "1, 2\n3, 4", "none", 800)
+    with pytest.raises(ValueError, match="MotionCtrl Object Trajectory: points, line 2"):
+        nodes(pack)["MotionCtrlObjectTrajectory"].execute(p["positive"], p["negative"], p["latent"], "1, 2\nx", "none",
+                                                          800)
+    with pytest.raises(ValueError, match="MotionCtrl Camera Path: 'latent' must be a video latent"):
+        nodes(pack)["MotionCtrlCameraPath"].execute(p["positive"], p["negative"], {"samples": torch.zeros(1, 4, 8, 8)},
+                                                    "pan left", "none", "both", 1.0, "none")

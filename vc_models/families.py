@@ -85,6 +85,10 @@ class Family:
     train_refusal = ""
     # the training clip's frame that conditions: "first", or "random" (DynamiCrafter's rand_cond_frame)
     train_cond_frame = "first"
+    # the nodes that set a camera path / an object trajectory ("": the family takes none); the original's prompt
+    # suffix and negative prompt ("": none)
+    camera_node = trajectory_node = ""
+    prompt_suffix = negative_prompt = ""
 
     def __repr__(self):
         return f"<family {self.name}>"
@@ -285,6 +289,7 @@ class MotionCtrl(Family):
 
     def __init__(self, object_motion=True):
         self.object_motion = object_motion
+        self.trajectory_node = MOTIONCTRL_TRAJECTORY_NODE if object_motion else ""
         self.name = "MotionCtrl" + ("" if object_motion else " (camera motion)")
 
     def controls(self, unet_config):
@@ -305,7 +310,7 @@ class MotionCtrl(Family):
             out["camera_poses"] = PerVideo(poses)
         if flow is not None:
             if OBJECT not in controls:
-                raise ValueError(f"'{self.trajectory_node}' sets an object trajectory, but this MODEL ({info.description}) "
+                raise ValueError(f"'{MOTIONCTRL_TRAJECTORY_NODE}' sets an object trajectory, but this MODEL ({info.description}) "
                                  "controls the camera only: remove the node, or load motionctrl.pth (VideoCrafter, "
                                  "camera and object motion).")
             out["trajectory"] = PerVideo(flow)

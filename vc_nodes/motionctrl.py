@@ -22,7 +22,6 @@ NONE = "none"
 POSE_EXTENSIONS = (".json",)
 TRAJECTORY_EXTENSIONS = (".txt", ".npy")
 COMBINE = ("both", "then")
-DEFAULT_POINTS = "256, 640\n448, 448\n640, 384\n832, 448"
 
 
 def input_files(extensions):
@@ -125,7 +124,7 @@ class MotionCtrlObjectTrajectory(io.ComfyNode):
                 io.Latent.Input("latent", tooltip=(
                     "The video latent the sampler fills (Empty VideoCrafter Latent): the flow is sized to its frames, "
                     "width and height.")),
-                io.String.Input("points", multiline=True, default=DEFAULT_POINTS, tooltip=(
+                io.String.Input("points", multiline=True, default=trajectory.EXAMPLE_POINTS, tooltip=(
                     "The path, one 'x, y' point per line on a 1024x1024 canvas over the video (0, 0 top left), as "
                     "drawn in the original's app: made into 16 points (lines filled in between, or every n-th "
                     "kept). Fewer than 2 points: no motion.")),

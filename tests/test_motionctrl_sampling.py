@@ -294,3 +294,64 @@ def test_node_errors_name_the_node_and_the_fix(pack, pipeline, input_folder):
     with pytest.raises(ValueError, match="MotionCtrl Camera Path: 'latent' must be a video latent"):
         nodes(pack)["MotionCtrlCameraPath"].execute(p["positive"], p["negative"], {"samples": torch.zeros(1, 4, 8, 8)},
                                                     "pan left", "none", "both", 1.0, "none")
+
+
+@pytest.fixture(scope="module")
+def composed(pack, pipeline):
+    """The case's motion conditioning (both controls) and the latent the core KSampler samples from it, unpatched."""
+    from test_video_controlnet import sample as core_sample
+    positive, negative = motion_conditioning(pack, pipeline, "both", cond_t=0)  # the trajectory at every step
+    return positive, negative, core_sample(pipeline["model"], positive, negative, pipeline["latent"])
+
+
+# FreeU acts on the blocks 2x and 4x the UNet's base width, which the tiny MotionCtrl (32 channels at every level)
+# has none of: the patches here act at any width
+@pytest.mark.parametrize("node, inputs", [("UNetSelfAttentionMultiply", {"q": 1.5}),
+                                          ("PerturbedAttentionGuidance", {"scale": 3.0}),
+                                          ("SelfAttentionGuidance", {"refused": "4-D image latents"})])
+def test_core_patches_compose_with_motion_or_are_refused_by_name(pipeline, composed, node, inputs):
+    """As on the other text-to-video models (tests/test_core_patches.py): the patch takes effect on a MotionCtrl MODEL
+    sampled with its camera path and trajectory, or is refused naming the node."""
+    from test_core_patches import run_node as run_core_patch, CHANGED
+    from test_video_controlnet import sample as core_sample
+    inputs = dict(inputs)
+    refused = inputs.pop("refused", "")
+    positive, negative, unpatched = composed
+    (patched,) = run_core_patch(node, model=pipeline["model"], **inputs)
+    if refused:
+        with pytest.raises(ValueError, match=node) as error:
+            core_sample(patched, positive, negative, pipeline["latent"])
+        assert refused in str(error.value)
+        return
+    result = core_sample(patched, positive, negative, pipeline["latent"])
+    assert torch.isfinite(result).all() and rel_err(result, unpatched) > CHANGED
+
+
+def random_control(model):
+    """Core's ControlNet on a random network sized to `model`'s UNet. Built here, not by 'Load ControlNet Model': the
+    host's ControlNet detection matches no model for the tiny MotionCtrl's layout (32 channels at every level) and
+    builds a middle block 0 channels wide; the loader itself is tested on the other tiny models
+    (tests/test_video_controlnet.py)."""
+    import comfy.controlnet
+    from model_util import controlnet_network, random_controlnet
+    cfg = model.model.diffusion_model.config
+    network = controlnet_network(cfg)
+    network.load_state_dict(random_controlnet(cfg, prefix=""))
+    return comfy.controlnet.ControlNet(network, load_device=torch.device("cpu"))
+
+
+def test_controlnet_composes_with_motion(pipeline, composed):
+    """Core Apply ControlNet (Advanced) after the MotionCtrl nodes keeps their camera path and trajectory, and guides
+    the video frame by frame as on the other text-to-video models (tests/test_video_controlnet.py)."""
+    from test_core_patches import CHANGED
+    from test_video_controlnet import apply, sample as core_sample
+    fam = families()
+    positive, negative, unpatched = composed
+    inputs = pipeline["meta"]["inputs"]
+    hint = torch.rand(inputs["frames"], inputs["height"], inputs["width"], 3, generator=torch.Generator().manual_seed(1))
+    guided_positive, guided_negative = apply(positive, negative, random_control(pipeline["model"]), hint)
+    for key in (fam.MOTION_CAMERA_KEY, fam.MOTION_TRAJECTORY_KEY):
+        assert torch.equal(guided_positive[0][1][key], positive[0][1][key])
+        assert torch.equal(guided_negative[0][1][key], negative[0][1][key])
+    guided = core_sample(pipeline["model"], guided_positive, guided_negative, pipeline["latent"])
+    assert torch.isfinite(guided).all() and rel_err(guided, unpatched) > CHANGED

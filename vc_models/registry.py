@@ -251,12 +251,12 @@ MODELS = [
                             bare_unet=True)),
     # MotionCtrl (families.MotionCtrl): the original's run.sh / app settings, 16 frames, DDIM 50, eta 1, cfg 7.5 (cond_T
     # 800 is the family's); no fps condition (fps: the saved video's rate, the original's 10)
-    ModelEntry("motionctrl_256", "MotionCtrl on VideoCrafter, camera and object motion 256x256", MOTIONCTRL,
+    ModelEntry("motionctrl_256", "MotionCtrl camera + object motion 256x256", MOTIONCTRL,
                lambda f: bool(f.motion_controls),
                SamplingDefaults(256, 256, 10, cfg=7.5),
                release=_hub("TencentARC/MotionCtrl", "motionctrl_256.safetensors", "motionctrl.pth"),
                workflows=(Workflow("motionctrl_256", "a horse running on the grassland"),)),
-    ModelEntry("motionctrl_vc2_512", "MotionCtrl on VideoCrafter2, camera motion 320x512", MOTIONCTRL_CAMERA,
+    ModelEntry("motionctrl_vc2_512", "MotionCtrl VideoCrafter2 camera motion 320x512", MOTIONCTRL_CAMERA,
                _motionctrl_camera_only, SamplingDefaults(320, 512, 10, cfg=7.5), refines="motionctrl_256",
                release=_hub("TencentARC/MotionCtrl", "motionctrl_videocrafter2_cmcm.safetensors",
                             "motionctrl_videocrafter2_cmcm.ckpt"),

@@ -62,10 +62,11 @@ class MotionCtrlCameraPath(io.ComfyNode):
             node_id="MotionCtrlCameraPath",
             display_name=MOTIONCTRL_CAMERA_NODE,
             category="VideoCrafter/MotionCtrl",
-            description=("MotionCtrl's camera motion: a camera path (one 3x4 camera matrix per frame) on the positive "
-                         "and the negative conditioning, resampled to the video's frame count. Either the original's "
-                         "basic moves (one, two at once, or one after the other, with a speed) or a pose file. Needs a "
-                         "MotionCtrl model (motionctrl.pth or motionctrl_videocrafter2_cmcm.ckpt)."),
+            description=("MotionCtrl camera motion: a camera pose per frame. The path (one 3x4 camera matrix per "
+                         "frame) goes on the positive and the negative conditioning, resampled to the video's frame "
+                         "count: the original's basic moves (one, two at once, or one after the other, with a speed) "
+                         "or a pose file. Needs a MotionCtrl model (motionctrl.pth or "
+                         "motionctrl_videocrafter2_cmcm.ckpt)."),
             inputs=[
                 io.Conditioning.Input("positive", tooltip="Positive conditioning (the prompt)."),
                 io.Conditioning.Input("negative", tooltip="Negative conditioning: gets the same camera path, as the original."),
@@ -114,9 +115,9 @@ class MotionCtrlObjectTrajectory(io.ComfyNode):
             node_id="MotionCtrlObjectTrajectory",
             display_name=MOTIONCTRL_TRAJECTORY_NODE,
             category="VideoCrafter/MotionCtrl",
-            description=("MotionCtrl's object motion: a path of points the object follows, made into the dense flow "
-                         "the original makes (16 points, the displacements blurred by a Gaussian at 256x256, sized to "
-                         "the video). The positive gets the flow, the negative an all-zero flow, as the original. "
+            description=("MotionCtrl object motion: the path an object follows. Its points become the dense flow the "
+                         "original makes (16 points, the displacements blurred by a Gaussian at 256x256, sized to "
+                         "the video); the positive gets the flow, the negative an all-zero flow, as the original. "
                          "Needs motionctrl.pth (the VideoCrafter2 file controls the camera only)."),
             inputs=[
                 io.Conditioning.Input("positive", tooltip="Positive conditioning (the prompt, a camera path)."),

@@ -225,7 +225,8 @@ def test_unknown_id_lists_the_known_ones(tmp_path):
 
 # ------------------------------------------------------------------ the node in a ComfyUI server
 IDS = ["vc2_t2v_512", "vc1_t2v_512", "vc1_t2v_1024", "vc1_i2v_512", "dc_256", "dc_512", "dc_1024",
-       "dc_512_interp", "toon_512", "turbo_v2_mg", "turbo_v2_nomg", "toon_sketch_encoder"]
+       "dc_512_interp", "toon_512", "turbo_v2_mg", "turbo_v2_nomg", "motionctrl_256", "motionctrl_vc2_512",
+       "toon_sketch_encoder"]
 
 
 @pytest.fixture(scope="module")

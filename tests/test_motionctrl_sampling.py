@@ -107,16 +107,15 @@ def pipeline(pack, motionctrl_file, input_folder):
     return dict(golden=golden, meta=meta, model=model, vae=vae, positive=positive, negative=negative, latent=latent)
 
 
-def float64_model(model):
-    """A clone of `model` whose UNet computes in float64 (ComfyUI casts the latent and the conds to the UNet's dtype)."""
-    import copy
-    clone = model.clone()
-    clone.model = copy.deepcopy(model.model)
-    unet = clone.model.diffusion_model
+def float64_model(pack):
+    """The tiny MotionCtrl loaded anew, its UNet computing in float64 (ComfyUI casts the latent and the conds to the
+    UNet's dtype)."""
+    model, _, _ = load(pack, MODEL_FILE)
+    unet = model.model.diffusion_model
     unet.to(torch.float64)
     unet.dtype = torch.float64
-    clone.model.manual_cast_dtype = None
-    return clone
+    model.model.manual_cast_dtype = None
+    return model
 
 
 def sample(pack, p, model, mode, eta):
@@ -151,7 +150,7 @@ def test_prompts_encode_as_the_original(pipeline):
 @pytest.mark.parametrize("mode, eta", CASES)
 def test_sampled_latents_match_the_original_in_float64(pack, pipeline, mode, eta):
     """The reference tolerance, with the UNet in float64 (see the module docstring)."""
-    ours = sample(pack, pipeline, float64_model(pipeline["model"]), mode, eta)
+    ours = sample(pack, pipeline, float64_model(pack), mode, eta)
     err = rel_err(ours, pipeline["golden"][f"ddim_{mode}_eta{eta}_latent"])
     assert err <= SAMPLE_TOL, err
 

@@ -12,7 +12,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.append(ROOT)  # the pack's `vc_models` package (no ComfyUI, no torch imported); appended: the repo also holds
 # a `nodes` package, which must not shadow ComfyUI's `nodes` module in a process that imports both
 from vc_models import registry  # noqa: E402
-from vc_models.families import ANIMATE  # noqa: E402
+from vc_models.families import ANIMATE, MOTIONCTRL_COND_T  # noqa: E402
+from vc_models.trajectory import EXAMPLE_POINTS  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import comfy_boot  # noqa: E402  (paths only until main() boots the host)
@@ -47,6 +48,8 @@ NODE_TYPES = {
     "VideoCrafterSketchHint": ["width", "height"],
     "ControlNetLoader": ["control_net_name"],
     "ControlNetApplyAdvanced": ["strength", "start_percent", "end_percent"],
+    "MotionCtrlCameraPath": ["move", "second_move", "combine", "speed", "pose_file"],
+    "MotionCtrlObjectTrajectory": ["points", "trajectory_file", "cond_t"],
 }
 
 # Model files: the names `scripts/download_models.py` / the VideoCrafter Model Downloader node write into
@@ -89,6 +92,7 @@ def model_entries(widgets):
 
 # the example inputs the pack writes into ComfyUI's input folder at start-up (the user picks their own instead)
 EXAMPLE_START, EXAMPLE_END, EXAMPLE_SKETCH = "videocrafter_start.png", "videocrafter_end.png", "videocrafter_sketch.mp4"
+EXAMPLE_CAMERA_POSES, EXAMPLE_TRAJECTORY = "motionctrl_camera_poses.json", "motionctrl_trajectory.txt"
 
 
 def example_key_frame(index):
@@ -148,6 +152,29 @@ def graph(variant, ckpt, prompt, d, image=None):
         nodes[11] = ("VideoCrafterImageEncode", [], {"clip_vision": (1, 3), "projector": (1, 4), "image": (10, 0),
                                                      "positive": (4, 0), "negative": (4, 1)}, "Image conditioning", (1160, 200))
         sampler_in.update(positive=(11, 0), negative=(11, 1))
+    return nodes
+
+
+def motionctrl_graph(variant, ckpt, prompt, d, family):
+    """MotionCtrl at the original's settings: its prompt suffix and negative prompt, no fps condition, the camera
+    path (from the example pose file where the model also takes an object trajectory, which then comes from the
+    example trajectory file; a basic move otherwise) on the conditioning the sampler takes."""
+    nodes = graph(variant, ckpt, f"{prompt}, {family.prompt_suffix}", d)
+    del nodes[4]  # no fps condition
+    nodes[3] = ("CLIPTextEncode", [family.negative_prompt], {"clip": (1, 1)}, "Negative prompt (the original's)",
+                (420, 330))
+    camera = ["static", "none", "both", 1.0, EXAMPLE_CAMERA_POSES] if family.trajectory_node \
+        else ["pan left", "none", "both", 1.0, "none"]
+    nodes[10] = ("MotionCtrlCameraPath", camera, {"positive": (2, 0), "negative": (3, 0), "latent": (5, 0)},
+                 "Camera path", (840, 200))
+    last = 10
+    if family.trajectory_node:
+        nodes[11] = ("MotionCtrlObjectTrajectory", [EXAMPLE_POINTS, EXAMPLE_TRAJECTORY, MOTIONCTRL_COND_T],
+                     {"positive": (10, 0), "negative": (10, 1), "latent": (5, 0)}, "Object trajectory", (1160, 200))
+        last = 11
+    sampler, widgets, links, title, pos = nodes[6]
+    nodes[6] = (sampler, widgets, {**links, "positive": (last, 0), "negative": (last, 1)}, title, pos)
+    nodes[8] = ("CreateVideo", [float(d.fps)], {"images": (7, 0)}, "Create Video", (2160, 200))
     return nodes
 
 
@@ -703,6 +730,8 @@ def workflow_graph(entry, workflow):
         return sketch_graph(name, ckpt, workflow.prompt, d, registry.controlnet_for(entry.id))
     if entry.base_model:  # a UNet alone, loaded onto its base model's MODEL (T2V-Turbo)
         return turbo_graph(name, registry.entry(entry.base_model).release.file_name, ckpt, workflow.prompt, d)
+    if entry.family.camera_node:  # MotionCtrl: the camera path (and object trajectory) nodes
+        return motionctrl_graph(name, ckpt, workflow.prompt, d, entry.family)
     if entry.family.concat_latent:  # the image latent beside the noise: DynamiCrafter Conditioning, in the family's mode
         return dynamicrafter_graph(name, ckpt, workflow.prompt, d, mode=workflow.variation or entry.family.mode)
     return graph(name, ckpt, workflow.prompt, d, image=EXAMPLE_START if entry.image_inputs else None)
@@ -742,6 +771,8 @@ TITLES = {
     "toon_512_keyframes": "ToonCrafter, cartoon through key frames",
     "toon_512_sketch": "ToonCrafter, in-between guided by sketches",
     "vc2_turbo_v2": "T2V-Turbo-v2, text to video in 8 steps",
+    "motionctrl_256": "MotionCtrl, camera and object motion",
+    "motionctrl_vc2_512": "MotionCtrl on VideoCrafter2, camera motion",
     "train_i2v": "Train VideoCrafter1 image to video",
     "train_dc_512": "Train DynamiCrafter 512",
     "train_lora_vc2": "Train a LoRA on VideoCrafter2",

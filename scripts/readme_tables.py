@@ -27,6 +27,7 @@ WORKFLOWS = os.path.join(comfy_boot.REPO, "workflows")
 TABLES = ("models", "workflows", "nodes")
 CATEGORY_ROOT = "VideoCrafter/"
 DEFAULT_RELEASED_FILE = "model.ckpt"  # most releases' file name: the models table names only the others
+DEFAULT_FOLDER = "videocrafter"  # most downloads' models folder: the table names the others
 
 def cell(text):
     """`text` as one Markdown table cell."""
@@ -52,10 +53,11 @@ def models_table():
         if isinstance(e, registry.ControlNetEntry):
             what += f" for {code(e.model)}"
         r = e.release
-        released = f"[{r.repo}]({r.page})" + ("" if r.file == DEFAULT_RELEASED_FILE else f" {code(r.file)}")
-        rows.append([code(e.id), what, code(f"{r.folder}/{r.file_name}"), released])
-    return table(["id", "what it is", "written to `ComfyUI/models/`", f"from (file {code(DEFAULT_RELEASED_FILE)} unless named)"],
-                 rows)
+        released = r.repo + ("" if r.file == DEFAULT_RELEASED_FILE else f" {code(r.file)}")
+        written = r.file_name if r.folder == DEFAULT_FOLDER else f"../{r.folder}/{r.file_name}"
+        rows.append([code(e.id), what, code(written), released])
+    return table(["id", "what it is", f"written to `ComfyUI/models/{DEFAULT_FOLDER}/`",
+                  f"from `huggingface.co/` (file {code(DEFAULT_RELEASED_FILE)} unless named)"], rows)
 
 
 def workflow_rows():

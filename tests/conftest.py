@@ -219,6 +219,18 @@ def tiny_toon_state_dict():
     return smoke_model.tiny_toon_state_dict(comfy_host.GOLDEN)
 
 
+def tiny_motionctrl_state_dict(camera_only=False):
+    """The tiny MotionCtrl (reference README): the delta's tensors plus tiny_t2v_v2's VAE and text encoder, the
+    adapter at the top level (`omcm.*`) as released; `camera_only`: without the adapter (the VideoCrafter2 cmcm
+    release's controls). Skips without the reference data."""
+    import safetensors.torch
+    delta_path, base_path = require_reference("golden/tiny_motionctrl.delta.safetensors", "golden/tiny_t2v_v2.safetensors")
+    sd = dict(safetensors.torch.load_file(delta_path))
+    base = safetensors.torch.load_file(base_path)
+    sd.update({k: v for k, v in base.items() if k.startswith(("first_stage_model.", "cond_stage_model."))})
+    return {k: v for k, v in sd.items() if not (camera_only and k.startswith("omcm."))}
+
+
 @pytest.fixture(scope="session")
 def tiny_toon_file(models_dir):
     """The tiny ToonCrafter (see tiny_toon_state_dict) as models/videocrafter/tiny_toon_512.safetensors."""

@@ -29,20 +29,25 @@ def run_node(node, *args):
     return result.result if hasattr(result, "result") else result
 
 
-def random_controlnet(unet_config, hint_channels=3, seed=0, model_channels=None, prefix="control_model."):
-    """A random SD-layout ControlNet state dict (`control_model.` keys as the released SD ControlNets store them;
-    `prefix` "" for the bare keys of ToonCrafter's sketch encoder, a cldm ControlNet's own state dict) sized to a VideoCrafter UNet's configuration (`model_channels` overrides its width):
-    the blocks of ComfyUI's own ControlNet at those sizes, zero convolutions not zero so the residuals are not."""
+def controlnet_network(unet_config, hint_channels=3, model_channels=None):
+    """ComfyUI's own ControlNet network (comfy.cldm) at a VideoCrafter UNet configuration's sizes."""
     import comfy.cldm.cldm
     cfg = unet_config
     levels = range(len(cfg.channel_mult))
-    net = comfy.cldm.cldm.ControlNet(
+    return comfy.cldm.cldm.ControlNet(
         image_size=32, in_channels=cfg.out_channels, model_channels=model_channels or cfg.model_channels,
         hint_channels=hint_channels, num_res_blocks=cfg.num_res_blocks, channel_mult=cfg.channel_mult,
         num_head_channels=cfg.head_dim, use_spatial_transformer=True, context_dim=cfg.context_dim,
         transformer_depth=[cfg.transformer_depth if level in cfg.attention_levels else 0
                            for level in levels for _ in range(cfg.num_res_blocks)],
         transformer_depth_middle=cfg.transformer_depth, use_linear_in_transformer=cfg.use_linear)
+
+
+def random_controlnet(unet_config, hint_channels=3, seed=0, model_channels=None, prefix="control_model."):
+    """A random SD-layout ControlNet state dict (`control_model.` keys as the released SD ControlNets store them;
+    `prefix` "" for the bare keys of ToonCrafter's sketch encoder, a cldm ControlNet's own state dict) sized to a VideoCrafter UNet's configuration (`model_channels` overrides its width):
+    the blocks of ComfyUI's own ControlNet at those sizes, zero convolutions not zero so the residuals are not."""
+    net = controlnet_network(unet_config, hint_channels, model_channels)
     generator = torch.Generator().manual_seed(seed)
     return {prefix + k: torch.randn(v.shape, generator=generator) * (0.05 if v.ndim > 1 else 0.01)
             for k, v in net.state_dict().items()}

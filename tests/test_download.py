@@ -28,6 +28,8 @@ VC2 = ("VideoCrafter/VideoCrafter2", "model.ckpt")
 I2V = ("VideoCrafter/Image2Video-512", "model.ckpt")
 TURBO = ("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "unet_no_mg.pt")
 SKETCH = ("Doubiiu/ToonCrafter", "sketch_encoder.ckpt")
+MOTIONCTRL = ("TencentARC/MotionCtrl", "motionctrl.pth")
+MOTIONCTRL_VC2 = ("TencentARC/MotionCtrl", "motionctrl_videocrafter2_cmcm.ckpt")
 UNET = "model.diffusion_model."
 SCHEDULE = ("betas", "alphas_cumprod", "scale_arr")
 
@@ -49,8 +51,15 @@ def released():
     sketch = {name: torch.randn(shape, generator=generator) for name, shape in (
         ("input_hint_block.0.weight", (16, 1, 3, 3)), ("zero_convs.0.0.weight", (64, 64, 1, 1)),
         ("middle_block_out.0.bias", (64,)))}
-    return {VC2: (t2v, pickled({"state_dict": t2v})), I2V: (i2v, pickled({"state_dict": i2v})),
-            TURBO: (unet, pickled(unet)), SKETCH: (sketch, pickled(sketch))}
+    files = {VC2: (t2v, pickled({"state_dict": t2v})), I2V: (i2v, pickled({"state_dict": i2v})),
+             TURBO: (unet, pickled(unet)), SKETCH: (sketch, pickled(sketch))}
+    if os.path.exists(os.path.join(GOLDEN, "tiny_motionctrl.delta.safetensors")):
+        # MotionCtrl: a bare state dict with the adapter at the top level (omcm.*), and a Lightning .ckpt of the
+        # camera-only model
+        from conftest import tiny_motionctrl_state_dict
+        both, camera = tiny_motionctrl_state_dict(), tiny_motionctrl_state_dict(camera_only=True)
+        files.update({MOTIONCTRL: (both, pickled(both)), MOTIONCTRL_VC2: (camera, pickled({"state_dict": camera}))})
+    return files
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +137,30 @@ def test_sketch_encoder_goes_to_the_controlnet_folder(hub, released, tmp_path):
     assert "toon_sketch_encoder" in run_script(hub.url, "--list").stdout
 
 
+@pytest.mark.parametrize("model_id, release, file_name", [
+    ("motionctrl_256", MOTIONCTRL, "motionctrl_256.safetensors"),
+    ("motionctrl_vc2_512", MOTIONCTRL_VC2, "motionctrl_videocrafter2_cmcm.safetensors")])
+def test_motionctrl_releases_convert_and_are_detected(pack, hub, released, tmp_path, model_id, release, file_name):
+    """The .pth (a bare state dict, `omcm.*` beside the UNet) and the .ckpt come out as fp16 .safetensors with the
+    adapter inside the UNet, and the loader's detection names their registry entries."""
+    import comfy_host
+    if release not in released:
+        pytest.skip("needs the reference data (golden/tiny_motionctrl.delta.safetensors)")
+    ckpt_file, checkpoint = comfy_host.pack("vc_models.checkpoint_file"), comfy_host.pack("vc_models.checkpoint")
+    source, _ = released[release]
+    result = run_script(hub.url, model_id, "--dir", str(tmp_path), "--delete-pickle")
+    assert result.returncode == 0, result.stderr
+    out = safetensors.torch.load_file(str(tmp_path / file_name))
+    renamed = ckpt_file.rename_legacy_keys(dict(source))
+    derived = {k for k in renamed if k.startswith(("sqrt_", "log_one", "posterior_", "alphas_cumprod_prev"))}
+    assert set(out) == set(renamed) - derived
+    assert any(k.startswith(UNET + "omcm.") for k in out) == (release == MOTIONCTRL)
+    assert all(torch.equal(v, renamed[k] if k in SCHEDULE else renamed[k].half()) for k, v in out.items())
+    info = checkpoint.inspect_checkpoint(ckpt_file.load_state_dict(str(tmp_path / file_name)), file_name)
+    assert info.entry.id == model_id
+    assert model_files(tmp_path) == {file_name}
+
+
 def test_resume_after_a_cut_connection_and_after_a_failed_run(hub, released, tmp_path):
     source, data = released[VC2]
     assert len(data) > 2 * CHUNK + CUT - CHUNK, "the test file must outlast two cuts"
@@ -192,7 +225,8 @@ def test_unknown_id_lists_the_known_ones(tmp_path):
 
 # ------------------------------------------------------------------ the node in a ComfyUI server
 IDS = ["vc2_t2v_512", "vc1_t2v_512", "vc1_t2v_1024", "vc1_i2v_512", "dc_256", "dc_512", "dc_1024",
-       "dc_512_interp", "toon_512", "turbo_v2_mg", "turbo_v2_nomg", "toon_sketch_encoder"]
+       "dc_512_interp", "toon_512", "turbo_v2_mg", "turbo_v2_nomg", "motionctrl_256", "motionctrl_vc2_512",
+       "toon_sketch_encoder"]
 
 
 @pytest.fixture(scope="module")

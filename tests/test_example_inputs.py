@@ -16,6 +16,7 @@ from server_util import REPO, START_IMAGE, ComfyServer, choices, http_json, venv
 SCRIPT = os.path.join(REPO, "scripts", "make_example_inputs.py")
 PNGS = ["videocrafter_start.png", "videocrafter_end.png"] + [f"videocrafter_key_{i}.png" for i in range(1, 5)]
 SKETCH = "videocrafter_sketch.mp4"
+MOTION = ["motionctrl_camera_poses.json", "motionctrl_trajectory.txt"]
 
 
 def make(folder):
@@ -39,7 +40,7 @@ def pixels(data):
 def test_the_script_writes_the_same_files_every_time_and_keeps_a_users_file(tmp_path):
     import av
     make(tmp_path / "a")
-    assert sorted(os.listdir(tmp_path / "a")) == sorted(PNGS + [SKETCH])  # no temporary left
+    assert sorted(os.listdir(tmp_path / "a")) == sorted(PNGS + [SKETCH] + MOTION)  # no temporary left
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / START_IMAGE).write_bytes(b"mine")
     out = make(tmp_path / "b")
@@ -59,6 +60,19 @@ def test_the_script_writes_the_same_files_every_time_and_keeps_a_users_file(tmp_
     # line drawings: mostly white paper, some dark strokes, and the drawing moves
     assert all((frame > 200).mean() > 0.9 and (frame < 100).mean() > 0.002 for frame in frames)
     assert abs(frames[0].astype(float) - frames[-1].astype(float)).mean() > 1
+
+
+def test_motionctrl_examples_read_as_the_originals_files(pack, tmp_path):
+    """The camera path parses as a 16-frame pose file that moves; the trajectory as 16 points of a provided .txt
+    inside its 256 canvas, which make a flow that is not zero."""
+    import numpy as np
+    camera, trajectory = comfy_host.pack("vc_models.camera_path"), comfy_host.pack("vc_models.trajectory")
+    make(tmp_path)
+    poses = camera.read_pose_file(str(tmp_path / MOTION[0]))
+    assert poses.shape == (16, 3, 4) and np.allclose(poses[0], np.eye(3, 4)) and abs(poses[-1, :, 3]).sum() > 1
+    points = trajectory.read_provided_trajectory(str(tmp_path / MOTION[1]))
+    assert len(points) == 16 and len(set(map(tuple, points))) == 16
+    assert abs(trajectory.process_traj(points)).sum() > 0
 
 
 def test_writing_the_missing_inputs_takes_under_a_second(pack, tmp_path):

@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import comfy_host
-from conftest import load_golden, rel_err, require_reference, reference_path, write_ckpt
+from conftest import load_golden, rel_err, reference_path, tiny_motionctrl_state_dict, write_ckpt
 
 UNET_CALL_TOL = {"both": 6e-4, "camera": 1e-2, "plain": 7e-3}  # see the module docstring
 FEATURE_TOL = 1e-4
@@ -37,12 +37,7 @@ TIMESTEPS = (999, 500, 1)
 
 def union_state_dict():
     """The tiny MotionCtrl model: the delta's tensors plus tiny_t2v_v2's VAE and text encoder (reference README)."""
-    import safetensors.torch
-    delta_path, base_path = require_reference("golden/tiny_motionctrl.delta.safetensors", "golden/tiny_t2v_v2.safetensors")
-    sd = dict(safetensors.torch.load_file(delta_path))
-    base = safetensors.torch.load_file(base_path)
-    sd.update({k: v for k, v in base.items() if k.startswith(("first_stage_model.", "cond_stage_model."))})
-    return sd
+    return tiny_motionctrl_state_dict()
 
 
 @pytest.fixture(scope="module")

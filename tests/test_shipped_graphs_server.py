@@ -12,7 +12,7 @@ import pytest
 
 import comfy_host
 import tiny_turbo  # scripts/, on sys.path via comfy_host
-from conftest import require_reference, tiny_toon_state_dict
+from conftest import require_reference, tiny_motionctrl_state_dict, tiny_toon_state_dict
 from model_util import random_controlnet
 from server_util import REPO, ComfyServer, load_workflow, output_files, run_prompt
 
@@ -27,10 +27,15 @@ TRAIN_NODES = {"VideoCrafterTrain", "VideoCrafterTrainI2V"}
 # the tiny checkpoint standing in for each released model (registry id) a shipped graph loads
 TINY_FOR = {"vc1_t2v_512": "tiny_t2v_v1", "vc1_t2v_1024": "tiny_t2v_v1", "vc2_t2v_512": "tiny_t2v_v2",
             "vc1_i2v_512": "tiny_i2v_v1", "dc_256": "tiny_dc_256", "dc_512": "tiny_dc_512", "dc_1024": "tiny_dc_512",
-            "dc_512_interp": "tiny_dc_512", "toon_512": "tiny_toon_512"}
+            "dc_512_interp": "tiny_dc_512", "toon_512": "tiny_toon_512",
+            "motionctrl_256": "tiny_motionctrl", "motionctrl_vc2_512": "tiny_motionctrl_camera"}
+# the tiny MotionCtrl files (with the reference data): both controls, and without the adapter (camera only)
+TINY_MOTIONCTRL = {"tiny_motionctrl.safetensors": False, "tiny_motionctrl_camera.safetensors": True}
 WIDTH, HEIGHT, FRAMES, STEPS = 128, 64, 4, 2
 LONG_FRAMES = 20  # FreeNoise graphs: past their 16-frame window (16 + 1 stride)
-FILE_INPUTS = {"LoadImage": "image", "LoadVideo": "file"}
+FILE_INPUTS = {"LoadImage": "image", "LoadVideo": "file", "MotionCtrlCameraPath": "pose_file",
+               "MotionCtrlObjectTrajectory": "trajectory_file"}
+NO_FILE = "none"  # a file input left unset (the MotionCtrl nodes)
 
 
 def is_training_graph(workflow):
@@ -127,6 +132,9 @@ def server(pack, module_tmp, tiny_names):
     if all(os.path.exists(os.path.join(comfy_host.REFERENCE, *name.split("/")))
            for case in tiny_turbo.CASES for name in tiny_turbo.reference_files(case)):
         tiny_turbo.write_tiny_turbo_files(checkpoints)  # listed as models/videocrafter too
+    if os.path.exists(os.path.join(comfy_host.REFERENCE, "golden", "tiny_motionctrl.delta.safetensors")):
+        for name, camera_only in TINY_MOTIONCTRL.items():
+            safetensors.torch.save_file(tiny_motionctrl_state_dict(camera_only), os.path.join(checkpoints, name))
     assert os.listdir(srv.input_dir) == []
     srv.start()
     yield srv
@@ -151,7 +159,7 @@ def test_shipped_graph_runs_with_the_example_inputs(server, tiny_names, name):
         return
     files = {(node["class_type"], node["inputs"][FILE_INPUTS[node["class_type"]]])
              for node in workflow.values() if node["class_type"] in FILE_INPUTS}
-    missing = sorted(f"{kind} '{file}'" for kind, file in files if file not in example_inputs.NAMES)
+    missing = sorted(f"{kind} '{file}'" for kind, file in files if file not in example_inputs.NAMES and file != NO_FILE)
     assert not missing, (f"{name} loads {', '.join(missing)}, which the pack does not write into the input folder "
                          f"(its example inputs: {', '.join(example_inputs.NAMES)}): a user opening it gets a missing file")
     unknown = sorted({node["inputs"]["ckpt_name"] for node in workflow.values()
@@ -159,6 +167,8 @@ def test_shipped_graph_runs_with_the_example_inputs(server, tiny_names, name):
     assert not unknown, f"{name} loads {unknown}: add the tiny checkpoint standing in for it to TINY_FOR"
     if any(node["class_type"] == "VideoCrafterTurboUNetLoader" for node in workflow.values()):
         require_reference(*tiny_turbo.reference_files("mg"), *tiny_turbo.reference_files("nomg"))
+    if any(tiny_names.get(node["inputs"].get("ckpt_name")) in TINY_MOTIONCTRL for node in workflow.values()):
+        require_reference("golden/tiny_motionctrl.delta.safetensors")
     workflow, expected_frames = small(workflow, tiny_names, example_inputs)
     entry = run_prompt(server, workflow, timeout=600)
     assert entry["status"]["status_str"] == "success", (entry["status"], server.log_tail())

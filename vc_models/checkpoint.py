@@ -11,7 +11,7 @@ from . import registry
 from .checkpoint_file import (CheckpointError, UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX,
                               check_dtypes, check_schedule, rename_legacy_keys, split_components)
 from .unet_config import UNetConfig, HEAD_DIM
-from .motionctrl import motion_control_fields
+from .motionctrl import motion_control_fields, motion_controls
 
 # T2V-Turbo's guidance-scale embedding; its UNets ship as bare state dicts (`torch.save(unet.state_dict())`,
 # no prefix) used with the VideoCrafter2 checkpoint's text encoder and VAE.
@@ -153,7 +153,8 @@ def checkpoint_features(sd, cfg, name=""):
         scale_floor=scale[-1].item() if scale is not None else None,
         zero_snr_terminal=alphas is not None and alphas[-1].item() < 1e-6,
         guidance_embed=cfg.guidance_embed_dim > 0, motion_guidance=cfg.motion_guidance, file_name=name,
-        dualref_decoder=has_dualref_decoder(k[len(VAE_PREFIX):] for k in sd if k.startswith(VAE_PREFIX)))
+        dualref_decoder=has_dualref_decoder(k[len(VAE_PREFIX):] for k in sd if k.startswith(VAE_PREFIX)),
+        motion_controls=motion_controls(cfg))
 
 
 def detect_entry(features, cfg, name):

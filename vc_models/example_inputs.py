@@ -4,7 +4,11 @@ One simple motion, a red ball bouncing from left to right over a meadow under a 
 were trained at (512x320):
 - `videocrafter_start.png` / `videocrafter_end.png`: its first and last frame (image-to-video, interpolation);
 - `videocrafter_key_1.png` ... `videocrafter_key_4.png`: four key frames of it (key-frame sequences);
-- `videocrafter_sketch.mp4`: 16 line drawings of it (ToonCrafter's sketch guidance, core Load Video).
+- `videocrafter_sketch.mp4`: 16 line drawings of it (ToonCrafter's sketch guidance, core Load Video);
+- `motionctrl_camera_poses.json`: a 16-frame camera path in MotionCtrl's pose format (one row-major 3x4 [R | T] a
+  frame, as its examples/camera_poses): a pan to the right, then a zoom in;
+- `motionctrl_trajectory.txt`: 16 "x, y" points on a 256 canvas (MotionCtrl's examples/trajectories format): an arc
+  from the lower left to the right.
 Pixels are a pure function of the name (numpy only), so every run writes the same images. No ComfyUI import:
 the pack writes the missing ones into ComfyUI's input folder at start-up (vc_nodes/example_inputs.py) and
 scripts/make_example_inputs.py into any folder.
@@ -20,7 +24,9 @@ START, END = "videocrafter_start.png", "videocrafter_end.png"
 KEY_FRAMES = tuple(f"videocrafter_key_{i}.png" for i in range(1, 5))
 SKETCH = "videocrafter_sketch.mp4"
 SKETCH_FRAMES, SKETCH_FPS = 16, 8
-NAMES = (START, END) + KEY_FRAMES + (SKETCH,)
+CAMERA_POSES = "motionctrl_camera_poses.json"
+TRAJECTORY = "motionctrl_trajectory.txt"
+NAMES = (START, END) + KEY_FRAMES + (SKETCH, CAMERA_POSES, TRAJECTORY)
 # where on the motion (0 = start, 1 = end) each image is
 PHASE = {START: 0.0, END: 1.0, **{name: i / (len(KEY_FRAMES) - 1) for i, name in enumerate(KEY_FRAMES)}}
 GROUND = 0.78  # the ground line, as a fraction of the height
@@ -90,6 +96,26 @@ def _write_sketch_video(path):
         container.mux(stream.encode())
 
 
+def camera_poses_text():
+    """The example camera path as MotionCtrl's pose JSON: 16 lists of 12 numbers (rounded to 6 decimals)."""
+    import json
+    from .camera_path import basic_camera_path, pose_rows
+    rows = pose_rows(basic_camera_path(["pan right", "zoom in"], combine="then")).astype(np.float64)
+    return json.dumps([[round(float(v), 6) + 0.0 for v in row] for row in rows]) + "\n"
+
+
+def trajectory_text():
+    """The example trajectory as MotionCtrl's .txt: 16 "x, y" lines on a 256 canvas, an arc (integers)."""
+    t = np.linspace(0.0, 1.0, 16)
+    xs, ys = 40 + 176 * t, 200 - 120 * np.sin(np.pi * t * 0.75)
+    return "".join(f"{int(round(x))}, {int(round(y))}\n" for x, y in zip(xs, ys))
+
+
+def _write_text(text, path):
+    with open(path, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)
+
+
 def write(name, folder):
     """Write example input `name` into `folder` atomically; an existing file is never replaced (OutputExistsError)."""
     if name not in NAMES:
@@ -97,6 +123,9 @@ def write(name, folder):
     path = os.path.join(folder, name)
     if name == SKETCH:
         return atomic_write(path, _write_sketch_video, overwrite=False)
+    if name in (CAMERA_POSES, TRAJECTORY):
+        text = camera_poses_text() if name == CAMERA_POSES else trajectory_text()
+        return atomic_write(path, lambda tmp: _write_text(text, tmp), overwrite=False)
     pixels = frame(PHASE[name])
     return atomic_write(path, lambda tmp: _write_png(pixels, tmp), overwrite=False)
 

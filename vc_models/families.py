@@ -38,6 +38,15 @@ TURBO_DEFAULT_MOTION = (0.05, 0.5)
 # DynamiCrafter's image latent travels as core image-to-video nodes pass theirs: a VAE-space
 # latent [B, 4, T, h, w] under this key, scaled into the model's space by `process_latent_in`
 CONCAT_LATENT_KEY = "concat_latent_image"
+# MotionCtrl: the camera path [1, T, 12] (3x4 RT matrices, row-major), the object trajectory [1, 2, T, H, W] (a flow at
+# pixel size; the negative's is all zero) and cond_T (the trajectory applies while t >= it), set by its nodes
+MOTION_CAMERA_KEY = "motionctrl_camera_poses"
+MOTION_TRAJECTORY_KEY = "motionctrl_trajectory"
+MOTION_COND_T_KEY = "motionctrl_cond_t"
+MOTION_KEYS = (MOTION_CAMERA_KEY, MOTION_TRAJECTORY_KEY, MOTION_COND_T_KEY)
+MOTIONCTRL_COND_T = 800  # the original DDIM's default cond_T
+MOTIONCTRL_CAMERA_NODE = "MotionCtrl Camera Path"
+MOTIONCTRL_TRAJECTORY_NODE = "MotionCtrl Object Trajectory"
 
 
 # The kinds of UNet input `unet_inputs` returns; `vc_models.model_base` wraps each in ComfyUI's matching cond.
@@ -76,6 +85,10 @@ class Family:
     train_refusal = ""
     # the training clip's frame that conditions: "first", or "random" (DynamiCrafter's rand_cond_frame)
     train_cond_frame = "first"
+    # the nodes that set a camera path / an object trajectory ("": the family takes none); the original's prompt
+    # suffix and negative prompt ("": none)
+    camera_node = trajectory_node = ""
+    prompt_suffix = negative_prompt = ""
 
     def __repr__(self):
         return f"<family {self.name}>"
@@ -116,6 +129,11 @@ class Family:
             raise ValueError(f"'VideoCrafter Turbo Conditioning' sets a guidance embedding, but this MODEL "
                              f"({info.description}) has none: load a T2V-Turbo UNet with 'VideoCrafter Turbo UNet "
                              "Loader', or remove the node.")
+        for key, node in ((MOTION_CAMERA_KEY, MOTIONCTRL_CAMERA_NODE), (MOTION_TRAJECTORY_KEY, MOTIONCTRL_TRAJECTORY_NODE)):
+            if extras.get(key) is not None:
+                raise ValueError(f"'{node}' sets a MotionCtrl condition, but this MODEL ({info.description}) has no "
+                                 "motion control: load motionctrl.pth (camera and object motion) or "
+                                 "motionctrl_videocrafter2_cmcm.ckpt (camera motion), or remove the node.")
         return out
 
 
@@ -243,4 +261,58 @@ class Turbo(Family):
         # the original uses motion_gs while not t < T (1 - percentage), i.e. for integer t >= ceil(that)
         start = math.ceil(num_timesteps * (1.0 - float(percentage)))
         out["motion_guidance"] = Constant((float(motion_gs), start))
+        return out
+
+
+class MotionCtrl(Family):
+    """MotionCtrl (TencentARC/MotionCtrl) on VideoCrafter's text-to-video UNet, without fps condition: the camera path
+    through every temporal block's `cc_projection`, the object trajectory through the OMCM adapter's features (added
+    while t >= cond_T). Which of the two a checkpoint carries is read from its tensors (`vc_models.motionctrl`);
+    `object_motion=False`: a variant whose release controls the camera only, whatever adapter tensors it holds
+    (the VideoCrafter2 `cmcm` file). The negative pass gets the same camera path and a zero flow's features, as the
+    original; its prompt suffix and negative prompt are the released app's."""
+    name = "MotionCtrl"
+    rate_input = ""  # no frame-rate condition
+    camera_node, trajectory_node = MOTIONCTRL_CAMERA_NODE, MOTIONCTRL_TRAJECTORY_NODE
+    # `motionctrl_sample` appends ", " + this to the prompt and samples against this negative prompt
+    prompt_suffix = ("Ultra-detail, masterpiece, best quality, cinematic lighting, 8k uhd, dslr, soft lighting, film "
+                     "grain, Fujifilm XT3")
+    # the original's DEFAULT_NEGATIVE_PROMPT as its OpenCLIP tokenizer keeps it (75 tokens between the start and end
+    # tokens; the string goes on " disgusting, amputation"): ComfyUI's CLIPTextEncode would encode the whole string
+    # as two chunks of 77 tokens, a context the original never sees
+    negative_prompt = ("blur, haze, deformed iris, deformed pupils, semi-realistic, cgi, 3d, render, sketch, cartoon, "
+                       "drawing, anime, mutated hands and fingers, deformed, distorted, disfigured, poorly drawn, bad "
+                       "anatomy, wrong anatomy, extra limb, missing limb, floating limbs, disconnected limbs, mutation, "
+                       "mutated, ugly,")
+    train_refusal = ("MotionCtrl's training (camera poses of RealEstate10K clips, object trajectories from "
+                     "ParticleSfM) is not one the trainer has; train VideoCrafter itself")
+
+    def __init__(self, object_motion=True):
+        self.object_motion = object_motion
+        self.trajectory_node = MOTIONCTRL_TRAJECTORY_NODE if object_motion else ""
+        self.name = "MotionCtrl" + ("" if object_motion else " (camera motion)")
+
+    def controls(self, unet_config):
+        """The controls a model of this family takes: `vc_models.motionctrl.CAMERA` and / or `OBJECT`, from the
+        tensors' configuration (`unet_config`, a UNetConfig) and the variant."""
+        from .motionctrl import motion_controls, OBJECT
+        return tuple(c for c in motion_controls(unet_config) if c != OBJECT or self.object_motion)
+
+    def unet_inputs(self, info, extras, num_timesteps):
+        from .motionctrl import CAMERA, OBJECT
+        out = super().unet_inputs(info, {k: v for k, v in extras.items() if k not in MOTION_KEYS}, num_timesteps)
+        controls = self.controls(info.unet)
+        poses, flow = extras.get(MOTION_CAMERA_KEY), extras.get(MOTION_TRAJECTORY_KEY)
+        if poses is not None:
+            if CAMERA not in controls:
+                raise ValueError(f"'{self.camera_node}' sets a camera path, but this MODEL ({info.description}) has no "
+                                 "camera control (cc_projection): remove the node, or load a MotionCtrl file with it.")
+            out["camera_poses"] = PerVideo(poses)
+        if flow is not None:
+            if OBJECT not in controls:
+                raise ValueError(f"'{MOTIONCTRL_TRAJECTORY_NODE}' sets an object trajectory, but this MODEL ({info.description}) "
+                                 "controls the camera only: remove the node, or load motionctrl.pth (VideoCrafter, "
+                                 "camera and object motion).")
+            out["trajectory"] = PerVideo(flow)
+            out["trajectory_cond_t"] = Constant(int(extras.get(MOTION_COND_T_KEY, MOTIONCTRL_COND_T)))
         return out

@@ -34,6 +34,8 @@ class Features:
     motion_guidance: bool  # T2V-Turbo-v2 MG's `motion_cond_proj`
     file_name: str = ""
     dualref_decoder: bool = False  # the VAE decoder looks at the key frames (ToonCrafter's temporal decoder layers)
+    # MotionCtrl's controls the tensors carry: "camera" (cc_projection) and / or "object" (the OMCM adapter)
+    motion_controls: tuple = ()
 
     @property
     def concat_latent(self):
@@ -125,7 +127,14 @@ class ModelEntry:
 
 
 def _video_conditioned(f):
-    return not f.concat_latent and not f.guidance_embed
+    return not f.concat_latent and not f.guidance_embed and not f.motion_controls
+
+
+def _motionctrl_camera_only(f):
+    """The VideoCrafter2 `cmcm` release: no object-motion adapter, or its released name (the original's app loads it
+    with the config that builds the adapter, so its tensors need not tell)."""
+    name = f.file_name.lower()
+    return bool(f.motion_controls) and ("object" not in f.motion_controls or "cmcm" in name or "videocrafter2" in name)
 
 
 def _dynamicrafter_v(f):
@@ -162,6 +171,9 @@ TOONCRAFTER = families.DynamiCrafter(
 TURBO = families.Turbo(
     train_refusal="a T2V-Turbo UNet is consistency-distilled from VideoCrafter2 (a few-step sampler, not a diffusion "
                   "objective the trainer has); train VideoCrafter2 itself")
+
+MOTIONCTRL = families.MotionCtrl()
+MOTIONCTRL_CAMERA = families.MotionCtrl(object_motion=False)
 
 _DC_512 = SamplingDefaults(320, 512, 24, cfg=7.5, scheduler="videocrafter_trailing", guidance_rescale=0.7)
 _DC = dict(unet_switches=(("image_tokens_per_frame", DYNAMICRAFTER_TOKENS_PER_FRAME),))
@@ -237,6 +249,18 @@ MODELS = [
                schedule=CONSISTENCY, base_model="vc2_t2v_512",
                release=_hub("jiachenli-ucsb/T2V-Turbo-v2-no-MG", "t2v_turbo_v2_unet_no_mg.safetensors", "unet_no_mg.pt",
                             bare_unet=True)),
+    # MotionCtrl (families.MotionCtrl): the original's run.sh / app settings, 16 frames, DDIM 50, eta 1, cfg 7.5 (cond_T
+    # 800 is the family's); no fps condition (fps: the saved video's rate, the original's 10)
+    ModelEntry("motionctrl_256", "MotionCtrl camera + object motion 256x256", MOTIONCTRL,
+               lambda f: bool(f.motion_controls),
+               SamplingDefaults(256, 256, 10, cfg=7.5),
+               release=_hub("TencentARC/MotionCtrl", "motionctrl_256.safetensors", "motionctrl.pth"),
+               workflows=(Workflow("motionctrl_256", "a horse running on the grassland"),)),
+    ModelEntry("motionctrl_vc2_512", "MotionCtrl VideoCrafter2 camera motion 320x512", MOTIONCTRL_CAMERA,
+               _motionctrl_camera_only, SamplingDefaults(320, 512, 10, cfg=7.5), refines="motionctrl_256",
+               release=_hub("TencentARC/MotionCtrl", "motionctrl_videocrafter2_cmcm.safetensors",
+                            "motionctrl_videocrafter2_cmcm.ckpt"),
+               workflows=(Workflow("motionctrl_vc2_512", "a beautiful lake surrounded by mountains at sunset"),)),
 ]
 
 

@@ -15,6 +15,8 @@ FLOW_SIZE = 256  # the flow's side before it is sized to the video
 TRAJECTORY_FRAMES = 16
 BLUR_SIZE, BLUR_SIGMA = 99, 10.0
 PROVIDED_CANVAS = 256  # the canvas of the original's provided .txt trajectories
+# the Object Trajectory node's default points (on the canvas): an arc from the left to the right
+EXAMPLE_POINTS = "256, 640\n448, 448\n640, 384\n832, 448"
 
 
 class TrajectoryError(ValueError):

@@ -3,11 +3,11 @@
 from comfy_api.latest import ComfyExtension
 
 from . import loader, image_encode, conditioning, latent, sampler, decode, convert, train
-from . import guidance, dynamicrafter, turbo, download, freenoise, keyframes, control
+from . import guidance, dynamicrafter, turbo, download, freenoise, keyframes, control, motionctrl
 from .finite_inputs import install_input_checks
 
 NODES = [node for module in (loader, image_encode, conditioning, latent, sampler, decode, convert, train, guidance,
-                             dynamicrafter, turbo, download, freenoise, keyframes, control) for node in module.NODES]
+                             dynamicrafter, turbo, download, freenoise, keyframes, control, motionctrl) for node in module.NODES]
 for _node_class in NODES:
     install_input_checks(_node_class)  # NaN / inf pass ComfyUI's own range check; 0.3.75 skips V3 choices
 # {node id: node class}, as ComfyUI registers them (scripts and tests look nodes up by id)

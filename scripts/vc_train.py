@@ -10,6 +10,7 @@ Only rank 0 writes files; the data is sharded across ranks; a rerun with the sam
 newest state.
 """
 import argparse
+import gc
 import json
 import logging
 import os
@@ -68,15 +69,21 @@ def main(argv=None):
     trainer_mod.check_before_loading(cfg, layout_unet=training.layout_unet)  # a refused model, plan, data, resume or result fails before the models load
     models = training.VideoCrafterTrainingModels.from_files(cfg.checkpoint, cfg.clip_vision, cfg.projector_file, cfg.seed)
     trainer = trainer_mod.Trainer(cfg, models, print_progress_class(trainer_mod.Callbacks)(rank))
+    dist = trainer.dist
     try:
         result = trainer.run()
+        dist.barrier()  # no rank leaves while another still takes part in a collective
     except KeyboardInterrupt:
         if rank == 0:
             print(f"Interrupted after step {trainer.step}: the run's states are in {trainer.states.store.folder}; "
                   "run the same command again to resume.", file=sys.stderr, flush=True)
         return 130
     finally:
-        trainer.dist.shutdown()
+        # The sharded model holds the process group's pending work objects; freed at interpreter exit, after
+        # the group, they abort the process ("terminate called without an active exception"): free them first.
+        del trainer, models
+        gc.collect()
+        dist.shutdown()
     if rank == 0:
         print(json.dumps(result.summary, indent=1))
     return 0

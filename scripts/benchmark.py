@@ -4,7 +4,9 @@
   python scripts/benchmark.py                       # tiny golden weights, CPU, 320x512, 16 frames
   python scripts/benchmark.py --full-size --gpu     # random weights at the released VC2 size on a GPU
   python scripts/benchmark.py --turbo               # + seconds per video: VC2 50 steps + CFG vs T2V-Turbo 4/8/16
-  python scripts/benchmark.py --dynamicrafter       # a DynamiCrafter 512 CFG step (tiny_dc_512 weights, CPU)
+  python scripts/benchmark.py --model dc_512        # a DynamiCrafter 512 CFG step (tiny_dc_512 weights, CPU)
+  python scripts/benchmark.py --model toon_512 --full-size --gpu --video-steps 50 --vram-cap-gb 10
+                                                    # a whole ToonCrafter video (dual-reference decode) under 10 GB
   python scripts/benchmark.py --freenoise-memory    # peak memory per frame: 32 and 64 frames FreeNoise vs 16 plain
   python scripts/benchmark.py --caches              # core EasyCache / LazyCache on a 50-step video vs uncached
   python scripts/benchmark.py --toon-decode         # ToonCrafter's decoder beside the plain VAE, 16 frames
@@ -55,7 +57,7 @@ def full_size_state_dict(layout="t2v_512_v2.0"):
     sd["alphas_cumprod"] = torch.cumprod(1 - betas, 0).float()
     if "scale_arr" in sd:
         sd["scale_arr"] = torch.cat([torch.linspace(1, 0.7, 400), torch.full((1000,), 0.7)])
-    if layout.startswith("dynamicrafter") and "scale_arr" in sd:
+    if layout.startswith(("dynamicrafter", "tooncrafter")) and "scale_arr" in sd:
         sd["alphas_cumprod"][-1] = 0.0  # zero terminal SNR: detected as the v-prediction 512 model
     return sd
 
@@ -63,9 +65,11 @@ def full_size_state_dict(layout="t2v_512_v2.0"):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ckpt", default=None, help="checkpoint (default: the tiny VC2, or tiny DynamiCrafter 512, golden weights)")
-    parser.add_argument("--full-size", action="store_true", help="random weights at the released VC2 T2V (or DynamiCrafter 512) size")
-    parser.add_argument("--dynamicrafter", action="store_true", help="a DynamiCrafter 512 image-to-video CFG step "
-                        "(DynamiCrafter Conditioning, trailing DDIM, cfg 7.5) instead of VideoCrafter2 text-to-video")
+    parser.add_argument("--model", default="vc2_t2v_512", choices=sorted(BENCH_MODELS),
+                        help="the model sampled, with its shipped graph's conditioning and the registry's cfg and "
+                             "scheduler: VideoCrafter2 (default), VideoCrafter1 1024, DynamiCrafter 512 (DynamiCrafter "
+                             "Conditioning from one image), ToonCrafter 512 (two key frames, dual-reference decode)")
+    parser.add_argument("--full-size", action="store_true", help="random weights at the --model's released size")
     parser.add_argument("--gpu", action="store_true", help="let ComfyUI use the GPU (default: --cpu)")
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--height", type=int, default=320)
@@ -147,26 +151,33 @@ def main():
     import nodes as core
     loader = comfy_boot.pack("vc_models.loader")
     ckpt = comfy_boot.pack("vc_models.checkpoint")
-    dc = args.dynamicrafter
-    if args.full_size:
-        sd = full_size_state_dict("dynamicrafter_512_v1.0" if dc else "t2v_512_v2.0")
-        bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, "random"), loader.WEIGHT_DTYPES[args.weight_dtype])
+    if args.ckpt:
+        bundle = loader.load_videocrafter(args.ckpt, args.weight_dtype)
+        label = os.path.basename(args.ckpt)
+        if bundle.info.entry.id not in BENCH_MODELS:
+            raise SystemExit(f"{args.ckpt} is {bundle.info.entry.description}; the benchmark samples "
+                             f"{', '.join(sorted(BENCH_MODELS))}")
+        args.model = bundle.info.entry.id
+    else:
+        built = BENCH_MODELS[args.model]
+        sd = full_size_state_dict(built.layout) if args.full_size else built.tiny_state_dict()
+        bundle = loader.build_bundle(sd, ckpt.inspect_checkpoint(sd, f"{args.model}.safetensors"),
+                                     loader.WEIGHT_DTYPES[args.weight_dtype])
         del sd  # the loaded model holds its own copy: this one would hide the sampling peak in the RSS
         release_freed_memory()
-        label = ("DynamiCrafter 512" if dc else "VC2 T2V") + " full size, random weights"
-    else:
-        path = args.ckpt or os.path.join(comfy_boot.GOLDEN, "tiny_dc_512.safetensors" if dc else "tiny_t2v_v2.safetensors")
-        bundle = loader.load_videocrafter(path, args.weight_dtype)
-        label = os.path.basename(path)
+        label = BENCH_MODELS[args.model].label + (" full size, random weights" if args.full_size else " tiny weights")
+        if bundle.info.entry.id != args.model:
+            raise SystemExit(f"the weights built for {args.model} were detected as {bundle.info.entry.id}")
+    bench, entry = BENCH_MODELS[args.model], bundle.info.entry
     (pos,) = core.CLIPTextEncode().encode(bundle.clip, "a corgi running on the beach")
     (neg,) = core.CLIPTextEncode().encode(bundle.clip, "")
-    cfg, scheduler = 12.0, "videocrafter_uniform"
-    if dc:
+    cfg, scheduler = entry.defaults.cfg, entry.defaults.scheduler
+    if bench.image_mode:
         image = torch.linspace(0, 1, args.width).view(1, 1, -1, 1).expand(1, args.height, args.width, 3).contiguous()
+        end_image = image.flip(2) if bench.key_frames == 2 else None
         pos, neg, latent = pack.vc_nodes.NODE_CLASSES["DynamiCrafterConditioning"].execute(
-            pos, neg, bundle.vae, bundle.clip_vision, bundle.projector, image, "i2v", args.width, args.height,
-            args.frames, 1, 24)
-        cfg, scheduler = 7.5, "videocrafter_trailing"
+            pos, neg, bundle.vae, bundle.clip_vision, bundle.projector, image, bench.image_mode, args.width,
+            args.height, args.frames, 1, entry.defaults.fps, end_image=end_image)
     else:
         (latent,) = pack.vc_nodes.NODE_CLASSES["EmptyVideoCrafterLatent"].execute(args.width, args.height, args.frames, 1)
     if args.no_cfg:
@@ -222,7 +233,7 @@ def main():
                                   "weights": args.weight_dtype, "vram_cap_gb": vram_cap}))
     if args.video_steps:
         video_benchmark(args, pack, bundle, sampled_model, pos, neg, latent, cfg, scheduler, label, vram_cap)
-    if args.full_size and not dc:
+    if args.full_size and args.model == "vc2_t2v_512":  # the original's UNet is timed on VideoCrafter2 only
         original_benchmark(args)
     if args.turbo:
         turbo_benchmark(args, pack, bundle, pos, neg, latent, per_step, label)
@@ -590,6 +601,31 @@ def activation_peak(forward, grad=False):
     with torch.set_grad_enabled(grad), counter:
         forward()
     return counter.peak
+
+
+class BenchModel:
+    """A model the benchmark samples: its released layout (../shared/reference/keys), its tiny weights for the CPU,
+    and how its shipped graph conditions it (a text prompt alone, or DynamiCrafter Conditioning in `image_mode`,
+    two key frames for interpolation)."""
+
+    def __init__(self, label, layout, tiny, image_mode=None, key_frames=1):
+        self.label, self.layout, self.tiny, self.image_mode, self.key_frames = label, layout, tiny, image_mode, key_frames
+
+    def tiny_state_dict(self):
+        import safetensors.torch
+        import smoke_model  # scripts/, beside this one
+        if self.layout == "tooncrafter_512":  # the reference ships its decoder as a delta over tiny_dc_512
+            return smoke_model.tiny_toon_state_dict(comfy_boot.GOLDEN)
+        return safetensors.torch.load_file(os.path.join(comfy_boot.GOLDEN, self.tiny))
+
+
+# keyed by the registry's model ids; cfg, scheduler and fps are the registry's defaults for that id
+BENCH_MODELS = {
+    "vc2_t2v_512": BenchModel("VC2 T2V", "t2v_512_v2.0", "tiny_t2v_v2.safetensors"),
+    "vc1_t2v_1024": BenchModel("VC1 T2V 1024", "t2v_1024_v1.0", "tiny_t2v_v1.safetensors"),
+    "dc_512": BenchModel("DynamiCrafter 512", "dynamicrafter_512_v1.0", "tiny_dc_512.safetensors", image_mode="i2v"),
+    "toon_512": BenchModel("ToonCrafter 512", "tooncrafter_512", None, image_mode="interpolate", key_frames=2),
+}
 
 
 def released_unet_config(layout="t2v_512_v2.0"):

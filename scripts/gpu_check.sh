@@ -16,7 +16,8 @@
 # The steps (scripts/gpu_check.py, in order of importance, each with its own time limit, all within
 # GPU_CHECK_DEADLINE_S, default 470 s): VideoCrafter2 at the released size per weight dtype (bf16, fp16, fp32, fp8:
 # seconds per CFG step, UNet calls per step, peak above the weights beside the memory model), a whole 16-frame
-# video (50 steps + decode) and the same capped to 8 GB, a real server on the shipped vc2_t2v_512 graph (wall time,
+# video (50 steps + decode) and the same capped to 8 GB, the memory targets (DynamiCrafter 512 under 8 GB,
+# ToonCrafter 512 with its dual-reference decode under 10 GB, VideoCrafter1 576x1024 under 12 GB), a real server on the shipped vc2_t2v_512 graph (wall time,
 # peak VRAM, dynamic VRAM), tests/test_gpu.py, 64 frames, 576x1024, the original's UNet (fp32, fp16 autocast, fp16
 # with its xformers path). Results: one JSON line per step in $OUT/gpu_check.jsonl (OUT=${GPU_CHECK_OUT:-output/gpu_check}),
 # the target ratios last; each step's log beside it. Exit status 0 when every step passed or was skipped with a reason.
@@ -62,7 +63,10 @@ prepare() {
   local shared=${VIDEOCRAFTER_SHARED:-$ROOT/../shared}
   mkdir -p "$BUNDLE/wheels" "$BUNDLE/site" "$BUNDLE/reference/keys"
   cp "$shared/hosts/$HOST_TARBALL" "$BUNDLE/" || { echo "no $shared/hosts/$HOST_TARBALL" >&2; return 1; }
-  cp "$shared/reference/keys/t2v_512_v2.0.keys.tsv" "$BUNDLE/reference/keys/" || return 1
+  local layout  # the released key layouts the full-size steps draw random weights for (0.7 MB)
+  for layout in t2v_512_v2.0 t2v_1024_v1.0 dynamicrafter_512_v1.0 tooncrafter_512; do
+    cp "$shared/reference/keys/$layout.keys.tsv" "$BUNDLE/reference/keys/" || return 1
+  done
   local names=() name
   for name in $WHEELS; do names+=("$(pin "$name")"); done
   # shellcheck disable=SC2086

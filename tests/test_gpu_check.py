@@ -1,6 +1,7 @@
 """scripts/gpu_check.sh --cpu-dry-run: every step of the GPU check on the CPU at tiny sizes, so it cannot rot
 between the rare runs on a GPU box. The steps run the same commands as there (benchmark.py per weight dtype, a
-whole video, the 8 GB cap, a real server on the shipped vc2_t2v_512 graph, tests/test_gpu.py, 64 frames,
+whole video, the memory targets (VideoCrafter2 and DynamiCrafter 512 under 8 GB, ToonCrafter 512 under 10 GB,
+VideoCrafter1 576x1024 under 12 GB), a real server on the shipped vc2_t2v_512 graph, tests/test_gpu.py, 64 frames,
 576x1024, the original's UNet); on the CPU the GPU tests skip, the cap is reported as not applied and the original's
 UNet is skipped unless its code was given.
 """
@@ -22,8 +23,10 @@ def test_cpu_dry_run_runs_every_step(tmp_path):
     records = [json.loads(line) for line in (out / "gpu_check.jsonl").read_text().splitlines()]
     steps = {r["step"]: r for r in records}
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
-    expected = {"unet_step_bf16", "unet_step_fp16", "unet_step_fp32", "unet_step_fp8", "video_16_bf16",
-                "video_16_bf16_cap_8gb", "server_vc2_t2v_512", "gpu_tests", "frames_64_bf16", "size_576x1024_bf16",
+    capped = ["video_16_bf16_cap_8gb", "video_16_dc_512_bf16_cap_8gb", "video_16_toon_512_bf16_cap_10gb",
+              "video_16_vc1_1024_bf16_cap_12gb"]
+    expected = {"unet_step_bf16", "unet_step_fp16", "unet_step_fp32", "unet_step_fp8", "video_16_bf16", *capped,
+                "server_vc2_t2v_512", "gpu_tests", "frames_64_bf16", "size_576x1024_bf16",
                 "original_unet_fp32", "original_unet_fp16_autocast", "original_unet_fp16_xformers", "targets"}
     assert set(steps) == expected
     for name in ("unet_step_bf16", "unet_step_fp16", "unet_step_fp32", "unet_step_fp8", "frames_64_bf16",
@@ -33,10 +36,15 @@ def test_cpu_dry_run_runs_every_step(tmp_path):
         assert result["unet_calls_per_step"] == 1.0 and result["call_batch"] == 2  # CFG as one batch-2 call
         assert result["estimate_bytes"] > 0 and result["sampling_peak_bytes"] > 0
     assert steps["unet_step_bf16"]["results"][0]["weights"] == "bf16"
-    for name in ("video_16_bf16", "video_16_bf16_cap_8gb"):
+    for name in ["video_16_bf16", *capped]:
         video = steps[name]["results"][-1]
         assert steps[name]["status"] == "ok" and video["finite"] and video["video_seconds"] > 0, steps[name]
         assert video["vram_cap_gb"] is None  # no cap on a CPU: reported as not applied
+    # each memory target names its model and cap, and the dry run's peak is read from its step
+    targets = steps["targets"]["ratios"]
+    for model, cap in (("vc2_t2v_512", 8), ("dc_512", 8), ("toon_512", 10), ("vc1_t2v_1024", 12)):
+        target = targets[f"{model}_16_frames_within_{cap}gb"]
+        assert target["ok"] and target["target_gb"] == cap and target["peak_gib"] > 0, target
     server = steps["server_vc2_t2v_512"]
     assert server["status"] == "ok" and server["results"][0]["success"], server
     assert server["results"][0]["peak_bytes"] >= server["results"][0]["idle_bytes"] > 0

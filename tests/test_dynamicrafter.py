@@ -66,12 +66,12 @@ def run_pipeline(pack, ckpt_name, meta, golden, frames=None):
         positive, negative, vae, clip_vision, projector, golden_image(golden, "cond_image"),
         "interpolate" if interp else "i2v", inputs["width"], inputs["height"], frames or inputs["frames"], 1,
         inputs["fs"], end_image=end)
-    model_base = comfy_host.pack("vc_models.model_base")
+    families = comfy_host.pack("vc_models.families")
     out["image_tokens"] = comfy_host.pack("vc_models.encoders").image_tokens(clip_vision, golden_image(golden, "cond_image"))
-    out["image_emb"] = positive[0][1][model_base.IMAGE_TOKENS_KEY]
-    out["image_uncond_emb"] = negative[0][1][model_base.IMAGE_TOKENS_KEY]
-    out["concat_latent"] = positive[0][1][model_base.CONCAT_LATENT_KEY] * SCALE_FACTOR
-    out["concat_latent_negative"] = negative[0][1][model_base.CONCAT_LATENT_KEY] * SCALE_FACTOR
+    out["image_emb"] = positive[0][1][families.IMAGE_TOKENS_KEY]
+    out["image_uncond_emb"] = negative[0][1][families.IMAGE_TOKENS_KEY]
+    out["concat_latent"] = positive[0][1][families.CONCAT_LATENT_KEY] * SCALE_FACTOR
+    out["concat_latent_negative"] = negative[0][1][families.CONCAT_LATENT_KEY] * SCALE_FACTOR
     out.update(positive=positive, negative=negative, latent=latent)
     return out
 
@@ -198,7 +198,7 @@ def test_frame_counts_other_than_16(pack, pipelines, dc_files):
     tokens as the original does (so the order of the groups no longer matters); 12 frames sample."""
     out16, golden, meta = pipelines("tiny_dc_512")
     inputs = meta["inputs"]
-    key = comfy_host.pack("vc_models.model_base").IMAGE_TOKENS_KEY
+    key = comfy_host.pack("vc_models.families").IMAGE_TOKENS_KEY
     x16 = golden["x_T"]
     base = model_output(out16["model"], out16["positive"], x16, 500)
     shuffled = model_output(out16["model"], shuffle_token_groups(out16["positive"], key), x16, 500)
@@ -223,7 +223,7 @@ def test_image_size_and_batch_handling(pack, pipelines):
     enlargement comes back exactly); one image serves every video of the batch; a mismatched batch is refused."""
     out, golden, meta = pipelines("tiny_dc_256")
     inputs = meta["inputs"]
-    key = comfy_host.pack("vc_models.model_base").CONCAT_LATENT_KEY
+    key = comfy_host.pack("vc_models.families").CONCAT_LATENT_KEY
     image = golden_image(golden, "cond_image")
     large = image.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)
     node = pack.vc_nodes.NODE_CLASSES["DynamiCrafterConditioning"]

@@ -326,7 +326,7 @@ def test_core_context_windows_keep_image_tokens_per_video(pack, models_dir):
                                                     sampler_name="videocrafter_ddim", scheduler="videocrafter_uniform",
                                                     eta=0.0, denoise=1.0)
     assert samples["samples"].shape == (1, 4, 28, 8, 8) and torch.isfinite(samples["samples"]).all()
-    tokens = tuple(positive[0][1][comfy_host.pack("vc_models.model_base").IMAGE_TOKENS_KEY].shape[1:])
+    tokens = tuple(positive[0][1][comfy_host.pack("vc_models.families").IMAGE_TOKENS_KEY].shape[1:])
     assert len(calls) >= 2 and all(c == (2, 16, (2,) + tokens) for c in calls), calls
 
 

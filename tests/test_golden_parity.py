@@ -48,7 +48,7 @@ def run_pipeline(pack, ckpt_name, meta, golden):
         encoders = comfy_host.pack("vc_models.encoders")
         out["image_tokens"] = encoders.image_tokens(clip_vision, image)
         positive, negative = mappings["VideoCrafterImageEncode"].execute(clip_vision, projector, image, positive, negative)
-        key = comfy_host.pack("vc_models.model_base").IMAGE_TOKENS_KEY
+        key = comfy_host.pack("vc_models.families").IMAGE_TOKENS_KEY
         out["image_emb"], out["image_uncond_emb"] = positive[0][1][key], negative[0][1][key]
     (latent,) = mappings["EmptyVideoCrafterLatent"].execute(inputs["width"], inputs["height"], inputs["frames"], 1)
     out.update(positive=positive, negative=negative, latent=latent)

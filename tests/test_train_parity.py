@@ -17,7 +17,7 @@ TOL = 1e-4  # the README's tolerance for embeddings and single UNet calls
 @pytest.fixture(scope="module")
 def mods(pack, one_torch_thread):
     return {"training": comfy_host.pack("vc_train.comfy_models"), "families": comfy_host.pack("vc_train.families"),
-            "trainer": comfy_host.pack("vc_train.trainer"), "config": comfy_host.pack("vc_train.config")}
+            "objectives": comfy_host.pack("vc_models.objectives"), "trainer": comfy_host.pack("vc_train.trainer"), "config": comfy_host.pack("vc_train.config")}
 
 
 def golden_case(mods, variant):
@@ -51,7 +51,6 @@ def check_record(golden, name, terms, errors):
 
 def test_dynamicrafter_512_objective_matches_the_original(mods):
     golden, meta, models, objective, frames, z, text, empty = golden_case(mods, "tiny_dc_512")
-    families = mods["families"]
     inputs = meta["inputs"]
     index = inputs["cond_frame_index"]
     with torch.no_grad():
@@ -60,14 +59,14 @@ def test_dynamicrafter_512_objective_matches_the_original(mods):
         assert rel_err(models.projector(tokens), golden["image_emb"]) <= TOL
         assert rel_err(models.projector(zero_tokens[None]), golden["image_emb_dropped"]) <= TOL
     # the loader's fps (fps_ori // frame_stride) is the batch's fps condition; the record's fs
-    batch = families.Batch(latents=z, context=text, fps=torch.tensor([float(inputs["fps"])]),
+    batch = mods["objectives"].Batch(latents=z, context=text, fps=torch.tensor([float(inputs["fps"])]),
                            frame_stride=torch.tensor([inputs["frame_stride"]]), image_tokens=tokens,
                            cond_index=torch.tensor([index]))
     assert rel_err(objective.concat_latent(batch, torch.device("cpu")), golden["concat_latent"]) <= TOL
     errors = {}
     for name, record in meta["records"].items():
         assert objective.fps_condition(batch.fps, batch.frame_stride).tolist() == record["fs"]
-        draws = families.Draws(uniforms=torch.tensor([[record["forced_random_num"]]]), t=torch.tensor([record["t"]]),
+        draws = mods["objectives"].Draws(uniforms=torch.tensor([[record["forced_random_num"]]]), t=torch.tensor([record["t"]]),
                                noise=golden["noise"])
         text_dropped, image_dropped = objective.dropped(draws.uniforms)
         assert (bool(text_dropped), bool(image_dropped)) == (record["text_dropped"], record["image_dropped"]), name
@@ -84,13 +83,12 @@ def test_dynamicrafter_512_objective_matches_the_original(mods):
 
 def test_videocrafter2_objective_matches_the_original(mods):
     golden, meta, models, objective, frames, z, text, empty = golden_case(mods, "tiny_t2v_v2")
-    families = mods["families"]
     assert models.projector is None and not objective.uses_image
-    batch = families.Batch(latents=z, context=text, fps=torch.tensor([float(meta["inputs"]["fps"])]),
+    batch = mods["objectives"].Batch(latents=z, context=text, fps=torch.tensor([float(meta["inputs"]["fps"])]),
                            frame_stride=torch.tensor([1]))
     errors = {}
     for name, record in meta["records"].items():
-        draws = families.Draws(uniforms=torch.tensor([[record["forced_random_random"]]]), t=torch.tensor([record["t"]]),
+        draws = mods["objectives"].Draws(uniforms=torch.tensor([[record["forced_random_random"]]]), t=torch.tensor([record["t"]]),
                                noise=golden["noise"])
         assert bool(objective.dropped(draws.uniforms)[0]) == record["text_dropped"], name
         with torch.no_grad():

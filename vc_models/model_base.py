@@ -14,8 +14,7 @@ import comfy.supported_models_base
 
 from . import families
 from .context_windows import frames_of_context_window
-from .families import (FPS_KEY, IMAGE_TOKENS_KEY, TURBO_GUIDANCE_KEY, TURBO_MOTION_KEY,  # noqa: F401 (the nodes' keys)
-                       TURBO_DEFAULT_GUIDANCE, TURBO_DEFAULT_MOTION, CONCAT_LATENT_KEY)
+from .families import CONCAT_LATENT_KEY
 from .memory_model import unet_activation_bytes
 from .unet import VideoCrafterUNet
 from .model_sampling import model_sampling_for

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 from . import families
-from .families import NO_IMAGE, START_IMAGE, START_END_IMAGES, DYNAMICRAFTER_TOKENS_PER_FRAME  # noqa: F401
+from .families import DYNAMICRAFTER_TOKENS_PER_FRAME
 
 # schedules (`vc_models.model_sampling` has one class per kind)
 SCALED_EPS, SCALED_V, CONSISTENCY = "scaled_eps", "scaled_v", "consistency"

@@ -2,7 +2,7 @@
 import node_helpers
 from comfy_api.latest import io
 
-from ..vc_models.model_base import FPS_KEY
+from ..vc_models.families import FPS_KEY
 
 
 class VideoCrafterFPSConditioning(io.ComfyNode):

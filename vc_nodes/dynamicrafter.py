@@ -8,7 +8,7 @@ from comfy_api.latest import io
 from ..vc_models import conditioning as image_cond
 from ..vc_models.dualref_vae import KEY_FRAMES_KEY
 from ..vc_models.families import ANIMATE, INTERPOLATE, LOOP
-from ..vc_models.model_base import CONCAT_LATENT_KEY, FPS_KEY, IMAGE_TOKENS_KEY
+from ..vc_models.families import CONCAT_LATENT_KEY, FPS_KEY, IMAGE_TOKENS_KEY
 from ..vc_models.video_size import SIZE_MULTIPLE
 from .latent import validate_size
 from .loader import MissingImageComponents, Projector

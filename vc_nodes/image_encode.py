@@ -3,7 +3,7 @@ import node_helpers
 from comfy_api.latest import io
 
 from ..vc_models.conditioning import projected_image_tokens
-from ..vc_models.model_base import IMAGE_TOKENS_KEY
+from ..vc_models.families import IMAGE_TOKENS_KEY
 from .loader import MissingImageComponents, Projector
 
 

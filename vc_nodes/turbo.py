@@ -4,7 +4,7 @@ import node_helpers
 from comfy_api.latest import io
 
 from ..vc_models.loader import WEIGHT_DTYPES
-from ..vc_models.model_base import (TURBO_GUIDANCE_KEY, TURBO_MOTION_KEY, TURBO_DEFAULT_GUIDANCE,
+from ..vc_models.families import (TURBO_GUIDANCE_KEY, TURBO_MOTION_KEY, TURBO_DEFAULT_GUIDANCE,
                                     TURBO_DEFAULT_MOTION)
 from ..vc_models.turbo import load_turbo_model
 from .loader import FOLDER

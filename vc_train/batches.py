@@ -6,7 +6,7 @@ import logging
 import torch
 
 from .data import VideoDataset, ImageDataset, SampleStream, list_training_items, DatasetError, dataset_digest
-from .families import Batch
+from ..vc_models.objectives import Batch
 from .noise import step_generator
 
 log = logging.getLogger("vc_train")

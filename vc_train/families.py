@@ -5,7 +5,6 @@ model loads; and the family's objective (`objective_for`; the classes are `vc_mo
 import os
 
 from ..vc_models.families import START_END_IMAGES
-from ..vc_models.objectives import Batch, Draws, Terms, Objective  # noqa: F401 (the trainer's and the tests' names)
 from .data import VideoDataset, DatasetError, count_media, list_training_items
 
 

@@ -14,7 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
+from torch.distributed.tensor import DTensor
 
 
 def unet_blocks(unet):
@@ -48,15 +48,6 @@ def is_sharded(tensor):
 def full_value(tensor):
     """The whole tensor on every rank (a collective for a sharded one: every rank must call it)."""
     return tensor.full_tensor() if is_sharded(tensor) else tensor
-
-
-def load_full_value(param, value):
-    """Set a (possibly sharded) parameter from its full value (every rank holds the same `value`)."""
-    with torch.no_grad():
-        if is_sharded(param):
-            param.copy_(distribute_tensor(value.to(param.device, param.dtype), param.device_mesh, param.placements))
-        else:
-            param.copy_(value.to(param.device, param.dtype))
 
 
 def replicated(params):

@@ -1,6 +1,6 @@
 """The one-server executor: keep up to N prompts of the planned jobs queued on one ComfyUI
 server, check on them, fetch outputs, record everything in the manifest, wait for the server
-through restarts, and clean up on Ctrl-C.  The server and its waiting: server.py; its websocket
+through restarts, and clean up on Ctrl-C.  The server and its waiting: batch_server.py; its websocket
 and step bar: server_events.py; Ctrl-C: interrupts.py; outputs: outputs.py.  Spreading a batch
 over several workers is ray_executor.py's job."""
 import asyncio
@@ -13,7 +13,7 @@ from .client import MalformedAnswer, PromptRejected, RequestFailed, ServerDown, 
 from .interrupts import Interrupts
 from .ledger import Ledger
 from .outputs import JobFolder, OutputsUnavailable, fetch_outputs
-from .server import GiveUp, Server
+from .batch_server import GiveUp, Server
 from .server_events import ServerEvents
 
 

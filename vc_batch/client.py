@@ -80,6 +80,9 @@ def format_rejection(body, workflow=None):
 
 NO_OUTPUT = "the workflow finished but produced no output files"
 
+# the websocket events (and history messages) that end a prompt
+DONE_EVENTS = ("execution_success", "execution_error", "execution_interrupted")
+
 
 def partial_rejection(node_errors, workflow):
     """The error of a prompt ComfyUI queued with some output nodes left out (`node_errors` in its
@@ -114,8 +117,7 @@ def parse_history(entry):
         raise MalformedAnswer(f"the server's history messages are a {type(messages).__name__}, not a list")
     events = {m[0]: m[1] for m in messages if isinstance(m, list) and len(m) == 2 and isinstance(m[1], dict)}
     start = events.get("execution_start", {}).get("timestamp")
-    end = next((events[k].get("timestamp") for k in ("execution_success", "execution_error", "execution_interrupted")
-                if k in events), None)
+    end = next((events[k].get("timestamp") for k in DONE_EVENTS if k in events), None)
     seconds = round((end - start) / 1000.0, 3) if start and end else None
     ok = status.get("status_str") == "success" or (status.get("completed") and "execution_error" not in events)
     if not ok:
@@ -263,6 +265,12 @@ class ComfyClient:
             raise RequestFailed(f"/history/{prompt_id}: HTTP {status}")
         return _object(body, "/history answer").get(prompt_id)
 
+    async def result(self, prompt_id):
+        """The HistoryResult of finished prompt_id, or None if the server does not know it;
+        MalformedAnswer for an entry this client cannot read (the job's error)."""
+        entry = await self.history(prompt_id)
+        return None if entry is None else parse_history(entry)
+
     async def submit(self, workflow, prompt_id):
         """Queue workflow as prompt_id; returns (prompt id, node_errors).  ComfyUI queues a
         prompt when at least one output validates: node_errors then lists the outputs it left out."""
@@ -317,3 +325,9 @@ class ComfyClient:
     async def interrupt(self, prompt_id=None):
         body = {"prompt_id": prompt_id} if prompt_id else {}
         await self._request("POST", "/interrupt", json_body=body, expect_json=False)
+
+    async def withdraw(self, prompt_ids):
+        """Take prompts off the server: delete those still queued, interrupt the one running."""
+        await self.delete_queued(prompt_ids)
+        for pid in prompt_ids:
+            await self.interrupt(pid)

@@ -2,6 +2,7 @@
 manifest about a job's outcome, and how they tell the user."""
 import collections
 import sys
+import time
 
 try:
     from tqdm import tqdm
@@ -83,7 +84,10 @@ class Ledger:
             self.bar.update(1)
 
     def done(self, p, files, seconds, where="", **fields):
-        """Mark p done: its files are complete in the output folder already."""
+        """Mark p done: its files are complete in the output folder already.  seconds: the
+        server's execution time; None: the time since p was submitted."""
+        if seconds is None and p.submitted is not None:
+            seconds = round(time.monotonic() - p.submitted, 3)
         self.manifest.update(p.name, status="done", files=files, seconds=seconds, error=None, **fields)
         self.counts["done"] += 1
         self.log(f"done {p.name}: {', '.join(files)} ({seconds}s{where})")

@@ -12,14 +12,15 @@ Ray is optional: it is imported only when --ray is given (requirements-cluster.t
 """
 import collections
 import os
-import signal
 import socket
 import sys
 import time
 import uuid
 
-from .client import ComfyClient, open_part
+from .client import ComfyClient
+from .interrupts import Interrupts
 from .ledger import Ledger
+from .outputs import JobFolder
 from .worker import ComfyWorker
 
 INSTALL = 'pip install "ray[default]"  (or: pip install -r requirements-cluster.txt)'
@@ -119,7 +120,11 @@ class RayExecutor(Ledger):
         self.pending = collections.deque()
         self.refs = {}  # object ref -> (kind, Worker)
         self.asks = []  # (monotonic time, Worker): ask a restarting worker whether it is ready then
-        self.stop_requested = False
+        self.interrupts = Interrupts(self.log, "the workers")
+
+    @property
+    def stop_requested(self):
+        return self.interrupts.requested
 
     # -- main ----------------------------------------------------------------------------
     def run(self):
@@ -138,20 +143,12 @@ class RayExecutor(Ledger):
         self.open_bar()
         for w in self.workers:
             self.refs[w.actor.info.remote()] = ("info", w)
-        previous = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, self._on_signal)
         try:
-            return self._loop()
+            with self.interrupts.on_main_thread():
+                return self._loop()
         finally:
-            signal.signal(signal.SIGINT, previous)
             if self.bar is not None:
                 self.bar.close()
-
-    def _on_signal(self, *_):
-        if self.stop_requested:
-            raise KeyboardInterrupt
-        self.stop_requested = True
-        self.log("stopping: removing this batch's prompts from the workers (Ctrl-C again to quit at once)")
 
     def _loop(self):
         cancel_sent = False
@@ -280,17 +277,9 @@ class RayExecutor(Ledger):
 
     def _done(self, w, p, result):
         """Write the files (each complete or absent), then the manifest says done."""
-        job_dir = os.path.join(self.out_dir, p.name)
-        os.makedirs(job_dir, exist_ok=True)
-        files = []
-        for fname, data in result["files"]:
-            with open_part(os.path.join(job_dir, fname)) as f:
-                f.write(data)
-            files.append(os.path.join(p.name, fname))
-        seconds = result["seconds"]
-        if seconds is None:
-            seconds = round(time.monotonic() - p.submitted, 3)
-        self.done(p, files, seconds, f", {w.name}", prompt_id=result["prompt_id"])
+        folder = JobFolder(self.out_dir, p.name)
+        folder.write(result["files"])
+        self.done(p, folder.listed(result["files"]), result["seconds"], f", {w.name}", prompt_id=result["prompt_id"])
 
 
 def last_lines(error, n=12):

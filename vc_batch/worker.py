@@ -21,8 +21,8 @@ import tempfile
 import time
 import uuid
 
-from .client import (NO_OUTPUT, ComfyClient, MalformedAnswer, PromptRejected, RequestFailed, ServerDown,
-                     output_file_names, parse_history, partial_rejection)
+from .client import ComfyClient, MalformedAnswer, PromptRejected, RequestFailed, ServerDown, partial_rejection
+from .outputs import OutputsUnavailable, fetch_outputs
 
 WATCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "comfy_process.py")
 
@@ -167,38 +167,30 @@ class ComfyJobs:
             except RequestFailed as e:
                 return failed(pid, str(e))
             if node_errors:
-                await c.delete_queued([got])
-                await c.interrupt(got)
+                await c.withdraw([got])
                 return failed(got, partial_rejection(node_errors, wf))
             pid = got
         while True:
             running, pending = await c.queue()
             if pid in self.cancelled:
-                await c.delete_queued([pid])
-                await c.interrupt(pid)
+                await c.withdraw([pid])
                 return {"status": "interrupted", "prompt_id": pid, "error": "cancelled", "seconds": None, "files": []}
             if pid not in running and pid not in pending:
                 break
             await asyncio.sleep(self.poll_interval)
         try:
-            entry = await c.history(pid)
-            result = parse_history(entry) if entry is not None else None
-            names = output_file_names(result.outputs) if result is not None and result.ok else []
+            result = await c.result(pid)
         except MalformedAnswer as e:  # the job's error: the server did answer
             return failed(pid, str(e))
-        if entry is None:
+        if result is None:
             raise ServerDown(f"prompt {pid[:8]} is gone from {self.url} (restarted?)")
         if not result.ok:
             return {"status": "interrupted" if result.interrupted else "failed", "prompt_id": pid,
                     "error": result.error, "seconds": result.seconds, "files": []}
-        if not result.outputs:
-            return failed(pid, NO_OUTPUT)
-        files = []
-        for it, fname in zip(result.outputs, names):
-            try:
-                files.append((fname, await c.download(it)))
-            except RequestFailed as e:
-                return failed(pid, f"could not download its output: {e}")
+        try:
+            files = await fetch_outputs(c, result)  # the driver writes them
+        except (OutputsUnavailable, MalformedAnswer) as e:
+            return failed(pid, str(e))
         return {"status": "done", "prompt_id": pid, "error": None, "seconds": result.seconds, "files": files}
 
 

@@ -6,7 +6,7 @@ client: it never imports torch or comfy.
     python scripts/vc_batch.py jobs.csv --ray local --workers 2 --comfyui ~/ComfyUI --out runs/batch1
 
 plan.py plans the jobs (tables: table.py, workflows: workflow.py, manifest: manifest.py);
-runner.py runs them on one server (server.py, server_events.py), ray_executor.py on Ray workers
+runner.py runs them on one server (batch_server.py, server_events.py), ray_executor.py on Ray workers
 (worker.py), both through client.py, with Ctrl-C in interrupts.py and the fetched files in outputs.py.
 
 See docs/batch.md.

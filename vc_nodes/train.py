@@ -106,13 +106,16 @@ class TrainingNode(io.ComfyNode):
     """What the two training nodes share: they differ in their schema (id, names, the stages offered). Each
     declares its own schema on a class of its own: ComfyUI caches a node's description on its class."""
     STAGE_CHOICES = STAGES
+    # what a node dropped fresh shows: the stage most of its models train, and a name without a family in it
+    DEFAULT_STAGE = "videos"
+    DEFAULT_OUTPUT_NAME = "videocrafter_trained"
 
     @classmethod
     def execute(cls, ckpt_name, output_name, clip_vision_name=NONE, save_to="checkpoints", **options):
         """`options`: the TrainConfig fields among the inputs; a field a prompt leaves out keeps its default."""
         refuse_undeclared(cls, options)
         unique_id = cls.hidden.unique_id if cls.hidden is not None else None  # the node's id, for its progress text
-        name = plain_file_name(output_name, "output_name", "videocrafter_i2v_trained")
+        name = plain_file_name(output_name, "output_name", cls.DEFAULT_OUTPUT_NAME)
         run_dir = os.path.join(folder_paths.get_output_directory(), "videocrafter_training", name)
         # a LoRA goes where core's Load LoRA lists them, a checkpoint where the loader does
         models_folder = "loras" if options.get("adapter") == "lora" else "checkpoints"
@@ -164,6 +167,8 @@ class VideoCrafterTrain(TrainingNode):
 class VideoCrafterTrainI2V(TrainingNode):
     """The VideoCrafter1 image-to-video graph's node (train_i2v.json and graphs saved with it): its stages only."""
     STAGE_CHOICES = ("projector", "finetune", "both")
+    DEFAULT_STAGE = "both"
+    DEFAULT_OUTPUT_NAME = "videocrafter_i2v_trained"
 
     @classmethod
     def define_schema(cls):
@@ -184,7 +189,7 @@ def train_schema(node_class, node_id, display_name, description):
         category="VideoCrafter/training",
         description=description,
         inputs=[_node_input(name, options, node_class, section == "optional") if name in CONFIG_FIELDS
-                else NODE_ONLY[name](section == "optional") for section, name, options in INPUTS],
+                else NODE_ONLY[name](node_class, section == "optional") for section, name, options in INPUTS],
         outputs=[
             io.Image.Output(display_name="loss_curve", tooltip=(
                 "The loss curve so far (raw and smoothed; a red line where a stage starts).")),
@@ -210,7 +215,8 @@ def _node_input(name, options, node_class, optional):
     options = dict(options)
     default = options.pop("default", CONFIG_FIELDS[name].default)
     if name == "stage":
-        return io.Combo.Input(name, options=list(node_class.STAGE_CHOICES), default=default, optional=optional, **options)
+        return io.Combo.Input(name, options=list(node_class.STAGE_CHOICES), default=node_class.DEFAULT_STAGE,
+                              optional=optional, **options)
     if name in CHOICES:
         return io.Combo.Input(name, options=list(CHOICES[name]), default=default, optional=optional, **options)
     return WIDGET_TYPES[CONFIG_FIELDS[name].type].Input(name, default=default, optional=optional, **options)
@@ -218,22 +224,22 @@ def _node_input(name, options, node_class, optional):
 
 # inputs that are not TrainConfig fields (the node maps them onto fields itself)
 NODE_ONLY = {
-    "ckpt_name": lambda optional: io.Combo.Input(
+    "ckpt_name": lambda node_class, optional: io.Combo.Input(
         "ckpt_name", options=checkpoint_names(), optional=optional, tooltip=(
             "Start point, the model to train: VideoCrafter2 / VideoCrafter1 text-to-video (alone: stages "
             "videos/images; with clip_vision_name: upgraded to image-to-video), DynamiCrafter 256/512/1024 or 512 "
             "interpolation, VideoCrafter1 I2V. ToonCrafter and T2V-Turbo are refused (the originals define no such "
             "training).")),
-    "output_name": lambda optional: io.String.Input(
-        "output_name", default="videocrafter_i2v_trained", optional=optional, tooltip=(
+    "output_name": lambda node_class, optional: io.String.Input(
+        "output_name", default=node_class.DEFAULT_OUTPUT_NAME, optional=optional, tooltip=(
             "Name of the results: <name>.safetensors (stage 2: a checkpoint, or a LoRA in models/loras), "
             "<name>_projector.safetensors (stage 1), and the run folder output/videocrafter_training/<name> "
             "(states, loss_log.csv, loss_curve.png). A plain name, no folders.")),
-    "clip_vision_name": lambda optional: io.Combo.Input(
+    "clip_vision_name": lambda node_class, optional: io.Combo.Input(
         "clip_vision_name", options=_clip_vision_names(), default=NONE, optional=optional, tooltip=(
             "OpenCLIP ViT-H-14 vision file from models/clip_vision: upgrades a text-to-video ckpt_name to "
             "image-to-video (stages projector/finetune). Leave 'none' otherwise.")),
-    "save_to": lambda optional: io.Combo.Input(
+    "save_to": lambda node_class, optional: io.Combo.Input(
         "save_to", options=list(SAVE_TO), default="checkpoints", optional=optional, tooltip=(
             "Where the results go: models/checkpoints (ready for the loader; a LoRA: models/loras, ready for Load "
             "LoRA) or the run folder in the output directory.")),

@@ -54,3 +54,14 @@ def test_cpu_dry_run_runs_every_step(tmp_path):
         assert steps[f"original_unet_{mode}"]["status"] == "skipped"
     assert steps["targets"]["dry_run"] is True
     assert sum(r.get("limit_s", 0) for r in records) > 0
+
+
+def test_full_size_weights_are_detected_as_the_model_each_step_names():
+    """The GPU steps build random weights at each released layout (scripts/benchmark.py --full-size): they must
+    pass the loader's checks (a release's noise schedule) and be detected as the model the step names; on the GPU
+    machine a wrong layout would only show after minutes. The weights as shapes (meta), the schedule as released."""
+    import benchmark  # scripts/, on sys.path through comfy_host
+    inspect = comfy_host.pack("vc_models.checkpoint").inspect_checkpoint
+    for model_id, model in benchmark.BENCH_MODELS.items():
+        sd = benchmark.full_size_state_dict(model.layout, weights_device="meta")
+        assert inspect(sd, f"{model_id}.safetensors").entry.id == model_id

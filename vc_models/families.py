@@ -57,6 +57,15 @@ class PerVideo:
 
 
 @dataclass(frozen=True)
+class PerFrame:
+    """A tensor with one row per video and one entry per frame of the video on axis `frame_axis` (MotionCtrl's camera
+    path [B, T, 12]: 1; its flow [B, 2, T, H, W]: 2), batched with the latent; core Context Windows cut it to each
+    window's frames (`vc_models.model_base`), as they cut the latent."""
+    value: object  # a torch.Tensor
+    frame_axis: int
+
+
+@dataclass(frozen=True)
 class NoiseShaped:
     """A tensor shaped like the latent, cut with it (core CONDNoiseShape: a concatenated channel)."""
     value: object  # a torch.Tensor
@@ -307,12 +316,12 @@ class MotionCtrl(Family):
             if CAMERA not in controls:
                 raise ValueError(f"'{self.camera_node}' sets a camera path, but this MODEL ({info.description}) has no "
                                  "camera control (cc_projection): remove the node, or load a MotionCtrl file with it.")
-            out["camera_poses"] = PerVideo(poses)
+            out["camera_poses"] = PerFrame(poses, frame_axis=1)
         if flow is not None:
             if OBJECT not in controls:
                 raise ValueError(f"'{MOTIONCTRL_TRAJECTORY_NODE}' sets an object trajectory, but this MODEL ({info.description}) "
                                  "controls the camera only: remove the node, or load motionctrl.pth (VideoCrafter, "
                                  "camera and object motion).")
-            out["trajectory"] = PerVideo(flow)
+            out["trajectory"] = PerFrame(flow, frame_axis=2)
             out["trajectory_cond_t"] = Constant(int(extras.get(MOTION_COND_T_KEY, MOTIONCTRL_COND_T)))
         return out

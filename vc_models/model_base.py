@@ -19,9 +19,28 @@ from .memory_model import unet_activation_bytes
 from .unet import VideoCrafterUNet
 from .model_sampling import model_sampling_for
 
+
+class CONDPerFrame(comfy.conds.CONDRegular):
+    """A per-frame UNet input (`families.PerFrame`): batched as CONDRegular, and knowing its frame axis, so that a
+    context window can cut it to the window's frames."""
+
+    def __init__(self, cond, frame_axis):
+        super().__init__(cond)
+        self.frame_axis = frame_axis
+
+    def _copy_with(self, cond):
+        return self.__class__(cond, self.frame_axis)
+
+
 # the kinds of UNet input a family returns (vc_models.families) as ComfyUI conds
 _CONDS = {families.PerVideo: comfy.conds.CONDRegular, families.NoiseShaped: comfy.conds.CONDNoiseShape,
           families.Constant: comfy.conds.CONDConstant}
+
+
+def _cond(value):
+    if isinstance(value, families.PerFrame):
+        return CONDPerFrame(value.value, value.frame_axis)
+    return _CONDS[type(value)](value.value)
 
 
 class VideoCrafterLatentFormat(comfy.latent_formats.SD15):
@@ -64,6 +83,9 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         self.info = info
         if info.entry.family.concat_latent:
             self.concat_keys = ("concat_image",)  # ComfyUI's concat_cond builds c_concat from CONCAT_LATENT_KEY
+        # the family's per-frame UNet inputs by name -> frame axis (filled by extra_conds): 0.3.75's context windows
+        # pass them whole and `_apply_model` cuts them, where only the tensors arrive
+        self.frame_axes = {}
 
     def load_model_weights(self, sd, unet_prefix="", assign=False):
         """Core's weight loading (`assign` as core passes it: a dynamic-VRAM patcher keeps the loaded tensors),
@@ -98,22 +120,31 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         # 0.3.75's Context Windows pass a latent-shaped concat conditioning whole: cut it to the window (on 0.33
         # resize_cond_for_context_window cut it already, and one of the window's length is left alone)
         c_concat = frames_of_context_window(c_concat, x.shape[2], transformer_options)
+        for name, axis in self.frame_axes.items():
+            if kwargs.get(name) is not None:
+                kwargs[name] = frames_of_context_window(kwargs[name], x.shape[2], transformer_options, axis)
         return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
 
     def resize_cond_for_context_window(self, cond_key, cond_value, window, x_in, device, retain_index_list=[]):
         """ComfyUI 0.33's Context Windows ask the model first how to cut a conditioning to a window (and would
         otherwise cut any whose dim 2 matches the frame count, a 64-wide text embedding of 64 frames too).
-        On the frame axis only the concat latent is per frame; text, image tokens, fps and turbo guidance are
-        per video and stay whole. 0.3.75 never asks: `_apply_model` cuts the concat latent there."""
+        On the frame axis the concat latent and the family's per-frame inputs (MotionCtrl's camera path and flow) are
+        per frame and cut; text, image tokens, fps and turbo guidance are per video and stay whole. 0.3.75 never
+        asks: `_apply_model` cuts the per-frame ones there."""
         if window.dim != 2:
             return None  # windows over another axis: core's own rule
         if cond_key == "c_concat":
             return cond_value._copy_with(window.get_tensor(cond_value.cond, device, retain_index_list=retain_index_list))
+        if isinstance(cond_value, CONDPerFrame):
+            return cond_value._copy_with(window.get_tensor(cond_value.cond, device, dim=cond_value.frame_axis,
+                                                           retain_index_list=retain_index_list))
         return cond_value
 
     def extra_conds(self, **kwargs):
         """Core's conds (text, concat latent) and the family's UNet inputs from the CONDITIONING extras."""
         out = super().extra_conds(**kwargs)
         inputs = self.info.entry.family.unet_inputs(self.info, kwargs, self.model_sampling.num_timesteps)
-        out.update({name: _CONDS[type(value)](value.value) for name, value in inputs.items()})
+        out.update({name: _cond(value) for name, value in inputs.items()})
+        self.frame_axes.update({name: value.frame_axis for name, value in inputs.items()
+                                if isinstance(value, families.PerFrame)})
         return out

@@ -137,7 +137,8 @@ def server_step(args):
     from comfy_server import ComfyServer, load_workflow, run_prompt, fill_inputs
     import comfy_boot
     dry = args.cpu_dry_run
-    root = os.path.join(args.out, "server")
+    # its model folder holds a released-size checkpoint (2.8 GB): in the work folder, not among the results
+    root = os.path.join(os.environ.get("GPU_CHECK_WORK") or args.out, "server")
     workflow = load_workflow("vc2_t2v_512")
     name = workflow["1"]["inputs"]["ckpt_name"]
 

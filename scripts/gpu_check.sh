@@ -29,6 +29,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 BUNDLE=$ROOT/gpu_bundle
 WORK=${GPU_CHECK_WORK:-/tmp/videocrafter_gpu_check}
+export GPU_CHECK_WORK=$WORK  # scripts/gpu_check.py's server step keeps its released-size checkpoint there
 OUT=${GPU_CHECK_OUT:-$ROOT/output/gpu_check}
 PY=${PYTHON:-python3}
 HOST_TARBALL=comfyui-0.33.0.tar.xz

@@ -84,7 +84,7 @@ def render_thumbnail(graph, title, size=THUMBNAIL_SIZE):
         draw.rectangle([at(x, y), at(x + w, y + h)], fill=tuple(c // 3 for c in colour), outline=colour)
     for _id, src, slot, dst, dslot, kind in graph.get("links", []):
         if src in nodes and dst in nodes:
-            (sx, sy), (sw, _sh) = nodes[src]["pos"], nodes[src]["size"]
+            (sx, sy), sw = nodes[src]["pos"], nodes[src]["size"][0]
             start, end = at(sx + sw, sy + 10 + 20 * slot), at(nodes[dst]["pos"][0], nodes[dst]["pos"][1] + 10 + 20 * dslot)
             bend = abs(end[0] - start[0]) / 2 + 4
             points = [tuple((1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3

@@ -57,33 +57,11 @@ def full_size_state_dict(layout="t2v_512_v2.0", weights_device=None):
             else:
                 sd[name] = (torch.randn(dims, generator=generator, device=device) * 0.02).half().cpu() if dims \
                     else torch.tensor(1.0)
-    if "scale_arr" in sd:
-        sd["scale_arr"] = torch.cat([torch.linspace(1, 0.7, 400), torch.full((1000,), 0.7)])[:sd["scale_arr"].numel()]
-    # the v-prediction models' schedule ends at zero SNR (how the pack tells DynamiCrafter 512 from 256)
-    sd.update(schedule_buffers(zero_terminal_snr=layout.startswith(("dynamicrafter", "tooncrafter"))))
+    # a release's schedule buffers (the loader refuses random ones); the v-prediction models' ends at zero SNR
+    # (how the pack tells DynamiCrafter 512 from 256)
+    scale = (0.7, sd["scale_arr"].numel()) if "scale_arr" in sd else None
+    sd.update(noise_schedule().release_buffers(scale, zero_terminal_snr=layout.startswith(("dynamicrafter", "tooncrafter"))))
     return sd
-
-
-def schedule_buffers(zero_terminal_snr=False):
-    """The noise-schedule buffers a released checkpoint stores (float32), as the original registers them from
-    its betas; the loader refuses random values there."""
-    import torch
-    betas = noise_schedule().scaled_linear_betas().double()
-    alphas_cumprod = torch.cumprod(1 - betas, 0)
-    if zero_terminal_snr:
-        alphas_cumprod[-1] = 0.0
-        betas[-1] = 1.0
-    previous = torch.cat([torch.ones(1, dtype=torch.float64), alphas_cumprod[:-1]])
-    posterior_variance = betas * (1 - previous) / (1 - alphas_cumprod)
-    out = {"betas": betas, "alphas_cumprod": alphas_cumprod, "alphas_cumprod_prev": previous,
-           "sqrt_alphas_cumprod": alphas_cumprod.sqrt(), "sqrt_one_minus_alphas_cumprod": (1 - alphas_cumprod).sqrt(),
-           "log_one_minus_alphas_cumprod": (1 - alphas_cumprod).log(),
-           "sqrt_recip_alphas_cumprod": alphas_cumprod.rsqrt(), "sqrt_recipm1_alphas_cumprod": (1 / alphas_cumprod - 1).sqrt(),
-           "posterior_variance": posterior_variance,
-           "posterior_log_variance_clipped": posterior_variance.clamp(min=1e-20).log(),
-           "posterior_mean_coef1": betas * previous.sqrt() / (1 - alphas_cumprod),
-           "posterior_mean_coef2": (1 - previous) * (1 - betas).sqrt() / (1 - alphas_cumprod)}
-    return {key: value.float() for key, value in out.items()}
 
 
 def main():

@@ -28,7 +28,6 @@ _layout = comfy_boot.pack("vc_models.checkpoint_file")
 UNET_PREFIX, VAE_PREFIX, TEXT_PREFIX, VISION_PREFIX, PROJECTOR_PREFIX = (
     _layout.UNET_PREFIX, _layout.VAE_PREFIX, _layout.TEXT_PREFIX, _layout.VISION_PREFIX, _layout.PROJECTOR_PREFIX)
 _schedule = comfy_boot.pack("vc_models.noise_schedule")
-TIMESTEPS, scaled_linear_betas = _schedule.TIMESTEPS, _schedule.scaled_linear_betas
 
 TINY_UNET = dict(model_channels=64, channel_mult=(1, 1, 2, 2), num_res_blocks=1, attention_levels=(0, 1, 2),
                  context_dim=64, init_attn_heads=8, fps_cond=True, use_linear=True)
@@ -117,38 +116,6 @@ def smoke_shapes(name):
     return shapes
 
 
-def schedule(scale=None, timesteps=TIMESTEPS, zero_terminal_snr=False):
-    """The VideoCrafter noise schedule buffers as the released files carry them (scaled-linear betas, the
-    buffers derived from them; scale_arr falling linearly over 400 steps). zero_terminal_snr: DynamiCrafter
-    512/1024's rescaled betas (sqrt(alphas_cumprod) shifted to end at 0 and stretched to keep its start)."""
-    betas = scaled_linear_betas(timesteps)
-    acp = torch.cumprod(1.0 - betas, 0)
-    if zero_terminal_snr:
-        root = acp.sqrt()
-        root = (root - root[-1]) * root[0] / (root[0] - root[-1])
-        acp = root ** 2
-        betas = 1.0 - acp / torch.cat([torch.ones(1, dtype=torch.float64), acp[:-1]])
-    prev = torch.cat([torch.ones(1, dtype=torch.float64), acp[:-1]])
-    posterior_variance = betas * (1.0 - prev) / (1.0 - acp)
-    # the buffers the released files carry beside betas/alphas_cumprod (derived from them; the loader ignores them)
-    out = {"betas": betas, "alphas_cumprod": acp, "alphas_cumprod_prev": prev,
-           "sqrt_alphas_cumprod": acp.sqrt(), "sqrt_one_minus_alphas_cumprod": (1.0 - acp).sqrt(),
-           "log_one_minus_alphas_cumprod": (1.0 - acp).log(), "sqrt_recip_alphas_cumprod": (1.0 / acp).sqrt(),
-           "sqrt_recipm1_alphas_cumprod": (1.0 / acp - 1).sqrt(), "posterior_variance": posterior_variance,
-           "posterior_log_variance_clipped": posterior_variance.clamp(min=1e-20).log(),
-           "posterior_mean_coef1": betas * prev.sqrt() / (1.0 - acp),
-           "posterior_mean_coef2": (1.0 - prev) * (1.0 - betas).sqrt() / (1.0 - acp)}
-    if zero_terminal_snr:  # 1/alphas_cumprod is infinite at the last step; the released v models store zeros
-        out["sqrt_recip_alphas_cumprod"] = torch.zeros_like(acp)
-        out["sqrt_recipm1_alphas_cumprod"] = torch.zeros_like(acp)
-    out = {k: v.float() for k, v in out.items()}
-    if scale is not None:
-        base, length = scale
-        out["scale_arr"] = torch.cat([torch.linspace(1.0, base, 400, dtype=torch.float64),
-                                      torch.full((length - 400,), base, dtype=torch.float64)]).float()
-    return out
-
-
 def _uniform(shape, bound, gen):
     return (torch.rand(shape, generator=gen) * 2 - 1) * bound
 
@@ -184,7 +151,7 @@ def build_smoke_state_dict(name, seed=0):
     gen = torch.Generator().manual_seed(seed)
     shapes = smoke_shapes(name)
     sd = {k: _random(k, shapes, gen).to(torch.float16) for k in sorted(shapes)}
-    sd.update(schedule(SMOKE_MODELS[name][1], zero_terminal_snr=name in ZERO_TERMINAL_SNR))
+    sd.update(_schedule.release_buffers(SMOKE_MODELS[name][1], zero_terminal_snr=name in ZERO_TERMINAL_SNR))
     return sd
 
 

@@ -97,6 +97,8 @@ class Family:
     # the nodes that set a camera path / an object trajectory ("": the family takes none); the original's prompt
     # suffix and negative prompt ("": none)
     camera_node = trajectory_node = ""
+    # the UNet inputs (`unet_inputs` names) that hold one entry per frame, and their frame axis: context windows cut them
+    frame_axes = {}
     prompt_suffix = negative_prompt = ""
 
     def __repr__(self):
@@ -282,6 +284,7 @@ class MotionCtrl(Family):
     original; its prompt suffix and negative prompt are the released app's."""
     name = "MotionCtrl"
     rate_input = ""  # no frame-rate condition
+    frame_axes = {"camera_poses": 1, "trajectory": 2}  # poses [B, T, 12], flow [B, 2, T, H, W]
     camera_node, trajectory_node = MOTIONCTRL_CAMERA_NODE, MOTIONCTRL_TRAJECTORY_NODE
     # `motionctrl_sample` appends ", " + this to the prompt and samples against this negative prompt
     prompt_suffix = ("Ultra-detail, masterpiece, best quality, cinematic lighting, 8k uhd, dslr, soft lighting, film "
@@ -316,12 +319,12 @@ class MotionCtrl(Family):
             if CAMERA not in controls:
                 raise ValueError(f"'{self.camera_node}' sets a camera path, but this MODEL ({info.description}) has no "
                                  "camera control (cc_projection): remove the node, or load a MotionCtrl file with it.")
-            out["camera_poses"] = PerFrame(poses, frame_axis=1)
+            out["camera_poses"] = PerFrame(poses, frame_axis=self.frame_axes["camera_poses"])
         if flow is not None:
             if OBJECT not in controls:
                 raise ValueError(f"'{MOTIONCTRL_TRAJECTORY_NODE}' sets an object trajectory, but this MODEL ({info.description}) "
                                  "controls the camera only: remove the node, or load motionctrl.pth (VideoCrafter, "
                                  "camera and object motion).")
-            out["trajectory"] = PerFrame(flow, frame_axis=2)
+            out["trajectory"] = PerFrame(flow, frame_axis=self.frame_axes["trajectory"])
             out["trajectory_cond_t"] = Constant(int(extras.get(MOTION_COND_T_KEY, MOTIONCTRL_COND_T)))
         return out

@@ -83,9 +83,6 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         self.info = info
         if info.entry.family.concat_latent:
             self.concat_keys = ("concat_image",)  # ComfyUI's concat_cond builds c_concat from CONCAT_LATENT_KEY
-        # the family's per-frame UNet inputs by name -> frame axis (filled by extra_conds): 0.3.75's context windows
-        # pass them whole and `_apply_model` cuts them, where only the tensors arrive
-        self.frame_axes = {}
 
     def load_model_weights(self, sd, unet_prefix="", assign=False):
         """Core's weight loading (`assign` as core passes it: a dynamic-VRAM patcher keeps the loaded tensors),
@@ -120,7 +117,7 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         # 0.3.75's Context Windows pass a latent-shaped concat conditioning whole: cut it to the window (on 0.33
         # resize_cond_for_context_window cut it already, and one of the window's length is left alone)
         c_concat = frames_of_context_window(c_concat, x.shape[2], transformer_options)
-        for name, axis in self.frame_axes.items():
+        for name, axis in self.info.entry.family.frame_axes.items():  # the family's per-frame inputs, likewise
             if kwargs.get(name) is not None:
                 kwargs[name] = frames_of_context_window(kwargs[name], x.shape[2], transformer_options, axis)
         return super()._apply_model(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
@@ -145,6 +142,4 @@ class VideoCrafterModel(comfy.model_base.BaseModel):
         out = super().extra_conds(**kwargs)
         inputs = self.info.entry.family.unet_inputs(self.info, kwargs, self.model_sampling.num_timesteps)
         out.update({name: _cond(value) for name, value in inputs.items()})
-        self.frame_axes.update({name: value.frame_axis for name, value in inputs.items()
-                                if isinstance(value, families.PerFrame)})
         return out
